@@ -1,0 +1,16 @@
+//! keyrail's domain: typed ids, time, configuration values, the domain error and the traits the
+//! rest of the system implements (`Store`, `Clock`). No HTTP, no SQL.
+
+pub mod clock;
+pub mod error;
+pub mod id;
+pub mod limits;
+pub mod model;
+pub mod secret;
+pub mod store;
+pub mod time;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::Error;
+pub use store::{Store, StoreError};
+pub use time::Timestamp;

@@ -1,0 +1,239 @@
+//! The records of the domain: users, workspaces, members, and the change log.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::id::{MemberId, UserId, WorkspaceId};
+use crate::secret::Secret;
+use crate::time::Timestamp;
+
+/// A person's account. The password hash never leaves the store layer except for verification.
+#[derive(Clone)]
+pub struct User {
+    pub id: UserId,
+    /// Normalised: trimmed and lowercased.
+    pub email: String,
+    pub name: String,
+    /// PHC string (Argon2id).
+    pub password_hash: Secret,
+    pub mfa_enabled: bool,
+    pub superuser: bool,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("superuser", &self.superuser)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WorkspaceStatus {
+    Active,
+    Suspended,
+}
+
+impl WorkspaceStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Suspended => "suspended",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "suspended" => Some(Self::Suspended),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Alphabet {
+    Base62,
+    Hex,
+    Base36,
+}
+
+impl Alphabet {
+    pub fn chars(self) -> &'static [u8] {
+        match self {
+            Self::Base62 => b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz",
+            Self::Hex => b"0123456789abcdef",
+            Self::Base36 => b"0123456789abcdefghijklmnopqrstuvwxyz",
+        }
+    }
+
+    /// Bits of randomness one character carries.
+    pub fn bits_per_char(self) -> f64 {
+        (self.chars().len() as f64).log2()
+    }
+}
+
+/// The shape of a workspace's API keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFormat {
+    pub prefix: String,
+    pub alphabet: Alphabet,
+    pub length: u32,
+    pub checksum: bool,
+}
+
+impl Default for KeyFormat {
+    fn default() -> Self {
+        Self {
+            prefix: "kr".into(),
+            alphabet: Alphabet::Base62,
+            length: 30,
+            checksum: true,
+        }
+    }
+}
+
+impl KeyFormat {
+    pub const MIN_BITS: f64 = 96.0;
+    pub const MAX_LENGTH: u32 = 128;
+
+    /// Bits of randomness in a key of this format.
+    pub fn bits(&self) -> f64 {
+        f64::from(self.length) * self.alphabet.bits_per_char()
+    }
+
+    pub fn validate(&self) -> Result<(), Error> {
+        let p = self.prefix.as_bytes();
+        let prefix_ok = (1..=16).contains(&p.len())
+            && p[0].is_ascii_lowercase()
+            && p.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !prefix_ok {
+            return Err(Error::invalid(
+                "key_format.prefix",
+                "key_format.prefix must be 1 to 16 lowercase letters or digits, starting with a letter",
+            ));
+        }
+        if self.length > Self::MAX_LENGTH {
+            return Err(Error::invalid(
+                "key_format.length",
+                format!("key_format.length must be at most {}", Self::MAX_LENGTH),
+            ));
+        }
+        if self.bits() < Self::MIN_BITS {
+            return Err(Error::invalid(
+                "key_format.length",
+                format!(
+                    "key_format gives {:.0} bits of randomness; at least 96 are required",
+                    self.bits().floor()
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    pub id: WorkspaceId,
+    pub name: String,
+    pub status: WorkspaceStatus,
+    pub key_format: KeyFormat,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+#[derive(Debug, Clone)]
+pub struct Member {
+    pub id: MemberId,
+    pub workspace_id: WorkspaceId,
+    pub user_id: UserId,
+    /// A built-in role name or a custom role's id.
+    pub role: String,
+    pub created_at: Timestamp,
+}
+
+/// A member joined with its user, as listed under `/members`.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    pub member: Member,
+    pub email: String,
+    pub name: String,
+}
+
+/// One entry of the monotonic change log that every node polls to evict what it cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    pub seq: i64,
+    pub at: Timestamp,
+    /// What changed, e.g. `workspace.status`, `member.removed`.
+    pub kind: String,
+    /// The id of the thing that changed.
+    pub subject: String,
+}
+
+/// Keyset pagination: at most `limit` rows with ids after `after`.
+#[derive(Debug, Clone, Default)]
+pub struct Page {
+    pub limit: u32,
+    pub after: Option<String>,
+}
+
+impl Page {
+    pub const DEFAULT_LIMIT: u32 = 50;
+    pub const MAX_LIMIT: u32 = 200;
+
+    pub fn first(limit: u32) -> Self {
+        Self { limit, after: None }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_key_formats_are_expressible() {
+        KeyFormat::default().validate().unwrap();
+        let sgw = KeyFormat {
+            prefix: "sgw".into(),
+            alphabet: Alphabet::Hex,
+            length: 32,
+            checksum: false,
+        };
+        sgw.validate().unwrap();
+        let gr = KeyFormat {
+            prefix: "gr".into(),
+            alphabet: Alphabet::Base36,
+            length: 20,
+            checksum: false,
+        };
+        gr.validate().unwrap();
+    }
+
+    #[test]
+    fn weak_or_odd_formats_are_refused() {
+        let weak = KeyFormat {
+            prefix: "kr".into(),
+            alphabet: Alphabet::Hex,
+            length: 23,
+            checksum: true,
+        };
+        assert!(matches!(weak.validate(), Err(Error::Invalid { field, .. }) if field == "key_format.length"));
+        for prefix in ["", "Kr", "1kr", "k_r", "abcdefghijklmnopq"] {
+            let f = KeyFormat {
+                prefix: prefix.into(),
+                ..KeyFormat::default()
+            };
+            assert!(f.validate().is_err(), "{prefix}");
+        }
+    }
+}
