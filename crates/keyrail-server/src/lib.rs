@@ -1,1 +1,19 @@
+//! keyrail's HTTP surface: it maps HTTP to the domain's use cases and back.
 
+pub mod app;
+pub mod bootstrap;
+pub mod config;
+pub mod docs;
+pub mod error;
+pub mod json;
+pub mod observe;
+pub mod openapi;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod tls;
+
+pub use config::Config;
+pub use error::{ApiError, ApiResult};
+pub use server::{RunningServer, StartError, StartOptions, build_state, start};
+pub use state::AppState;

@@ -1,1 +1,149 @@
-fn main() {}
+//! The `keyrail` binary: command line, configuration, logging, and the commands.
+
+mod config;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use keyrail_core::SystemClock;
+use keyrail_server::config::{Config, LogFormat};
+use keyrail_server::{StartOptions, bootstrap};
+
+/// Self-hosted API access management: API keys, logins, roles and app grants in one binary.
+#[derive(Parser)]
+#[command(
+    name = "keyrail",
+    version,
+    about,
+    after_help = "Configuration: a TOML file (--config) over built-in defaults; every key can be \
+                  overridden by KEYRAIL_<KEY>, with __ between nested keys \
+                  (KEYRAIL_LIMITS__LOGIN_PER_IP=100/15m).\n\
+                  With no configuration at all, `keyrail serve` listens on 127.0.0.1:8080 with \
+                  an embedded SQLite database in ./keyrail-data/."
+)]
+struct Cli {
+    /// TOML configuration file.
+    #[arg(long, short, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the HTTP server until SIGTERM or Ctrl-C.
+    Serve,
+    /// Apply the database migrations and exit.
+    Migrate,
+    /// Print the effective configuration (secrets left out) and exit.
+    Config,
+}
+
+fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stdout);
+    match config.log_format {
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn serve(config: Config) -> Result<(), String> {
+    let server = keyrail_server::start(
+        config,
+        StartOptions {
+            clock: Arc::new(SystemClock),
+            extra_routes: None,
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    wait_for_signal().await;
+    tracing::info!("shutting down: finishing requests in flight");
+    server.shutdown().await.map_err(|e| e.to_string())?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn migrate(config: Config) -> Result<(), String> {
+    bootstrap::ensure_data_dir(&config.data_dir)
+        .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
+    let store = keyrail_store::open(&config.database_url, &config.data_dir)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    println!(
+        "{}",
+        serde_json::json!({"migrated": true, "backend": store.backend()})
+    );
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("keyrail: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Command::Config = cli.command {
+        match toml::to_string_pretty(&config) {
+            Ok(text) => print!("{text}"),
+            Err(e) => {
+                eprintln!("keyrail: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        return ExitCode::SUCCESS;
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("keyrail: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve => serve(config).await,
+            Command::Migrate => migrate(config).await,
+            Command::Config => unreachable!("handled above"),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "keyrail stopped");
+            eprintln!("keyrail: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! Builds the router: the API routes with their OpenAPI document, then the middleware every
+//! request passes through.
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{StatusCode, header};
+use axum::middleware;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::ApiError;
+use crate::json::BODY_LIMIT;
+use crate::observe::{observe, panic_response};
+use crate::openapi::ApiDoc;
+use crate::routes;
+use crate::state::AppState;
+
+/// Every route of the server and the OpenAPI document generated from them.
+pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::system::router())
+        .split_for_parts()
+}
+
+/// Adds the fallbacks and the middleware. `extra` routes (tests, embedders) get the same
+/// treatment as the server's own.
+pub fn finish(routes: Router<AppState>, state: AppState, request_timeout: Duration) -> Router {
+    routes
+        .fallback(|| async { ApiError::not_found() })
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            request_timeout,
+        ))
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(SetSensitiveRequestHeadersLayer::new([
+            header::AUTHORIZATION,
+            header::COOKIE,
+        ]))
+        .layer(middleware::from_fn(observe))
+        .with_state(state)
+}

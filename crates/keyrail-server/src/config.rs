@@ -1,0 +1,211 @@
+//! The configuration of API.md "Command line and configuration". The binary loads it (embedded
+//! defaults, then a TOML file, then `KEYRAIL_*` environment variables) and hands it here; every
+//! value is typed so that a bad one stops the server with a message naming its key.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use keyrail_core::limits::{Rate, Span};
+use serde::{Deserialize, Serialize};
+
+/// The defaults, as API.md lists them. The binary embeds this text as the first layer.
+pub const DEFAULTS_TOML: &str = r#"
+listen = "127.0.0.1:8080"
+public_url = "http://127.0.0.1:8080"
+data_dir = "./keyrail-data"
+database_url = ""
+redis_url = ""
+dev = false
+smtp_url = ""
+mail_from = "keyrail@localhost"
+api_logs = true
+tls_cert = ""
+tls_key = ""
+webhooks_allow_private = false
+master_key = ""
+log_level = "info"
+log_format = "json"
+shutdown_grace = "30s"
+request_timeout = "30s"
+
+[limits]
+global_per_principal = "6000/1m"
+login_per_ip = "30/15m"
+mfa_per_user = "5/5m"
+signup_per_ip = "10/1h"
+password_reset_per_ip = "5/1h"
+failed_auth_per_ip = "10/5m"
+failed_auth_block = "15m"
+account_lock_after = 5
+account_lock_for = "30m"
+"#;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_url: PublicUrl,
+    pub data_dir: PathBuf,
+    /// `""` = SQLite in `data_dir`; or `postgres://...`.
+    #[serde(skip_serializing)]
+    pub database_url: String,
+    #[serde(skip_serializing)]
+    pub redis_url: String,
+    pub dev: bool,
+    #[serde(skip_serializing)]
+    pub smtp_url: String,
+    pub mail_from: String,
+    pub api_logs: bool,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    pub webhooks_allow_private: bool,
+    /// 64 hex characters; `""` = the file `data_dir/master.key` (created on first start).
+    #[serde(skip_serializing)]
+    pub master_key: String,
+    /// A tracing filter (`info`, `keyrail=debug,info`, ...).
+    pub log_level: String,
+    pub log_format: LogFormat,
+    /// How long a SIGTERM waits for requests in flight.
+    pub shutdown_grace: Span,
+    /// Requests running longer are answered 408.
+    pub request_timeout: Span,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub global_per_principal: Rate,
+    pub login_per_ip: Rate,
+    pub mfa_per_user: Rate,
+    pub signup_per_ip: Rate,
+    pub password_reset_per_ip: Rate,
+    pub failed_auth_per_ip: Rate,
+    pub failed_auth_block: Span,
+    pub account_lock_after: u32,
+    pub account_lock_for: Span,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+/// `http://` or `https://` + host, no trailing slash kept.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PublicUrl(String);
+
+impl PublicUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_https(&self) -> bool {
+        self.0.starts_with("https://")
+    }
+}
+
+impl<'de> Deserialize<'de> for PublicUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let rest = s
+            .strip_prefix("http://")
+            .or_else(|| s.strip_prefix("https://"))
+            .ok_or_else(|| serde::de::Error::custom("must start with http:// or https://"))?;
+        let host = rest.split('/').next().unwrap_or("");
+        if host.is_empty() || rest.contains(char::is_whitespace) || rest.contains(['?', '#']) {
+            return Err(serde::de::Error::custom(
+                "must be an absolute URL like https://auth.example.com",
+            ));
+        }
+        Ok(Self(s.trim_end_matches('/').to_owned()))
+    }
+}
+
+impl Config {
+    /// Checks what types alone cannot: pairs of settings and value ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        let cert = !self.tls_cert.as_os_str().is_empty();
+        let key = !self.tls_key.as_os_str().is_empty();
+        if cert != key {
+            return Err("tls_cert and tls_key must be set together".into());
+        }
+        if self.limits.account_lock_after == 0 {
+            return Err("limits.account_lock_after must be at least 1".into());
+        }
+        if !self.master_key.is_empty()
+            && keyrail_core::secret::MasterKey::from_hex(&self.master_key).is_none()
+        {
+            return Err("master_key must be 64 hex characters (32 bytes)".into());
+        }
+        if !self.database_url.is_empty()
+            && !["sqlite:", "postgres://", "postgresql://"]
+                .iter()
+                .any(|p| self.database_url.starts_with(p))
+        {
+            return Err("database_url must be empty, sqlite:..., or postgres://...".into());
+        }
+        if !self.redis_url.is_empty()
+            && !self.redis_url.starts_with("redis://")
+            && !self.redis_url.starts_with("rediss://")
+        {
+            return Err("redis_url must be empty or redis://...".into());
+        }
+        Ok(())
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        !self.tls_cert.as_os_str().is_empty()
+    }
+
+    /// The defaults alone (the embedded TOML), for tests and embedders.
+    pub fn defaults() -> Self {
+        toml::from_str(DEFAULTS_TOML).expect("the embedded defaults parse")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_defaults_are_the_documented_ones() {
+        let c = Config::defaults();
+        c.validate().unwrap();
+        assert_eq!(c.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.public_url.as_str(), "http://127.0.0.1:8080");
+        assert_eq!(c.limits.login_per_ip.to_string(), "30/15m");
+        assert_eq!(c.limits.failed_auth_block.secs(), 900);
+        assert_eq!(c.limits.account_lock_after, 5);
+        assert!(c.api_logs && !c.dev && !c.tls_enabled());
+    }
+
+    #[test]
+    fn public_url_must_be_absolute() {
+        let parse = |s: &str| toml::from_str::<Wrap>(&format!("u = {s:?}")).map(|w| w.u);
+        #[derive(Deserialize)]
+        struct Wrap {
+            u: PublicUrl,
+        }
+        assert_eq!(parse("https://auth.example.com/").unwrap().as_str(), "https://auth.example.com");
+        assert!(parse("https://auth.example.com").unwrap().is_https());
+        for bad in ["auth.example.com", "http://", "ftp://x", "http://a b", "http://x?y"] {
+            assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn pairs_and_ranges_are_checked() {
+        let mut c = Config::defaults();
+        c.tls_cert = "cert.pem".into();
+        assert!(c.validate().unwrap_err().contains("tls_key"));
+        let mut c = Config::defaults();
+        c.master_key = "short".into();
+        assert!(c.validate().unwrap_err().contains("master_key"));
+        let mut c = Config::defaults();
+        c.database_url = "mysql://x".into();
+        assert!(c.validate().unwrap_err().contains("database_url"));
+    }
+}

@@ -1,0 +1,170 @@
+//! `ApiJson<T>`: the request-body extractor every handler uses. It answers in the contract's
+//! shape: 415 for a body that is not JSON, 413 over the limit, 400 `invalid_request` naming the
+//! field for malformed JSON, unknown fields, missing fields and wrong types.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+pub struct ApiJson<T>(pub T);
+
+fn is_json_content_type(req: &Request) -> bool {
+    let Some(ct) = req.headers().get(header::CONTENT_TYPE) else {
+        return false;
+    };
+    let Ok(ct) = ct.to_str() else { return false };
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    essence.eq_ignore_ascii_case("application/json")
+        || essence
+            .get(..12)
+            .is_some_and(|p| p.eq_ignore_ascii_case("application/"))
+            && essence.len() > 17
+            && essence[essence.len() - 5..].eq_ignore_ascii_case("+json")
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        if !is_json_content_type(&req) {
+            return Err(ApiError::for_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::for_status(StatusCode::PAYLOAD_TOO_LARGE)
+            } else {
+                ApiError::invalid("body", "The request body could not be read")
+            }
+        })?;
+        parse(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses a JSON body into `T`, turning serde's complaint into a message that names the field.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value: T = serde_path_to_error::deserialize(&mut de).map_err(describe)?;
+    de.end().map_err(|_| {
+        ApiError::invalid("body", "Malformed JSON: unexpected data after the JSON value")
+    })?;
+    Ok(value)
+}
+
+fn strip_location(msg: &str) -> &str {
+    msg.rsplit_once(" at line ").map_or(msg, |(m, _)| m)
+}
+
+fn between_backticks(msg: &str) -> Option<&str> {
+    let start = msg.find('`')? + 1;
+    let len = msg[start..].find('`')?;
+    Some(&msg[start..start + len])
+}
+
+fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
+    use serde_json::error::Category;
+    let path = err.path().to_string();
+    let inner = err.inner();
+    let msg = strip_location(&inner.to_string()).to_owned();
+    match inner.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::invalid("body", format!("Malformed JSON: {msg}"))
+        }
+        Category::Data => {
+            let join = |name: &str| {
+                if path == "." || path.is_empty() {
+                    name.to_owned()
+                } else {
+                    format!("{path}.{name}")
+                }
+            };
+            if let Some(name) = msg.strip_prefix("unknown field ").and_then(between_backticks) {
+                let field = join(name);
+                ApiError::invalid(field.clone(), format!("Unknown field `{field}`"))
+            } else if let Some(name) = msg.strip_prefix("missing field ").and_then(between_backticks) {
+                let field = join(name);
+                ApiError::invalid(field.clone(), format!("Missing field `{field}`"))
+            } else if path == "." || path.is_empty() {
+                ApiError::invalid("body", format!("Invalid request body: {msg}"))
+            } else {
+                ApiError::invalid(path.clone(), format!("Invalid value for `{path}`: {msg}"))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        limit: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        name: String,
+        rate_limit: Option<Inner>,
+    }
+
+    fn err(body: &str) -> (String, String) {
+        let e = parse::<Body>(body.as_bytes()).unwrap_err();
+        assert_eq!(e.status, StatusCode::BAD_REQUEST);
+        assert_eq!(e.code, "invalid_request");
+        (
+            e.extra["field"].as_str().unwrap().to_owned(),
+            e.message.into_owned(),
+        )
+    }
+
+    #[test]
+    fn messages_name_the_field() {
+        assert_eq!(err(r#"{"name":"a","admin":true}"#), ("admin".into(), "Unknown field `admin`".into()));
+        assert_eq!(err(r#"{}"#), ("name".into(), "Missing field `name`".into()));
+        let (f, m) = err(r#"{"name":5}"#);
+        assert_eq!(f, "name");
+        assert!(m.starts_with("Invalid value for `name`: invalid type: integer"), "{m}");
+        let (f, m) = err(r#"{"name":"a","rate_limit":{"limit":1,"x":2}}"#);
+        assert_eq!((f.as_str(), m.as_str()), ("rate_limit.x", "Unknown field `rate_limit.x`"));
+        let (f, m) = err(r#"{"name":"a","rate_limit":{"limit":-1}}"#);
+        assert_eq!(f, "rate_limit.limit");
+        assert!(m.contains("rate_limit.limit"), "{m}");
+    }
+
+    #[test]
+    fn malformed_json_is_named_as_such() {
+        for body in ["{", "", "nul", r#"{"name":"a"} x"#, "[1,]"] {
+            let (f, m) = err(body);
+            assert_eq!(f, "body", "{body}");
+            assert!(m.starts_with("Malformed JSON") || m.starts_with("Invalid request body"), "{body}: {m}");
+            assert!(!m.contains(" at line "), "{m}");
+        }
+    }
+
+    #[test]
+    fn content_types() {
+        let req = |ct: &str| {
+            Request::builder()
+                .header(header::CONTENT_TYPE, ct)
+                .body(axum::body::Body::empty())
+                .unwrap()
+        };
+        assert!(is_json_content_type(&req("application/json")));
+        assert!(is_json_content_type(&req("Application/JSON; charset=utf-8")));
+        assert!(is_json_content_type(&req("application/merge-patch+json")));
+        assert!(!is_json_content_type(&req("text/plain")));
+        assert!(!is_json_content_type(&req("application/x-www-form-urlencoded")));
+        assert!(!is_json_content_type(&req("application/+json")));
+    }
+}

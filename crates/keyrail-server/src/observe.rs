@@ -1,0 +1,175 @@
+//! The request middleware: request ids, Prometheus counters and latency histograms by route
+//! template, one log line per request, and the contract's JSON body for errors the framework
+//! produced itself (404, 405, 408, 413, panics).
+
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderName, HeaderValue, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::error::{ApiError, InternalDetail};
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The id of the request being served, also echoed in `X-Request-Id`.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub HeaderValue);
+
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
+
+/// The process-wide Prometheus recorder (installed once; every server in the process shares it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("duration_seconds".into()),
+                    LATENCY_BUCKETS,
+                )
+                .expect("buckets are non-empty")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed by an embedder; then ours only renders.
+            let _ = metrics::set_global_recorder(recorder);
+            metrics::describe_counter!(
+                "keyrail_http_requests_total",
+                "HTTP requests answered, by method, route template and status"
+            );
+            metrics::describe_histogram!(
+                "keyrail_http_request_duration_seconds",
+                metrics::Unit::Seconds,
+                "HTTP request latency, by method and route template"
+            );
+            handle
+        })
+        .clone()
+}
+
+/// Drains the histograms now and then so memory stays flat between scrapes.
+pub fn spawn_metrics_upkeep(handle: PrometheusHandle) {
+    static STARTED: OnceLock<()> = OnceLock::new();
+    if STARTED.set(()).is_ok() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                handle.run_upkeep();
+            }
+        });
+    }
+}
+
+fn acceptable_request_id(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= 64
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+}
+
+fn new_request_id() -> HeaderValue {
+    let id = uuid::Uuid::now_v7();
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    HeaderValue::from_str(id.hyphenated().encode_lower(&mut buf)).expect("ascii")
+}
+
+fn is_json(resp: &Response) -> bool {
+    resp.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"))
+}
+
+pub async fn observe(mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&X_REQUEST_ID)
+        .filter(|v| acceptable_request_id(v))
+        .cloned()
+        .unwrap_or_else(new_request_id);
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let route: String = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let method = req.method().clone();
+
+    let mut resp = next.run(req).await;
+
+    let status = resp.status();
+    if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) {
+        let mut replaced = ApiError::for_status(status).into_response();
+        // Keep what the framework said about the failure (e.g. `Allow` on a 405).
+        for (name, value) in resp.headers() {
+            if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+                replaced.headers_mut().insert(name.clone(), value.clone());
+            }
+        }
+        std::mem::swap(replaced.extensions_mut(), resp.extensions_mut());
+        resp = replaced;
+    }
+    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+
+    let elapsed = start.elapsed();
+    let method_label = method.as_str().to_owned();
+    metrics::counter!(
+        "keyrail_http_requests_total",
+        "method" => method_label.clone(),
+        "route" => route.clone(),
+        "status" => status.as_u16().to_string()
+    )
+    .increment(1);
+    metrics::histogram!(
+        "keyrail_http_request_duration_seconds",
+        "method" => method_label,
+        "route" => route.clone()
+    )
+    .record(elapsed.as_secs_f64());
+
+    let rid = request_id.to_str().unwrap_or("");
+    if let Some(InternalDetail(detail)) = resp.extensions().get::<InternalDetail>() {
+        tracing::error!(request_id = rid, %method, route, status = status.as_u16(), error = %detail, "request failed");
+    } else if status.is_server_error() {
+        tracing::error!(request_id = rid, %method, route, status = status.as_u16(), latency_us = elapsed.as_micros() as u64, "request failed");
+    } else {
+        tracing::debug!(request_id = rid, %method, route, status = status.as_u16(), latency_us = elapsed.as_micros() as u64, "request");
+    }
+    resp
+}
+
+/// The answer of the catch-panic layer: a 500 in the contract's shape; the panic is logged.
+pub fn panic_response(err: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let detail = if let Some(s) = err.downcast_ref::<String>() {
+        s.clone()
+    } else if let Some(s) = err.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else {
+        "unknown panic payload".to_owned()
+    };
+    ApiError::internal(format!("handler panicked: {detail}")).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_from_clients_are_checked() {
+        assert!(acceptable_request_id(&HeaderValue::from_static("abc-123_x.y")));
+        assert!(!acceptable_request_id(&HeaderValue::from_static("")));
+        assert!(!acceptable_request_id(&HeaderValue::from_static("a b")));
+        assert!(!acceptable_request_id(&HeaderValue::from_static("x\"}{")));
+        let long = "a".repeat(65);
+        assert!(!acceptable_request_id(&HeaderValue::from_str(&long).unwrap()));
+        assert!(acceptable_request_id(&new_request_id()));
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per resource, each exporting its routes.
+
+pub mod system;

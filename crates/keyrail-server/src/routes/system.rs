@@ -1,0 +1,119 @@
+//! Served beside the API: health, readiness, metrics, the OpenAPI document and the docs page.
+
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics))
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` (process up) or `ready` (store reachable).
+    #[schema(example = "ok")]
+    pub status: &'static str,
+}
+
+const OK_BODY: &[u8] = br#"{"status":"ok"}"#;
+
+/// Process up.
+#[utoipa::path(get, path = "/healthz", tag = "system",
+    responses((status = 200, description = "The process is up", body = Status)))]
+pub async fn healthz() -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        OK_BODY,
+    )
+        .into_response()
+}
+
+/// Store reachable.
+#[utoipa::path(get, path = "/readyz", tag = "system",
+    responses(
+        (status = 200, description = "The store answers", body = Status),
+        (status = 503, description = "The store does not answer; `Retry-After` is set", body = ErrorBody),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>, ApiError> {
+    match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => Ok(axum::Json(Status { status: "ready" })),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            Err(unavailable())
+        }
+        Err(_) => {
+            tracing::warn!("readiness check timed out");
+            Err(unavailable())
+        }
+    }
+}
+
+fn unavailable() -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        "Store unavailable",
+    )
+    .retry_after(1)
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "system",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/v1/openapi.json", tag = "system",
+    responses((status = 200, description = "The OpenAPI 3.1 document of this server", content_type = "application/json", body = Object)))]
+pub async fn openapi_json(State(state): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        state.openapi_json.clone(),
+    )
+        .into_response()
+}
+
+/// The API reference page (works offline: everything is inline).
+#[utoipa::path(get, path = "/docs", tag = "system",
+    responses((status = 200, description = "HTML reference of every endpoint", content_type = "text/html", body = String)))]
+pub async fn docs(State(state): State<AppState>) -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(
+                    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
+                ),
+            ),
+        ],
+        state.docs_html.clone(),
+    )
+        .into_response()
+}

@@ -1,0 +1,196 @@
+//! Starting and stopping a server: data directory, master key, store, router, listener (plain
+//! HTTP or TLS), graceful shutdown.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::serve::ListenerExt;
+use keyrail_core::{Clock, StoreError, SystemClock};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::state::{AppState, Inner};
+use crate::{app, bootstrap, docs, observe};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("master key: {0}")]
+    MasterKey(String),
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS: {0}")]
+    Tls(String),
+}
+
+/// What tests and embedders may change about a start.
+pub struct StartOptions {
+    pub clock: Arc<dyn Clock>,
+    /// Routes merged beside the server's own, under the same middleware.
+    pub extra_routes: Option<Router<AppState>>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            clock: Arc::new(SystemClock),
+            extra_routes: None,
+        }
+    }
+}
+
+/// Prepares everything short of listening: used by `serve` and by commands that need the store.
+pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    config.validate().map_err(StartError::Config)?;
+    bootstrap::ensure_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
+        path: config.data_dir.display().to_string(),
+        source,
+    })?;
+    let master_key =
+        bootstrap::load_or_create_master_key(&config).map_err(StartError::MasterKey)?;
+    let store = keyrail_store::open(&config.database_url, &config.data_dir).await?;
+    let (_, openapi) = app::routes();
+    let spec = serde_json::to_value(&openapi).map_err(|e| StartError::Config(e.to_string()))?;
+    let docs_html = Bytes::from(docs::render(&spec));
+    let openapi_json = Bytes::from(serde_json::to_vec(&spec).unwrap_or_default());
+    let metrics = observe::metrics_handle();
+    Ok(AppState::new(Inner {
+        config,
+        store,
+        clock,
+        master_key,
+        metrics,
+        openapi_json,
+        docs_html,
+    }))
+}
+
+/// A server accepting connections in the background.
+pub struct RunningServer {
+    addr: SocketAddr,
+    tls: bool,
+    grace: Duration,
+    stop: Stopper,
+    task: JoinHandle<std::io::Result<()>>,
+    pub state: AppState,
+}
+
+enum Stopper {
+    Plain(Option<oneshot::Sender<()>>),
+    Tls(axum_server::Handle<SocketAddr>),
+}
+
+impl RunningServer {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (or https), for clients.
+    pub fn base_url(&self) -> String {
+        format!(
+            "{}://{}",
+            if self.tls { "https" } else { "http" },
+            self.addr
+        )
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to `shutdown_grace`), then returns.
+    pub async fn shutdown(mut self) -> std::io::Result<()> {
+        match &mut self.stop {
+            Stopper::Plain(tx) => {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(());
+                }
+            }
+            Stopper::Tls(handle) => handle.graceful_shutdown(Some(self.grace)),
+        }
+        match tokio::time::timeout(self.grace + Duration::from_secs(1), &mut self.task).await {
+            Ok(joined) => joined.unwrap_or_else(|e| Err(std::io::Error::other(e))),
+            Err(_) => {
+                tracing::warn!("requests still running after the shutdown grace period; closing");
+                self.task.abort();
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Builds the state, binds `config.listen` and serves in the background.
+pub async fn start(config: Config, options: StartOptions) -> Result<RunningServer, StartError> {
+    let started = std::time::Instant::now();
+    let listen = config.listen;
+    let grace = Duration::from_secs(config.shutdown_grace.secs());
+    let timeout = Duration::from_secs(config.request_timeout.secs());
+    let tls = if config.tls_enabled() {
+        Some(crate::tls::load(&config.tls_cert, &config.tls_key).map_err(StartError::Tls)?)
+    } else {
+        None
+    };
+    let state = build_state(config, options.clock).await?;
+    observe::spawn_metrics_upkeep(state.metrics.clone());
+    let (mut routes, _) = app::routes();
+    if let Some(extra) = options.extra_routes {
+        routes = routes.merge(extra);
+    }
+    let router = app::finish(routes, state.clone(), timeout);
+    let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
+    let bind_err = |source| StartError::Bind { addr: listen, source };
+
+    let (addr, stop, task) = if let Some(tls) = tls {
+        let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
+        listener.set_nonblocking(true).map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let handle = axum_server::Handle::new();
+        let server = axum_server::from_tcp_rustls(listener, tls).map_err(bind_err)?;
+        let server = server.handle(handle.clone());
+        let task = tokio::spawn(async move { server.serve(make_service).await });
+        (addr, Stopper::Tls(handle), task)
+    } else {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(bind_err)?;
+        let addr = listener.local_addr().map_err(bind_err)?;
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, make_service)
+                .with_graceful_shutdown(async move {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        (addr, Stopper::Plain(Some(tx)), task)
+    };
+    tracing::info!(
+        %addr,
+        tls = matches!(stop, Stopper::Tls(_)),
+        store = state.store.backend(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "keyrail listening"
+    );
+    Ok(RunningServer {
+        addr,
+        tls: matches!(stop, Stopper::Tls(_)),
+        grace,
+        stop,
+        task,
+        state,
+    })
+}
