@@ -40,7 +40,9 @@ impl Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Conflict(what) => Error::conflict("conflict", format!("{what} already exists")),
+            StoreError::Conflict(what) => {
+                Error::conflict("conflict", format!("{what} already exists"))
+            }
             StoreError::Unavailable(_) => Error::Unavailable,
             StoreError::Other(detail) => Error::Internal(detail),
         }

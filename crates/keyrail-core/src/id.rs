@@ -144,7 +144,14 @@ mod tests {
 
     #[test]
     fn rejects_foreign_shapes() {
-        for bad in ["", "usr_", "usr", "usr_ZZZZZZZZZZZZZZZZZZZZZZZZZZ", "usr_8zzzzzzzzzzzzzzzzzzzzzzzzz", "usr_0000000000000000000000000u"] {
+        for bad in [
+            "",
+            "usr_",
+            "usr",
+            "usr_ZZZZZZZZZZZZZZZZZZZZZZZZZZ",
+            "usr_8zzzzzzzzzzzzzzzzzzzzzzzzz",
+            "usr_0000000000000000000000000u",
+        ] {
             assert!(UserId::parse(bad).is_none(), "{bad}");
         }
     }

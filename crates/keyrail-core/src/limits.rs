@@ -36,11 +36,18 @@ impl FromStr for Span {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        let err = || format!("expected a duration like \"30s\", \"15m\", \"1h\" or \"2d\", got {s:?}");
+        let err =
+            || format!("expected a duration like \"30s\", \"15m\", \"1h\" or \"2d\", got {s:?}");
         let split = s.find(|c: char| !c.is_ascii_digit()).ok_or_else(err)?;
         let (digits, unit) = s.split_at(split);
-        let n: u64 = if digits.is_empty() { 1 } else { digits.parse().map_err(|_| err())? };
-        let secs = n.checked_mul(unit_secs(unit).ok_or_else(err)?).ok_or_else(err)?;
+        let n: u64 = if digits.is_empty() {
+            1
+        } else {
+            digits.parse().map_err(|_| err())?
+        };
+        let secs = n
+            .checked_mul(unit_secs(unit).ok_or_else(err)?)
+            .ok_or_else(err)?;
         if secs == 0 || secs > 366 * 86_400 {
             return Err(format!("{s:?} must be between 1s and 366d"));
         }
@@ -52,9 +59,9 @@ impl fmt::Display for Span {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let s = self.secs;
         match () {
-            _ if s % 86_400 == 0 => write!(f, "{}d", s / 86_400),
-            _ if s % 3600 == 0 => write!(f, "{}h", s / 3600),
-            _ if s % 60 == 0 => write!(f, "{}m", s / 60),
+            _ if s.is_multiple_of(86_400) => write!(f, "{}d", s / 86_400),
+            _ if s.is_multiple_of(3600) => write!(f, "{}h", s / 3600),
+            _ if s.is_multiple_of(60) => write!(f, "{}m", s / 60),
             _ => write!(f, "{s}s"),
         }
     }
@@ -132,7 +139,16 @@ mod tests {
     fn bad_values_say_what_was_expected() {
         let e = "ten".parse::<Rate>().unwrap_err();
         assert!(e.contains("N/window") && e.contains("ten"), "{e}");
-        for bad in ["0/1m", "5/0m", "5/1w", "5/", "/1m", "-1/1m", "5/1.5m", "99999999999/1m"] {
+        for bad in [
+            "0/1m",
+            "5/0m",
+            "5/1w",
+            "5/",
+            "/1m",
+            "-1/1m",
+            "5/1.5m",
+            "99999999999/1m",
+        ] {
             assert!(bad.parse::<Rate>().is_err(), "{bad}");
         }
         for bad in ["", "m5", "5", "5 m", "400d"] {

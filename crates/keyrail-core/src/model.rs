@@ -115,7 +115,8 @@ impl KeyFormat {
         let p = self.prefix.as_bytes();
         let prefix_ok = (1..=16).contains(&p.len())
             && p[0].is_ascii_lowercase()
-            && p.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+            && p.iter()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
         if !prefix_ok {
             return Err(Error::invalid(
                 "key_format.prefix",
@@ -227,7 +228,9 @@ mod tests {
             length: 23,
             checksum: true,
         };
-        assert!(matches!(weak.validate(), Err(Error::Invalid { field, .. }) if field == "key_format.length"));
+        assert!(
+            matches!(weak.validate(), Err(Error::Invalid { field, .. }) if field == "key_format.length")
+        );
         for prefix in ["", "Kr", "1kr", "k_r", "abcdefghijklmnopq"] {
             let f = KeyFormat {
                 prefix: prefix.into(),

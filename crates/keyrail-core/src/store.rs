@@ -29,6 +29,9 @@ pub trait Store: Send + Sync + 'static {
     /// Answers when the database answers a trivial query.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// Closes the pool, letting connections finish cleanly (SQLite checkpoints its log).
+    async fn close(&self);
+
     // users
     async fn insert_user(&self, user: &User) -> StoreResult<()>;
     async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>>;
@@ -57,8 +60,12 @@ pub trait Store: Send + Sync + 'static {
     async fn member_of(&self, ws: &WorkspaceId, user: &UserId) -> StoreResult<Option<Member>>;
     async fn list_members(&self, ws: &WorkspaceId, page: &Page) -> StoreResult<Vec<MemberView>>;
     /// Removes the member and appends `member.removed` to the change log, atomically.
-    async fn delete_member(&self, ws: &WorkspaceId, id: &MemberId, at: Timestamp)
-    -> StoreResult<bool>;
+    async fn delete_member(
+        &self,
+        ws: &WorkspaceId,
+        id: &MemberId,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
 
     // change log
     /// Entries with `seq > after`, in order, at most `limit`.

@@ -165,7 +165,10 @@ mod tests {
         // 2026-11-23T15:50:20Z
         let t = Timestamp::from_millis(1_795_449_020_000);
         assert_eq!(t.to_string(), "2026-11-23T15:50:20Z");
-        assert_eq!(Timestamp::from_millis(0).to_string(), "1970-01-01T00:00:00Z");
+        assert_eq!(
+            Timestamp::from_millis(0).to_string(),
+            "1970-01-01T00:00:00Z"
+        );
         assert_eq!(
             Timestamp::from_millis(951_782_400_000).to_string(),
             "2000-02-29T00:00:00Z"

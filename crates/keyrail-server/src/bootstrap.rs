@@ -98,7 +98,10 @@ mod tests {
         assert_eq!(mode & 0o777, 0o700);
         let a = load_or_create_master_key(&config).unwrap();
         let file = config.data_dir.join(MASTER_KEY_FILE);
-        assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let b = load_or_create_master_key(&config).unwrap();
         assert_eq!(a.bytes(), b.bytes());
     }
@@ -109,11 +112,17 @@ mod tests {
         let mut config = Config::defaults();
         config.data_dir = dir.path().to_owned();
         config.master_key = "ab".repeat(32);
-        assert_eq!(load_or_create_master_key(&config).unwrap().bytes(), &[0xab; 32]);
+        assert_eq!(
+            load_or_create_master_key(&config).unwrap().bytes(),
+            &[0xab; 32]
+        );
         config.master_key.clear();
         fs::write(dir.path().join(MASTER_KEY_FILE), "not a key").unwrap();
         let e = load_or_create_master_key(&config).unwrap_err();
         assert!(e.contains("master.key"), "{e}");
-        assert!(!e.contains("not a key"), "the file's content must not be echoed: {e}");
+        assert!(
+            !e.contains("not a key"),
+            "the file's content must not be echoed: {e}"
+        );
     }
 }

@@ -189,9 +189,18 @@ mod tests {
         struct Wrap {
             u: PublicUrl,
         }
-        assert_eq!(parse("https://auth.example.com/").unwrap().as_str(), "https://auth.example.com");
+        assert_eq!(
+            parse("https://auth.example.com/").unwrap().as_str(),
+            "https://auth.example.com"
+        );
         assert!(parse("https://auth.example.com").unwrap().is_https());
-        for bad in ["auth.example.com", "http://", "ftp://x", "http://a b", "http://x?y"] {
+        for bad in [
+            "auth.example.com",
+            "http://",
+            "ftp://x",
+            "http://a b",
+            "http://x?y",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

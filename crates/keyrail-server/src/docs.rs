@@ -30,11 +30,7 @@ fn anchor(s: &str) -> String {
 fn schema_summary(schema: &Value) -> String {
     if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
         let name = r.rsplit('/').next().unwrap_or(r);
-        return format!(
-            "<a href=\"#schema-{}\">{}</a>",
-            anchor(name),
-            esc(name)
-        );
+        return format!("<a href=\"#schema-{}\">{}</a>", anchor(name), esc(name));
     }
     if let Some(items) = schema.get("items") {
         return format!("array of {}", schema_summary(items));
@@ -153,13 +149,19 @@ pub fn render(spec: &Value) -> String {
             }
         }
         if let Some(Value::Array(params)) = op.get("parameters") {
-            h.push_str("<table><tr><th>Parameter</th><th>In</th><th>Type</th><th>Description</th></tr>");
+            h.push_str(
+                "<table><tr><th>Parameter</th><th>In</th><th>Type</th><th>Description</th></tr>",
+            );
             for p in params {
                 let _ = write!(
                     h,
                     "<tr><td><code>{}</code>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                     esc(p["name"].as_str().unwrap_or("")),
-                    if p["required"].as_bool() == Some(true) { " (required)" } else { "" },
+                    if p["required"].as_bool() == Some(true) {
+                        " (required)"
+                    } else {
+                        ""
+                    },
                     esc(p["in"].as_str().unwrap_or("")),
                     p.get("schema").map(schema_summary).unwrap_or_default(),
                     esc(p["description"].as_str().unwrap_or(""))
@@ -168,7 +170,11 @@ pub fn render(spec: &Value) -> String {
             h.push_str("</table>");
         }
         if let Some(body) = op.get("requestBody") {
-            let _ = write!(h, "<p>Request body: {}</p>", content_summary(body.get("content")));
+            let _ = write!(
+                h,
+                "<p>Request body: {}</p>",
+                content_summary(body.get("content"))
+            );
         }
         h.push_str("<table><tr><th>Status</th><th>Description</th><th>Body</th></tr>");
         if let Some(Value::Object(responses)) = op.get("responses") {

@@ -179,28 +179,47 @@ mod tests {
         let (parts, body) = resp.into_parts();
         let bytes = axum::body::to_bytes(body, 1 << 16).await.unwrap();
         let v = serde_json::from_slice(&bytes).unwrap();
-        (status, v, Response::from_parts(parts, axum::body::Body::empty()))
+        (
+            status,
+            v,
+            Response::from_parts(parts, axum::body::Body::empty()),
+        )
     }
 
     #[tokio::test]
     async fn internal_details_stay_out_of_the_body() {
-        let (status, v, resp) =
-            body_of(ApiError::from(Error::Internal("db password=swordfish".into()))).await;
+        let (status, v, resp) = body_of(ApiError::from(Error::Internal(
+            "db password=swordfish".into(),
+        )))
+        .await;
         assert_eq!(status, 500);
-        assert_eq!(v, serde_json::json!({"error": "Internal server error", "code": "internal_error"}));
+        assert_eq!(
+            v,
+            serde_json::json!({"error": "Internal server error", "code": "internal_error"})
+        );
         assert!(resp.extensions().get::<InternalDetail>().is_some());
     }
 
     #[tokio::test]
     async fn domain_errors_keep_their_codes() {
         let (s, v, _) = body_of(Error::invalid("name", "name must not be empty").into()).await;
-        assert_eq!((s.as_u16(), v["code"].as_str(), v["field"].as_str()), (400, Some("invalid_request"), Some("name")));
-        let (s, v, _) = body_of(Error::conflict("email_taken", "Email already registered").into()).await;
+        assert_eq!(
+            (s.as_u16(), v["code"].as_str(), v["field"].as_str()),
+            (400, Some("invalid_request"), Some("name"))
+        );
+        let (s, v, _) =
+            body_of(Error::conflict("email_taken", "Email already registered").into()).await;
         assert_eq!((s.as_u16(), v["code"].as_str()), (409, Some("email_taken")));
         let (s, v, resp) = body_of(Error::Unavailable.into()).await;
-        assert_eq!((s.as_u16(), v["code"].as_str()), (503, Some("store_unavailable")));
+        assert_eq!(
+            (s.as_u16(), v["code"].as_str()),
+            (503, Some("store_unavailable"))
+        );
         assert_eq!(resp.headers()[header::RETRY_AFTER], "1");
         let (s, v, _) = body_of(Error::NotFound { what: "workspace" }.into()).await;
-        assert_eq!((s.as_u16(), v["error"].as_str()), (404, Some("Workspace not found")));
+        assert_eq!(
+            (s.as_u16(), v["error"].as_str()),
+            (404, Some("Workspace not found"))
+        );
     }
 }

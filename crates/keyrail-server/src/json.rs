@@ -51,7 +51,10 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(describe)?;
     de.end().map_err(|_| {
-        ApiError::invalid("body", "Malformed JSON: unexpected data after the JSON value")
+        ApiError::invalid(
+            "body",
+            "Malformed JSON: unexpected data after the JSON value",
+        )
     })?;
     Ok(value)
 }
@@ -83,10 +86,21 @@ fn describe(err: serde_path_to_error::Error<serde_json::Error>) -> ApiError {
                     format!("{path}.{name}")
                 }
             };
-            if let Some(name) = msg.strip_prefix("unknown field ").and_then(between_backticks) {
-                let field = join(name);
+            if let Some(name) = msg
+                .strip_prefix("unknown field ")
+                .and_then(between_backticks)
+            {
+                // The path already ends at the unknown field.
+                let field = if path == "." || path.is_empty() {
+                    name.to_owned()
+                } else {
+                    path.clone()
+                };
                 ApiError::invalid(field.clone(), format!("Unknown field `{field}`"))
-            } else if let Some(name) = msg.strip_prefix("missing field ").and_then(between_backticks) {
+            } else if let Some(name) = msg
+                .strip_prefix("missing field ")
+                .and_then(between_backticks)
+            {
                 let field = join(name);
                 ApiError::invalid(field.clone(), format!("Missing field `{field}`"))
             } else if path == "." || path.is_empty() {
@@ -130,13 +144,22 @@ mod tests {
 
     #[test]
     fn messages_name_the_field() {
-        assert_eq!(err(r#"{"name":"a","admin":true}"#), ("admin".into(), "Unknown field `admin`".into()));
+        assert_eq!(
+            err(r#"{"name":"a","admin":true}"#),
+            ("admin".into(), "Unknown field `admin`".into())
+        );
         assert_eq!(err(r#"{}"#), ("name".into(), "Missing field `name`".into()));
         let (f, m) = err(r#"{"name":5}"#);
         assert_eq!(f, "name");
-        assert!(m.starts_with("Invalid value for `name`: invalid type: integer"), "{m}");
+        assert!(
+            m.starts_with("Invalid value for `name`: invalid type: integer"),
+            "{m}"
+        );
         let (f, m) = err(r#"{"name":"a","rate_limit":{"limit":1,"x":2}}"#);
-        assert_eq!((f.as_str(), m.as_str()), ("rate_limit.x", "Unknown field `rate_limit.x`"));
+        assert_eq!(
+            (f.as_str(), m.as_str()),
+            ("rate_limit.x", "Unknown field `rate_limit.x`")
+        );
         let (f, m) = err(r#"{"name":"a","rate_limit":{"limit":-1}}"#);
         assert_eq!(f, "rate_limit.limit");
         assert!(m.contains("rate_limit.limit"), "{m}");
@@ -144,10 +167,13 @@ mod tests {
 
     #[test]
     fn malformed_json_is_named_as_such() {
-        for body in ["{", "", "nul", r#"{"name":"a"} x"#, "[1,]"] {
+        for body in ["{", "", "nul", r#"{"name":"a"} x"#, r#"{"name":"a",}"#] {
             let (f, m) = err(body);
             assert_eq!(f, "body", "{body}");
-            assert!(m.starts_with("Malformed JSON") || m.starts_with("Invalid request body"), "{body}: {m}");
+            assert!(
+                m.starts_with("Malformed JSON") || m.starts_with("Invalid request body"),
+                "{body}: {m}"
+            );
             assert!(!m.contains(" at line "), "{m}");
         }
     }
@@ -161,10 +187,14 @@ mod tests {
                 .unwrap()
         };
         assert!(is_json_content_type(&req("application/json")));
-        assert!(is_json_content_type(&req("Application/JSON; charset=utf-8")));
+        assert!(is_json_content_type(&req(
+            "Application/JSON; charset=utf-8"
+        )));
         assert!(is_json_content_type(&req("application/merge-patch+json")));
         assert!(!is_json_content_type(&req("text/plain")));
-        assert!(!is_json_content_type(&req("application/x-www-form-urlencoded")));
+        assert!(!is_json_content_type(&req(
+            "application/x-www-form-urlencoded"
+        )));
         assert!(!is_json_content_type(&req("application/+json")));
     }
 }

@@ -30,10 +30,7 @@ pub fn metrics_handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(
-                    Matcher::Suffix("duration_seconds".into()),
-                    LATENCY_BUCKETS,
-                )
+                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
                 .expect("buckets are non-empty")
                 .build_recorder();
             let handle = recorder.handle();
@@ -117,7 +114,8 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         std::mem::swap(replaced.extensions_mut(), resp.extensions_mut());
         resp = replaced;
     }
-    resp.headers_mut().insert(X_REQUEST_ID.clone(), request_id.clone());
+    resp.headers_mut()
+        .insert(X_REQUEST_ID.clone(), request_id.clone());
 
     let elapsed = start.elapsed();
     let method_label = method.as_str().to_owned();
@@ -164,12 +162,16 @@ mod tests {
 
     #[test]
     fn request_ids_from_clients_are_checked() {
-        assert!(acceptable_request_id(&HeaderValue::from_static("abc-123_x.y")));
+        assert!(acceptable_request_id(&HeaderValue::from_static(
+            "abc-123_x.y"
+        )));
         assert!(!acceptable_request_id(&HeaderValue::from_static("")));
         assert!(!acceptable_request_id(&HeaderValue::from_static("a b")));
         assert!(!acceptable_request_id(&HeaderValue::from_static("x\"}{")));
         let long = "a".repeat(65);
-        assert!(!acceptable_request_id(&HeaderValue::from_str(&long).unwrap()));
+        assert!(!acceptable_request_id(
+            &HeaderValue::from_str(&long).unwrap()
+        ));
         assert!(acceptable_request_id(&new_request_id()));
     }
 }

@@ -119,14 +119,18 @@ impl RunningServer {
             }
             Stopper::Tls(handle) => handle.graceful_shutdown(Some(self.grace)),
         }
-        match tokio::time::timeout(self.grace + Duration::from_secs(1), &mut self.task).await {
+        let result = match tokio::time::timeout(self.grace + Duration::from_secs(1), &mut self.task)
+            .await
+        {
             Ok(joined) => joined.unwrap_or_else(|e| Err(std::io::Error::other(e))),
             Err(_) => {
                 tracing::warn!("requests still running after the shutdown grace period; closing");
                 self.task.abort();
                 Ok(())
             }
-        }
+        };
+        self.state.store.close().await;
+        result
     }
 }
 
@@ -149,7 +153,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
     }
     let router = app::finish(routes, state.clone(), timeout);
     let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let bind_err = |source| StartError::Bind { addr: listen, source };
+    let bind_err = |source| StartError::Bind {
+        addr: listen,
+        source,
+    };
 
     let (addr, stop, task) = if let Some(tls) = tls {
         let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;

@@ -15,8 +15,8 @@ pub fn load(cert: &Path, key: &Path) -> Result<RustlsConfig, String> {
     if certs.is_empty() {
         return Err(format!("tls_cert {} holds no certificate", cert.display()));
     }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| format!("tls_key {}: {e}", key.display()))?;
+    let key =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| format!("tls_key {}: {e}", key.display()))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()

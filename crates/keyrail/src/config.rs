@@ -36,7 +36,11 @@ fn describe(err: figment::Error) -> String {
             .unwrap_or_default();
         let what = match &e.kind {
             figment::error::Kind::UnknownField(field, _) => {
-                let full = if key.is_empty() { field.clone() } else { format!("{key}.{field}") };
+                let full = if key.is_empty() {
+                    field.clone()
+                } else {
+                    format!("{key}.{field}")
+                };
                 format!("unknown configuration key `{full}`{source}")
             }
             kind if key.is_empty() => format!("{kind}{source}"),
@@ -76,7 +80,11 @@ mod tests {
     fn file_overrides_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("keyrail.toml");
-        std::fs::write(&file, "listen = \"127.0.0.1:9999\"\n[limits]\nlogin_per_ip = \"100/15m\"\n").unwrap();
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9999\"\n[limits]\nlogin_per_ip = \"100/15m\"\n",
+        )
+        .unwrap();
         let c = load(Some(&file)).unwrap();
         assert_eq!(c.listen.port(), 9999);
         assert_eq!(c.limits.login_per_ip.count, 100);

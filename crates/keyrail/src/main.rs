@@ -62,9 +62,8 @@ async fn wait_for_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("SIGTERM handler");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
         tokio::select! {
             _ = ctrl_c => {},
             _ = term.recv() => {},
@@ -94,12 +93,15 @@ async fn serve(config: Config) -> Result<(), String> {
 async fn migrate(config: Config) -> Result<(), String> {
     bootstrap::ensure_data_dir(&config.data_dir)
         .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
-    let store = keyrail_store::open(&config.database_url, &config.data_dir)
+    let applied = keyrail_store::migrate(&config.database_url, &config.data_dir)
         .await
         .map_err(|e| format!("database: {e}"))?;
     println!(
         "{}",
-        serde_json::json!({"migrated": true, "backend": store.backend()})
+        serde_json::json!({
+            "applied": applied,
+            "store": keyrail_store::describe(&config.database_url, &config.data_dir),
+        })
     );
     Ok(())
 }
@@ -124,7 +126,10 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("keyrail: cannot start the runtime: {e}");

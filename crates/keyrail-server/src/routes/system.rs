@@ -36,7 +36,10 @@ const OK_BODY: &[u8] = br#"{"status":"ok"}"#;
     responses((status = 200, description = "The process is up", body = Status)))]
 pub async fn healthz() -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         OK_BODY,
     )
         .into_response()
@@ -90,7 +93,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "The OpenAPI 3.1 document of this server", content_type = "application/json", body = Object)))]
 pub async fn openapi_json(State(state): State<AppState>) -> Response {
     (
-        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
         state.openapi_json.clone(),
     )
         .into_response()
