@@ -36,8 +36,11 @@ fn describe(err: figment::Error) -> String {
             .unwrap_or_default();
         let what = match &e.kind {
             figment::error::Kind::UnknownField(field, _) => {
+                // figment's path may or may not already end at the unknown field.
                 let full = if key.is_empty() {
                     field.clone()
+                } else if key == *field || key.ends_with(&format!(".{field}")) {
+                    key.clone()
                 } else {
                     format!("{key}.{field}")
                 };
