@@ -13,6 +13,26 @@ pub enum Error {
     /// 409 with a specific code (`email_taken`, `last_owner`, ...).
     #[error("{message}")]
     Conflict { code: &'static str, message: String },
+    /// 401: missing, unknown or expired credentials (`invalid_login`, `invalid_token`, ...).
+    #[error("{message}")]
+    Unauthenticated {
+        code: &'static str,
+        message: &'static str,
+    },
+    /// 403: authenticated but not allowed. `required` lists missing scopes, when that is why.
+    #[error("{message}")]
+    Forbidden {
+        code: &'static str,
+        message: String,
+        required: Vec<String>,
+    },
+    /// 429 with `Retry-After`.
+    #[error("{message}")]
+    RateLimited {
+        code: &'static str,
+        message: &'static str,
+        retry_after_secs: u64,
+    },
     /// 503: the store cannot be reached; the caller may retry.
     #[error("store unavailable")]
     Unavailable,
@@ -26,6 +46,31 @@ impl Error {
         Self::Invalid {
             field: field.into(),
             message: message.into(),
+        }
+    }
+
+    pub fn unauthenticated(code: &'static str, message: &'static str) -> Self {
+        Self::Unauthenticated { code, message }
+    }
+
+    /// 401 `invalid_token`: a bad, expired or revoked access or refresh token.
+    pub fn invalid_token() -> Self {
+        Self::unauthenticated("invalid_token", "Invalid or expired token")
+    }
+
+    pub fn forbidden(code: &'static str, message: impl Into<String>) -> Self {
+        Self::Forbidden {
+            code,
+            message: message.into(),
+            required: Vec::new(),
+        }
+    }
+
+    pub fn rate_limited(code: &'static str, message: &'static str, retry_after_secs: u64) -> Self {
+        Self::RateLimited {
+            code,
+            message,
+            retry_after_secs: retry_after_secs.max(1),
         }
     }
 

@@ -119,6 +119,14 @@ typed_id!(
     /// A membership of a user in a workspace.
     MemberId, "mem"
 );
+typed_id!(
+    /// A login session (one refresh-token chain).
+    SessionId, "ses"
+);
+typed_id!(
+    /// An audit log entry.
+    AuditId, "aud"
+);
 
 #[cfg(test)]
 mod tests {

@@ -1,11 +1,16 @@
 //! keyrail's domain: typed ids, time, configuration values, the domain error and the traits the
 //! rest of the system implements (`Store`, `Clock`). No HTTP, no SQL.
 
+pub mod audit;
 pub mod clock;
+pub mod crypto;
 pub mod error;
 pub mod id;
+pub mod identity;
 pub mod limits;
+pub mod mail;
 pub mod model;
+pub mod ratelimit;
 pub mod secret;
 pub mod store;
 pub mod time;

@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::id::{MemberId, UserId, WorkspaceId};
+use crate::id::{AuditId, MemberId, SessionId, UserId, WorkspaceId};
 use crate::secret::Secret;
 use crate::time::Timestamp;
 
@@ -239,4 +239,138 @@ mod tests {
             assert!(f.validate().is_err(), "{prefix}");
         }
     }
+}
+
+/// A login session: one refresh-token chain, listed under `/profile/sessions`.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub id: SessionId,
+    pub user_id: UserId,
+    pub created_at: Timestamp,
+    pub last_used_at: Timestamp,
+    /// When the refresh chain ends whatever happens (absolute lifetime).
+    pub expires_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone)]
+pub enum RefreshOutcome {
+    /// The token was live: it is now spent and the new one is stored.
+    Rotated(Session),
+    /// The token was already spent: the whole session has been revoked (reuse detection).
+    Reused(SessionId),
+    /// The session is revoked or expired.
+    Dead,
+    /// No such token.
+    Unknown,
+}
+
+/// The MFA state of a user, secrets sealed under the master key.
+#[derive(Clone, Default)]
+pub struct MfaState {
+    /// The enabled TOTP secret (sealed).
+    pub secret: Option<String>,
+    /// A secret set up but not yet confirmed (sealed).
+    pub pending: Option<String>,
+    /// The last accepted TOTP time step (RFC 6238 5.2: only later steps are accepted).
+    pub last_step: Option<i64>,
+}
+
+impl fmt::Debug for MfaState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MfaState")
+            .field("enabled", &self.secret.is_some())
+            .field("pending", &self.pending.is_some())
+            .field("last_step", &self.last_step)
+            .finish()
+    }
+}
+
+/// Failed logins counted for one email (existing or not), keyed by a hash of the email.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginThrottle {
+    pub failures: u32,
+    pub window_start: Timestamp,
+    /// `Timestamp(0)` when not locked.
+    pub locked_until: Timestamp,
+}
+
+/// A JWT signing key as stored: the private half sealed under the master key.
+#[derive(Clone)]
+pub struct StoredSigningKey {
+    pub kid: String,
+    pub sealed_private: String,
+    pub created_at: Timestamp,
+}
+
+impl fmt::Debug for StoredSigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredSigningKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActorType {
+    User,
+    Key,
+    App,
+    /// Not authenticated (a failed login) or the system itself.
+    Anonymous,
+}
+
+impl ActorType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::Key => "key",
+            Self::App => "app",
+            Self::Anonymous => "anonymous",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "user" => Some(Self::User),
+            "key" => Some(Self::Key),
+            "app" => Some(Self::App),
+            "anonymous" => Some(Self::Anonymous),
+            _ => None,
+        }
+    }
+}
+
+/// One append-only audit record. Never holds a secret.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: AuditId,
+    pub at: Timestamp,
+    /// `None` for platform-level entries (logins, admin actions).
+    pub workspace_id: Option<WorkspaceId>,
+    pub actor_type: ActorType,
+    pub actor_id: Option<String>,
+    /// `<resource>.<verb>`, e.g. `user.login`.
+    pub action: String,
+    pub target: Option<String>,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// `success` or `failure`.
+    pub outcome: String,
+}
+
+/// Filters of an audit listing.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// `None` = platform-wide (superuser).
+    pub workspace_id: Option<WorkspaceId>,
+    pub action: Option<String>,
+    pub actor_id: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
 }

@@ -21,9 +21,11 @@ use crate::routes;
 use crate::state::AppState;
 
 /// Every route of the server and the OpenAPI document generated from them.
-pub fn routes() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::system::router())
+        .merge(routes::auth::router(state))
+        .merge(routes::profile::router())
         .split_for_parts()
 }
 

@@ -119,6 +119,27 @@ impl From<Error> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("{m} not found"))
             }
             Error::Conflict { code, message } => ApiError::new(StatusCode::CONFLICT, code, message),
+            Error::Unauthenticated { code, message } => {
+                ApiError::new(StatusCode::UNAUTHORIZED, code, message)
+            }
+            Error::Forbidden {
+                code,
+                message,
+                required,
+            } => {
+                let e = ApiError::new(StatusCode::FORBIDDEN, code, message);
+                if required.is_empty() {
+                    e
+                } else {
+                    e.with("required", required)
+                }
+            }
+            Error::RateLimited {
+                code,
+                message,
+                retry_after_secs,
+            } => ApiError::new(StatusCode::TOO_MANY_REQUESTS, code, message)
+                .retry_after(retry_after_secs),
             Error::Unavailable => ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "store_unavailable",
@@ -157,6 +178,14 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
+        if self.status == StatusCode::UNAUTHORIZED {
+            let value = if self.code == "missing_credentials" {
+                HeaderValue::from_static("Bearer realm=\"keyrail\"")
+            } else {
+                HeaderValue::from_static("Bearer realm=\"keyrail\", error=\"invalid_token\"")
+            };
+            h.insert(header::WWW_AUTHENTICATE, value);
+        }
         if let Some(secs) = self.retry_after {
             h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }

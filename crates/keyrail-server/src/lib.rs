@@ -1,11 +1,16 @@
 //! keyrail's HTTP surface: it maps HTTP to the domain's use cases and back.
 
 pub mod app;
+pub mod auth;
+pub mod background;
 pub mod bootstrap;
 pub mod config;
 pub mod docs;
 pub mod error;
+pub mod iplimit;
 pub mod json;
+pub mod limiter;
+pub mod mailer;
 pub mod observe;
 pub mod openapi;
 pub mod routes;

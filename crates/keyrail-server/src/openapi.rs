@@ -16,6 +16,8 @@ use crate::error::ErrorBody;
     modifiers(&SecuritySchemes),
     tags(
         (name = "system", description = "Health, readiness, metrics and this documentation"),
+        (name = "auth", description = "Signup, login, MFA, refresh, logout, password reset, JWKS"),
+        (name = "profile", description = "The logged-in user's account, MFA and sessions"),
     )
 )]
 pub struct ApiDoc;

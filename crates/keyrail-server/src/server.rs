@@ -2,19 +2,23 @@
 //! HTTP or TLS), graceful shutdown.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
 use axum::serve::ListenerExt;
+use keyrail_core::identity::{Identity, IdentityConfig, Keyring, SessionRevocations};
+use keyrail_core::ratelimit::{FailurePolicy, RateLimiter};
 use keyrail_core::{Clock, StoreError, SystemClock};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::state::{AppState, Inner};
-use crate::{app, bootstrap, docs, observe};
+use crate::limiter::{FailureTracker, MemoryLimiter};
+use crate::mailer::QueuedMailer;
+use crate::state::{AppState, Docs, Inner};
+use crate::{app, background, bootstrap, docs, observe};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -62,21 +66,54 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppSta
         source,
     })?;
     let master_key =
-        bootstrap::load_or_create_master_key(&config).map_err(StartError::MasterKey)?;
+        Arc::new(bootstrap::load_or_create_master_key(&config).map_err(StartError::MasterKey)?);
     let store = keyrail_store::open(&config.database_url, &config.data_dir).await?;
-    let (_, openapi) = app::routes();
-    let spec = serde_json::to_value(&openapi).map_err(|e| StartError::Config(e.to_string()))?;
-    let docs_html = Bytes::from(docs::render(&spec));
-    let openapi_json = Bytes::from(serde_json::to_vec(&spec).unwrap_or_default());
     let metrics = observe::metrics_handle();
+    let memory_limiter = Arc::new(MemoryLimiter::new());
+    let limiter: Arc<dyn RateLimiter> = memory_limiter.clone();
+    let failures = Arc::new(FailureTracker::new(FailurePolicy {
+        failures: config.limits.failed_auth_per_ip,
+        block: config.limits.failed_auth_block,
+    }));
+    let mailer = QueuedMailer::start(&config.smtp_url, &config.mail_from, config.dev)
+        .map_err(StartError::Config)?;
+    let identity_config = IdentityConfig::new(
+        config.public_url.as_str(),
+        config.limits.account_lock_after,
+        config.limits.account_lock_for,
+        config.limits.mfa_per_user,
+    );
+    let keyring = Keyring::empty(identity_config.access_ttl_secs);
+    keyring
+        .refresh(store.as_ref(), &master_key, clock.now())
+        .await
+        .map_err(|e| match e {
+            keyrail_core::Error::Unavailable => {
+                StartError::Store(StoreError::Unavailable("loading signing keys".into()))
+            }
+            other => StartError::MasterKey(other.to_string()),
+        })?;
+    let identity = Arc::new(Identity {
+        store: store.clone(),
+        clock: clock.clone(),
+        master: master_key.clone(),
+        keyring,
+        revocations: SessionRevocations::default(),
+        limiter: limiter.clone(),
+        mailer: Arc::new(mailer),
+        config: identity_config,
+    });
     Ok(AppState::new(Inner {
         config,
         store,
         clock,
         master_key,
         metrics,
-        openapi_json,
-        docs_html,
+        identity,
+        limiter,
+        memory_limiter,
+        failures,
+        docs: OnceLock::new(),
     }))
 }
 
@@ -87,6 +124,7 @@ pub struct RunningServer {
     grace: Duration,
     stop: Stopper,
     task: JoinHandle<std::io::Result<()>>,
+    tasks: Vec<JoinHandle<()>>,
     pub state: AppState,
 }
 
@@ -129,6 +167,9 @@ impl RunningServer {
                 Ok(())
             }
         };
+        for t in &self.tasks {
+            t.abort();
+        }
         self.state.store.close().await;
         result
     }
@@ -147,7 +188,14 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
     };
     let state = build_state(config, options.clock).await?;
     observe::spawn_metrics_upkeep(state.metrics.clone());
-    let (mut routes, _) = app::routes();
+    let seq = background::warm_up(&state).await?;
+    let tasks = background::spawn(state.clone(), seq);
+    let (mut routes, openapi) = app::routes(&state);
+    let spec = serde_json::to_value(&openapi).map_err(|e| StartError::Config(e.to_string()))?;
+    let _ = state.docs.set(Docs {
+        html: Bytes::from(docs::render(&spec)),
+        openapi_json: Bytes::from(serde_json::to_vec(&spec).unwrap_or_default()),
+    });
     if let Some(extra) = options.extra_routes {
         routes = routes.merge(extra);
     }
@@ -198,6 +246,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
         grace,
         stop,
         task,
+        tasks,
         state,
     })
 }

@@ -1,13 +1,16 @@
 //! What every handler can reach.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
+use keyrail_core::identity::Identity;
+use keyrail_core::ratelimit::RateLimiter;
 use keyrail_core::secret::MasterKey;
 use keyrail_core::{Clock, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
+use crate::limiter::{FailureTracker, MemoryLimiter};
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -16,12 +19,23 @@ pub struct Inner {
     pub config: Config,
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
-    pub master_key: MasterKey,
+    pub master_key: Arc<MasterKey>,
     pub metrics: PrometheusHandle,
-    /// The OpenAPI document, serialised once at start.
+    /// Accounts, sessions, MFA.
+    pub identity: Arc<Identity>,
+    /// The rate limiter every limit goes through.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// The in-process limiter behind `limiter`, for purging.
+    pub memory_limiter: Arc<MemoryLimiter>,
+    /// The failed-authentication IP block.
+    pub failures: Arc<FailureTracker>,
+    /// The OpenAPI document and the `/docs` page, made once the routes are built.
+    pub docs: OnceLock<Docs>,
+}
+
+pub struct Docs {
     pub openapi_json: Bytes,
-    /// The `/docs` page, rendered once at start.
-    pub docs_html: Bytes,
+    pub html: Bytes,
 }
 
 impl AppState {

@@ -87,6 +87,15 @@ pub(crate) fn conflict_name(key: &str) -> &'static str {
         "members_workspace_user_key" | "members.workspace_id, members.user_id" => "member",
         "members_pkey" | "members.id" => "member id",
         "changes_pkey" | "changes.seq" => "change",
+        "recovery_codes_pkey" | "recovery_codes.user_id, recovery_codes.code_hash" => {
+            "recovery code"
+        }
+        "sessions_pkey" | "sessions.id" => "session id",
+        "refresh_tokens_pkey" | "refresh_tokens.hash" => "refresh token",
+        "mfa_challenges_pkey" | "mfa_challenges.hash" => "mfa challenge",
+        "password_resets_pkey" | "password_resets.hash" => "password reset",
+        "signing_keys_pkey" | "signing_keys.kid" => "signing key",
+        "audit_log_pkey" | "audit_log.id" => "audit entry",
         _ => "record",
     }
 }
@@ -95,9 +104,16 @@ fn foreign_key_text(constraint: Option<&str>) -> String {
     match constraint {
         Some("members_workspace_id_fkey") => "the member's workspace does not exist".into(),
         Some("members_user_id_fkey") => "the member's user does not exist".into(),
+        Some("sessions_user_id_fkey") => "the session's user does not exist".into(),
+        Some("refresh_tokens_session_id_fkey") => {
+            "the refresh token's session does not exist".into()
+        }
+        Some("recovery_codes_user_id_fkey") => "the recovery code's user does not exist".into(),
+        Some("mfa_challenges_user_id_fkey") => "the MFA challenge's user does not exist".into(),
+        Some("password_resets_user_id_fkey") => "the password reset's user does not exist".into(),
         Some(other) => format!("a referenced record does not exist ({other})"),
         // SQLite does not say which reference failed.
-        None => "a referenced record does not exist (workspace or user)".into(),
+        None => "a referenced record does not exist".into(),
     }
 }
 
@@ -173,6 +189,14 @@ mod tests {
             "member"
         );
         assert_eq!(conflict_name("members_workspace_user_key"), "member");
+        assert_eq!(conflict_name("sessions.id"), "session id");
+        assert_eq!(conflict_name("refresh_tokens_pkey"), "refresh token");
+        assert_eq!(
+            conflict_name("recovery_codes.user_id, recovery_codes.code_hash"),
+            "recovery code"
+        );
+        assert_eq!(conflict_name("signing_keys.kid"), "signing key");
+        assert_eq!(conflict_name("audit_log_pkey"), "audit entry");
         assert_eq!(conflict_name("something_else"), "record");
     }
 

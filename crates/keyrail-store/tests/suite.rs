@@ -8,9 +8,10 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyrail_core::id::{MemberId, UserId, WorkspaceId};
+use keyrail_core::id::{AuditId, MemberId, SessionId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    Alphabet, Change, KeyFormat, Member, Page, User, Workspace, WorkspaceStatus,
+    ActorType, Alphabet, AuditEntry, AuditFilter, Change, KeyFormat, LoginThrottle, Member,
+    MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User, Workspace, WorkspaceStatus,
 };
 use keyrail_core::secret::Secret;
 use keyrail_core::{Store, StoreError, Timestamp};
@@ -109,6 +110,18 @@ async fn run_suite(store: &dyn Store) {
     list_users_pages(store).await;
     workspaces_and_members(store).await;
     concurrent_changes_are_ordered(store).await;
+    // The identity checks come last: the ones above count users and changes from zero.
+    user_updates(store).await;
+    mfa(store).await;
+    concurrent_totp_uses_pass_once(store).await;
+    login_throttling(store).await;
+    concurrent_login_failures_are_all_counted(store).await;
+    sessions_and_refresh_tokens(store).await;
+    concurrent_rotations_of_one_token(store).await;
+    mfa_challenges(store).await;
+    password_resets(store).await;
+    signing_keys(store).await;
+    audit_log(store).await;
 }
 
 async fn empty_change_log(store: &dyn Store) {
@@ -534,18 +547,1118 @@ async fn concurrent_changes_are_ordered(store: &dyn Store) {
     assert_eq!(store.latest_change().await.unwrap(), changes[29].seq);
 }
 
-/// Polls the futures together on this task (the store is borrowed, so no spawning).
-async fn join_all<F: std::future::Future<Output = ()>>(futs: impl IntoIterator<Item = F>) {
-    let mut futs: Vec<_> = futs.into_iter().map(Box::pin).collect();
-    std::future::poll_fn(|cx| {
-        futs.retain_mut(|f| f.as_mut().poll(cx).is_pending());
-        if futs.is_empty() {
-            std::task::Poll::Ready(())
+// ---------------------------------------------------------------------------------------------
+// identity
+
+async fn new_user(store: &dyn Store, email: &str, at: i64) -> User {
+    let u = user(email, "Identity", at);
+    store.insert_user(&u).await.unwrap();
+    u
+}
+
+fn assert_same_session(a: &Session, b: &Session) {
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.user_id, b.user_id);
+    assert_eq!(a.created_at, b.created_at);
+    assert_eq!(a.last_used_at, b.last_used_at);
+    assert_eq!(a.expires_at, b.expires_at);
+    assert_eq!(a.revoked_at, b.revoked_at);
+    assert_eq!(a.ip, b.ip);
+    assert_eq!(a.user_agent, b.user_agent);
+}
+
+fn ids(sessions: &[Session]) -> Vec<SessionId> {
+    sessions.iter().map(|s| s.id.clone()).collect()
+}
+
+/// A SHA-256-hex-like digest, distinct per label.
+fn digest(label: &str) -> String {
+    let mut out = String::with_capacity(64);
+    for (i, b) in label.bytes().cycle().take(32).enumerate() {
+        out.push_str(&format!("{:02x}", b ^ (i as u8)));
+    }
+    out.push_str(&format!("{:02x}", label.len()));
+    out
+}
+
+async fn user_updates(store: &dyn Store) {
+    let u = new_user(store, "updates@example.com", 2000).await;
+    assert!(
+        store
+            .set_password_hash(&u.id, "$argon2id$v=19$new", ts(2001))
+            .await
+            .unwrap()
+    );
+    let got = store.user_by_id(&u.id).await.unwrap().unwrap();
+    assert_eq!(got.password_hash.expose(), "$argon2id$v=19$new");
+    assert_eq!(got.updated_at, ts(2001));
+    assert_eq!(got.created_at, u.created_at);
+    assert_eq!(got.name, u.name);
+
+    assert!(
+        store
+            .set_user_name(&u.id, "Renamed Ü", ts(2002))
+            .await
+            .unwrap()
+    );
+    let got = store.user_by_id(&u.id).await.unwrap().unwrap();
+    assert_eq!(got.name, "Renamed Ü");
+    assert_eq!(got.updated_at, ts(2002));
+    assert_eq!(got.password_hash.expose(), "$argon2id$v=19$new");
+
+    let nobody = UserId::new();
+    assert!(
+        !store
+            .set_password_hash(&nobody, "$argon2id$x", ts(2003))
+            .await
+            .unwrap()
+    );
+    assert!(!store.set_user_name(&nobody, "X", ts(2003)).await.unwrap());
+}
+
+fn assert_mfa(state: &MfaState, secret: Option<&str>, pending: Option<&str>, step: Option<i64>) {
+    assert_eq!(state.secret.as_deref(), secret);
+    assert_eq!(state.pending.as_deref(), pending);
+    assert_eq!(state.last_step, step);
+}
+
+async fn mfa(store: &dyn Store) {
+    let u = new_user(store, "mfa@example.com", 3000).await;
+    let other = new_user(store, "mfa-other@example.com", 3000).await;
+    let nobody = UserId::new();
+    assert_mfa(&store.mfa_state(&u.id).await.unwrap(), None, None, None);
+    // A user that does not exist has no MFA; writes to it fail.
+    assert_mfa(&store.mfa_state(&nobody).await.unwrap(), None, None, None);
+    assert!(matches!(
+        store.set_mfa_pending(&nobody, Some("sealed")).await,
+        Err(StoreError::Other(_))
+    ));
+    assert!(matches!(
+        store
+            .enable_mfa(&nobody, "s", 1, &[digest("n1")], ts(3001))
+            .await,
+        Err(StoreError::Other(_))
+    ));
+    assert!(matches!(
+        store.disable_mfa(&nobody, ts(3001)).await,
+        Err(StoreError::Other(_))
+    ));
+    assert!(!store.advance_totp_step(&nobody, 1).await.unwrap());
+    assert_eq!(store.unused_recovery_codes(&nobody).await.unwrap(), 0);
+
+    // Pending secret: set, replace, clear; MFA stays off meanwhile.
+    store
+        .set_mfa_pending(&u.id, Some("sealed-pending-1"))
+        .await
+        .unwrap();
+    assert_mfa(
+        &store.mfa_state(&u.id).await.unwrap(),
+        None,
+        Some("sealed-pending-1"),
+        None,
+    );
+    store.set_mfa_pending(&u.id, None).await.unwrap();
+    assert_mfa(&store.mfa_state(&u.id).await.unwrap(), None, None, None);
+    store
+        .set_mfa_pending(&u.id, Some("sealed-pending-2"))
+        .await
+        .unwrap();
+    assert!(!store.user_by_id(&u.id).await.unwrap().unwrap().mfa_enabled);
+
+    // Enable: secret set, pending cleared, last step recorded, codes stored.
+    let codes: Vec<String> = (0..3).map(|i| digest(&format!("code{i}"))).collect();
+    store
+        .enable_mfa(&u.id, "sealed-secret-1", 1000, &codes, ts(3002))
+        .await
+        .unwrap();
+    assert_mfa(
+        &store.mfa_state(&u.id).await.unwrap(),
+        Some("sealed-secret-1"),
+        None,
+        Some(1000),
+    );
+    let got = store.user_by_id(&u.id).await.unwrap().unwrap();
+    assert!(got.mfa_enabled);
+    assert_eq!(got.updated_at, ts(3002));
+    assert_eq!(store.unused_recovery_codes(&u.id).await.unwrap(), 3);
+    assert_eq!(store.unused_recovery_codes(&other.id).await.unwrap(), 0);
+
+    // TOTP steps: only a later step passes; a replay (same or earlier step) does not.
+    assert!(!store.advance_totp_step(&u.id, 1000).await.unwrap());
+    assert!(!store.advance_totp_step(&u.id, 999).await.unwrap());
+    assert!(store.advance_totp_step(&u.id, 1001).await.unwrap());
+    assert!(!store.advance_totp_step(&u.id, 1001).await.unwrap());
+    assert!(store.advance_totp_step(&u.id, 1005).await.unwrap());
+    assert_eq!(store.mfa_state(&u.id).await.unwrap().last_step, Some(1005));
+    // With no step stored yet, any step passes once.
+    assert!(store.advance_totp_step(&other.id, 7).await.unwrap());
+    assert!(!store.advance_totp_step(&other.id, 7).await.unwrap());
+
+    // Recovery codes: each works once, only for its own user.
+    assert!(
+        !store
+            .use_recovery_code(&other.id, &codes[0], ts(3003))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .use_recovery_code(&u.id, &codes[0], ts(3003))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery_code(&u.id, &codes[0], ts(3004))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .use_recovery_code(&u.id, &digest("not a code"), ts(3004))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.unused_recovery_codes(&u.id).await.unwrap(), 2);
+
+    // Enabling again replaces the codes and the step.
+    let new_codes = vec![digest("fresh0"), digest("fresh1")];
+    store
+        .enable_mfa(&u.id, "sealed-secret-2", 2000, &new_codes, ts(3005))
+        .await
+        .unwrap();
+    assert_mfa(
+        &store.mfa_state(&u.id).await.unwrap(),
+        Some("sealed-secret-2"),
+        None,
+        Some(2000),
+    );
+    assert_eq!(store.unused_recovery_codes(&u.id).await.unwrap(), 2);
+    assert!(
+        !store
+            .use_recovery_code(&u.id, &codes[1], ts(3006))
+            .await
+            .unwrap()
+    );
+    // The same code may serve two users.
+    store
+        .enable_mfa(&other.id, "sealed-other", 8, &new_codes, ts(3006))
+        .await
+        .unwrap();
+    assert_eq!(store.unused_recovery_codes(&other.id).await.unwrap(), 2);
+
+    // A duplicate code hash fails the whole enable: nothing changes.
+    store
+        .set_mfa_pending(&u.id, Some("sealed-pending-3"))
+        .await
+        .unwrap();
+    let dup = vec![digest("dup"), digest("dup")];
+    assert_conflict(
+        store
+            .enable_mfa(&u.id, "sealed-secret-3", 3000, &dup, ts(3007))
+            .await,
+        "recovery code",
+    );
+    assert_mfa(
+        &store.mfa_state(&u.id).await.unwrap(),
+        Some("sealed-secret-2"),
+        Some("sealed-pending-3"),
+        Some(2000),
+    );
+    assert_eq!(store.unused_recovery_codes(&u.id).await.unwrap(), 2);
+    assert_eq!(
+        store.user_by_id(&u.id).await.unwrap().unwrap().updated_at,
+        ts(3005)
+    );
+
+    // Disable: everything goes, the codes too; the other user keeps theirs.
+    store.disable_mfa(&u.id, ts(3008)).await.unwrap();
+    assert_mfa(&store.mfa_state(&u.id).await.unwrap(), None, None, None);
+    let got = store.user_by_id(&u.id).await.unwrap().unwrap();
+    assert!(!got.mfa_enabled);
+    assert_eq!(got.updated_at, ts(3008));
+    assert_eq!(store.unused_recovery_codes(&u.id).await.unwrap(), 0);
+    assert!(
+        !store
+            .use_recovery_code(&u.id, &new_codes[0], ts(3009))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.unused_recovery_codes(&other.id).await.unwrap(), 2);
+    assert!(
+        store
+            .user_by_id(&other.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .mfa_enabled
+    );
+    // Disabling again is harmless.
+    store.disable_mfa(&u.id, ts(3010)).await.unwrap();
+}
+
+/// Many uses of one TOTP step at once: exactly one passes.
+async fn concurrent_totp_uses_pass_once(store: &dyn Store) {
+    let u = new_user(store, "totp-race@example.com", 3100).await;
+    store
+        .enable_mfa(&u.id, "sealed", 10, &[], ts(3100))
+        .await
+        .unwrap();
+    let results = join_all((0..10).map(|_| store.advance_totp_step(&u.id, 11))).await;
+    let passed = results.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+    assert_eq!(passed, 1);
+    assert_eq!(store.mfa_state(&u.id).await.unwrap().last_step, Some(11));
+}
+
+async fn login_throttling(store: &dyn Store) {
+    let key = digest("throttle@example.com");
+    let other = digest("throttle-other@example.com");
+    assert_eq!(store.login_throttle(&key).await.unwrap(), None);
+
+    let window = 1000;
+    let fail = |at: i64| store.record_login_failure(&key, ts(at), ts(at - window));
+    let t = fail(0).await.unwrap();
+    assert_eq!(
+        t,
+        LoginThrottle {
+            failures: 1,
+            window_start: ts(0),
+            locked_until: Timestamp::from_millis(0),
+        }
+    );
+    assert_eq!(fail(10).await.unwrap().failures, 2);
+    // Exactly at the window's edge the window still counts.
+    let t = fail(window).await.unwrap();
+    assert_eq!((t.failures, t.window_start), (3, ts(0)));
+    assert_eq!(store.login_throttle(&key).await.unwrap(), Some(t));
+    // Past it, a new window starts with this failure.
+    let t = fail(window + 1).await.unwrap();
+    assert_eq!((t.failures, t.window_start), (1, ts(window + 1)));
+    assert_eq!(fail(window + 2).await.unwrap().failures, 2);
+
+    // Other keys are counted apart.
+    let o = store
+        .record_login_failure(&other, ts(5), ts(-995))
+        .await
+        .unwrap();
+    assert_eq!(o.failures, 1);
+    assert_eq!(
+        store.login_throttle(&key).await.unwrap().unwrap().failures,
+        2
+    );
+
+    // Locking resets the count and keeps the window.
+    store.lock_login(&key, ts(9000)).await.unwrap();
+    let t = store.login_throttle(&key).await.unwrap().unwrap();
+    assert_eq!(
+        t,
+        LoginThrottle {
+            failures: 0,
+            window_start: ts(window + 1),
+            locked_until: ts(9000),
+        }
+    );
+    // Failures while locked count again from zero; the lock stays.
+    let t = fail(window + 3).await.unwrap();
+    assert_eq!((t.failures, t.locked_until), (1, ts(9000)));
+
+    // A key locked with no failures counted.
+    let fresh = digest("locked-first@example.com");
+    store.lock_login(&fresh, ts(500)).await.unwrap();
+    assert_eq!(
+        store.login_throttle(&fresh).await.unwrap(),
+        Some(LoginThrottle {
+            failures: 0,
+            window_start: Timestamp::from_millis(0),
+            locked_until: ts(500),
+        })
+    );
+    let t = store
+        .record_login_failure(&fresh, ts(600), ts(-400))
+        .await
+        .unwrap();
+    assert_eq!((t.failures, t.window_start), (1, ts(600)));
+
+    // Clearing forgets everything about the key, and only that key.
+    store.clear_login_throttle(&key).await.unwrap();
+    assert_eq!(store.login_throttle(&key).await.unwrap(), None);
+    store.clear_login_throttle(&key).await.unwrap();
+    assert_eq!(
+        store
+            .login_throttle(&other)
+            .await
+            .unwrap()
+            .unwrap()
+            .failures,
+        1
+    );
+    assert_eq!(fail(window + 4).await.unwrap().failures, 1);
+}
+
+/// Concurrent failures for one key are each counted: none is lost to a race.
+async fn concurrent_login_failures_are_all_counted(store: &dyn Store) {
+    let key = digest("concurrent-throttle@example.com");
+    let results =
+        join_all((0..20).map(|i| store.record_login_failure(&key, ts(100 + i), ts(-1_000_000))))
+            .await;
+    let mut counts: Vec<u32> = results.into_iter().map(|r| r.unwrap().failures).collect();
+    counts.sort_unstable();
+    assert_eq!(counts, (1..=20).collect::<Vec<u32>>());
+    assert_eq!(
+        store.login_throttle(&key).await.unwrap().unwrap().failures,
+        20
+    );
+}
+
+fn session(user: &User, created: i64, lifetime: i64) -> Session {
+    Session {
+        id: SessionId::new(),
+        user_id: user.id.clone(),
+        created_at: ts(created),
+        last_used_at: ts(created),
+        expires_at: ts(created + lifetime),
+        revoked_at: None,
+        ip: Some("203.0.113.7".into()),
+        user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) Ä".into()),
+    }
+}
+
+async fn sessions_and_refresh_tokens(store: &dyn Store) {
+    let alice = new_user(store, "sessions-alice@example.com", 4000).await;
+    let bob = new_user(store, "sessions-bob@example.com", 4000).await;
+    let changes_before = store.latest_change().await.unwrap();
+    let day = 86_400_000;
+
+    // Creation and lookup.
+    let s1 = session(&alice, 4100, day);
+    let mut s2 = session(&alice, 4200, day);
+    s2.ip = None;
+    s2.user_agent = None;
+    let s_old = session(&alice, 4000, 50); // expires at 4050
+    let s_bob = session(&bob, 4300, day);
+    store.insert_session(&s1, &digest("s1-r0")).await.unwrap();
+    store.insert_session(&s2, &digest("s2-r0")).await.unwrap();
+    store
+        .insert_session(&s_old, &digest("old-r0"))
+        .await
+        .unwrap();
+    store
+        .insert_session(&s_bob, &digest("bob-r0"))
+        .await
+        .unwrap();
+    assert_same_session(&store.session_by_id(&s1.id).await.unwrap().unwrap(), &s1);
+    assert_same_session(&store.session_by_id(&s2.id).await.unwrap().unwrap(), &s2);
+    assert!(
+        store
+            .session_by_id(&SessionId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Refusals leave nothing behind.
+    let mut dup_id = session(&alice, 4400, day);
+    dup_id.id = s1.id.clone();
+    assert_conflict(
+        store.insert_session(&dup_id, &digest("dup-id")).await,
+        "session id",
+    );
+    let dup_token = session(&alice, 4400, day);
+    assert_conflict(
+        store.insert_session(&dup_token, &digest("s1-r0")).await,
+        "refresh token",
+    );
+    assert!(store.session_by_id(&dup_token.id).await.unwrap().is_none());
+    let ghost = user("ghost-session@example.com", "Ghost", 0);
+    let orphan = session(&ghost, 4400, day);
+    let err = store
+        .insert_session(&orphan, &digest("orphan"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+
+    // Active sessions: the user's own, live ones, newest first.
+    let now = 5000;
+    assert_eq!(
+        ids(&store.active_sessions(&alice.id, ts(now)).await.unwrap()),
+        [s2.id.clone(), s1.id.clone()]
+    );
+    // At its exact expiry a session is no longer active.
+    assert_eq!(
+        ids(&store.active_sessions(&alice.id, ts(4049)).await.unwrap()),
+        [s2.id.clone(), s1.id.clone(), s_old.id.clone()]
+    );
+    assert_eq!(
+        store
+            .active_sessions(&alice.id, ts(4050))
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(
+        ids(&store.active_sessions(&bob.id, ts(now)).await.unwrap()),
+        [s_bob.id.clone()]
+    );
+    assert!(
+        store
+            .active_sessions(&UserId::new(), ts(now))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Rotation.
+    assert!(matches!(
+        store
+            .rotate_refresh(&digest("unknown"), &digest("x"), ts(now))
+            .await
+            .unwrap(),
+        RefreshOutcome::Unknown
+    ));
+    let RefreshOutcome::Rotated(got) = store
+        .rotate_refresh(&digest("s1-r0"), &digest("s1-r1"), ts(now))
+        .await
+        .unwrap()
+    else {
+        panic!("expected Rotated")
+    };
+    let mut expected = s1.clone();
+    expected.last_used_at = ts(now);
+    assert_same_session(&got, &expected);
+    assert_same_session(
+        &store.session_by_id(&s1.id).await.unwrap().unwrap(),
+        &expected,
+    );
+    let RefreshOutcome::Rotated(got) = store
+        .rotate_refresh(&digest("s1-r1"), &digest("s1-r2"), ts(now + 1))
+        .await
+        .unwrap()
+    else {
+        panic!("expected Rotated")
+    };
+    assert_eq!(got.id, s1.id);
+    assert_eq!(got.last_used_at, ts(now + 1));
+    // A new token that already exists fails the rotation and spends nothing.
+    assert_conflict(
+        store
+            .rotate_refresh(&digest("s1-r2"), &digest("s2-r0"), ts(now + 2))
+            .await,
+        "refresh token",
+    );
+    assert_eq!(
+        store.latest_change().await.unwrap(),
+        changes_before,
+        "no change logged yet"
+    );
+
+    // Reuse of a spent token revokes the session and logs it; its live token then dies too.
+    let RefreshOutcome::Reused(reused) = store
+        .rotate_refresh(&digest("s1-r0"), &digest("s1-evil"), ts(now + 3))
+        .await
+        .unwrap()
+    else {
+        panic!("expected Reused")
+    };
+    assert_eq!(reused, s1.id);
+    let revoked = store.session_by_id(&s1.id).await.unwrap().unwrap();
+    assert_eq!(revoked.revoked_at, Some(ts(now + 3)));
+    assert_eq!(revoked.last_used_at, ts(now + 1));
+    let log = store.changes_after(changes_before, 100).await.unwrap();
+    assert_eq!(log.len(), 1);
+    assert_eq!(log[0].kind, "session.revoked");
+    assert_eq!(log[0].subject, s1.id.to_string());
+    assert_eq!(log[0].at, ts(now + 3));
+    for token in ["s1-r2", "s1-r1", "s1-r0"] {
+        assert!(
+            matches!(
+                store
+                    .rotate_refresh(&digest(token), &digest("s1-late"), ts(now + 4))
+                    .await
+                    .unwrap(),
+                RefreshOutcome::Dead
+            ),
+            "{token}"
+        );
+    }
+    // The refused rotations stored nothing.
+    assert!(matches!(
+        store
+            .rotate_refresh(&digest("s1-evil"), &digest("y"), ts(now + 4))
+            .await
+            .unwrap(),
+        RefreshOutcome::Unknown
+    ));
+    assert_eq!(store.changes_after(changes_before, 100).await.unwrap(), log);
+
+    // An expired session is dead, from its exact expiry on, and is not revoked by it.
+    assert!(matches!(
+        store
+            .rotate_refresh(&digest("old-r0"), &digest("old-r1"), ts(4050))
+            .await
+            .unwrap(),
+        RefreshOutcome::Dead
+    ));
+    assert!(matches!(
+        store
+            .rotate_refresh(&digest("old-r1"), &digest("z"), ts(4050))
+            .await
+            .unwrap(),
+        RefreshOutcome::Unknown
+    ));
+    assert_eq!(
+        store
+            .session_by_id(&s_old.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        None
+    );
+    assert!(matches!(
+        store
+            .rotate_refresh(&digest("old-r0"), &digest("old-r1"), ts(4049))
+            .await
+            .unwrap(),
+        RefreshOutcome::Rotated(_)
+    ));
+
+    // revoke_session: only the owner's, only once.
+    assert!(
+        !store
+            .revoke_session(&bob.id, &s2.id, ts(now + 10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session(&alice.id, &s_bob.id, ts(now + 10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session(&alice.id, &SessionId::new(), ts(now + 10))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session(&alice.id, &s1.id, ts(now + 10))
+            .await
+            .unwrap(),
+        "already revoked"
+    );
+    assert_eq!(store.changes_after(changes_before, 100).await.unwrap(), log);
+    assert!(
+        store
+            .revoke_session(&alice.id, &s2.id, ts(now + 11))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .revoke_session(&alice.id, &s2.id, ts(now + 12))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .session_by_id(&s2.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        Some(ts(now + 11))
+    );
+    assert!(matches!(
+        store
+            .rotate_refresh(&digest("s2-r0"), &digest("s2-r1"), ts(now + 12))
+            .await
+            .unwrap(),
+        RefreshOutcome::Dead
+    ));
+    let log = store.changes_after(changes_before, 100).await.unwrap();
+    assert_eq!(log.len(), 2);
+    assert_eq!(
+        (log[1].kind.as_str(), log[1].subject.as_str(), log[1].at),
+        ("session.revoked", s2.id.as_str(), ts(now + 11))
+    );
+    assert!(
+        store
+            .active_sessions(&alice.id, ts(now))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        store.active_sessions(&bob.id, ts(now)).await.unwrap().len(),
+        1
+    );
+
+    // revoke_user_sessions: every session not yet revoked, expired ones included (their last
+    // access tokens may still be valid), one change each; bob's are untouched.
+    let s3 = session(&alice, 5100, day);
+    let s4 = session(&alice, 5200, day);
+    store.insert_session(&s3, &digest("s3-r0")).await.unwrap();
+    store.insert_session(&s4, &digest("s4-r0")).await.unwrap();
+    let mut ended = store
+        .revoke_user_sessions(&alice.id, ts(now + 300))
+        .await
+        .unwrap();
+    ended.sort();
+    let mut want = vec![s_old.id.clone(), s3.id.clone(), s4.id.clone()];
+    want.sort();
+    assert_eq!(ended, want);
+    let log = store.changes_after(changes_before, 100).await.unwrap();
+    assert_eq!(log.len(), 5);
+    let mut subjects: Vec<&str> = log[2..].iter().map(|c| c.subject.as_str()).collect();
+    subjects.sort_unstable();
+    let want_subjects: Vec<&str> = want.iter().map(SessionId::as_str).collect();
+    assert_eq!(subjects, want_subjects);
+    assert!(
+        log[2..]
+            .iter()
+            .all(|c| c.kind == "session.revoked" && c.at == ts(now + 300))
+    );
+    assert!(
+        store
+            .revoke_user_sessions(&alice.id, ts(now + 400))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .revoke_user_sessions(&UserId::new(), ts(now + 400))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.latest_change().await.unwrap(), log[4].seq);
+    assert!(matches!(
+        store
+            .rotate_refresh(&digest("s3-r0"), &digest("s3-r1"), ts(now + 400))
+            .await
+            .unwrap(),
+        RefreshOutcome::Dead
+    ));
+    assert_eq!(
+        ids(&store.active_sessions(&bob.id, ts(now)).await.unwrap()),
+        [s_bob.id.clone()]
+    );
+
+    // sessions_revoked_since: at or after the instant.
+    let since = |at: i64| async move {
+        let mut got = store.sessions_revoked_since(ts(at)).await.unwrap();
+        got.sort();
+        got
+    };
+    let mut all = vec![
+        s1.id.clone(),
+        s2.id.clone(),
+        s_old.id.clone(),
+        s3.id.clone(),
+        s4.id.clone(),
+    ];
+    all.sort();
+    assert_eq!(since(now + 3).await, all);
+    let mut later = vec![
+        s2.id.clone(),
+        s_old.id.clone(),
+        s3.id.clone(),
+        s4.id.clone(),
+    ];
+    later.sort();
+    assert_eq!(since(now + 4).await, later);
+    assert_eq!(since(now + 11).await, later);
+    assert_eq!(since(now + 12).await, want);
+    assert!(since(now + 301).await.is_empty());
+}
+
+/// Two rotations of one token at once: one wins; the other presents a spent token, which is
+/// reuse, and the session ends (the contract draws no line between a client's double send and
+/// an attacker racing the client).
+async fn concurrent_rotations_of_one_token(store: &dyn Store) {
+    let u = new_user(store, "rotation-race@example.com", 6000).await;
+    for round in 0..5 {
+        let s = session(&u, 6000 + round, 86_400_000);
+        let old = digest(&format!("race-{round}"));
+        store.insert_session(&s, &old).await.unwrap();
+        let new_a = digest(&format!("race-{round}-a"));
+        let new_b = digest(&format!("race-{round}-b"));
+        let outcomes = join_all([
+            store.rotate_refresh(&old, &new_a, ts(6100)),
+            store.rotate_refresh(&old, &new_b, ts(6100)),
+        ])
+        .await;
+        let outcomes: Vec<RefreshOutcome> = outcomes.into_iter().map(Result::unwrap).collect();
+        let rotated = outcomes
+            .iter()
+            .filter(|o| matches!(o, RefreshOutcome::Rotated(_)))
+            .count();
+        let reused = outcomes
+            .iter()
+            .filter(|o| matches!(o, RefreshOutcome::Reused(id) if *id == s.id))
+            .count();
+        assert_eq!((rotated, reused), (1, 1), "round {round}: {outcomes:?}");
+        let got = store.session_by_id(&s.id).await.unwrap().unwrap();
+        assert_eq!(got.revoked_at, Some(ts(6100)));
+        // The winner's new token is dead with its session; the loser's was never stored.
+        let (winner, loser) = if matches!(outcomes[0], RefreshOutcome::Rotated(_)) {
+            (&new_a, &new_b)
         } else {
+            (&new_b, &new_a)
+        };
+        assert!(matches!(
+            store
+                .rotate_refresh(winner, &digest("after"), ts(6101))
+                .await
+                .unwrap(),
+            RefreshOutcome::Dead
+        ));
+        assert!(matches!(
+            store
+                .rotate_refresh(loser, &digest("after"), ts(6101))
+                .await
+                .unwrap(),
+            RefreshOutcome::Unknown
+        ));
+    }
+}
+
+async fn mfa_challenges(store: &dyn Store) {
+    let u = new_user(store, "challenge@example.com", 7000).await;
+    let (c1, c2) = (digest("challenge-1"), digest("challenge-2"));
+    store
+        .insert_mfa_challenge(&c1, &u.id, ts(7300))
+        .await
+        .unwrap();
+    store
+        .insert_mfa_challenge(&c2, &u.id, ts(7300))
+        .await
+        .unwrap();
+    assert_conflict(
+        store.insert_mfa_challenge(&c1, &u.id, ts(9000)).await,
+        "mfa challenge",
+    );
+    let ghost = UserId::new();
+    assert!(matches!(
+        store
+            .insert_mfa_challenge(&digest("ghost-challenge"), &ghost, ts(9000))
+            .await,
+        Err(StoreError::Other(_))
+    ));
+
+    assert_eq!(
+        store.mfa_challenge_user(&c1, ts(7299)).await.unwrap(),
+        Some(u.id.clone())
+    );
+    assert_eq!(store.mfa_challenge_user(&c1, ts(7300)).await.unwrap(), None);
+    assert_eq!(
+        store
+            .mfa_challenge_user(&digest("unknown"), ts(7000))
+            .await
+            .unwrap(),
+        None
+    );
+    // Expired: cannot be spent.
+    assert!(!store.consume_mfa_challenge(&c1, ts(7300)).await.unwrap());
+    assert!(
+        !store
+            .consume_mfa_challenge(&digest("unknown"), ts(7000))
+            .await
+            .unwrap()
+    );
+    // Live: spent once.
+    assert!(store.consume_mfa_challenge(&c2, ts(7100)).await.unwrap());
+    assert!(!store.consume_mfa_challenge(&c2, ts(7101)).await.unwrap());
+    assert_eq!(store.mfa_challenge_user(&c2, ts(7102)).await.unwrap(), None);
+    // Concurrent spends of one challenge: one wins.
+    let c3 = digest("challenge-3");
+    store
+        .insert_mfa_challenge(&c3, &u.id, ts(7300))
+        .await
+        .unwrap();
+    let spent = join_all((0..5).map(|_| store.consume_mfa_challenge(&c3, ts(7200)))).await;
+    assert_eq!(
+        spent.into_iter().filter(|r| *r.as_ref().unwrap()).count(),
+        1
+    );
+}
+
+async fn password_resets(store: &dyn Store) {
+    let u = new_user(store, "reset@example.com", 8000).await;
+    let other = new_user(store, "reset-other@example.com", 8000).await;
+    let (r1, r2, r3) = (digest("reset-1"), digest("reset-2"), digest("reset-3"));
+    store
+        .insert_password_reset(&r1, &u.id, ts(8300))
+        .await
+        .unwrap();
+    store
+        .insert_password_reset(&r2, &u.id, ts(8300))
+        .await
+        .unwrap();
+    store
+        .insert_password_reset(&r3, &other.id, ts(8300))
+        .await
+        .unwrap();
+    assert_conflict(
+        store.insert_password_reset(&r1, &other.id, ts(9000)).await,
+        "password reset",
+    );
+    assert!(matches!(
+        store
+            .insert_password_reset(&digest("ghost-reset"), &UserId::new(), ts(9000))
+            .await,
+        Err(StoreError::Other(_))
+    ));
+
+    assert_eq!(
+        store.consume_password_reset(&r1, ts(8100)).await.unwrap(),
+        Some(u.id.clone())
+    );
+    assert_eq!(
+        store.consume_password_reset(&r1, ts(8101)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.consume_password_reset(&r2, ts(8300)).await.unwrap(),
+        None,
+        "expired at its expiry"
+    );
+    assert_eq!(
+        store
+            .consume_password_reset(&digest("unknown"), ts(8100))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.consume_password_reset(&r3, ts(8299)).await.unwrap(),
+        Some(other.id.clone())
+    );
+}
+
+async fn signing_keys(store: &dyn Store) {
+    assert!(store.signing_keys().await.unwrap().is_empty());
+    let key = |kid: &str, at: i64| StoredSigningKey {
+        kid: kid.to_owned(),
+        sealed_private: format!("sealed-{kid}"),
+        created_at: ts(at),
+    };
+    store.insert_signing_key(&key("kid-b", 20)).await.unwrap();
+    store.insert_signing_key(&key("kid-a", 10)).await.unwrap();
+    store.insert_signing_key(&key("kid-c", 20)).await.unwrap();
+    assert_conflict(
+        store.insert_signing_key(&key("kid-a", 30)).await,
+        "signing key",
+    );
+    let got = store.signing_keys().await.unwrap();
+    let got: Vec<(&str, &str, Timestamp)> = got
+        .iter()
+        .map(|k| (k.kid.as_str(), k.sealed_private.as_str(), k.created_at))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("kid-a", "sealed-kid-a", ts(10)),
+            ("kid-b", "sealed-kid-b", ts(20)),
+            ("kid-c", "sealed-kid-c", ts(20)),
+        ]
+    );
+}
+
+fn assert_same_audit(a: &AuditEntry, b: &AuditEntry) {
+    assert_eq!(a.id, b.id);
+    assert_eq!(a.at, b.at);
+    assert_eq!(a.workspace_id, b.workspace_id);
+    assert_eq!(a.actor_type, b.actor_type);
+    assert_eq!(a.actor_id, b.actor_id);
+    assert_eq!(a.action, b.action);
+    assert_eq!(a.target, b.target);
+    assert_eq!(a.ip, b.ip);
+    assert_eq!(a.user_agent, b.user_agent);
+    assert_eq!(a.outcome, b.outcome);
+}
+
+async fn audit_log(store: &dyn Store) {
+    let (w1, w2) = (WorkspaceId::new(), WorkspaceId::new());
+    // Ids in increasing order, so that entry i is the i-th oldest whatever the id generator
+    // does within one millisecond.
+    let mut audit_ids: Vec<AuditId> = (0..8).map(|_| AuditId::new()).collect();
+    audit_ids.sort();
+    let specs: [(Option<&WorkspaceId>, ActorType, Option<&str>, &str); 8] = [
+        (None, ActorType::Anonymous, None, "user.login_failed"),
+        (None, ActorType::User, Some("usr_a"), "user.login"),
+        (Some(&w1), ActorType::User, Some("usr_a"), "key.create"),
+        (Some(&w1), ActorType::Key, Some("key_1"), "key.revoke"),
+        (Some(&w2), ActorType::App, Some("app_1"), "key.create"),
+        (Some(&w1), ActorType::User, Some("usr_b"), "member.add"),
+        (Some(&w1), ActorType::User, Some("usr_a"), "key.create"),
+        (None, ActorType::User, Some("usr_a"), "user.login"),
+    ];
+    let entries: Vec<AuditEntry> = specs
+        .iter()
+        .zip(audit_ids)
+        .enumerate()
+        .map(|(i, ((ws, actor_type, actor, action), id))| AuditEntry {
+            id,
+            at: ts(9000 + 10 * i as i64),
+            workspace_id: ws.cloned(),
+            actor_type: *actor_type,
+            actor_id: actor.map(str::to_owned),
+            action: (*action).to_owned(),
+            target: (i % 2 == 0).then(|| format!("target-{i}")),
+            ip: (i % 3 != 0).then(|| "198.51.100.4".to_owned()),
+            user_agent: (i == 2).then(|| "curl/8.5".to_owned()),
+            outcome: if i == 0 { "failure" } else { "success" }.to_owned(),
+        })
+        .collect();
+    // Inserted out of order: listing orders by id, not by insertion.
+    for i in [3, 0, 7, 1, 5, 2, 6, 4] {
+        store.insert_audit(&entries[i]).await.unwrap();
+    }
+    assert_conflict(store.insert_audit(&entries[0]).await, "audit entry");
+
+    let entries = &entries;
+    let list = |filter: AuditFilter, page: Page| async move {
+        store
+            .list_audit(&filter, &page)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| {
+                let i = entries.iter().position(|x| x.id == e.id).expect("known id");
+                assert_same_audit(&e, &entries[i]);
+                i
+            })
+            .collect::<Vec<usize>>()
+    };
+    let all = || Page::first(100);
+
+    // No filter: everything, platform entries too, newest first.
+    assert_eq!(
+        list(AuditFilter::default(), all()).await,
+        [7, 6, 5, 4, 3, 2, 1, 0]
+    );
+    let ws = |w: &WorkspaceId| AuditFilter {
+        workspace_id: Some(w.clone()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(ws(&w1), all()).await, [6, 5, 3, 2]);
+    assert_eq!(list(ws(&w2), all()).await, [4]);
+    assert!(list(ws(&WorkspaceId::new()), all()).await.is_empty());
+
+    let action = |a: &str| AuditFilter {
+        action: Some(a.to_owned()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(action("key.create"), all()).await, [6, 4, 2]);
+    assert_eq!(list(action("user.login"), all()).await, [7, 1]);
+    assert!(list(action("key"), all()).await.is_empty());
+
+    let actor = AuditFilter {
+        actor_id: Some("usr_a".into()),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(actor, all()).await, [7, 6, 2, 1]);
+
+    // since is inclusive, until exclusive.
+    let window = AuditFilter {
+        since: Some(ts(9020)),
+        until: Some(ts(9060)),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(window, all()).await, [5, 4, 3, 2]);
+    let since = AuditFilter {
+        since: Some(ts(9061)),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(since, all()).await, [7]);
+    let until = AuditFilter {
+        until: Some(ts(9010)),
+        ..AuditFilter::default()
+    };
+    assert_eq!(list(until, all()).await, [0]);
+
+    // Everything at once.
+    let combined = AuditFilter {
+        workspace_id: Some(w1.clone()),
+        action: Some("key.create".into()),
+        actor_id: Some("usr_a".into()),
+        since: Some(ts(9000)),
+        until: Some(ts(9070)),
+    };
+    assert_eq!(list(combined.clone(), all()).await, [6, 2]);
+    let narrower = AuditFilter {
+        until: Some(ts(9060)),
+        ..combined
+    };
+    assert_eq!(list(narrower, all()).await, [2]);
+
+    // Keyset pages, newest first, with and without a filter.
+    let mut seen = Vec::new();
+    let mut page = Page::first(3);
+    let mut sizes = Vec::new();
+    loop {
+        let got = list(AuditFilter::default(), page.clone()).await;
+        sizes.push(got.len());
+        let Some(&last) = got.last() else { break };
+        page.after = Some(entries[last].id.to_string());
+        seen.extend(got);
+    }
+    assert_eq!(sizes, [3, 3, 2, 0]);
+    assert_eq!(seen, [7, 6, 5, 4, 3, 2, 1, 0]);
+    let after_6 = Page {
+        limit: 2,
+        after: Some(entries[6].id.to_string()),
+    };
+    assert_eq!(list(ws(&w1), after_6.clone()).await, [5, 3]);
+    assert_eq!(list(action("user.login"), after_6).await, [1]);
+    let after_oldest = Page {
+        limit: 10,
+        after: Some(entries[0].id.to_string()),
+    };
+    assert!(list(AuditFilter::default(), after_oldest).await.is_empty());
+    assert!(
+        list(AuditFilter::default(), Page::first(0))
+            .await
+            .is_empty()
+    );
+}
+
+/// Polls the futures together on this task (the store is borrowed, so no spawning); returns
+/// their outputs in the order given.
+async fn join_all<T, F: std::future::Future<Output = T>>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<T> {
+    let mut futs: Vec<_> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<T>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futs.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
             std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
         }
     })
     .await;
+    outputs
+        .into_iter()
+        .map(|o| o.expect("polled to completion"))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -593,7 +1706,7 @@ async fn sqlite_url_with_path_and_missing_data_dir() {
 #[tokio::test]
 async fn sqlite_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 1);
+    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 2);
     assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 0);
 
     // Open the same file twice (as a server and `keyrail migrate` beside it would).
@@ -667,7 +1780,7 @@ async fn postgres_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
-        1
+        2
     );
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),

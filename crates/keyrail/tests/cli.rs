@@ -19,7 +19,11 @@ fn keyrail(dir: &std::path::Path) -> Command {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Running {
@@ -74,7 +78,10 @@ fn get(port: u16, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out)
@@ -85,7 +92,10 @@ fn version_and_help() {
     let dir = tempfile::tempdir().unwrap();
     let out = keyrail(dir.path()).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), format!("keyrail {}", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("keyrail {}", env!("CARGO_PKG_VERSION"))
+    );
     let out = keyrail(dir.path()).arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
     for word in ["serve", "migrate", "--config", "KEYRAIL_"] {
@@ -96,11 +106,21 @@ fn version_and_help() {
 #[test]
 fn a_bad_limit_stops_the_server_with_a_message_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("k.toml"), "[limits]\nlogin_per_ip = \"ten\"\n").unwrap();
-    let out = keyrail(dir.path()).args(["serve", "--config", "k.toml"]).output().unwrap();
+    std::fs::write(
+        dir.path().join("k.toml"),
+        "[limits]\nlogin_per_ip = \"ten\"\n",
+    )
+    .unwrap();
+    let out = keyrail(dir.path())
+        .args(["serve", "--config", "k.toml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("limits.login_per_ip") && err.contains("ten"), "{err}");
+    assert!(
+        err.contains("limits.login_per_ip") && err.contains("ten"),
+        "{err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 
     let out = keyrail(dir.path())
@@ -112,27 +132,45 @@ fn a_bad_limit_stops_the_server_with_a_message_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limits.signup_per_ip"), "{err}");
 
-    let out = keyrail(dir.path()).arg("serve").env("KEYRAIL_LISTN", "x").output().unwrap();
+    let out = keyrail(dir.path())
+        .arg("serve")
+        .env("KEYRAIL_LISTN", "x")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("listn"));
-    assert!(!dir.path().join("keyrail-data").exists(), "nothing is created before the config is valid");
+    assert!(
+        !dir.path().join("keyrail-data").exists(),
+        "nothing is created before the config is valid"
+    );
 }
 
 #[test]
 fn environment_overrides_the_file() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("k.toml"), "[limits]\nlogin_per_ip = \"50/15m\"\nsignup_per_ip = \"3/1h\"\n").unwrap();
+    std::fs::write(
+        dir.path().join("k.toml"),
+        "[limits]\nlogin_per_ip = \"50/15m\"\nsignup_per_ip = \"3/1h\"\n",
+    )
+    .unwrap();
     let out = keyrail(dir.path())
         .args(["config", "--config", "k.toml"])
         .env("KEYRAIL_LIMITS__LOGIN_PER_IP", "100/15m")
         .env("KEYRAIL_MASTER_KEY", "ab".repeat(32))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("login_per_ip = \"100/15m\""), "{text}");
     assert!(text.contains("signup_per_ip = \"3/1h\""), "{text}");
-    assert!(!text.contains(&"ab".repeat(32)), "the master key must not be printed");
+    assert!(
+        !text.contains(&"ab".repeat(32)),
+        "the master key must not be printed"
+    );
 }
 
 #[test]
@@ -145,20 +183,34 @@ fn first_start_creates_the_data_dir_and_reuses_it() {
     let data = dir.path().join("keyrail-data");
     let key_file = data.join("master.key");
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(data.join("keyrail.db").exists(), "SQLite file lives in the data dir");
+    assert_eq!(
+        std::fs::metadata(&key_file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert!(
+        data.join("keyrail.db").exists(),
+        "SQLite file lives in the data dir"
+    );
     let key = std::fs::read_to_string(&key_file).unwrap();
     let (status, log) = server.sigterm();
-    assert!(status.success(), "SIGTERM should be a clean exit: {status:?}\n{log}");
+    assert!(
+        status.success(),
+        "SIGTERM should be a clean exit: {status:?}\n{log}"
+    );
     assert!(log.contains("\"stopped\""), "{log}");
     // Logs are JSON lines.
     for line in log.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
         assert!(v["level"].is_string() && v["message"].is_string(), "{line}");
     }
 
     let (server, _) = Running::start(dir.path(), &[]);
-    assert_eq!(std::fs::read_to_string(&key_file).unwrap(), key, "the master key is reused");
+    assert_eq!(
+        std::fs::read_to_string(&key_file).unwrap(),
+        key,
+        "the master key is reused"
+    );
     let (status, _) = server.sigterm();
     assert!(status.success());
 }
@@ -167,7 +219,11 @@ fn first_start_creates_the_data_dir_and_reuses_it() {
 fn migrate_applies_once() {
     let dir = tempfile::tempdir().unwrap();
     let out = keyrail(dir.path()).arg("migrate").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(first["applied"].as_u64().unwrap() >= 1, "{first}");
     assert!(first["store"].as_str().unwrap().starts_with("sqlite"));
@@ -181,11 +237,18 @@ fn an_unreachable_database_fails_clearly_without_leaking_the_password() {
     let dir = tempfile::tempdir().unwrap();
     let out = keyrail(dir.path())
         .arg("serve")
-        .env("KEYRAIL_DATABASE_URL", "postgres://keyrail:hunter2secret@127.0.0.1:1/keyrail")
+        .env(
+            "KEYRAIL_DATABASE_URL",
+            "postgres://keyrail:hunter2secret@127.0.0.1:1/keyrail",
+        )
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(all.contains("database"), "{all}");
     assert!(!all.contains("hunter2secret"), "{all}");
 }

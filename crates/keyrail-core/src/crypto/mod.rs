@@ -16,9 +16,7 @@ pub use password::{
     verify_password,
 };
 pub use seal::{open, seal};
-pub use token::{
-    ct_eq, normalize_recovery_code, random_token, recovery_codes, sha256, sha256_hex,
-};
+pub use token::{ct_eq, normalize_recovery_code, random_token, recovery_codes, sha256, sha256_hex};
 pub use totp::{TotpSecret, otpauth_url};
 
 /// Failures of the cryptographic helpers. The messages never carry secret material.
@@ -80,12 +78,18 @@ mod tests {
         assert_eq!(b64url_decode("-_8").unwrap(), vec![0xfb, 0xff]);
         assert!(b64url_decode("-_8=").is_none(), "padding refused");
         assert!(b64url_decode("+/8").is_none(), "standard alphabet refused");
-        assert!(b64url_decode("-_9").is_none(), "non-canonical trailing bits refused");
+        assert!(
+            b64url_decode("-_9").is_none(),
+            "non-canonical trailing bits refused"
+        );
     }
 
     #[test]
     fn errors_carry_no_data() {
-        assert_eq!(CryptoError::Malformed("base32").to_string(), "malformed base32");
+        assert_eq!(
+            CryptoError::Malformed("base32").to_string(),
+            "malformed base32"
+        );
         let mut a = [0u8; 32];
         fill_random(&mut a).unwrap();
         assert_ne!(a, [0u8; 32]);

@@ -62,7 +62,8 @@ pub fn open(
     let body = sealed
         .strip_prefix(PREFIX)
         .ok_or(CryptoError::Malformed("sealed value"))?;
-    let mut buf = Zeroizing::new(b64url_decode(body).ok_or(CryptoError::Malformed("sealed value"))?);
+    let mut buf =
+        Zeroizing::new(b64url_decode(body).ok_or(CryptoError::Malformed("sealed value"))?);
     if buf.len() < NONCE_LEN + TAG_LEN {
         return Err(CryptoError::Malformed("sealed value"));
     }
@@ -77,7 +78,9 @@ pub fn open(
         )
         .map_err(|_| CryptoError::Unseal)?
         .len();
-    Ok(Zeroizing::new(buf[NONCE_LEN..NONCE_LEN + plain_len].to_vec()))
+    Ok(Zeroizing::new(
+        buf[NONCE_LEN..NONCE_LEN + plain_len].to_vec(),
+    ))
 }
 
 #[cfg(test)]
@@ -95,7 +98,10 @@ mod tests {
         let k = MasterKey::generate();
         let sealed = seal(&k, "totp-secret", b"12345678901234567890");
         assert!(sealed.starts_with("v1."));
-        assert_eq!(open(&k, "totp-secret", &sealed).unwrap().as_slice(), b"12345678901234567890");
+        assert_eq!(
+            open(&k, "totp-secret", &sealed).unwrap().as_slice(),
+            b"12345678901234567890"
+        );
         let empty = seal(&k, "x", b"");
         assert_eq!(open(&k, "x", &empty).unwrap().len(), 0);
     }
@@ -109,25 +115,48 @@ mod tests {
     #[test]
     fn wrong_key_purpose_or_tampering_fail() {
         let sealed = seal(&key(1), "jwt-signing-key", b"secret bytes");
-        assert_eq!(open(&key(2), "jwt-signing-key", &sealed), Err(CryptoError::Unseal));
-        assert_eq!(open(&key(1), "totp-secret", &sealed), Err(CryptoError::Unseal));
+        assert_eq!(
+            open(&key(2), "jwt-signing-key", &sealed),
+            Err(CryptoError::Unseal)
+        );
+        assert_eq!(
+            open(&key(1), "totp-secret", &sealed),
+            Err(CryptoError::Unseal)
+        );
 
         let raw = b64url_decode(&sealed[3..]).unwrap();
         for i in 0..raw.len() {
             let mut t = raw.clone();
             t[i] ^= 0x01;
             let forged = format!("v1.{}", b64url_encode(&t));
-            assert_eq!(open(&key(1), "jwt-signing-key", &forged), Err(CryptoError::Unseal));
+            assert_eq!(
+                open(&key(1), "jwt-signing-key", &forged),
+                Err(CryptoError::Unseal)
+            );
         }
         let truncated = format!("v1.{}", b64url_encode(&raw[..raw.len() - 1]));
-        assert_eq!(open(&key(1), "jwt-signing-key", &truncated), Err(CryptoError::Unseal));
+        assert_eq!(
+            open(&key(1), "jwt-signing-key", &truncated),
+            Err(CryptoError::Unseal)
+        );
     }
 
     #[test]
     fn malformed_inputs_are_errors() {
         let k = key(1);
-        for bad in ["", "v1.", "v2.AAAA", "v1.!!!", "v1.AAAA", "plain", "v1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="] {
-            assert!(matches!(open(&k, "p", bad), Err(CryptoError::Malformed(_))), "{bad}");
+        for bad in [
+            "",
+            "v1.",
+            "v2.AAAA",
+            "v1.!!!",
+            "v1.AAAA",
+            "plain",
+            "v1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+        ] {
+            assert!(
+                matches!(open(&k, "p", bad), Err(CryptoError::Malformed(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -148,7 +177,8 @@ mod tests {
         fn round_trips_any_bytes(data in proptest::collection::vec(any::<u8>(), 0..300), purpose in "[a-z-]{0,20}") {
             let k = key(9);
             let sealed = seal(&k, &purpose, &data);
-            prop_assert_eq!(open(&k, &purpose, &sealed).unwrap().as_slice(), data.as_slice());
+            let opened = open(&k, &purpose, &sealed).unwrap();
+            prop_assert_eq!(opened.as_slice(), data.as_slice());
         }
     }
 }

@@ -112,9 +112,13 @@ pub fn verify(
     }
     let current = step_at(now)?;
     let mut accepted = None;
-    for step in [current.checked_sub(1), Some(current), current.checked_add(1)]
-        .into_iter()
-        .flatten()
+    for step in [
+        current.checked_sub(1),
+        Some(current),
+        current.checked_add(1),
+    ]
+    .into_iter()
+    .flatten()
     {
         let expected = format!("{:06}", code_at(secret.expose(), step));
         let matches = super::token::ct_eq(expected.as_bytes(), submitted);
@@ -145,8 +149,12 @@ fn hotp(alg: Alg, key: &[u8], counter: u64, digits: u32) -> u32 {
     let tag = hmac::sign(&hmac::Key::new(alg, key), &counter.to_be_bytes());
     let mac = tag.as_ref();
     let offset = usize::from(mac[mac.len() - 1] & 0x0f);
-    let bin = u32::from_be_bytes([mac[offset], mac[offset + 1], mac[offset + 2], mac[offset + 3]])
-        & 0x7fff_ffff;
+    let bin = u32::from_be_bytes([
+        mac[offset],
+        mac[offset + 1],
+        mac[offset + 2],
+        mac[offset + 3],
+    ]) & 0x7fff_ffff;
     bin % 10u32.pow(digits)
 }
 
@@ -165,7 +173,9 @@ fn base32_encode(data: &[u8]) -> String {
         acc &= (1 << bits) - 1;
     }
     if bits > 0 {
-        out.push(char::from(B32_ALPHABET[((acc << (5 - bits)) & 0x1f) as usize]));
+        out.push(char::from(
+            B32_ALPHABET[((acc << (5 - bits)) & 0x1f) as usize],
+        ));
     }
     out
 }
@@ -174,7 +184,10 @@ fn base32_decode(s: &str) -> Option<Vec<u8>> {
     let mut out = Vec::with_capacity(s.len() * 5 / 8);
     let (mut acc, mut bits) = (0u32, 0u32);
     let mut symbols = 0usize;
-    for c in s.trim_end_matches(|c: char| c == '=' || c.is_whitespace()).chars() {
+    for c in s
+        .trim_end_matches(|c: char| c == '=' || c.is_whitespace())
+        .chars()
+    {
         if c.is_whitespace() {
             continue;
         }
@@ -219,8 +232,7 @@ mod tests {
 
     const SEED_SHA1: &[u8] = b"12345678901234567890";
     const SEED_SHA256: &[u8] = b"12345678901234567890123456789012";
-    const SEED_SHA512: &[u8] =
-        b"1234567890123456789012345678901234567890123456789012345678901234";
+    const SEED_SHA512: &[u8] = b"1234567890123456789012345678901234567890123456789012345678901234";
 
     #[test]
     fn rfc6238_appendix_b_vectors() {
@@ -236,8 +248,16 @@ mod tests {
         for (t, sha1, sha256, sha512) in table {
             let step = t / 30;
             assert_eq!(hotp(Alg::Sha1, SEED_SHA1, step, 8), sha1, "SHA1 at {t}");
-            assert_eq!(hotp(Alg::Sha256, SEED_SHA256, step, 8), sha256, "SHA256 at {t}");
-            assert_eq!(hotp(Alg::Sha512, SEED_SHA512, step, 8), sha512, "SHA512 at {t}");
+            assert_eq!(
+                hotp(Alg::Sha256, SEED_SHA256, step, 8),
+                sha256,
+                "SHA256 at {t}"
+            );
+            assert_eq!(
+                hotp(Alg::Sha512, SEED_SHA512, step, 8),
+                sha512,
+                "SHA512 at {t}"
+            );
         }
     }
 
@@ -341,7 +361,10 @@ mod tests {
         }
         assert_eq!(verify(&s, &good, Timestamp::from_millis(-1), None), None);
         // At step 0 there is no step -1.
-        assert_eq!(verify(&s, &format!("{:06}", s.code_at(0)), at(1), None), Some(0));
+        assert_eq!(
+            verify(&s, &format!("{:06}", s.code_at(0)), at(1), None),
+            Some(0)
+        );
     }
 
     proptest! {

@@ -20,6 +20,28 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(metrics))
         .routes(routes!(openapi_json))
         .routes(routes!(docs))
+        .routes(routes!(jwks))
+}
+
+/// The public keys that verify access tokens (RFC 7517), by `kid`.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "`{\"keys\": [{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"x\", \"kid\", \"alg\": \"EdDSA\", \"use\": \"sig\"}]}`", content_type = "application/json", body = Object)))]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let body = state.identity.keyring.jwks(state.clock.now());
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=300"),
+            ),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 #[derive(Serialize, ToSchema)]
@@ -97,7 +119,11 @@ pub async fn openapi_json(State(state): State<AppState>) -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         )],
-        state.openapi_json.clone(),
+        state
+            .docs
+            .get()
+            .map(|d| d.openapi_json.clone())
+            .unwrap_or_default(),
     )
         .into_response()
 }
@@ -119,7 +145,7 @@ pub async fn docs(State(state): State<AppState>) -> Response {
                 ),
             ),
         ],
-        state.docs_html.clone(),
+        state.docs.get().map(|d| d.html.clone()).unwrap_or_default(),
     )
         .into_response()
 }

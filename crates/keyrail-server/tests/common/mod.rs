@@ -110,3 +110,147 @@ pub async fn json(resp: reqwest::Response) -> (u16, serde_json::Value) {
     let v = serde_json::from_str(&text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"));
     (status, v)
 }
+
+pub const PASSWORD: &str = "correct horse battery staple 42";
+
+impl TestServer {
+    pub async fn signup(&self, email: &str) -> Value {
+        let (status, body) = json(
+            self.post_json(
+                "/api/v1/auth/signup",
+                &serde_json::json!({"email": email, "password": PASSWORD, "name": "Test User"}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 201, "{body}");
+        body["user"].clone()
+    }
+
+    pub async fn login_as(&self, email: &str, password: &str) -> (u16, Value) {
+        json(
+            self.post_json(
+                "/api/v1/auth/login",
+                &serde_json::json!({"email": email, "password": password}),
+            )
+            .await,
+        )
+        .await
+    }
+
+    /// Signs up and logs in; the login body (access_token, refresh_token, user).
+    pub async fn user(&self, email: &str) -> Value {
+        self.signup(email).await;
+        let (status, body) = self.login_as(email, PASSWORD).await;
+        assert_eq!(status, 200, "{body}");
+        body
+    }
+
+    pub async fn get_with(&self, path: &str, token: &str) -> reqwest::Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn post_with(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+use serde_json::Value;
+
+/// A minimal SMTP server on loopback that keeps every message it receives.
+pub struct FakeSmtp {
+    pub port: u16,
+    pub messages: Arc<tokio::sync::Mutex<Vec<String>>>,
+}
+
+impl FakeSmtp {
+    pub async fn start() -> Self {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let messages: Arc<tokio::sync::Mutex<Vec<String>>> = Arc::default();
+        let store = messages.clone();
+        tokio::spawn(async move {
+            while let Ok((sock, _)) = listener.accept().await {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let (r, mut w) = sock.into_split();
+                    let mut lines = BufReader::new(r).lines();
+                    w.write_all(b"220 fake ESMTP\r\n").await.unwrap();
+                    let mut in_data = false;
+                    let mut data = String::new();
+                    while let Ok(Some(line)) = lines.next_line().await {
+                        if in_data {
+                            if line == "." {
+                                in_data = false;
+                                store.lock().await.push(std::mem::take(&mut data));
+                                w.write_all(b"250 OK queued\r\n").await.unwrap();
+                            } else {
+                                data.push_str(line.strip_prefix('.').unwrap_or(&line));
+                                data.push('\n');
+                            }
+                            continue;
+                        }
+                        let verb = line.split(' ').next().unwrap_or("").to_ascii_uppercase();
+                        let reply: &[u8] = match verb.as_str() {
+                            "EHLO" | "HELO" => b"250 fake\r\n",
+                            "DATA" => {
+                                in_data = true;
+                                b"354 go ahead\r\n"
+                            }
+                            "QUIT" => {
+                                let _ = w.write_all(b"221 bye\r\n").await;
+                                break;
+                            }
+                            _ => b"250 OK\r\n",
+                        };
+                        w.write_all(reply).await.unwrap();
+                    }
+                });
+            }
+        });
+        Self { port, messages }
+    }
+
+    /// Waits (bounded) for the n-th message.
+    pub async fn message(&self, n: usize) -> String {
+        for _ in 0..200 {
+            if let Some(m) = self.messages.lock().await.get(n) {
+                return m.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        panic!("no mail #{n} arrived");
+    }
+}
+
+/// The reset token in a mail body (the line after "POST /api/v1/auth/password/reset:").
+pub fn reset_token_in(mail: &str) -> String {
+    let unfolded = mail.replace("=\n", "");
+    let mut lines = unfolded.lines();
+    while let Some(l) = lines.next() {
+        if l.contains("/api/v1/auth/password/reset:") {
+            return lines.next().unwrap().trim().to_owned();
+        }
+    }
+    panic!("no token in mail:\n{mail}");
+}
+
+/// The current TOTP code of a base32 secret at the server's clock.
+pub fn totp_now(secret_b32: &str, clock: &ManualClock) -> String {
+    use keyrail_core::Clock;
+    let secret = keyrail_core::crypto::TotpSecret::from_base32(secret_b32).unwrap();
+    let step = keyrail_core::crypto::totp::step_at(clock.now()).unwrap();
+    format!("{:06}", secret.code_at(step))
+}

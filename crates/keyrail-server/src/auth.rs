@@ -1,0 +1,282 @@
+//! Turning a request's credentials into a principal: the `Authorization` header (Bearer or
+//! Basic) or the `keyrail_token` cookie (with the CSRF double-submit for writes), the
+//! failed-authentication IP block, and the client's address.
+
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::{ConnectInfo, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use keyrail_core::Error;
+use keyrail_core::audit::RequestMeta;
+use keyrail_core::crypto::token;
+use keyrail_core::identity::UserSession;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+pub const TOKEN_COOKIE: &str = "keyrail_token";
+pub const CSRF_COOKIE: &str = "keyrail_csrf";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// The peer address of the connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientIp(pub IpAddr);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(ClientIp(client_ip(parts)))
+    }
+}
+
+pub fn client_ip(parts: &Parts) -> IpAddr {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+}
+
+/// The key that per-IP limits and the failed-auth block count under: the address itself for
+/// IPv4, the /64 prefix for IPv6 (one host usually holds a whole /64, so counting single
+/// addresses would let it rotate past every limit).
+pub fn ip_key(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let s = v6.segments();
+                format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+            }
+        },
+    }
+}
+
+/// Where the request came from, for audit entries.
+pub struct Meta(pub RequestMeta);
+
+impl<S: Send + Sync> FromRequestParts<S> for Meta {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        Ok(Meta(RequestMeta {
+            ip: Some(client_ip(parts).to_string()),
+            user_agent: parts
+                .headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+        }))
+    }
+}
+
+/// Reads one cookie's value from the `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+enum Presented<'a> {
+    Bearer(&'a str),
+    Basic(&'a str),
+    Cookie(&'a str),
+}
+
+fn presented(headers: &HeaderMap) -> Result<Option<Presented<'_>>, ()> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        let value = value.to_str().map_err(|_| ())?;
+        let (scheme, rest) = value.split_once(' ').ok_or(())?;
+        let rest = rest.trim();
+        if rest.is_empty() {
+            return Err(());
+        }
+        return if scheme.eq_ignore_ascii_case("bearer") {
+            Ok(Some(Presented::Bearer(rest)))
+        } else if scheme.eq_ignore_ascii_case("basic") {
+            Ok(Some(Presented::Basic(rest)))
+        } else {
+            Err(())
+        };
+    }
+    Ok(cookie(headers, TOKEN_COOKIE)
+        .filter(|v| !v.is_empty())
+        .map(Presented::Cookie))
+}
+
+fn missing() -> ApiError {
+    ApiError::new(
+        StatusCode::UNAUTHORIZED,
+        "missing_credentials",
+        "Missing or invalid API key",
+    )
+}
+
+fn looks_like_jwt(s: &str) -> bool {
+    s.starts_with("eyJ") && s.bytes().filter(|&b| b == b'.').count() == 2
+}
+
+/// Who is calling. Later credentials (API keys, app tokens) add variants.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    User(UserSession),
+}
+
+/// Any authenticated caller.
+pub struct Authenticated {
+    pub principal: Principal,
+}
+
+impl FromRequestParts<AppState> for Authenticated {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let ip = client_ip(parts);
+        let now = state.clock.now();
+        let ip_key = ip_key(ip);
+        if let Some(retry) = state.failures.is_blocked(&ip_key, now) {
+            return Err(ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry));
+        }
+        let fail = |e: ApiError| -> ApiError {
+            match state.failures.record_failure(&ip_key, now) {
+                Some(retry) => {
+                    ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry)
+                }
+                None => e,
+            }
+        };
+        let credential = match presented(&parts.headers) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(missing()),
+            Err(()) => return Err(fail(missing())),
+        };
+        let (raw, via_cookie) = match credential {
+            Presented::Bearer(t) => (t, false),
+            Presented::Basic(k) => (k, false),
+            Presented::Cookie(t) => (t, true),
+        };
+        let principal = if looks_like_jwt(raw) {
+            match state.identity.authenticate(raw) {
+                Ok(session) => Principal::User(session),
+                Err(e) => return Err(fail(e.into())),
+            }
+        } else {
+            return Err(fail(
+                Error::unauthenticated("invalid_credentials", "Invalid API key").into(),
+            ));
+        };
+        if via_cookie && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+            let cookie_value = cookie(&parts.headers, CSRF_COOKIE).unwrap_or("");
+            let header_value = parts
+                .headers
+                .get(CSRF_HEADER)
+                .map(HeaderValue::as_bytes)
+                .unwrap_or(b"");
+            if cookie_value.is_empty() || !token::ct_eq(cookie_value.as_bytes(), header_value) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "csrf_failed",
+                    "CSRF token missing or invalid",
+                ));
+            }
+        }
+        Ok(Self { principal })
+    }
+}
+
+/// A logged-in person (access token or cookie). API keys and app tokens get 403.
+pub struct UserAuth(pub UserSession);
+
+impl FromRequestParts<AppState> for UserAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let Authenticated { principal } = Authenticated::from_request_parts(parts, state).await?;
+        match principal {
+            Principal::User(session) => Ok(Self(session)),
+        }
+    }
+}
+
+/// `Set-Cookie` values for a login: the access token (HttpOnly) and the CSRF token (readable
+/// by the page's script, sent back as `X-CSRF-Token`).
+pub fn login_cookies(state: &AppState, access_token: &str, max_age: i64) -> [HeaderValue; 2] {
+    let secure = if state.config.public_url.is_https() || !state.config.dev {
+        "; Secure"
+    } else {
+        ""
+    };
+    let csrf = token::random_token(24);
+    let a = format!(
+        "{TOKEN_COOKIE}={access_token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+    );
+    let c = format!(
+        "{CSRF_COOKIE}={}; Path=/; Max-Age={max_age}; SameSite=Strict{secure}",
+        csrf.expose()
+    );
+    [
+        HeaderValue::from_str(&a).unwrap_or(HeaderValue::from_static("")),
+        HeaderValue::from_str(&c).unwrap_or(HeaderValue::from_static("")),
+    ]
+}
+
+/// `Set-Cookie` values that clear both cookies.
+pub fn clear_cookies() -> [HeaderValue; 2] {
+    [
+        HeaderValue::from_static("keyrail_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
+        HeaderValue::from_static("keyrail_csrf=; Path=/; Max-Age=0; SameSite=Strict"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_clients_count_by_their_64() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(ip_key(a), ip_key(b));
+        assert_eq!(ip_key("203.0.113.7".parse().unwrap()), "203.0.113.7");
+        assert_eq!(ip_key("::ffff:203.0.113.7".parse().unwrap()), "203.0.113.7");
+    }
+
+    #[test]
+    fn parses_credentials() {
+        let mut h = HeaderMap::new();
+        assert!(matches!(presented(&h), Ok(None)));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Bearer abc"),
+        );
+        assert!(matches!(presented(&h), Ok(Some(Presented::Bearer("abc")))));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("basic kr_x"),
+        );
+        assert!(matches!(presented(&h), Ok(Some(Presented::Basic("kr_x")))));
+        for bad in ["Bearer", "Bearer ", "Token abc", "abc"] {
+            h.insert(header::AUTHORIZATION, HeaderValue::from_static(bad));
+            assert!(presented(&h).is_err(), "{bad}");
+        }
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::COOKIE,
+            HeaderValue::from_static("a=b; keyrail_token=eyJx.y.z; c=d"),
+        );
+        assert!(matches!(
+            presented(&h),
+            Ok(Some(Presented::Cookie("eyJx.y.z")))
+        ));
+        assert_eq!(cookie(&h, "c"), Some("d"));
+        assert_eq!(cookie(&h, "keyrail"), None);
+    }
+}

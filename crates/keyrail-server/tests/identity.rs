@@ -1,0 +1,960 @@
+//! Black-box tests of accounts, sessions, MFA, lockout and password reset (API.md "Credentials",
+//! "Auth", "Profile"), with the server's clock moved instead of sleeping.
+
+mod common;
+
+use common::{Backend, FakeSmtp, PASSWORD, TestServer, json, reset_token_in, totp_now};
+use serde_json::{Value, json};
+
+fn b64_json(segment: &str) -> Value {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment)
+        .unwrap();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn err(resp: reqwest::Response) -> (u16, String, String) {
+    let (status, body) = json(resp).await;
+    (
+        status,
+        body["error"].as_str().unwrap_or_default().to_owned(),
+        body["code"].as_str().unwrap_or_default().to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn signup_validates_and_refuses_duplicates() {
+    let s = TestServer::start().await;
+    let user = s.signup("Ada@Example.com").await;
+    assert_eq!(user["email"], "ada@example.com");
+    assert_eq!(user["name"], "Test User");
+    assert_eq!(
+        (user["mfa_enabled"].as_bool(), user["superuser"].as_bool()),
+        (Some(false), Some(false))
+    );
+    assert!(user["id"].as_str().unwrap().starts_with("usr_"));
+    assert!(user["created_at"].as_str().unwrap().ends_with('Z'));
+    assert!(user.get("password_hash").is_none());
+
+    let dup = s
+        .post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": "ada@example.com", "password": PASSWORD, "name": "x"}),
+        )
+        .await;
+    assert_eq!(err(dup).await.2, "email_taken");
+    for (body, field) in [
+        (
+            json!({"email": "b@example.com", "password": "short", "name": "x"}),
+            "password",
+        ),
+        (
+            json!({"email": "b@example.com", "password": "qwerty123456", "name": "x"}),
+            "password",
+        ),
+        (
+            json!({"email": "not-an-email", "password": PASSWORD, "name": "x"}),
+            "email",
+        ),
+        (
+            json!({"email": "b@example.com", "password": PASSWORD, "name": "  "}),
+            "name",
+        ),
+        (
+            json!({"email": "b@example.com", "password": PASSWORD, "name": "x", "superuser": true}),
+            "superuser",
+        ),
+    ] {
+        let (status, b) = json(s.post_json("/api/v1/auth/signup", &body).await).await;
+        assert_eq!(
+            (status, b["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{body}: {b}"
+        );
+        assert_eq!(b["field"], field, "{b}");
+    }
+    let (_, b) = json(
+        s.post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": "b@example.com", "password": "qwerty123456", "name": "x"}),
+        )
+        .await,
+    )
+    .await;
+    assert!(b["error"].as_str().unwrap().contains("too common"), "{b}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn login_issues_eddsa_tokens_published_in_jwks() {
+    let s = TestServer::start().await;
+    s.signup("ada@example.com").await;
+    let resp = s
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let cookies: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        resp.headers()["ratelimit-policy"]
+            .to_str()
+            .unwrap()
+            .contains("q=30"),
+        "login carries the RateLimit fields"
+    );
+    let (status, body) = json(resp).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["token_type"], "Bearer");
+    assert_eq!(body["expires_in"], 900);
+    assert_eq!(body["user"]["email"], "ada@example.com");
+    let token = body["access_token"].as_str().unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let header = b64_json(parts[0]);
+    assert_eq!(
+        (header["alg"].as_str(), header["typ"].as_str()),
+        (Some("EdDSA"), Some("at+jwt"))
+    );
+    let claims = b64_json(parts[1]);
+    assert_eq!(claims["iss"], "http://127.0.0.1:8080");
+    assert_eq!(claims["aud"], "http://127.0.0.1:8080");
+    assert_eq!(claims["sub"], body["user"]["id"]);
+    assert!(claims["sid"].as_str().unwrap().starts_with("ses_"));
+    assert!(claims["jti"].is_string());
+    assert!(claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap() <= 900);
+
+    let (_, jwks) = json(s.get("/.well-known/jwks.json").await).await;
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("kid published");
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str()),
+        (Some("OKP"), Some("Ed25519"))
+    );
+
+    let token_cookie = cookies
+        .iter()
+        .find(|c| c.starts_with("keyrail_token="))
+        .unwrap();
+    assert!(
+        token_cookie.contains("HttpOnly") && token_cookie.contains("SameSite=Strict"),
+        "{token_cookie}"
+    );
+    assert!(
+        !token_cookie.contains("Secure"),
+        "dev mode on plain HTTP: {token_cookie}"
+    );
+    assert!(
+        cookies
+            .iter()
+            .any(|c| c.starts_with("keyrail_csrf=") && !c.contains("HttpOnly"))
+    );
+
+    let (status, me) = json(s.get_with("/api/v1/profile", token).await).await;
+    assert_eq!(
+        (status, me["email"].as_str()),
+        (200, Some("ada@example.com"))
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn credential_failures_have_the_exact_messages() {
+    let s = TestServer::start().await;
+    let resp = s.get("/api/v1/profile").await;
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Bearer")
+    );
+    assert_eq!(
+        err(resp).await,
+        (
+            401,
+            "Missing or invalid API key".into(),
+            "missing_credentials".into()
+        )
+    );
+    let resp = s
+        .http
+        .get(s.url("/api/v1/profile"))
+        .header("authorization", "Token abc")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(resp).await.2, "missing_credentials");
+    let resp = s.get_with("/api/v1/profile", "kr_notakey").await;
+    assert!(
+        resp.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .contains("invalid_token")
+    );
+    assert_eq!(
+        err(resp).await,
+        (401, "Invalid API key".into(), "invalid_credentials".into())
+    );
+
+    let body = s.user("ada@example.com").await;
+    let token = body["access_token"].as_str().unwrap();
+    let mut tampered = token.to_owned();
+    tampered.pop();
+    tampered.push(if token.ends_with('A') { 'B' } else { 'A' });
+    assert_eq!(
+        err(s.get_with("/api/v1/profile", &tampered).await).await,
+        (
+            401,
+            "Invalid or expired token".into(),
+            "invalid_token".into()
+        )
+    );
+    // alg: none is refused.
+    let parts: Vec<&str> = token.split('.').collect();
+    use base64::Engine;
+    let none = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(br#"{"alg":"none","typ":"at+jwt"}"#);
+    let forged = format!("{none}.{}.", parts[1]);
+    assert_eq!(
+        err(s.get_with("/api/v1/profile", &forged).await).await.2,
+        "invalid_token"
+    );
+
+    // Expired after 15 minutes.
+    s.clock.advance_secs(15 * 60 + 1);
+    assert_eq!(
+        err(s.get_with("/api/v1/profile", token).await).await.2,
+        "invalid_token"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn wrong_logins_look_the_same_and_lock_after_five() {
+    let s = TestServer::start().await;
+    s.signup("ada@example.com").await;
+    for email in ["ada@example.com", "nobody@example.com"] {
+        let (status, body) = s.login_as(email, "wrong password here").await;
+        assert_eq!(
+            (status, body["error"].as_str(), body["code"].as_str()),
+            (
+                401,
+                Some("Invalid email or password"),
+                Some("invalid_login")
+            )
+        );
+    }
+    for _ in 0..4 {
+        assert_eq!(
+            s.login_as("ada@example.com", "wrong password here").await.0,
+            401
+        );
+        assert_eq!(
+            s.login_as("nobody@example.com", "wrong password here")
+                .await
+                .0,
+            401
+        );
+    }
+    for email in ["ada@example.com", "nobody@example.com"] {
+        let resp = s
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        let retry: u64 = resp.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1790..=1800).contains(&retry), "{retry}");
+        assert_eq!(
+            err(resp).await,
+            (429, "Account locked".into(), "account_locked".into())
+        );
+    }
+    // The lock lasts 30 minutes.
+    s.clock.advance_secs(29 * 60);
+    assert_eq!(s.login_as("ada@example.com", PASSWORD).await.0, 429);
+    s.clock.advance_secs(61);
+    assert_eq!(s.login_as("ada@example.com", PASSWORD).await.0, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn login_attempts_per_ip_are_limited() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        |c| c.limits.login_per_ip = "3/15m".parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    s.signup("ada@example.com").await;
+    for i in 0..3 {
+        let resp = s
+            .post_json(
+                "/api/v1/auth/login",
+                &json!({"email": "ada@example.com", "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        let rl = resp.headers()["ratelimit"].to_str().unwrap().to_owned();
+        assert!(rl.contains(&format!("r={}", 2 - i)), "{rl}");
+        assert_eq!(resp.headers()["ratelimit-policy"], "\"login\";q=3;w=900");
+    }
+    let resp = s
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+    assert!(resp.headers().contains_key("retry-after"));
+    assert_eq!(
+        err(resp).await,
+        (429, "Too many requests".into(), "too_many_requests".into())
+    );
+    s.clock.advance_secs(5 * 60 + 1);
+    assert_eq!(
+        s.login_as("ada@example.com", PASSWORD).await.0,
+        200,
+        "one slot is back after w/q"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_reuse_revokes_the_session() {
+    let s = TestServer::start().await;
+    let first = s.user("ada@example.com").await;
+    let r1 = first["refresh_token"].as_str().unwrap();
+    let (status, second) = json(
+        s.post_json("/api/v1/auth/refresh", &json!({"refresh_token": r1}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{second}");
+    let r2 = second["refresh_token"].as_str().unwrap();
+    assert_ne!(r1, r2);
+    let a2 = second["access_token"].as_str().unwrap();
+    assert_eq!(s.get_with("/api/v1/profile", a2).await.status(), 200);
+
+    // Presenting the spent token again: 401, and the whole session dies, new tokens included.
+    let (status, body) = json(
+        s.post_json("/api/v1/auth/refresh", &json!({"refresh_token": r1}))
+            .await,
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (401, Some("invalid_token"))
+    );
+    assert_eq!(s.get_with("/api/v1/profile", a2).await.status(), 401);
+    assert_eq!(
+        s.post_json("/api/v1/auth/refresh", &json!({"refresh_token": r2}))
+            .await
+            .status(),
+        401
+    );
+    assert_eq!(
+        s.post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": "nonsense"})
+        )
+        .await
+        .status(),
+        401
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn logout_and_session_revocation_take_effect_at_once() {
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    let (_, b) = s.login_as("ada@example.com", PASSWORD).await;
+    let (ta, tb) = (
+        a["access_token"].as_str().unwrap(),
+        b["access_token"].as_str().unwrap(),
+    );
+
+    let (status, list) = json(s.get_with("/api/v1/profile/sessions", ta).await).await;
+    assert_eq!(status, 200);
+    let sessions = list["data"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    assert_eq!(list["next_cursor"], Value::Null);
+    assert_eq!(sessions.iter().filter(|s| s["current"] == true).count(), 1);
+    let other = sessions.iter().find(|s| s["current"] == false).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let resp = s
+        .http
+        .delete(s.url(&format!("/api/v1/profile/sessions/{other}")))
+        .bearer_auth(ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        err(s.get_with("/api/v1/profile", tb).await).await.2,
+        "invalid_token"
+    );
+    let resp = s
+        .http
+        .delete(s.url(&format!("/api/v1/profile/sessions/{other}")))
+        .bearer_auth(ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+
+    let resp = s
+        .http
+        .post(s.url("/api/v1/auth/logout"))
+        .bearer_auth(ta)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert!(
+        resp.headers()
+            .get_all("set-cookie")
+            .iter()
+            .any(|c| c.to_str().unwrap().starts_with("keyrail_token=;"))
+    );
+    assert_eq!(
+        err(s.get_with("/api/v1/profile", ta).await).await.2,
+        "invalid_token"
+    );
+    assert_eq!(
+        s.post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": a["refresh_token"]})
+        )
+        .await
+        .status(),
+        401
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_of_one_user_are_invisible_to_another() {
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    let b = s.user("bob@example.com").await;
+    let (_, list) = json(
+        s.get_with(
+            "/api/v1/profile/sessions",
+            b["access_token"].as_str().unwrap(),
+        )
+        .await,
+    )
+    .await;
+    let bob_session = list["data"][0]["id"].as_str().unwrap().to_owned();
+    let resp = s
+        .http
+        .delete(s.url(&format!("/api/v1/profile/sessions/{bob_session}")))
+        .bearer_auth(a["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    assert_eq!(
+        s.get_with("/api/v1/profile", b["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn profile_updates_and_password_change() {
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    let t = a["access_token"].as_str().unwrap();
+    let resp = s
+        .http
+        .patch(s.url("/api/v1/profile"))
+        .bearer_auth(t)
+        .json(&json!({"name": "Ada L."}))
+        .send()
+        .await
+        .unwrap();
+    let (status, me) = json(resp).await;
+    assert_eq!((status, me["name"].as_str()), (200, Some("Ada L.")));
+
+    let wrong = s.post_with("/api/v1/profile/password", t, &json!({"current_password": "not it at all", "new_password": "another long passphrase 7"})).await;
+    assert_eq!(err(wrong).await.0, 400);
+    let ok = s
+        .post_with(
+            "/api/v1/profile/password",
+            t,
+            &json!({"current_password": PASSWORD, "new_password": "another long passphrase 7"}),
+        )
+        .await;
+    assert_eq!(ok.status(), 204);
+    assert_eq!(
+        s.get_with("/api/v1/profile", t).await.status(),
+        401,
+        "sessions end with a password change"
+    );
+    assert_eq!(s.login_as("ada@example.com", PASSWORD).await.0, 401);
+    assert_eq!(
+        s.login_as("ada@example.com", "another long passphrase 7")
+            .await
+            .0,
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn totp_mfa_setup_login_replay_and_recovery_codes() {
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    let t = a["access_token"].as_str().unwrap();
+    let (status, setup) = json(
+        s.post_with("/api/v1/profile/mfa/setup", t, &json!({}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{setup}");
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    let url = setup["otpauth_url"].as_str().unwrap();
+    assert!(
+        url.starts_with("otpauth://totp/")
+            && url.contains(&format!("secret={secret}"))
+            && url.contains("digits=6")
+            && url.contains("period=30"),
+        "{url}"
+    );
+
+    let (status, _) = json(
+        s.post_with("/api/v1/profile/mfa/verify", t, &json!({"code": "000000"}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    let (status, codes) = json(
+        s.post_with(
+            "/api/v1/profile/mfa/verify",
+            t,
+            &json!({"code": totp_now(&secret, &s.clock)}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{codes}");
+    let codes: Vec<String> = codes["recovery_codes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10);
+    let (_, me) = json(s.get_with("/api/v1/profile", t).await).await;
+    assert_eq!(me["mfa_enabled"], true);
+
+    // Login now asks for the second step; the code used to enable MFA cannot be replayed.
+    let (status, step) = s.login_as("ada@example.com", PASSWORD).await;
+    assert_eq!(
+        (status, step["mfa_required"].as_bool()),
+        (200, Some(true)),
+        "{step}"
+    );
+    assert!(step.get("access_token").is_none());
+    let mfa_token = step["mfa_token"].as_str().unwrap().to_owned();
+    let replay = s
+        .post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": mfa_token, "code": totp_now(&secret, &s.clock)}),
+        )
+        .await;
+    assert_eq!(
+        err(replay).await,
+        (401, "Invalid MFA code".into(), "invalid_mfa_code".into())
+    );
+    s.clock.advance_secs(30);
+    let (status, tokens) = json(
+        s.post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": mfa_token, "code": totp_now(&secret, &s.clock)}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    assert!(tokens["access_token"].is_string());
+    // The challenge is spent.
+    let again = s
+        .post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": mfa_token, "code": codes[0]}),
+        )
+        .await;
+    assert_eq!(err(again).await.2, "invalid_mfa_token");
+
+    // A recovery code works once (after the per-user attempt window has passed).
+    s.clock.advance_secs(5 * 60 + 1);
+    let (_, step) = s.login_as("ada@example.com", PASSWORD).await;
+    let (status, _) = json(
+        s.post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": step["mfa_token"], "code": codes[0]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, step) = s.login_as("ada@example.com", PASSWORD).await;
+    let (status, _) = json(
+        s.post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": step["mfa_token"], "code": codes[0]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 401);
+
+    // The MFA token expires after 5 minutes.
+    let (_, step) = s.login_as("ada@example.com", PASSWORD).await;
+    s.clock.advance_secs(5 * 60 + 1);
+    let late = s
+        .post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": step["mfa_token"], "code": codes[1]}),
+        )
+        .await;
+    assert_eq!(err(late).await.2, "invalid_mfa_token");
+
+    // Disable with a fresh code.
+    s.clock.advance_secs(30);
+    let t2 = tokens["access_token"].as_str().unwrap();
+    let (_, fresh) = s.login_as("ada@example.com", PASSWORD).await;
+    let (_, fresh) = json(
+        s.post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": fresh["mfa_token"], "code": codes[2]}),
+        )
+        .await,
+    )
+    .await;
+    let t3 = fresh["access_token"].as_str().unwrap();
+    let _ = t2;
+    let resp = s
+        .post_with(
+            "/api/v1/profile/mfa/disable",
+            t3,
+            &json!({"code": totp_now(&secret, &s.clock)}),
+        )
+        .await;
+    assert_eq!(resp.status(), 204);
+    let (status, body) = s.login_as("ada@example.com", PASSWORD).await;
+    assert_eq!((status, body["access_token"].is_string()), (200, true));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mfa_attempts_are_limited_per_user() {
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    let t = a["access_token"].as_str().unwrap();
+    let (_, setup) = json(
+        s.post_with("/api/v1/profile/mfa/setup", t, &json!({}))
+            .await,
+    )
+    .await;
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    let (status, _) = json(
+        s.post_with(
+            "/api/v1/profile/mfa/verify",
+            t,
+            &json!({"code": totp_now(&secret, &s.clock)}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (_, step) = s.login_as("ada@example.com", PASSWORD).await;
+    // 1 attempt used by verify above; 4 more wrong ones, then the limit.
+    for _ in 0..4 {
+        let r = s
+            .post_json(
+                "/api/v1/auth/login/mfa",
+                &json!({"mfa_token": step["mfa_token"], "code": "123456"}),
+            )
+            .await;
+        assert_eq!(r.status(), 401);
+    }
+    s.clock.advance_secs(30);
+    let r = s
+        .post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": step["mfa_token"], "code": totp_now(&secret, &s.clock)}),
+        )
+        .await;
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(err(r).await.0, 429);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn password_reset_by_mail_unlocks_and_ends_sessions() {
+    let smtp = FakeSmtp::start().await;
+    let port = smtp.port;
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        move |c| {
+            c.smtp_url = format!("smtp://127.0.0.1:{port}");
+            c.dev = false;
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let a = s.user("ada@example.com").await;
+    for _ in 0..5 {
+        s.login_as("ada@example.com", "wrong password here").await;
+    }
+    assert_eq!(
+        s.login_as("ada@example.com", PASSWORD).await.0,
+        429,
+        "locked"
+    );
+
+    assert_eq!(
+        s.post_json(
+            "/api/v1/auth/password/reset/request",
+            &json!({"email": "nobody@example.com"})
+        )
+        .await
+        .status(),
+        202
+    );
+    let resp = s
+        .post_json(
+            "/api/v1/auth/password/reset/request",
+            &json!({"email": "ADA@example.com"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 202);
+    assert!(resp.headers().contains_key("ratelimit-policy"));
+    let mail = smtp.message(0).await;
+    assert!(mail.contains("ada@example.com"), "{mail}");
+    assert_eq!(
+        smtp.messages.lock().await.len(),
+        1,
+        "no mail for an unknown address"
+    );
+    let token = reset_token_in(&mail);
+
+    let weak = s
+        .post_json(
+            "/api/v1/auth/password/reset",
+            &json!({"token": token, "password": "short"}),
+        )
+        .await;
+    assert_eq!(err(weak).await.0, 400);
+    let ok = s
+        .post_json(
+            "/api/v1/auth/password/reset",
+            &json!({"token": token, "password": "a brand new passphrase 9"}),
+        )
+        .await;
+    assert_eq!(ok.status(), 204);
+    let reuse = s
+        .post_json(
+            "/api/v1/auth/password/reset",
+            &json!({"token": token, "password": "a brand new passphrase 10"}),
+        )
+        .await;
+    assert_eq!(err(reuse).await.0, 400);
+    assert_eq!(
+        s.get_with("/api/v1/profile", a["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        401,
+        "sessions revoked"
+    );
+    assert_eq!(
+        s.login_as("ada@example.com", "a brand new passphrase 9")
+            .await
+            .0,
+        200,
+        "unlocked"
+    );
+
+    // Tokens expire after 30 minutes.
+    s.post_json(
+        "/api/v1/auth/password/reset/request",
+        &json!({"email": "ada@example.com"}),
+    )
+    .await;
+    let late = reset_token_in(&smtp.message(1).await);
+    s.clock.advance_secs(31 * 60);
+    let resp = s
+        .post_json(
+            "/api/v1/auth/password/reset",
+            &json!({"token": late, "password": "yet another passphrase 11"}),
+        )
+        .await;
+    assert_eq!(err(resp).await.0, 400);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cookie_writes_need_the_csrf_header() {
+    let s = TestServer::start().await;
+    s.signup("ada@example.com").await;
+    let resp = s
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let cookie_of = |name: &str| {
+        resp.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .split_once('=')
+            .unwrap()
+            .1
+            .to_owned()
+    };
+    let (token, csrf) = (cookie_of("keyrail_token"), cookie_of("keyrail_csrf"));
+    let cookies = format!("keyrail_token={token}; keyrail_csrf={csrf}");
+    let r = s
+        .http
+        .get(s.url("/api/v1/profile"))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .http
+        .post(s.url("/api/v1/profile/mfa/setup"))
+        .header("cookie", &cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        err(r).await,
+        (
+            403,
+            "CSRF token missing or invalid".into(),
+            "csrf_failed".into()
+        )
+    );
+    let r = s
+        .http
+        .post(s.url("/api/v1/profile/mfa/setup"))
+        .header("cookie", &cookies)
+        .header("x-csrf-token", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = s
+        .http
+        .post(s.url("/api/v1/profile/mfa/setup"))
+        .header("cookie", &cookies)
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn failed_credentials_block_the_ip_but_logins_do_not_count() {
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    let good = a["access_token"].as_str().unwrap();
+    for _ in 0..8 {
+        s.login_as("ada@example.com", "wrong password here").await;
+    }
+    for _ in 0..9 {
+        assert_eq!(
+            s.get_with("/api/v1/profile", "kr_bogus").await.status(),
+            401
+        );
+    }
+    let tenth = s.get_with("/api/v1/profile", "kr_bogus").await;
+    assert_eq!(tenth.status(), 429);
+    let blocked = s.get_with("/api/v1/profile", good).await;
+    let retry: u64 = blocked.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((890..=900).contains(&retry), "{retry}");
+    assert_eq!(
+        err(blocked).await,
+        (429, "Too many requests".into(), "too_many_requests".into())
+    );
+    s.clock.advance_secs(15 * 60 + 1);
+    assert_eq!(
+        s.get_with("/api/v1/profile", good).await.status(),
+        401,
+        "token expired meanwhile, but no block"
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn identity_works_on_postgres() {
+    let Some(s) = TestServer::start_with(Backend::Postgres, |_| {}, None).await else {
+        return;
+    };
+    let a = s.user("ada@example.com").await;
+    let t = a["access_token"].as_str().unwrap();
+    assert_eq!(s.get_with("/api/v1/profile", t).await.status(), 200);
+    let (status, b) = json(
+        s.post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": a["refresh_token"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        s.post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": a["refresh_token"]})
+        )
+        .await
+        .status(),
+        401
+    );
+    assert_eq!(
+        s.get_with("/api/v1/profile", b["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        401
+    );
+    s.stop().await;
+}
