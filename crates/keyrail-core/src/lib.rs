@@ -2,6 +2,7 @@
 //! rest of the system implements (`Store`, `Clock`). No HTTP, no SQL.
 
 pub mod audit;
+pub mod authz;
 pub mod clock;
 pub mod crypto;
 pub mod error;
@@ -10,6 +11,7 @@ pub mod identity;
 pub mod limits;
 pub mod mail;
 pub mod model;
+pub mod platform;
 pub mod ratelimit;
 pub mod secret;
 pub mod store;

@@ -45,6 +45,9 @@ pub trait Store: Send + Sync + 'static {
     /// Sets a new password hash (PHC string).
     async fn set_password_hash(&self, id: &UserId, hash: &str, at: Timestamp) -> StoreResult<bool>;
     async fn set_user_name(&self, id: &UserId, name: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Grants or removes platform superuser rights.
+    async fn set_superuser(&self, id: &UserId, superuser: bool, at: Timestamp)
+    -> StoreResult<bool>;
 
     // MFA
     async fn mfa_state(&self, user: &UserId) -> StoreResult<MfaState>;

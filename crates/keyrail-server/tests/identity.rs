@@ -958,3 +958,48 @@ async fn identity_works_on_postgres() {
     );
     s.stop().await;
 }
+
+#[tokio::test]
+async fn identity_events_are_audited() {
+    use keyrail_core::model::{AuditFilter, Page};
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    let t = a["access_token"].as_str().unwrap();
+    for _ in 0..5 {
+        s.login_as("ada@example.com", "wrong password here").await;
+    }
+    let (_, setup) = json(
+        s.post_with("/api/v1/profile/mfa/setup", t, &json!({}))
+            .await,
+    )
+    .await;
+    let code = totp_now(setup["secret"].as_str().unwrap(), &s.clock);
+    assert_eq!(
+        s.post_with("/api/v1/profile/mfa/verify", t, &json!({"code": code}))
+            .await
+            .status(),
+        200
+    );
+
+    let store = &s.server.as_ref().unwrap().state.store;
+    let all = store
+        .list_audit(&AuditFilter::default(), &Page::first(200))
+        .await
+        .unwrap();
+    let count = |action: &str| all.iter().filter(|e| e.action == action).count();
+    assert_eq!(count("user.login"), 1);
+    assert_eq!(count("user.login_failed"), 5);
+    assert_eq!(count("user.locked"), 1);
+    assert_eq!(count("user.mfa_enabled"), 1);
+    let login = all.iter().find(|e| e.action == "user.login").unwrap();
+    assert_eq!(login.actor_id.as_deref(), a["user"]["id"].as_str());
+    assert_eq!(login.ip.as_deref(), Some("127.0.0.1"));
+    assert_eq!(login.outcome, "success");
+    let failed = all
+        .iter()
+        .find(|e| e.action == "user.login_failed")
+        .unwrap();
+    assert_eq!(failed.outcome, "failure");
+    assert_eq!(failed.target.as_deref(), a["user"]["id"].as_str());
+    s.stop().await;
+}

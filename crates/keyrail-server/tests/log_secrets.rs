@@ -52,11 +52,19 @@ async fn no_secret_reaches_the_log() {
     let t = a["access_token"].as_str().unwrap().to_owned();
     secrets.push(t.clone());
     secrets.push(a["refresh_token"].as_str().unwrap().to_owned());
-    let (_, setup) = json(s.post_with("/api/v1/profile/mfa/setup", &t, &json!({})).await).await;
+    let (_, setup) = json(
+        s.post_with("/api/v1/profile/mfa/setup", &t, &json!({}))
+            .await,
+    )
+    .await;
     let secret = setup["secret"].as_str().unwrap().to_owned();
     secrets.push(secret.clone());
     let code = totp_now(&secret, &s.clock);
-    let (_, codes) = json(s.post_with("/api/v1/profile/mfa/verify", &t, &json!({"code": code})).await).await;
+    let (_, codes) = json(
+        s.post_with("/api/v1/profile/mfa/verify", &t, &json!({"code": code}))
+            .await,
+    )
+    .await;
     secrets.push(code);
     for c in codes["recovery_codes"].as_array().unwrap() {
         secrets.push(c.as_str().unwrap().to_owned());
@@ -64,22 +72,41 @@ async fn no_secret_reaches_the_log() {
     let (_, step) = s.login_as("ada@example.com", PASSWORD).await;
     secrets.push(step["mfa_token"].as_str().unwrap().to_owned());
     let (status, tokens) = json(
-        s.post_json("/api/v1/auth/login/mfa", &json!({"mfa_token": step["mfa_token"], "code": codes["recovery_codes"][0]}))
-            .await,
+        s.post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": step["mfa_token"], "code": codes["recovery_codes"][0]}),
+        )
+        .await,
     )
     .await;
     assert_eq!(status, 200);
     secrets.push(tokens["refresh_token"].as_str().unwrap().to_owned());
-    let (_, refreshed) = json(s.post_json("/api/v1/auth/refresh", &json!({"refresh_token": tokens["refresh_token"]})).await).await;
+    let (_, refreshed) = json(
+        s.post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": tokens["refresh_token"]}),
+        )
+        .await,
+    )
+    .await;
     secrets.push(refreshed["refresh_token"].as_str().unwrap().to_owned());
     s.login_as("ada@example.com", "a wrong password 123").await;
     secrets.push("a wrong password 123".to_owned());
 
-    s.post_json("/api/v1/auth/password/reset/request", &json!({"email": "ada@example.com"})).await;
+    s.post_json(
+        "/api/v1/auth/password/reset/request",
+        &json!({"email": "ada@example.com"}),
+    )
+    .await;
     let reset = reset_token_in(&smtp.message(0).await);
     secrets.push(reset.clone());
     let new_password = "a brand new passphrase 9";
-    let r = s.post_json("/api/v1/auth/password/reset", &json!({"token": reset, "password": new_password})).await;
+    let r = s
+        .post_json(
+            "/api/v1/auth/password/reset",
+            &json!({"token": reset, "password": new_password}),
+        )
+        .await;
     assert_eq!(r.status(), 204);
     secrets.push(new_password.to_owned());
     s.stop().await;
@@ -87,6 +114,9 @@ async fn no_secret_reaches_the_log() {
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
     assert!(log.lines().count() > 10, "the log was captured:\n{log}");
     for secret in &secrets {
-        assert!(!log.contains(secret.as_str()), "a secret reached the log: {secret}");
+        assert!(
+            !log.contains(secret.as_str()),
+            "a secret reached the log: {secret}"
+        );
     }
 }

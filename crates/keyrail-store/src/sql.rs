@@ -509,6 +509,24 @@ macro_rules! sql_store {
                 Ok(updated > 0)
             }
 
+            async fn set_superuser(
+                &self,
+                id: &UserId,
+                superuser: bool,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let updated =
+                    sqlx::query("UPDATE users SET superuser = $1, updated_at = $2 WHERE id = $3")
+                        .bind(superuser)
+                        .bind(at.millis())
+                        .bind(id.as_str())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected();
+                Ok(updated > 0)
+            }
+
             async fn mfa_state(&self, user: &UserId) -> StoreResult<MfaState> {
                 let row: Option<MfaRow> = sqlx::query_as(
                     "SELECT mfa_secret, mfa_pending, mfa_last_step FROM users WHERE id = $1",

@@ -606,6 +606,13 @@ async fn user_updates(store: &dyn Store) {
     assert_eq!(got.updated_at, ts(2002));
     assert_eq!(got.password_hash.expose(), "$argon2id$v=19$new");
 
+    assert!(store.set_superuser(&u.id, true, ts(2004)).await.unwrap());
+    let got = store.user_by_id(&u.id).await.unwrap().unwrap();
+    assert!(got.superuser);
+    assert_eq!(got.updated_at, ts(2004));
+    assert!(store.set_superuser(&u.id, false, ts(2005)).await.unwrap());
+    assert!(!store.user_by_id(&u.id).await.unwrap().unwrap().superuser);
+
     let nobody = UserId::new();
     assert!(
         !store
@@ -613,6 +620,7 @@ async fn user_updates(store: &dyn Store) {
             .await
             .unwrap()
     );
+    assert!(!store.set_superuser(&nobody, true, ts(2003)).await.unwrap());
     assert!(!store.set_user_name(&nobody, "X", ts(2003)).await.unwrap());
 }
 
@@ -998,7 +1006,7 @@ async fn sessions_and_refresh_tokens(store: &dyn Store) {
     );
     assert_eq!(
         ids(&store.active_sessions(&bob.id, ts(now)).await.unwrap()),
-        [s_bob.id.clone()]
+        std::slice::from_ref(&s_bob.id)
     );
     assert!(
         store
@@ -1245,7 +1253,7 @@ async fn sessions_and_refresh_tokens(store: &dyn Store) {
     ));
     assert_eq!(
         ids(&store.active_sessions(&bob.id, ts(now)).await.unwrap()),
-        [s_bob.id.clone()]
+        std::slice::from_ref(&s_bob.id)
     );
 
     // sessions_revoked_since: at or after the instant.

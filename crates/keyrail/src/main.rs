@@ -38,6 +38,18 @@ enum Command {
     Serve,
     /// Apply the database migrations and exit.
     Migrate,
+    /// Create (or promote) the platform superuser and their `admin` workspace, then print one
+    /// JSON line {"user_id", "workspace_id", "api_key"}. Idempotent; safe beside a running
+    /// server on the same store.
+    Init {
+        /// The superuser's email.
+        #[arg(long)]
+        email: String,
+        /// A file holding the password (first line). Without it a password is generated and
+        /// printed once on stderr.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+    },
     /// Print the effective configuration (secrets left out) and exit.
     Config,
 }
@@ -106,6 +118,49 @@ async fn migrate(config: Config) -> Result<(), String> {
     Ok(())
 }
 
+async fn init(
+    config: Config,
+    email: &str,
+    password_file: Option<&std::path::Path>,
+) -> Result<(), String> {
+    let password = match password_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("password file {}: {e}", path.display()))?;
+            let line = text.lines().next().unwrap_or("").to_owned();
+            Some(keyrail_core::secret::Secret::new(line))
+        }
+        None => None,
+    };
+    bootstrap::ensure_data_dir(&config.data_dir)
+        .map_err(|e| format!("data directory {}: {e}", config.data_dir.display()))?;
+    bootstrap::load_or_create_master_key(&config).map_err(|e| format!("master key: {e}"))?;
+    let store = keyrail_store::open(&config.database_url, &config.data_dir)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    let outcome =
+        keyrail_core::platform::init_superuser(store.as_ref(), &SystemClock, email, password)
+            .await
+            .map_err(|e| e.to_string())?;
+    store.close().await;
+    if let Some(p) = &outcome.generated_password {
+        eprintln!(
+            "keyrail: generated password for {} (shown once): {}",
+            outcome.user.email,
+            p.expose()
+        );
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "user_id": outcome.user.id,
+            "workspace_id": outcome.workspace.id,
+            "api_key": null,
+        })
+    );
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match config::load(cli.config.as_deref()) {
@@ -140,6 +195,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve => serve(config).await,
             Command::Migrate => migrate(config).await,
+            Command::Init {
+                email,
+                password_file,
+            } => init(config, &email, password_file.as_deref()).await,
             Command::Config => unreachable!("handled above"),
         }
     });

@@ -252,3 +252,67 @@ fn an_unreachable_database_fails_clearly_without_leaking_the_password() {
     assert!(all.contains("database"), "{all}");
     assert!(!all.contains("hunter2secret"), "{all}");
 }
+
+fn post_json(port: u16, path: &str, body: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+#[test]
+fn init_makes_a_superuser_idempotently() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("pw.txt"), "a long root passphrase 42\n").unwrap();
+    let run = |args: &[&str]| {
+        let out = keyrail(dir.path()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        (v, String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (first, _) = run(&[
+        "init",
+        "--email",
+        "root@example.com",
+        "--password-file",
+        "pw.txt",
+    ]);
+    assert!(first["user_id"].as_str().unwrap().starts_with("usr_"));
+    assert!(first["workspace_id"].as_str().unwrap().starts_with("ws_"));
+    assert!(first.get("api_key").is_some());
+    let (second, _) = run(&[
+        "init",
+        "--email",
+        "root@example.com",
+        "--password-file",
+        "pw.txt",
+    ]);
+    assert_eq!(
+        (&first["user_id"], &first["workspace_id"]),
+        (&second["user_id"], &second["workspace_id"])
+    );
+    let (_, stderr) = run(&["init", "--email", "ops@example.com"]);
+    assert!(stderr.contains("generated password"), "{stderr}");
+
+    let (server, _) = Running::start(dir.path(), &[]);
+    let resp = post_json(
+        server.port,
+        "/api/v1/auth/login",
+        r#"{"email":"root@example.com","password":"a long root passphrase 42"}"#,
+    )
+    .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    assert!(resp.contains(r#""superuser":true"#), "{resp}");
+    server.sigterm();
+}

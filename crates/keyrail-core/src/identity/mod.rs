@@ -381,20 +381,23 @@ impl Identity {
         TotpSecret::from_bytes(&bytes).map_err(internal)
     }
 
+    /// An access token of the session; it never outlives the session itself.
     fn access_token(
         &self,
         user: &UserId,
-        session: &SessionId,
+        session: &Session,
         now: Timestamp,
     ) -> Result<Secret, Error> {
         let iat = now.millis().div_euclid(1000);
+        let exp =
+            (iat + self.config.access_ttl_secs).min(session.expires_at.millis().div_euclid(1000));
         let claims = AccessClaims {
             iss: self.config.public_url.clone(),
             aud: self.config.public_url.clone(),
             sub: user.to_string(),
-            sid: session.to_string(),
+            sid: session.id.to_string(),
             iat,
-            exp: iat + self.config.access_ttl_secs,
+            exp,
             jti: token::random_token(16).expose().to_owned(),
         };
         Ok(Secret::new(self.keyring.sign(&claims)?))
@@ -419,7 +422,7 @@ impl Identity {
         self.store
             .insert_session(&session, &token::sha256_hex(refresh.expose().as_bytes()))
             .await?;
-        let access = self.access_token(&user.id, &session.id, now)?;
+        let access = self.access_token(&user.id, &session, now)?;
         self.audit(
             meta,
             Some(&user.id),
@@ -453,7 +456,7 @@ impl Identity {
                     .user_by_id(&session.user_id)
                     .await?
                     .ok_or_else(Error::invalid_token)?;
-                let access = self.access_token(&user.id, &session.id, now)?;
+                let access = self.access_token(&user.id, &session, now)?;
                 Ok(Tokens {
                     access_token: access,
                     refresh_token: new,

@@ -1,0 +1,109 @@
+//! Platform bootstrap: the first superuser and their `admin` workspace (`keyrail init`).
+
+use crate::clock::Clock;
+use crate::crypto::{self, token};
+use crate::error::Error;
+use crate::id::{MemberId, UserId, WorkspaceId};
+use crate::identity::normalize_email;
+use crate::model::{KeyFormat, Member, User, Workspace, WorkspaceStatus};
+use crate::secret::Secret;
+use crate::store::Store;
+
+pub const ADMIN_WORKSPACE: &str = "admin";
+
+/// What `init` did.
+pub struct InitOutcome {
+    pub user: User,
+    pub workspace: Workspace,
+    /// Set when the password was generated here (shown once).
+    pub generated_password: Option<Secret>,
+    pub created_user: bool,
+}
+
+/// Makes `email` a platform superuser with a workspace named `admin` that they own. Idempotent:
+/// an existing account is promoted (its password left alone unless one is given), an existing
+/// `admin` workspace of theirs is reused.
+pub async fn init_superuser(
+    store: &dyn Store,
+    clock: &dyn Clock,
+    email: &str,
+    password: Option<Secret>,
+) -> Result<InitOutcome, Error> {
+    let email = normalize_email(email)
+        .ok_or_else(|| Error::invalid("email", "email is not a valid address"))?;
+    if let Some(p) = &password {
+        crypto::check_password_policy(p.expose())
+            .map_err(|e| Error::invalid("password", e.to_string()))?;
+    }
+    let now = clock.now();
+    let (user, generated_password, created_user) = match store.user_by_email(&email).await? {
+        Some(mut user) => {
+            if let Some(p) = &password {
+                let hash = crypto::hash_password(p.expose())
+                    .map_err(|e| Error::Internal(e.to_string()))?;
+                store.set_password_hash(&user.id, &hash, now).await?;
+            }
+            if !user.superuser {
+                store.set_superuser(&user.id, true, now).await?;
+                user.superuser = true;
+            }
+            (user, None, false)
+        }
+        None => {
+            let (password, generated) = match password {
+                Some(p) => (p, None),
+                None => {
+                    let p = token::random_token(18);
+                    (p.clone(), Some(p))
+                }
+            };
+            let hash = crypto::hash_password(password.expose())
+                .map_err(|e| Error::Internal(e.to_string()))?;
+            let user = User {
+                id: UserId::new(),
+                email,
+                name: "Administrator".into(),
+                password_hash: Secret::new(hash),
+                mfa_enabled: false,
+                superuser: true,
+                created_at: now,
+                updated_at: now,
+            };
+            store.insert_user(&user).await?;
+            (user, generated, true)
+        }
+    };
+    let existing = store
+        .workspaces_of_user(&user.id)
+        .await?
+        .into_iter()
+        .find(|w| w.name == ADMIN_WORKSPACE);
+    let workspace = match existing {
+        Some(ws) => ws,
+        None => {
+            let ws = Workspace {
+                id: WorkspaceId::new(),
+                name: ADMIN_WORKSPACE.into(),
+                status: WorkspaceStatus::Active,
+                key_format: KeyFormat::default(),
+                created_at: now,
+                updated_at: now,
+            };
+            let owner = Member {
+                id: MemberId::new(),
+                workspace_id: ws.id.clone(),
+                user_id: user.id.clone(),
+                role: "owner".into(),
+                created_at: now,
+            };
+            store.create_workspace(&ws, &owner).await?;
+            ws
+        }
+    };
+    Ok(InitOutcome {
+        user,
+        workspace,
+        generated_password,
+        created_user,
+    })
+}
