@@ -127,6 +127,10 @@ typed_id!(
     /// An audit log entry.
     AuditId, "aud"
 );
+typed_id!(
+    /// A custom role of a workspace.
+    RoleId, "rol"
+);
 
 #[cfg(test)]
 mod tests {

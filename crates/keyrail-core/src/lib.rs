@@ -16,6 +16,7 @@ pub mod ratelimit;
 pub mod secret;
 pub mod store;
 pub mod time;
+pub mod workspaces;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::Error;

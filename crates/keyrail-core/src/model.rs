@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::id::{AuditId, MemberId, SessionId, UserId, WorkspaceId};
+use crate::id::{AuditId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
 use crate::secret::Secret;
 use crate::time::Timestamp;
 
@@ -373,4 +373,33 @@ pub struct AuditFilter {
     pub actor_id: Option<String>,
     pub since: Option<Timestamp>,
     pub until: Option<Timestamp>,
+}
+
+/// A scope a workspace defined for its own API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredScope {
+    pub name: String,
+    pub description: String,
+    pub dangerous: bool,
+    pub created_at: Timestamp,
+}
+
+/// A role a workspace defined: a named set of scopes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CustomRole {
+    pub id: RoleId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// The result of a change that must never leave a workspace without an owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OwnerGuarded {
+    Done,
+    NotFound,
+    /// Refused: the member is the last owner.
+    LastOwner,
 }

@@ -107,3 +107,103 @@ pub async fn init_superuser(
         created_user,
     })
 }
+
+/// Platform administration: only for holders of `admin:superuser`.
+pub struct Admin {
+    pub store: std::sync::Arc<dyn Store>,
+    pub clock: std::sync::Arc<dyn Clock>,
+}
+
+fn require_superuser(actor: &crate::workspaces::Actor) -> Result<(), Error> {
+    if actor.is_superuser() {
+        Ok(())
+    } else {
+        Err(crate::authz::insufficient_scope(vec![
+            crate::authz::SUPERUSER.to_owned(),
+        ]))
+    }
+}
+
+impl Admin {
+    pub async fn users(
+        &self,
+        actor: &crate::workspaces::Actor,
+        page: &crate::model::Page,
+    ) -> Result<Vec<User>, Error> {
+        require_superuser(actor)?;
+        Ok(self.store.list_users(page).await?)
+    }
+
+    /// Lifts the login lockout of a user's email.
+    pub async fn unlock(
+        &self,
+        actor: &crate::workspaces::Actor,
+        meta: &crate::audit::RequestMeta,
+        user_id: &str,
+    ) -> Result<User, Error> {
+        require_superuser(actor)?;
+        let id = UserId::parse(user_id).ok_or(Error::NotFound { what: "user" })?;
+        let user = self
+            .store
+            .user_by_id(&id)
+            .await?
+            .ok_or(Error::NotFound { what: "user" })?;
+        self.store
+            .clear_login_throttle(&crate::identity::login_throttle_key(&user.email))
+            .await?;
+        let entry = crate::audit::entry(
+            self.clock.now(),
+            meta,
+            None,
+            actor.audit_actor(),
+            "user.unlock",
+            Some(user.id.to_string()),
+            true,
+        );
+        self.store.insert_audit(&entry).await?;
+        Ok(user)
+    }
+
+    pub async fn set_status(
+        &self,
+        actor: &crate::workspaces::Actor,
+        meta: &crate::audit::RequestMeta,
+        ws_id: &str,
+        status: WorkspaceStatus,
+    ) -> Result<Workspace, Error> {
+        require_superuser(actor)?;
+        let id = WorkspaceId::parse(ws_id).ok_or(Error::NotFound { what: "workspace" })?;
+        let now = self.clock.now();
+        if !self.store.set_workspace_status(&id, status, now).await? {
+            return Err(Error::NotFound { what: "workspace" });
+        }
+        let action = match status {
+            WorkspaceStatus::Suspended => "workspace.suspend",
+            WorkspaceStatus::Active => "workspace.activate",
+        };
+        let entry = crate::audit::entry(
+            now,
+            meta,
+            Some(id.clone()),
+            actor.audit_actor(),
+            action,
+            Some(id.to_string()),
+            true,
+        );
+        self.store.insert_audit(&entry).await?;
+        self.store
+            .workspace_by_id(&id)
+            .await?
+            .ok_or(Error::NotFound { what: "workspace" })
+    }
+
+    pub async fn audit(
+        &self,
+        actor: &crate::workspaces::Actor,
+        filter: crate::model::AuditFilter,
+        page: &crate::model::Page,
+    ) -> Result<Vec<crate::model::AuditEntry>, Error> {
+        require_superuser(actor)?;
+        Ok(self.store.list_audit(&filter, page).await?)
+    }
+}

@@ -3,10 +3,11 @@
 
 use async_trait::async_trait;
 
-use crate::id::{MemberId, SessionId, UserId, WorkspaceId};
+use crate::id::{MemberId, RoleId, SessionId, UserId, WorkspaceId};
 use crate::model::{
-    AuditEntry, AuditFilter, Change, LoginThrottle, Member, MemberView, MfaState, Page,
-    RefreshOutcome, Session, StoredSigningKey, User, Workspace, WorkspaceStatus,
+    AuditEntry, AuditFilter, Change, CustomRole, LoginThrottle, Member, MemberView, MfaState,
+    OwnerGuarded, Page, RefreshOutcome, Session, StoredScope, StoredSigningKey, User, Workspace,
+    WorkspaceStatus,
 };
 use crate::time::Timestamp;
 
@@ -171,7 +172,62 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> StoreResult<bool>;
 
+    /// Saves `name`, `key_format` and `updated_at`; `false` when no such workspace.
+    async fn update_workspace(&self, ws: &Workspace) -> StoreResult<bool>;
+    /// Deletes the workspace and everything under it (members, roles, scopes; later keys, apps
+    /// grants, webhooks) and appends `workspace.deleted`, atomically. Audit entries stay.
+    async fn delete_workspace(&self, id: &WorkspaceId, at: Timestamp) -> StoreResult<bool>;
+    /// Every workspace, by id (platform administration).
+    async fn list_workspaces(&self, page: &Page) -> StoreResult<Vec<Workspace>>;
+    /// The user's memberships with their workspaces, oldest workspace first.
+    async fn memberships_of_user(&self, user: &UserId) -> StoreResult<Vec<(Workspace, Member)>>;
+
+    // custom scopes of a workspace
+    /// A duplicate name in the workspace is a `Conflict`.
+    async fn insert_scope(&self, ws: &WorkspaceId, scope: &StoredScope) -> StoreResult<()>;
+    /// By name.
+    async fn scopes_of(&self, ws: &WorkspaceId) -> StoreResult<Vec<StoredScope>>;
+    /// Appends `scope.deleted` (subject `ws_id:name`), atomically; `false` when no such scope.
+    async fn delete_scope(&self, ws: &WorkspaceId, name: &str, at: Timestamp) -> StoreResult<bool>;
+
+    // custom roles
+    /// A duplicate name in the workspace is a `Conflict`.
+    async fn insert_role(&self, role: &CustomRole) -> StoreResult<()>;
+    /// By name.
+    async fn roles_of(&self, ws: &WorkspaceId) -> StoreResult<Vec<CustomRole>>;
+    async fn role_by_id(&self, ws: &WorkspaceId, id: &RoleId) -> StoreResult<Option<CustomRole>>;
+    /// Saves name, scopes and updated_at and appends `role.updated` (subject the role id);
+    /// `false` when no such role. A name taken by another role is a `Conflict`.
+    async fn update_role(&self, role: &CustomRole) -> StoreResult<bool>;
+    /// Deletes the role unless a member holds it; appends `role.deleted`. `Ok(None)` when no
+    /// such role, `Ok(Some(n))` with `n` members holding it (then nothing was deleted, n > 0),
+    /// `Ok(Some(0))` when deleted.
+    async fn delete_role(
+        &self,
+        ws: &WorkspaceId,
+        id: &RoleId,
+        at: Timestamp,
+    ) -> StoreResult<Option<u32>>;
+
     // members
+    /// Changes a member's role (+ `member.updated`, subject the member id). Refuses to demote
+    /// the last `owner`; atomic against concurrent demotions and removals, so a workspace never
+    /// ends up without an owner.
+    async fn set_member_role(
+        &self,
+        ws: &WorkspaceId,
+        id: &MemberId,
+        role: &str,
+        at: Timestamp,
+    ) -> StoreResult<OwnerGuarded>;
+    /// Removes a member (+ `member.removed`), refusing to remove the last `owner`, with the
+    /// same atomicity.
+    async fn remove_member(
+        &self,
+        ws: &WorkspaceId,
+        id: &MemberId,
+        at: Timestamp,
+    ) -> StoreResult<OwnerGuarded>;
     async fn insert_member(&self, member: &Member) -> StoreResult<()>;
     async fn member_by_id(&self, ws: &WorkspaceId, id: &MemberId) -> StoreResult<Option<Member>>;
     async fn member_of(&self, ws: &WorkspaceId, user: &UserId) -> StoreResult<Option<Member>>;

@@ -26,6 +26,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::system::router())
         .merge(routes::auth::router(state))
         .merge(routes::profile::router())
+        .merge(routes::workspaces::router())
+        .merge(routes::admin::router())
         .split_for_parts()
 }
 

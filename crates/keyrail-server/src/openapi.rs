@@ -18,6 +18,11 @@ use crate::error::ErrorBody;
         (name = "system", description = "Health, readiness, metrics and this documentation"),
         (name = "auth", description = "Signup, login, MFA, refresh, logout, password reset, JWKS"),
         (name = "profile", description = "The logged-in user's account, MFA and sessions"),
+        (name = "workspaces", description = "Workspaces (tenants)"),
+        (name = "members", description = "Members and roles of a workspace"),
+        (name = "scopes", description = "The scope catalog and a workspace's own scopes"),
+        (name = "audit", description = "The append-only audit log"),
+        (name = "admin", description = "Platform administration (admin:superuser)"),
     )
 )]
 pub struct ApiDoc;

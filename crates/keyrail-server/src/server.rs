@@ -9,7 +9,9 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::serve::ListenerExt;
 use keyrail_core::identity::{Identity, IdentityConfig, Keyring, SessionRevocations};
+use keyrail_core::platform::Admin;
 use keyrail_core::ratelimit::{FailurePolicy, RateLimiter};
+use keyrail_core::workspaces::Workspaces;
 use keyrail_core::{Clock, StoreError, SystemClock};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -103,7 +105,17 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppSta
         mailer: Arc::new(mailer),
         config: identity_config,
     });
+    let workspaces = Workspaces {
+        store: store.clone(),
+        clock: clock.clone(),
+    };
+    let admin = Admin {
+        store: store.clone(),
+        clock: clock.clone(),
+    };
     Ok(AppState::new(Inner {
+        workspaces,
+        admin,
         config,
         store,
         clock,

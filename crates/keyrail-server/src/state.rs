@@ -4,8 +4,10 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use keyrail_core::identity::Identity;
+use keyrail_core::platform::Admin;
 use keyrail_core::ratelimit::RateLimiter;
 use keyrail_core::secret::MasterKey;
+use keyrail_core::workspaces::Workspaces;
 use keyrail_core::{Clock, Store};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -23,6 +25,10 @@ pub struct Inner {
     pub metrics: PrometheusHandle,
     /// Accounts, sessions, MFA.
     pub identity: Arc<Identity>,
+    /// Workspaces, members, roles, scopes, audit.
+    pub workspaces: Workspaces,
+    /// Platform administration.
+    pub admin: Admin,
     /// The rate limiter every limit goes through.
     pub limiter: Arc<dyn RateLimiter>,
     /// The in-process limiter behind `limiter`, for purging.

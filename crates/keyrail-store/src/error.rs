@@ -96,6 +96,9 @@ pub(crate) fn conflict_name(key: &str) -> &'static str {
         "password_resets_pkey" | "password_resets.hash" => "password reset",
         "signing_keys_pkey" | "signing_keys.kid" => "signing key",
         "audit_log_pkey" | "audit_log.id" => "audit entry",
+        "scopes_pkey" | "scopes.workspace_id, scopes.name" => "scope",
+        "roles_pkey" | "roles.id" => "role id",
+        "roles_workspace_name_key" | "roles.workspace_id, roles.name" => "role name",
         _ => "record",
     }
 }
@@ -111,6 +114,8 @@ fn foreign_key_text(constraint: Option<&str>) -> String {
         Some("recovery_codes_user_id_fkey") => "the recovery code's user does not exist".into(),
         Some("mfa_challenges_user_id_fkey") => "the MFA challenge's user does not exist".into(),
         Some("password_resets_user_id_fkey") => "the password reset's user does not exist".into(),
+        Some("scopes_workspace_id_fkey") => "the scope's workspace does not exist".into(),
+        Some("roles_workspace_id_fkey") => "the role's workspace does not exist".into(),
         Some(other) => format!("a referenced record does not exist ({other})"),
         // SQLite does not say which reference failed.
         None => "a referenced record does not exist".into(),
@@ -197,6 +202,12 @@ mod tests {
         );
         assert_eq!(conflict_name("signing_keys.kid"), "signing key");
         assert_eq!(conflict_name("audit_log_pkey"), "audit entry");
+        assert_eq!(conflict_name("scopes_pkey"), "scope");
+        assert_eq!(conflict_name("scopes.workspace_id, scopes.name"), "scope");
+        assert_eq!(conflict_name("roles_pkey"), "role id");
+        assert_eq!(conflict_name("roles.id"), "role id");
+        assert_eq!(conflict_name("roles_workspace_name_key"), "role name");
+        assert_eq!(conflict_name("roles.workspace_id, roles.name"), "role name");
         assert_eq!(conflict_name("something_else"), "record");
     }
 

@@ -1,16 +1,19 @@
 //! The `Store` implementation, written once and expanded for each backend.
 //!
 //! Every statement below is shared text: `$n` placeholders, `RETURNING` and `ON CONFLICT` mean
-//! the same on SQLite and PostgreSQL. The only backend-specific statement is the lock that
-//! serialises writers of the change log on PostgreSQL (SQLite has a single writer anyway).
+//! the same on SQLite and PostgreSQL. The only backend-specific statements are two PostgreSQL
+//! locks: the one that serialises writers of the change log, and the workspace row lock that
+//! serialises changes counting a workspace's members (SQLite has a single writer anyway).
 
 use std::fmt;
 
 use async_trait::async_trait;
-use keyrail_core::id::{AuditId, MemberId, SessionId, UserId, WorkspaceId};
+use keyrail_core::authz::BuiltinRole;
+use keyrail_core::id::{AuditId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    ActorType, AuditEntry, AuditFilter, Change, KeyFormat, LoginThrottle, Member, MemberView,
-    MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User, Workspace, WorkspaceStatus,
+    ActorType, AuditEntry, AuditFilter, Change, CustomRole, KeyFormat, LoginThrottle, Member,
+    MemberView, MfaState, OwnerGuarded, Page, RefreshOutcome, Session, StoredScope,
+    StoredSigningKey, User, Workspace, WorkspaceStatus,
 };
 use keyrail_core::secret::Secret;
 use keyrail_core::store::{Store, StoreError, StoreResult};
@@ -28,6 +31,13 @@ pub(crate) static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postg
 /// with concurrent writers, a `seq` is then only allocated after every smaller one is committed,
 /// so a poller that has seen `seq = n` will never later find a new entry below `n`.
 const PG_CHANGES_LOCK: &str = "SELECT pg_advisory_xact_lock(7250113001)";
+
+/// Taken first by every transaction that writes a workspace's members or counts them (the
+/// last-owner guard, a role's holders), and held until it commits: such transactions on one
+/// workspace then run one after the other, each seeing what the previous one committed (under
+/// READ COMMITTED every later statement takes a fresh snapshot, so it counts after the lock).
+/// Without it, two owners demoting each other would each count two owners and both succeed.
+const PG_WORKSPACE_LOCK: &str = "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE";
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -138,6 +148,90 @@ impl From<MemberViewRow> for MemberView {
             name: r.name,
         }
     }
+}
+
+/// A membership joined with its workspace (the workspace's columns keep their names).
+#[derive(sqlx::FromRow)]
+struct MembershipRow {
+    #[sqlx(flatten)]
+    workspace: WorkspaceRow,
+    member_id: String,
+    member_user_id: String,
+    member_role: String,
+    member_created_at: i64,
+}
+
+impl TryFrom<MembershipRow> for (Workspace, Member) {
+    type Error = StoreError;
+
+    fn try_from(r: MembershipRow) -> Result<Self, StoreError> {
+        let ws = Workspace::try_from(r.workspace)?;
+        let member = Member {
+            id: MemberId::from_trusted(r.member_id),
+            workspace_id: ws.id.clone(),
+            user_id: UserId::from_trusted(r.member_user_id),
+            role: r.member_role,
+            created_at: Timestamp::from_millis(r.member_created_at),
+        };
+        Ok((ws, member))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ScopeRow {
+    name: String,
+    description: String,
+    dangerous: bool,
+    created_at: i64,
+}
+
+impl From<ScopeRow> for StoredScope {
+    fn from(r: ScopeRow) -> Self {
+        StoredScope {
+            name: r.name,
+            description: r.description,
+            dangerous: r.dangerous,
+            created_at: Timestamp::from_millis(r.created_at),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct RoleRow {
+    id: String,
+    workspace_id: String,
+    name: String,
+    /// A JSON array of scope names.
+    scopes: String,
+    created_at: i64,
+    updated_at: i64,
+}
+
+impl TryFrom<RoleRow> for CustomRole {
+    type Error = StoreError;
+
+    fn try_from(r: RoleRow) -> Result<Self, StoreError> {
+        let scopes: Vec<String> = serde_json::from_str(&r.scopes)
+            .map_err(|e| StoreError::Other(format!("role {} has unreadable scopes: {e}", r.id)))?;
+        Ok(CustomRole {
+            id: RoleId::from_trusted(r.id),
+            workspace_id: WorkspaceId::from_trusted(r.workspace_id),
+            name: r.name,
+            scopes,
+            created_at: Timestamp::from_millis(r.created_at),
+            updated_at: Timestamp::from_millis(r.updated_at),
+        })
+    }
+}
+
+fn scopes_json(scopes: &[String]) -> StoreResult<String> {
+    serde_json::to_string(scopes)
+        .map_err(|e| StoreError::Other(format!("encoding role scopes: {e}")))
+}
+
+/// The role the last-owner guard protects.
+fn owner_role() -> &'static str {
+    BuiltinRole::Owner.as_str()
 }
 
 #[derive(sqlx::FromRow)]
@@ -325,14 +419,40 @@ impl fmt::Debug for PgStore {
 
 /// Expands the one body of SQL for a backend: `$store` wraps a pool in field `pool`, whose
 /// connections are `$conn`; `$changes_lock` is an optional statement run before appending to
-/// `changes`.
+/// `changes`; `$workspace_lock` an optional statement (`$1` = the workspace id) run first by a
+/// transaction that writes or counts a workspace's members.
 ///
-/// Every transaction that writes starts with a write statement: SQLite then waits (busy timeout)
-/// for the write lock, where a transaction that read first would fail outright once another
-/// connection had written in between.
+/// Every transaction that writes starts with a write statement (after the optional locks, which
+/// SQLite does not have): SQLite then waits (busy timeout) for the write lock, where a
+/// transaction that read first would fail outright once another connection had written in
+/// between. Holding the write lock, it also sees every earlier commit, which is what makes its
+/// counting guards atomic.
 macro_rules! sql_store {
-    ($store:ident, $pool:ty, $conn:ty, $backend:literal, $migrator:expr, $changes_lock:expr) => {
+    (
+        $store:ident,
+        $pool:ty,
+        $conn:ty,
+        $backend:literal,
+        $migrator:expr,
+        $changes_lock:expr,
+        $workspace_lock:expr
+    ) => {
         impl $store {
+            /// Locks the workspace until the caller's transaction ends (PostgreSQL; a no-op on
+            /// SQLite, whose first write takes the database's write lock). A missing workspace
+            /// locks nothing; the statements that follow then find nothing either.
+            async fn lock_workspace(conn: &mut $conn, ws: &WorkspaceId) -> StoreResult<()> {
+                let lock: Option<&'static str> = $workspace_lock;
+                if let Some(lock) = lock {
+                    sqlx::query(lock)
+                        .bind(ws.as_str())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(map_err)?;
+                }
+                Ok(())
+            }
+
             /// Appends one `kind` entry per subject to the change log, inside the caller's
             /// transaction (on PostgreSQL after taking the change-log lock, held until commit).
             async fn append_changes(
@@ -361,6 +481,27 @@ macro_rules! sql_store {
                         .map_err(map_err)?;
                 }
                 Ok(())
+            }
+
+            /// Why a guarded member write matched nothing, inside its transaction: the member
+            /// is not there, or it is the last owner (the only other condition of the write).
+            async fn refused(
+                conn: &mut $conn,
+                ws: &WorkspaceId,
+                id: &MemberId,
+            ) -> StoreResult<OwnerGuarded> {
+                let found: Option<String> = sqlx::query_scalar(
+                    "SELECT id FROM members WHERE id = $1 AND workspace_id = $2",
+                )
+                .bind(id.as_str())
+                .bind(ws.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)?;
+                Ok(match found {
+                    Some(_) => OwnerGuarded::LastOwner,
+                    None => OwnerGuarded::NotFound,
+                })
             }
 
             /// Wraps a pool; the schema must already be migrated (see [`Self::migrate`]).
@@ -1218,7 +1359,325 @@ macro_rules! sql_store {
                 Ok(true)
             }
 
+            async fn update_workspace(&self, ws: &Workspace) -> StoreResult<bool> {
+                let key_format = key_format_json(&ws.key_format)?;
+                let updated = sqlx::query(
+                    "UPDATE workspaces SET name = $1, key_format = $2, updated_at = $3
+                     WHERE id = $4",
+                )
+                .bind(ws.name.as_str())
+                .bind(key_format)
+                .bind(ws.updated_at.millis())
+                .bind(ws.id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(updated > 0)
+            }
+
+            async fn delete_workspace(&self, id: &WorkspaceId, at: Timestamp) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Members, roles and scopes go with it: every table under a workspace references
+                // it ON DELETE CASCADE (see the migrations). The audit log has no foreign key.
+                let deleted = sqlx::query("DELETE FROM workspaces WHERE id = $1")
+                    .bind(id.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                Self::append_changes(&mut tx, at, "workspace.deleted", &[id.as_str()]).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn list_workspaces(&self, page: &Page) -> StoreResult<Vec<Workspace>> {
+                let (after, limit) = page_bounds(page);
+                let rows: Vec<WorkspaceRow> = sqlx::query_as(
+                    "SELECT id, name, status, key_format, created_at, updated_at
+                     FROM workspaces WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                workspaces(rows)
+            }
+
+            async fn memberships_of_user(
+                &self,
+                user: &UserId,
+            ) -> StoreResult<Vec<(Workspace, Member)>> {
+                let rows: Vec<MembershipRow> = sqlx::query_as(
+                    "SELECT w.id, w.name, w.status, w.key_format, w.created_at, w.updated_at,
+                            m.id AS member_id, m.user_id AS member_user_id,
+                            m.role AS member_role, m.created_at AS member_created_at
+                     FROM members m JOIN workspaces w ON w.id = m.workspace_id
+                     WHERE m.user_id = $1
+                     ORDER BY w.created_at, w.id",
+                )
+                .bind(user.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.into_iter()
+                    .map(<(Workspace, Member)>::try_from)
+                    .collect()
+            }
+
+            async fn insert_scope(&self, ws: &WorkspaceId, scope: &StoredScope) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO scopes (workspace_id, name, description, dangerous, created_at)
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(ws.as_str())
+                .bind(scope.name.as_str())
+                .bind(scope.description.as_str())
+                .bind(scope.dangerous)
+                .bind(scope.created_at.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn scopes_of(&self, ws: &WorkspaceId) -> StoreResult<Vec<StoredScope>> {
+                let rows: Vec<ScopeRow> = sqlx::query_as(
+                    "SELECT name, description, dangerous, created_at FROM scopes
+                     WHERE workspace_id = $1 ORDER BY name",
+                )
+                .bind(ws.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows.into_iter().map(StoredScope::from).collect())
+            }
+
+            async fn delete_scope(
+                &self,
+                ws: &WorkspaceId,
+                name: &str,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let deleted =
+                    sqlx::query("DELETE FROM scopes WHERE workspace_id = $1 AND name = $2")
+                        .bind(ws.as_str())
+                        .bind(name)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected();
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                let subject = format!("{}:{name}", ws.as_str());
+                Self::append_changes(&mut tx, at, "scope.deleted", &[&subject]).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn insert_role(&self, role: &CustomRole) -> StoreResult<()> {
+                let scopes = scopes_json(&role.scopes)?;
+                sqlx::query(
+                    "INSERT INTO roles (id, workspace_id, name, scopes, created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(role.id.as_str())
+                .bind(role.workspace_id.as_str())
+                .bind(role.name.as_str())
+                .bind(scopes)
+                .bind(role.created_at.millis())
+                .bind(role.updated_at.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn roles_of(&self, ws: &WorkspaceId) -> StoreResult<Vec<CustomRole>> {
+                let rows: Vec<RoleRow> = sqlx::query_as(
+                    "SELECT id, workspace_id, name, scopes, created_at, updated_at FROM roles
+                     WHERE workspace_id = $1 ORDER BY name",
+                )
+                .bind(ws.as_str())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.into_iter().map(CustomRole::try_from).collect()
+            }
+
+            async fn role_by_id(
+                &self,
+                ws: &WorkspaceId,
+                id: &RoleId,
+            ) -> StoreResult<Option<CustomRole>> {
+                let row: Option<RoleRow> = sqlx::query_as(
+                    "SELECT id, workspace_id, name, scopes, created_at, updated_at FROM roles
+                     WHERE id = $1 AND workspace_id = $2",
+                )
+                .bind(id.as_str())
+                .bind(ws.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.map(CustomRole::try_from).transpose()
+            }
+
+            async fn update_role(&self, role: &CustomRole) -> StoreResult<bool> {
+                let scopes = scopes_json(&role.scopes)?;
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // A name taken by another role of the workspace fails here as a Conflict, and
+                // the transaction is rolled back as it is dropped.
+                let updated = sqlx::query(
+                    "UPDATE roles SET name = $1, scopes = $2, updated_at = $3
+                     WHERE id = $4 AND workspace_id = $5",
+                )
+                .bind(role.name.as_str())
+                .bind(scopes)
+                .bind(role.updated_at.millis())
+                .bind(role.id.as_str())
+                .bind(role.workspace_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                Self::append_changes(
+                    &mut tx,
+                    role.updated_at,
+                    "role.updated",
+                    &[role.id.as_str()],
+                )
+                .await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn delete_role(
+                &self,
+                ws: &WorkspaceId,
+                id: &RoleId,
+                at: Timestamp,
+            ) -> StoreResult<Option<u32>> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Every member write takes the workspace lock (PostgreSQL) or the write lock
+                // (SQLite), so no member takes or leaves the role between the check and the
+                // delete, nor between the delete and the count below.
+                Self::lock_workspace(&mut tx, ws).await?;
+                let deleted = sqlx::query(
+                    "DELETE FROM roles
+                     WHERE id = $1 AND workspace_id = $2
+                       AND NOT EXISTS (SELECT 1 FROM members
+                                       WHERE workspace_id = $2 AND role = $1)",
+                )
+                .bind(id.as_str())
+                .bind(ws.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if deleted > 0 {
+                    Self::append_changes(&mut tx, at, "role.deleted", &[id.as_str()]).await?;
+                    tx.commit().await.map_err(map_err)?;
+                    return Ok(Some(0));
+                }
+                // Nothing deleted: no such role, or members hold it. Nothing was written.
+                let holders: Option<i64> = sqlx::query_scalar(
+                    "SELECT (SELECT COUNT(*) FROM members WHERE workspace_id = $2 AND role = $1)
+                     FROM roles WHERE id = $1 AND workspace_id = $2",
+                )
+                .bind(id.as_str())
+                .bind(ws.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                match holders {
+                    None => Ok(None),
+                    Some(n) if n > 0 => Ok(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+                    // Every member write locks the workspace first, so the holders seen by the
+                    // delete are still there.
+                    Some(_) => Err(StoreError::Other(format!(
+                        "role {id} was held when deleting it, and then by nobody"
+                    ))),
+                }
+            }
+
+            async fn set_member_role(
+                &self,
+                ws: &WorkspaceId,
+                id: &MemberId,
+                role: &str,
+                at: Timestamp,
+            ) -> StoreResult<OwnerGuarded> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                Self::lock_workspace(&mut tx, ws).await?;
+                // One conditional write: an owner keeps the role unless it stays an owner or
+                // another owner remains. Counted under the workspace lock (PostgreSQL) or the
+                // write lock (SQLite), so two concurrent demotions cannot both pass.
+                let updated = sqlx::query(
+                    "UPDATE members SET role = $1
+                     WHERE id = $2 AND workspace_id = $3
+                       AND (role <> $4 OR $1 = $4
+                            OR (SELECT COUNT(*) FROM members o
+                                WHERE o.workspace_id = $3 AND o.role = $4) > 1)",
+                )
+                .bind(role)
+                .bind(id.as_str())
+                .bind(ws.as_str())
+                .bind(owner_role())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if updated == 0 {
+                    return Self::refused(&mut tx, ws, id).await;
+                }
+                Self::append_changes(&mut tx, at, "member.updated", &[id.as_str()]).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(OwnerGuarded::Done)
+            }
+
+            async fn remove_member(
+                &self,
+                ws: &WorkspaceId,
+                id: &MemberId,
+                at: Timestamp,
+            ) -> StoreResult<OwnerGuarded> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                Self::lock_workspace(&mut tx, ws).await?;
+                let deleted = sqlx::query(
+                    "DELETE FROM members
+                     WHERE id = $1 AND workspace_id = $2
+                       AND (role <> $3
+                            OR (SELECT COUNT(*) FROM members o
+                                WHERE o.workspace_id = $2 AND o.role = $3) > 1)",
+                )
+                .bind(id.as_str())
+                .bind(ws.as_str())
+                .bind(owner_role())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if deleted == 0 {
+                    return Self::refused(&mut tx, ws, id).await;
+                }
+                Self::append_changes(&mut tx, at, "member.removed", &[id.as_str()]).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(OwnerGuarded::Done)
+            }
+
             async fn insert_member(&self, member: &Member) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Ordered with delete_role, which counts the holders of a role.
+                Self::lock_workspace(&mut tx, &member.workspace_id).await?;
                 sqlx::query(
                     "INSERT INTO members (id, workspace_id, user_id, role, created_at)
                      VALUES ($1, $2, $3, $4, $5)",
@@ -1228,10 +1687,10 @@ macro_rules! sql_store {
                 .bind(member.user_id.as_str())
                 .bind(member.role.as_str())
                 .bind(member.created_at.millis())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(())
+                tx.commit().await.map_err(map_err)
             }
 
             async fn member_by_id(
@@ -1297,6 +1756,8 @@ macro_rules! sql_store {
                 at: Timestamp,
             ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Unguarded (remove_member is the guarded one), but ordered with delete_role.
+                Self::lock_workspace(&mut tx, ws).await?;
                 let deleted =
                     sqlx::query("DELETE FROM members WHERE id = $1 AND workspace_id = $2")
                         .bind(id.as_str())
@@ -1343,6 +1804,7 @@ sql_store!(
     SqliteConnection,
     "sqlite",
     SQLITE_MIGRATOR,
+    None,
     None
 );
 sql_store!(
@@ -1351,5 +1813,6 @@ sql_store!(
     PgConnection,
     "postgres",
     POSTGRES_MIGRATOR,
-    Some(PG_CHANGES_LOCK)
+    Some(PG_CHANGES_LOCK),
+    Some(PG_WORKSPACE_LOCK)
 );

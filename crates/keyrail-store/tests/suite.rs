@@ -8,10 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyrail_core::id::{AuditId, MemberId, SessionId, UserId, WorkspaceId};
+use keyrail_core::id::{AuditId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    ActorType, Alphabet, AuditEntry, AuditFilter, Change, KeyFormat, LoginThrottle, Member,
-    MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User, Workspace, WorkspaceStatus,
+    ActorType, Alphabet, AuditEntry, AuditFilter, Change, CustomRole, KeyFormat, LoginThrottle,
+    Member, MfaState, OwnerGuarded, Page, RefreshOutcome, Session, StoredScope, StoredSigningKey,
+    User, Workspace, WorkspaceStatus,
 };
 use keyrail_core::secret::Secret;
 use keyrail_core::{Store, StoreError, Timestamp};
@@ -122,6 +123,13 @@ async fn run_suite(store: &dyn Store) {
     password_resets(store).await;
     signing_keys(store).await;
     audit_log(store).await;
+    // Workspace administration: counts changes from the latest seq, not from zero.
+    workspace_updates_and_listing(store).await;
+    custom_scopes(store).await;
+    custom_roles(store).await;
+    guarded_member_changes(store).await;
+    owner_guard_under_concurrency(store).await;
+    delete_workspace_removes_everything(store).await;
 }
 
 async fn empty_change_log(store: &dyn Store) {
@@ -1636,6 +1644,984 @@ async fn audit_log(store: &dyn Store) {
     );
 }
 
+// ---------------------------------------------------------------------------------------------
+// workspace administration: settings, custom scopes and roles, guarded member changes
+
+/// The change log entries after `before`, as (kind, subject, at).
+async fn changes_since(store: &dyn Store, before: i64) -> Vec<(String, String, Timestamp)> {
+    store
+        .changes_after(before, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| (c.kind, c.subject, c.at))
+        .collect()
+}
+
+fn change(kind: &str, subject: impl ToString, at: Timestamp) -> (String, String, Timestamp) {
+    (kind.to_owned(), subject.to_string(), at)
+}
+
+/// Creates a workspace owned by a new user; returns it with the owner's membership.
+async fn new_workspace(store: &dyn Store, tag: &str, at: i64) -> (Workspace, Member) {
+    let owner = new_user(store, &format!("{tag}-owner@example.com"), at).await;
+    let ws = workspace(tag, at, KeyFormat::default());
+    let m = member(&ws, &owner, "owner", at);
+    store.create_workspace(&ws, &m).await.unwrap();
+    (ws, m)
+}
+
+/// Adds a new user to `ws` with `role`.
+async fn new_member(store: &dyn Store, ws: &Workspace, email: &str, role: &str, at: i64) -> Member {
+    let u = new_user(store, email, at).await;
+    let m = member(ws, &u, role, at);
+    store.insert_member(&m).await.unwrap();
+    m
+}
+
+async fn role_of(store: &dyn Store, ws: &WorkspaceId, id: &MemberId) -> Option<String> {
+    store.member_by_id(ws, id).await.unwrap().map(|m| m.role)
+}
+
+async fn owners(store: &dyn Store, ws: &WorkspaceId) -> Vec<MemberId> {
+    store
+        .list_members(ws, &Page::first(200))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|v| v.member.role == "owner")
+        .map(|v| v.member.id)
+        .collect()
+}
+
+fn scope(name: &str, description: &str, dangerous: bool, at: i64) -> StoredScope {
+    StoredScope {
+        name: name.to_owned(),
+        description: description.to_owned(),
+        dangerous,
+        created_at: ts(at),
+    }
+}
+
+fn role(ws: &Workspace, name: &str, scopes: &[&str], at: i64) -> CustomRole {
+    CustomRole {
+        id: RoleId::new(),
+        workspace_id: ws.id.clone(),
+        name: name.to_owned(),
+        scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+        created_at: ts(at),
+        updated_at: ts(at),
+    }
+}
+
+async fn workspace_updates_and_listing(store: &dyn Store) {
+    let u = new_user(store, "ws-admin@example.com", 20_000).await;
+    let other = new_user(store, "ws-other@example.com", 20_001).await;
+    let loner = new_user(store, "ws-loner@example.com", 20_002).await;
+    // Created in this order, but "Older" is older by created_at: memberships sort by that.
+    let newer = workspace("Newer", 20_200, KeyFormat::default());
+    let newer_owner = member(&newer, &u, "owner", 20_200);
+    store.create_workspace(&newer, &newer_owner).await.unwrap();
+    let older = workspace("Older", 20_100, KeyFormat::default());
+    let older_owner = member(&older, &other, "owner", 20_100);
+    store.create_workspace(&older, &older_owner).await.unwrap();
+    let u_in_older = member(&older, &u, "developer", 20_300);
+    store.insert_member(&u_in_older).await.unwrap();
+
+    // memberships_of_user: oldest workspace first, each with the user's own membership.
+    let ms = store.memberships_of_user(&u.id).await.unwrap();
+    assert_eq!(ms.len(), 2);
+    assert_same_workspace(&ms[0].0, &older);
+    assert_same_member(&ms[0].1, &u_in_older);
+    assert_same_workspace(&ms[1].0, &newer);
+    assert_same_member(&ms[1].1, &newer_owner);
+    let ms = store.memberships_of_user(&other.id).await.unwrap();
+    assert_eq!(ms.len(), 1);
+    assert_same_workspace(&ms[0].0, &older);
+    assert_same_member(&ms[0].1, &older_owner);
+    assert!(
+        store
+            .memberships_of_user(&loner.id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .memberships_of_user(&UserId::new())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // update_workspace saves name, key_format and updated_at, nothing else.
+    let before = store.latest_change().await.unwrap();
+    let gr = KeyFormat {
+        prefix: "gr".into(),
+        alphabet: Alphabet::Base36,
+        length: 20,
+        checksum: false,
+    };
+    let mut changed = older.clone();
+    changed.name = "Older, renamed".into();
+    changed.key_format = gr.clone();
+    changed.updated_at = ts(20_400);
+    changed.status = WorkspaceStatus::Suspended;
+    changed.created_at = ts(1);
+    assert!(store.update_workspace(&changed).await.unwrap());
+    let got = store.workspace_by_id(&older.id).await.unwrap().unwrap();
+    assert_eq!(got.name, "Older, renamed");
+    assert_eq!(got.key_format, gr);
+    assert_eq!(got.updated_at, ts(20_400));
+    assert_eq!(got.status, WorkspaceStatus::Active);
+    assert_eq!(got.created_at, older.created_at);
+    // The other workspace is untouched; memberships show the new settings.
+    assert_same_workspace(
+        &store.workspace_by_id(&newer.id).await.unwrap().unwrap(),
+        &newer,
+    );
+    assert_same_workspace(&store.memberships_of_user(&u.id).await.unwrap()[0].0, &got);
+    // An unknown workspace: false, and nothing is created.
+    let ghost = workspace("Ghost", 20_500, KeyFormat::default());
+    assert!(!store.update_workspace(&ghost).await.unwrap());
+    assert!(store.workspace_by_id(&ghost.id).await.unwrap().is_none());
+    // Settings are not in the change log.
+    assert_eq!(store.latest_change().await.unwrap(), before);
+
+    // list_workspaces: every workspace, by id, in keyset pages.
+    let all = store.list_workspaces(&Page::first(200)).await.unwrap();
+    let ids: Vec<String> = all.iter().map(|w| w.id.to_string()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort();
+    assert_eq!(ids, sorted, "workspaces are listed in id order");
+    assert!(all.len() >= 5, "{}", all.len());
+    assert_same_workspace(all.iter().find(|w| w.id == older.id).unwrap(), &got);
+    assert_same_workspace(all.iter().find(|w| w.id == newer.id).unwrap(), &newer);
+    let mut seen = Vec::new();
+    let mut page = Page::first(2);
+    loop {
+        let got = store.list_workspaces(&page).await.unwrap();
+        assert!(got.len() <= 2);
+        let Some(last) = got.last() else { break };
+        page.after = Some(last.id.to_string());
+        seen.extend(got.iter().map(|w| w.id.to_string()));
+    }
+    assert_eq!(seen, ids);
+    assert!(
+        store
+            .list_workspaces(&Page::first(0))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after_last = Page {
+        limit: 10,
+        after: Some(ids.last().unwrap().clone()),
+    };
+    assert!(store.list_workspaces(&after_last).await.unwrap().is_empty());
+}
+
+async fn custom_scopes(store: &dyn Store) {
+    let (a, _) = new_workspace(store, "scopes-a", 21_000).await;
+    let (b, _) = new_workspace(store, "scopes-b", 21_001).await;
+    let read = scope("chats:read", "Read chats", false, 21_100);
+    let purge = scope("chats:purge", "Delete every chat, for good", true, 21_101);
+    let billing = scope("billing:read", "", false, 21_102);
+    // Inserted out of order: listed by name.
+    for s in [&read, &purge, &billing] {
+        store.insert_scope(&a.id, s).await.unwrap();
+    }
+    assert_eq!(
+        store.scopes_of(&a.id).await.unwrap(),
+        [billing.clone(), purge.clone(), read.clone()]
+    );
+    // The same name in another workspace is another scope.
+    let read_b = scope("chats:read", "Read B's chats", true, 21_103);
+    store.insert_scope(&b.id, &read_b).await.unwrap();
+    let only_b = scope("only-b:read", "Only in B", false, 21_104);
+    store.insert_scope(&b.id, &only_b).await.unwrap();
+    assert_eq!(
+        store.scopes_of(&b.id).await.unwrap(),
+        [read_b.clone(), only_b.clone()]
+    );
+    // A duplicate name in one workspace is a conflict, and changes nothing.
+    assert_conflict(
+        store
+            .insert_scope(&a.id, &scope("chats:read", "Other", true, 21_105))
+            .await,
+        "scope",
+    );
+    assert_eq!(store.scopes_of(&a.id).await.unwrap()[2], read);
+    // A workspace that does not exist has no scopes and takes none.
+    let nowhere = WorkspaceId::new();
+    let err = store.insert_scope(&nowhere, &read).await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert!(store.scopes_of(&nowhere).await.unwrap().is_empty());
+
+    // delete_scope: unknown, or of another workspace => false, nothing logged.
+    let before = store.latest_change().await.unwrap();
+    assert!(
+        !store
+            .delete_scope(&a.id, "nope:read", ts(21_200))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_scope(&a.id, "only-b:read", ts(21_200))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_scope(&nowhere, "chats:read", ts(21_200))
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.latest_change().await.unwrap(), before);
+    assert!(
+        store
+            .delete_scope(&a.id, "chats:read", ts(21_201))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        changes_since(store, before).await,
+        [change(
+            "scope.deleted",
+            format!("{}:chats:read", a.id),
+            ts(21_201)
+        )]
+    );
+    assert_eq!(
+        store.scopes_of(&a.id).await.unwrap(),
+        [billing.clone(), purge.clone()]
+    );
+    assert_eq!(store.scopes_of(&b.id).await.unwrap(), [read_b, only_b]);
+    assert!(
+        !store
+            .delete_scope(&a.id, "chats:read", ts(21_202))
+            .await
+            .unwrap()
+    );
+    assert_eq!(changes_since(store, before).await.len(), 1);
+    // A deleted name can be defined again.
+    store.insert_scope(&a.id, &read).await.unwrap();
+    assert_eq!(
+        store.scopes_of(&a.id).await.unwrap(),
+        [billing, purge, read]
+    );
+}
+
+async fn custom_roles(store: &dyn Store) {
+    let (a, _) = new_workspace(store, "roles-a", 22_000).await;
+    let (b, _) = new_workspace(store, "roles-b", 22_001).await;
+    let support = role(&a, "support", &["keys:read", "members:read"], 22_100);
+    let auditor = role(&a, "auditor", &[], 22_101);
+    store.insert_role(&support).await.unwrap();
+    store.insert_role(&auditor).await.unwrap();
+    assert_eq!(
+        store.roles_of(&a.id).await.unwrap(),
+        [auditor.clone(), support.clone()]
+    );
+    assert_eq!(
+        store.role_by_id(&a.id, &support.id).await.unwrap(),
+        Some(support.clone())
+    );
+    assert_eq!(
+        store.role_by_id(&a.id, &auditor.id).await.unwrap(),
+        Some(auditor.clone())
+    );
+    // role_by_id is scoped to its workspace.
+    assert!(
+        store
+            .role_by_id(&b.id, &support.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .role_by_id(&a.id, &RoleId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The same name in another workspace is another role.
+    let support_b = role(&b, "support", &["chats:read"], 22_102);
+    store.insert_role(&support_b).await.unwrap();
+    assert_eq!(
+        store.roles_of(&b.id).await.unwrap(),
+        std::slice::from_ref(&support_b)
+    );
+    // Duplicates: the name within a workspace, the id anywhere.
+    assert_conflict(
+        store.insert_role(&role(&a, "support", &[], 22_103)).await,
+        "role name",
+    );
+    let mut same_id = role(&b, "other", &[], 22_104);
+    same_id.id = support.id.clone();
+    assert_conflict(store.insert_role(&same_id).await, "role id");
+    assert_eq!(store.roles_of(&a.id).await.unwrap().len(), 2);
+    assert_eq!(store.roles_of(&b.id).await.unwrap().len(), 1);
+    // A workspace that does not exist.
+    let no_ws = workspace("No roles", 0, KeyFormat::default());
+    let err = store
+        .insert_role(&role(&no_ws, "ghost", &[], 22_105))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert!(store.roles_of(&no_ws.id).await.unwrap().is_empty());
+
+    // update_role saves name, scopes and updated_at, and logs `role.updated`.
+    let before = store.latest_change().await.unwrap();
+    let mut helpdesk = support.clone();
+    helpdesk.name = "helpdesk".into();
+    helpdesk.scopes = vec!["keys:read".into()];
+    helpdesk.updated_at = ts(22_200);
+    helpdesk.created_at = ts(1);
+    assert!(store.update_role(&helpdesk).await.unwrap());
+    helpdesk.created_at = support.created_at;
+    assert_eq!(
+        store.role_by_id(&a.id, &support.id).await.unwrap(),
+        Some(helpdesk.clone())
+    );
+    assert_eq!(
+        changes_since(store, before).await,
+        [change("role.updated", &support.id, ts(22_200))]
+    );
+    // A name taken by another role of the workspace: conflict, nothing saved or logged.
+    let mut clash = helpdesk.clone();
+    clash.name = "auditor".into();
+    clash.scopes = vec![];
+    clash.updated_at = ts(22_201);
+    assert_conflict(store.update_role(&clash).await, "role name");
+    assert_eq!(
+        store.role_by_id(&a.id, &support.id).await.unwrap(),
+        Some(helpdesk.clone())
+    );
+    assert_eq!(changes_since(store, before).await.len(), 1);
+    // Keeping its own name, or taking one used only in another workspace, is fine.
+    let mut same = helpdesk.clone();
+    same.updated_at = ts(22_202);
+    assert!(store.update_role(&same).await.unwrap());
+    let mut auditor2 = auditor.clone();
+    auditor2.name = "support".into();
+    auditor2.updated_at = ts(22_203);
+    assert!(store.update_role(&auditor2).await.unwrap());
+    assert_eq!(
+        store.roles_of(&a.id).await.unwrap(),
+        [same.clone(), auditor2.clone()]
+    );
+    // Unknown, or presented as another workspace's: false, nothing logged.
+    let seen = store.latest_change().await.unwrap();
+    assert!(
+        !store
+            .update_role(&role(&a, "nope", &[], 22_204))
+            .await
+            .unwrap()
+    );
+    let mut elsewhere = same.clone();
+    elsewhere.workspace_id = b.id.clone();
+    elsewhere.name = "moved".into();
+    assert!(!store.update_role(&elsewhere).await.unwrap());
+    assert_eq!(store.latest_change().await.unwrap(), seen);
+    assert_eq!(
+        store.role_by_id(&a.id, &support.id).await.unwrap(),
+        Some(same.clone())
+    );
+
+    // delete_role refuses while members hold the role (by its id).
+    let m1 = new_member(
+        store,
+        &a,
+        "role-holder-1@example.com",
+        support.id.as_str(),
+        22_300,
+    )
+    .await;
+    let m2 = new_member(
+        store,
+        &a,
+        "role-holder-2@example.com",
+        support.id.as_str(),
+        22_301,
+    )
+    .await;
+    // A member whose role string is the role's name does not hold it (roles are held by id).
+    new_member(store, &a, "role-namesake@example.com", "support", 22_302).await;
+    // A member of another workspace carrying the id does not count either.
+    new_member(
+        store,
+        &b,
+        "role-foreign@example.com",
+        support.id.as_str(),
+        22_303,
+    )
+    .await;
+    let before = store.latest_change().await.unwrap();
+    assert_eq!(
+        store
+            .delete_role(&a.id, &support.id, ts(22_400))
+            .await
+            .unwrap(),
+        Some(2)
+    );
+    assert!(
+        store
+            .role_by_id(&a.id, &support.id)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(store.latest_change().await.unwrap(), before);
+    assert_eq!(
+        store
+            .set_member_role(&a.id, &m1.id, "viewer", ts(22_401))
+            .await
+            .unwrap(),
+        OwnerGuarded::Done
+    );
+    assert_eq!(
+        store
+            .delete_role(&a.id, &support.id, ts(22_402))
+            .await
+            .unwrap(),
+        Some(1)
+    );
+    assert_eq!(
+        store
+            .remove_member(&a.id, &m2.id, ts(22_403))
+            .await
+            .unwrap(),
+        OwnerGuarded::Done
+    );
+    let before = store.latest_change().await.unwrap();
+    assert_eq!(
+        store
+            .delete_role(&a.id, &support.id, ts(22_404))
+            .await
+            .unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        changes_since(store, before).await,
+        [change("role.deleted", &support.id, ts(22_404))]
+    );
+    assert!(
+        store
+            .role_by_id(&a.id, &support.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.roles_of(&a.id).await.unwrap(), [auditor2.clone()]);
+    // Gone, unknown, or another workspace's: None, nothing logged.
+    assert_eq!(
+        store
+            .delete_role(&a.id, &support.id, ts(22_405))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .delete_role(&a.id, &RoleId::new(), ts(22_405))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .delete_role(&b.id, &auditor.id, ts(22_405))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .delete_role(&WorkspaceId::new(), &auditor.id, ts(22_405))
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(changes_since(store, before).await.len(), 1);
+    assert_eq!(store.roles_of(&a.id).await.unwrap(), [auditor2]);
+    assert_eq!(store.roles_of(&b.id).await.unwrap(), [support_b]);
+    // A deleted name can be used again.
+    let again = role(&a, "helpdesk", &["keys:read"], 22_500);
+    store.insert_role(&again).await.unwrap();
+    assert_eq!(
+        store.role_by_id(&a.id, &again.id).await.unwrap(),
+        Some(again)
+    );
+}
+
+async fn guarded_member_changes(store: &dyn Store) {
+    let (ws, alice) = new_workspace(store, "guard", 23_000).await;
+    let bob = new_member(store, &ws, "guard-bob@example.com", "member", 23_001).await;
+    let (other_ws, carol) = new_workspace(store, "guard-other", 23_002).await;
+    let before = store.latest_change().await.unwrap();
+    let set = |id: MemberId, role: &'static str, at: i64| {
+        let ws = ws.id.clone();
+        async move { store.set_member_role(&ws, &id, role, ts(at)).await.unwrap() }
+    };
+    let remove = |id: MemberId, at: i64| {
+        let ws = ws.id.clone();
+        async move { store.remove_member(&ws, &id, ts(at)).await.unwrap() }
+    };
+
+    // A member who is not an owner changes freely.
+    assert_eq!(
+        set(bob.id.clone(), "developer", 23_100).await,
+        OwnerGuarded::Done
+    );
+    assert_eq!(
+        role_of(store, &ws.id, &bob.id).await.as_deref(),
+        Some("developer")
+    );
+    // The last owner cannot be demoted; staying owner is no demotion.
+    assert_eq!(
+        set(alice.id.clone(), "admin", 23_101).await,
+        OwnerGuarded::LastOwner
+    );
+    assert_eq!(
+        role_of(store, &ws.id, &alice.id).await.as_deref(),
+        Some("owner")
+    );
+    assert_eq!(
+        set(alice.id.clone(), "owner", 23_102).await,
+        OwnerGuarded::Done
+    );
+    // The last owner cannot be removed.
+    assert_eq!(
+        remove(alice.id.clone(), 23_103).await,
+        OwnerGuarded::LastOwner
+    );
+    assert_eq!(
+        role_of(store, &ws.id, &alice.id).await.as_deref(),
+        Some("owner")
+    );
+    // Unknown members, members of another workspace, unknown workspaces: NotFound.
+    assert_eq!(
+        set(MemberId::new(), "viewer", 23_104).await,
+        OwnerGuarded::NotFound
+    );
+    assert_eq!(
+        set(carol.id.clone(), "viewer", 23_104).await,
+        OwnerGuarded::NotFound
+    );
+    assert_eq!(
+        remove(MemberId::new(), 23_104).await,
+        OwnerGuarded::NotFound
+    );
+    assert_eq!(
+        remove(carol.id.clone(), 23_104).await,
+        OwnerGuarded::NotFound
+    );
+    assert_eq!(
+        store
+            .set_member_role(&WorkspaceId::new(), &bob.id, "viewer", ts(23_104))
+            .await
+            .unwrap(),
+        OwnerGuarded::NotFound
+    );
+    assert_eq!(
+        store
+            .remove_member(&WorkspaceId::new(), &bob.id, ts(23_104))
+            .await
+            .unwrap(),
+        OwnerGuarded::NotFound
+    );
+    assert_eq!(
+        role_of(store, &other_ws.id, &carol.id).await.as_deref(),
+        Some("owner")
+    );
+    assert_eq!(
+        role_of(store, &ws.id, &bob.id).await.as_deref(),
+        Some("developer")
+    );
+    // The refusals logged nothing.
+    assert_eq!(
+        changes_since(store, before).await,
+        [
+            change("member.updated", &bob.id, ts(23_100)),
+            change("member.updated", &alice.id, ts(23_102)),
+        ]
+    );
+
+    // With a second owner, either one may go.
+    let before = store.latest_change().await.unwrap();
+    assert_eq!(
+        set(bob.id.clone(), "owner", 23_200).await,
+        OwnerGuarded::Done
+    );
+    assert_eq!(
+        set(alice.id.clone(), "viewer", 23_201).await,
+        OwnerGuarded::Done
+    );
+    assert_eq!(owners(store, &ws.id).await, std::slice::from_ref(&bob.id));
+    // Now bob is the last one.
+    assert_eq!(
+        set(bob.id.clone(), "member", 23_202).await,
+        OwnerGuarded::LastOwner
+    );
+    assert_eq!(
+        remove(bob.id.clone(), 23_202).await,
+        OwnerGuarded::LastOwner
+    );
+    assert_eq!(remove(alice.id.clone(), 23_203).await, OwnerGuarded::Done);
+    assert!(
+        store
+            .member_by_id(&ws.id, &alice.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        remove(alice.id.clone(), 23_204).await,
+        OwnerGuarded::NotFound
+    );
+    assert_eq!(
+        set(alice.id.clone(), "owner", 23_204).await,
+        OwnerGuarded::NotFound
+    );
+    let dave = new_member(store, &ws, "guard-dave@example.com", "owner", 23_205).await;
+    assert_eq!(remove(bob.id.clone(), 23_206).await, OwnerGuarded::Done);
+    assert_eq!(owners(store, &ws.id).await, std::slice::from_ref(&dave.id));
+    // A custom role is held by its id; the guard counts only the built-in `owner`.
+    let custom = role(&ws, "owner-ish", &["members:read"], 23_207);
+    store.insert_role(&custom).await.unwrap();
+    let erin = new_member(store, &ws, "guard-erin@example.com", "viewer", 23_208).await;
+    assert_eq!(
+        store
+            .set_member_role(&ws.id, &erin.id, custom.id.as_str(), ts(23_209))
+            .await
+            .unwrap(),
+        OwnerGuarded::Done
+    );
+    assert_eq!(
+        role_of(store, &ws.id, &erin.id).await.as_deref(),
+        Some(custom.id.as_str())
+    );
+    assert_eq!(
+        store
+            .set_member_role(&ws.id, &dave.id, custom.id.as_str(), ts(23_210))
+            .await
+            .unwrap(),
+        OwnerGuarded::LastOwner
+    );
+    assert_eq!(
+        changes_since(store, before).await,
+        [
+            change("member.updated", &bob.id, ts(23_200)),
+            change("member.updated", &alice.id, ts(23_201)),
+            change("member.removed", &alice.id, ts(23_203)),
+            change("member.removed", &bob.id, ts(23_206)),
+            change("member.updated", &erin.id, ts(23_209)),
+        ]
+    );
+}
+
+#[derive(Debug, Clone, Copy)]
+enum OwnerRace {
+    /// Both owners demote each other at once.
+    Demote,
+    /// Both owners are removed at once.
+    Remove,
+    /// One is demoted while the other is removed.
+    Mixed,
+}
+
+/// A workspace with two owners; returns it and the two owner memberships.
+async fn two_owners(store: &dyn Store, tag: &str, at: i64) -> (Workspace, Member, Member) {
+    let (ws, first) = new_workspace(store, tag, at).await;
+    let second = new_member(
+        store,
+        &ws,
+        &format!("{tag}-second@example.com"),
+        "owner",
+        at,
+    )
+    .await;
+    (ws, first, second)
+}
+
+/// Checks the outcome of one race between `a` (first result) and `b` on a two-owner workspace:
+/// exactly one change went through, the other was refused as the last owner, which it is now.
+async fn check_owner_race(
+    store: &dyn Store,
+    race: OwnerRace,
+    ws: &WorkspaceId,
+    (a, b): (&MemberId, &MemberId),
+    results: [OwnerGuarded; 2],
+    before: i64,
+    at: Timestamp,
+) {
+    let (winner, loser) = match results {
+        [OwnerGuarded::Done, OwnerGuarded::LastOwner] => (a, b),
+        [OwnerGuarded::LastOwner, OwnerGuarded::Done] => (b, a),
+        other => panic!("{race:?}: expected one Done and one LastOwner, got {other:?}"),
+    };
+    assert_eq!(
+        owners(store, ws).await,
+        std::slice::from_ref(loser),
+        "{race:?}"
+    );
+    let removed = match race {
+        OwnerRace::Demote => false,
+        OwnerRace::Remove => true,
+        OwnerRace::Mixed => winner == b,
+    };
+    let kind = if removed {
+        assert!(store.member_by_id(ws, winner).await.unwrap().is_none());
+        "member.removed"
+    } else {
+        assert_eq!(
+            role_of(store, ws, winner).await.as_deref(),
+            Some("admin"),
+            "{race:?}"
+        );
+        "member.updated"
+    };
+    assert_eq!(
+        changes_since(store, before).await,
+        [change(kind, winner, at)],
+        "{race:?}"
+    );
+}
+
+/// Two owners changed at once: exactly one change goes through, the other gets `LastOwner`, and
+/// one owner remains. On PostgreSQL the two run on two connections of the pool.
+async fn owner_guard_under_concurrency(store: &dyn Store) {
+    let change_owner = |ws: WorkspaceId, id: MemberId, remove: bool, at: Timestamp| async move {
+        if remove {
+            store.remove_member(&ws, &id, at).await.unwrap()
+        } else {
+            store.set_member_role(&ws, &id, "admin", at).await.unwrap()
+        }
+    };
+    for round in 0..5 {
+        for race in [OwnerRace::Demote, OwnerRace::Remove, OwnerRace::Mixed] {
+            let at = 24_000 + round;
+            let (ws, a, b) = two_owners(store, &format!("race-{round}-{race:?}"), at).await;
+            let (remove_a, remove_b) = match race {
+                OwnerRace::Demote => (false, false),
+                OwnerRace::Remove => (true, true),
+                OwnerRace::Mixed => (false, true),
+            };
+            let before = store.latest_change().await.unwrap();
+            let results = join_all([
+                change_owner(ws.id.clone(), a.id.clone(), remove_a, ts(at)),
+                change_owner(ws.id.clone(), b.id.clone(), remove_b, ts(at)),
+            ])
+            .await;
+            check_owner_race(
+                store,
+                race,
+                &ws.id,
+                (&a.id, &b.id),
+                [results[0], results[1]],
+                before,
+                ts(at),
+            )
+            .await;
+        }
+    }
+}
+
+/// As [`owner_guard_under_concurrency`], with the two changes made through two stores (two
+/// nodes) on one database, on separate tasks.
+async fn owner_guard_across_stores(x: Arc<dyn Store>, y: Arc<dyn Store>) {
+    for round in 0..5 {
+        for race in [OwnerRace::Demote, OwnerRace::Remove, OwnerRace::Mixed] {
+            let at = 25_000 + round;
+            let (ws, a, b) = two_owners(x.as_ref(), &format!("nodes-{round}-{race:?}"), at).await;
+            let (remove_a, remove_b) = match race {
+                OwnerRace::Demote => (false, false),
+                OwnerRace::Remove => (true, true),
+                OwnerRace::Mixed => (false, true),
+            };
+            let spawn = |s: Arc<dyn Store>, id: MemberId, remove: bool| {
+                let ws = ws.id.clone();
+                tokio::spawn(async move {
+                    if remove {
+                        s.remove_member(&ws, &id, ts(at)).await.unwrap()
+                    } else {
+                        s.set_member_role(&ws, &id, "admin", ts(at)).await.unwrap()
+                    }
+                })
+            };
+            let before = x.latest_change().await.unwrap();
+            let ta = spawn(x.clone(), a.id.clone(), remove_a);
+            let tb = spawn(y.clone(), b.id.clone(), remove_b);
+            let results = [ta.await.unwrap(), tb.await.unwrap()];
+            check_owner_race(
+                y.as_ref(),
+                race,
+                &ws.id,
+                (&a.id, &b.id),
+                results,
+                before,
+                ts(at),
+            )
+            .await;
+        }
+    }
+}
+
+async fn delete_workspace_removes_everything(store: &dyn Store) {
+    let (doomed, owner) = new_workspace(store, "doomed", 26_000).await;
+    let dev_role = role(&doomed, "dev", &["keys:read"], 26_001);
+    store.insert_role(&dev_role).await.unwrap();
+    let dev = new_member(
+        store,
+        &doomed,
+        "doomed-dev@example.com",
+        dev_role.id.as_str(),
+        26_002,
+    )
+    .await;
+    store
+        .insert_scope(
+            &doomed.id,
+            &scope("chats:read", "Read chats", false, 26_003),
+        )
+        .await
+        .unwrap();
+    // The owner is also in a workspace that stays, with a scope and a role of the same names.
+    let kept = workspace("kept", 26_010, KeyFormat::default());
+    let owner_user = store.user_by_id(&owner.user_id).await.unwrap().unwrap();
+    let kept_owner = member(&kept, &owner_user, "owner", 26_010);
+    store.create_workspace(&kept, &kept_owner).await.unwrap();
+    let kept_scope = scope("chats:read", "Read chats", false, 26_011);
+    store.insert_scope(&kept.id, &kept_scope).await.unwrap();
+    let kept_role = role(&kept, "dev", &["keys:read"], 26_012);
+    store.insert_role(&kept_role).await.unwrap();
+    let audit = AuditEntry {
+        id: AuditId::new(),
+        at: ts(26_020),
+        workspace_id: Some(doomed.id.clone()),
+        actor_type: ActorType::User,
+        actor_id: Some(owner.user_id.to_string()),
+        action: "role.create".into(),
+        target: Some(dev_role.id.to_string()),
+        ip: None,
+        user_agent: None,
+        outcome: "success".into(),
+    };
+    store.insert_audit(&audit).await.unwrap();
+
+    let before = store.latest_change().await.unwrap();
+    assert!(
+        store
+            .delete_workspace(&doomed.id, ts(26_100))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        changes_since(store, before).await,
+        [change("workspace.deleted", &doomed.id, ts(26_100))]
+    );
+    // The workspace and everything under it are gone.
+    assert!(store.workspace_by_id(&doomed.id).await.unwrap().is_none());
+    for m in [&owner, &dev] {
+        assert!(
+            store
+                .member_by_id(&doomed.id, &m.id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert!(
+            store
+                .member_of(&doomed.id, &m.user_id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+    assert!(
+        store
+            .list_members(&doomed.id, &Page::first(10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.roles_of(&doomed.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .role_by_id(&doomed.id, &dev_role.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(store.scopes_of(&doomed.id).await.unwrap().is_empty());
+    assert!(
+        store
+            .list_workspaces(&Page::first(200))
+            .await
+            .unwrap()
+            .iter()
+            .all(|w| w.id != doomed.id)
+    );
+    assert!(
+        store
+            .memberships_of_user(&dev.user_id)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let left = store.memberships_of_user(&owner.user_id).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_same_workspace(&left[0].0, &kept);
+    assert_same_member(&left[0].1, &kept_owner);
+    let of_owner = store.workspaces_of_user(&owner.user_id).await.unwrap();
+    assert_eq!(of_owner.len(), 1);
+    assert_eq!(of_owner[0].id, kept.id);
+    // What belongs to other workspaces, the users and the audit log stay.
+    assert_eq!(store.scopes_of(&kept.id).await.unwrap(), [kept_scope]);
+    assert_eq!(store.roles_of(&kept.id).await.unwrap(), [kept_role]);
+    assert!(store.user_by_id(&dev.user_id).await.unwrap().is_some());
+    let filter = AuditFilter {
+        workspace_id: Some(doomed.id.clone()),
+        ..AuditFilter::default()
+    };
+    let entries = store.list_audit(&filter, &Page::first(10)).await.unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_same_audit(&entries[0], &audit);
+    // Nothing can be added under it any more.
+    let err = store
+        .insert_scope(&doomed.id, &scope("x:read", "", false, 26_200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    let err = store
+        .insert_role(&role(&doomed, "late", &[], 26_200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    let err = store
+        .insert_member(&member(&doomed, &owner_user, "owner", 26_200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    // Deleting it again, or an unknown workspace: false, nothing logged.
+    assert!(
+        !store
+            .delete_workspace(&doomed.id, ts(26_300))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_workspace(&WorkspaceId::new(), ts(26_300))
+            .await
+            .unwrap()
+    );
+    assert_eq!(changes_since(store, before).await.len(), 1);
+}
+
 /// Polls the futures together on this task (the store is borrowed, so no spawning); returns
 /// their outputs in the order given.
 async fn join_all<T, F: std::future::Future<Output = T>>(
@@ -1714,7 +2700,7 @@ async fn sqlite_url_with_path_and_missing_data_dir() {
 #[tokio::test]
 async fn sqlite_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 2);
+    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 3);
     assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 0);
 
     // Open the same file twice (as a server and `keyrail migrate` beside it would).
@@ -1762,6 +2748,14 @@ async fn sqlite_two_stores_on_one_file_see_each_others_changes() {
     assert_eq!(b.changes_after(0, 10).await.unwrap().len(), 1);
 }
 
+#[tokio::test]
+async fn sqlite_owner_guard_holds_across_stores_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = keyrail_store::open("", dir.path()).await.unwrap();
+    let b = keyrail_store::open("", dir.path()).await.unwrap();
+    owner_guard_across_stores(a, b).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
@@ -1788,7 +2782,7 @@ async fn postgres_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
-        2
+        3
     );
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
@@ -1841,6 +2835,19 @@ async fn postgres_stores_share_one_ordered_change_log() {
     let changes = b.changes_after(0, 100).await.unwrap();
     assert_eq!(changes.len(), 20);
     assert!(changes.windows(2).all(|w| w[0].seq < w[1].seq));
+    drop((a, b));
+    pg.drop_db().await;
+}
+
+#[tokio::test]
+async fn postgres_owner_guard_holds_across_stores() {
+    let Some(pg) = TempPostgres::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let a = keyrail_store::open(&pg.url, dir.path()).await.unwrap();
+    let b = keyrail_store::open(&pg.url, dir.path()).await.unwrap();
+    owner_guard_across_stores(a.clone(), b.clone()).await;
     drop((a, b));
     pg.drop_db().await;
 }

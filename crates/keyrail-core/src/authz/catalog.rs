@@ -23,7 +23,14 @@ pub const SUPERUSER: &str = "admin:superuser";
 
 /// Resources reserved for keyrail's own API; a workspace's custom scopes may not use them.
 pub const BUILTIN_RESOURCES: [&str; 8] = [
-    "workspace", "members", "keys", "apps", "webhooks", "audit", "export", "admin",
+    "workspace",
+    "members",
+    "keys",
+    "apps",
+    "webhooks",
+    "audit",
+    "export",
+    "admin",
 ];
 
 /// The longest description of a custom scope, in characters.
@@ -31,24 +38,80 @@ pub const MAX_DESCRIPTION_LEN: usize = 256;
 
 /// `(name, dangerous, description)` in the order of `API.md`'s table.
 const BUILTIN: [(&str, bool, &str); 18] = [
-    ("workspace:read", false, "Read the workspace, its settings and key format"),
-    ("workspace:write", false, "Change the workspace's settings, key format and custom scopes"),
-    ("workspace:delete", true, "Delete the workspace and everything in it"),
+    (
+        "workspace:read",
+        false,
+        "Read the workspace, its settings and key format",
+    ),
+    (
+        "workspace:write",
+        false,
+        "Change the workspace's settings, key format and custom scopes",
+    ),
+    (
+        "workspace:delete",
+        true,
+        "Delete the workspace and everything in it",
+    ),
     ("members:read", false, "List members and roles"),
-    ("members:write", false, "Add and remove members and change their roles"),
-    ("members:admin", true, "Define custom roles; implies members:read and members:write"),
+    (
+        "members:write",
+        false,
+        "Add and remove members and change their roles",
+    ),
+    (
+        "members:admin",
+        true,
+        "Define custom roles; implies members:read and members:write",
+    ),
     ("keys:read", false, "List API keys and read their metadata"),
-    ("keys:write", false, "Create, update, rotate and import API keys"),
+    (
+        "keys:write",
+        false,
+        "Create, update, rotate and import API keys",
+    ),
     ("keys:delete", false, "Revoke and delete API keys"),
-    ("keys:reveal", true, "Reveal the plaintext of recoverable API keys"),
-    ("apps:read", false, "List the grants of apps in this workspace"),
-    ("apps:write", false, "Create and revoke shared grants of apps in this workspace"),
-    ("webhooks:read", false, "List webhook endpoints and their deliveries"),
-    ("webhooks:write", false, "Manage webhook endpoints, the webhook secret and redeliveries"),
+    (
+        "keys:reveal",
+        true,
+        "Reveal the plaintext of recoverable API keys",
+    ),
+    (
+        "apps:read",
+        false,
+        "List the grants of apps in this workspace",
+    ),
+    (
+        "apps:write",
+        false,
+        "Create and revoke shared grants of apps in this workspace",
+    ),
+    (
+        "webhooks:read",
+        false,
+        "List webhook endpoints and their deliveries",
+    ),
+    (
+        "webhooks:write",
+        false,
+        "Manage webhook endpoints, the webhook secret and redeliveries",
+    ),
     ("audit:read", false, "Read the workspace's audit log"),
-    ("export:read", false, "Export the workspace without sensitive data"),
-    ("export:read-all", true, "Export the workspace with sensitive data; implies export:read"),
-    ("admin:superuser", true, "Platform administration; implies every scope"),
+    (
+        "export:read",
+        false,
+        "Export the workspace without sensitive data",
+    ),
+    (
+        "export:read-all",
+        true,
+        "Export the workspace with sensitive data; implies export:read",
+    ),
+    (
+        "admin:superuser",
+        true,
+        "Platform administration; implies every scope",
+    ),
 ];
 
 /// One scope as listed by `GET /api/v1/scopes` (`builtin` is an extra field).
@@ -154,7 +217,14 @@ impl Catalog {
     pub fn with_custom(custom: &[CustomScope]) -> Self {
         let mut rows: Vec<(Scope, String, bool, bool)> = BUILTIN
             .iter()
-            .map(|&(n, d, desc)| (Scope::parse(n).expect("built-in scope"), desc.to_owned(), d, true))
+            .map(|&(n, d, desc)| {
+                (
+                    Scope::parse(n).expect("built-in scope"),
+                    desc.to_owned(),
+                    d,
+                    true,
+                )
+            })
             .collect();
         let mut own: Vec<&CustomScope> = custom
             .iter()
@@ -200,13 +270,15 @@ impl Catalog {
         let entries = rows
             .iter()
             .zip(&implies)
-            .map(|((scope, description, dangerous, builtin), imp)| CatalogEntry {
-                name: scope.as_str().to_owned(),
-                description: description.clone(),
-                dangerous: *dangerous,
-                implies: imp.iter().map(|&j| rows[j].0.as_str().to_owned()).collect(),
-                builtin: *builtin,
-            })
+            .map(
+                |((scope, description, dangerous, builtin), imp)| CatalogEntry {
+                    name: scope.as_str().to_owned(),
+                    description: description.clone(),
+                    dangerous: *dangerous,
+                    implies: imp.iter().map(|&j| rows[j].0.as_str().to_owned()).collect(),
+                    builtin: *builtin,
+                },
+            )
             .collect();
         Catalog {
             entries,
@@ -247,7 +319,12 @@ impl Catalog {
 
     /// Checks a scope a workspace wants to add: [`CustomScope::new`]'s rules, then 409
     /// `scope_exists` when the name is already in the catalog.
-    pub fn admit(&self, name: &str, description: &str, dangerous: bool) -> Result<CustomScope, Error> {
+    pub fn admit(
+        &self,
+        name: &str,
+        description: &str,
+        dangerous: bool,
+    ) -> Result<CustomScope, Error> {
         let custom = CustomScope::new(name, description, dangerous)?;
         if self.contains(custom.name.as_str()) {
             return Err(Error::conflict(
@@ -277,11 +354,11 @@ impl Catalog {
         let mut seen = vec![false; n];
         let mut stack: Vec<usize> = Vec::with_capacity(n);
         for s in set {
-            if let Some(&i) = self.index.get(s.as_str()) {
-                if !seen[i] {
-                    seen[i] = true;
-                    stack.push(i);
-                }
+            if let Some(&i) = self.index.get(s.as_str())
+                && !seen[i]
+            {
+                seen[i] = true;
+                stack.push(i);
             }
         }
         if seen[self.superuser] {
@@ -323,7 +400,10 @@ mod tests {
 
     #[test]
     fn builtin_table_is_api_md() {
-        let got: Vec<(&str, bool)> = builtin().iter().map(|e| (e.name.as_str(), e.dangerous)).collect();
+        let got: Vec<(&str, bool)> = builtin()
+            .iter()
+            .map(|e| (e.name.as_str(), e.dangerous))
+            .collect();
         assert_eq!(
             got,
             [
@@ -357,7 +437,14 @@ mod tests {
 
     #[test]
     fn builtin_implications() {
-        let imp = |n: &str| builtin().iter().find(|e| e.name == n).unwrap().implies.clone();
+        let imp = |n: &str| {
+            builtin()
+                .iter()
+                .find(|e| e.name == n)
+                .unwrap()
+                .implies
+                .clone()
+        };
         assert_eq!(imp("members:admin"), ["members:read", "members:write"]);
         assert_eq!(imp("export:read-all"), ["export:read"]);
         let su = imp("admin:superuser");
@@ -380,9 +467,27 @@ mod tests {
             custom("chats:export"),
         ]);
         let names: Vec<&str> = c.entries().iter().map(|e| e.name.as_str()).collect();
-        assert_eq!(&names[..18], builtin().iter().map(|e| e.name.as_str()).collect::<Vec<_>>());
-        assert_eq!(&names[18..], ["billing:admin", "chats:admin", "chats:export", "chats:read", "chats:write"]);
-        assert_eq!(c.get("chats:admin").unwrap().implies, ["chats:read", "chats:write"]);
+        assert_eq!(
+            &names[..18],
+            builtin()
+                .iter()
+                .map(|e| e.name.as_str())
+                .collect::<Vec<_>>()
+        );
+        assert_eq!(
+            &names[18..],
+            [
+                "billing:admin",
+                "chats:admin",
+                "chats:export",
+                "chats:read",
+                "chats:write"
+            ]
+        );
+        assert_eq!(
+            c.get("chats:admin").unwrap().implies,
+            ["chats:read", "chats:write"]
+        );
         assert!(c.get("billing:admin").unwrap().implies.is_empty());
         assert!(!c.get("chats:read").unwrap().builtin);
         let su = &c.get(SUPERUSER).unwrap().implies;
@@ -406,13 +511,15 @@ mod tests {
     #[test]
     fn custom_scope_rules() {
         for r in BUILTIN_RESOURCES {
-            let (field, msg) = invalid(CustomScope::new(&format!("{r}:custom"), "", false).unwrap_err());
+            let (field, msg) =
+                invalid(CustomScope::new(&format!("{r}:custom"), "", false).unwrap_err());
             assert_eq!(field, "name");
             assert!(msg.contains("reserved"), "{msg}");
         }
         let (field, _) = invalid(CustomScope::new("Chats:read", "", false).unwrap_err());
         assert_eq!(field, "name");
-        let (field, _) = invalid(CustomScope::new("chats:read", &"x".repeat(257), false).unwrap_err());
+        let (field, _) =
+            invalid(CustomScope::new("chats:read", &"x".repeat(257), false).unwrap_err());
         assert_eq!(field, "description");
         let (field, _) = invalid(CustomScope::new("chats:read", "two\nlines", false).unwrap_err());
         assert_eq!(field, "description");
@@ -424,22 +531,39 @@ mod tests {
         let c = Catalog::with_custom(&[custom("chats:read")]);
         assert!(matches!(
             c.admit("chats:read", "", false),
-            Err(Error::Conflict { code: "scope_exists", .. })
+            Err(Error::Conflict {
+                code: "scope_exists",
+                ..
+            })
         ));
         assert!(c.admit("chats:write", "Send chats", false).is_ok());
         assert!(c.check_deletable("chats:read").is_ok());
-        assert!(matches!(c.check_deletable("keys:read"), Err(Error::Invalid { .. })));
-        assert!(matches!(c.check_deletable("chats:nope"), Err(Error::NotFound { what: "scope" })));
+        assert!(matches!(
+            c.check_deletable("keys:read"),
+            Err(Error::Invalid { .. })
+        ));
+        assert!(matches!(
+            c.check_deletable("chats:nope"),
+            Err(Error::NotFound { what: "scope" })
+        ));
     }
 
     #[test]
     fn validate_collapses_and_names_unknown_scopes() {
         let c = Catalog::with_custom(&[custom("chats:read")]);
-        let s = c.validate(&["keys:read", "chats:read", "keys:read"], "scopes").unwrap();
+        let s = c
+            .validate(&["keys:read", "chats:read", "keys:read"], "scopes")
+            .unwrap();
         assert_eq!(s.names(), ["chats:read", "keys:read"]);
-        let (field, msg) = invalid(c.validate(&["keys:read", "chats:write"], "scopes").unwrap_err());
+        let (field, msg) = invalid(
+            c.validate(&["keys:read", "chats:write"], "scopes")
+                .unwrap_err(),
+        );
         assert_eq!(field, "scopes");
-        assert!(msg.contains("\"chats:write\"") && msg.contains("scopes"), "{msg}");
+        assert!(
+            msg.contains("\"chats:write\"") && msg.contains("scopes"),
+            "{msg}"
+        );
         let (field, msg) = invalid(c.validate(&["bad scope"], "grant.scopes").unwrap_err());
         assert_eq!(field, "grant.scopes");
         assert!(msg.contains("\"bad scope\""), "{msg}");

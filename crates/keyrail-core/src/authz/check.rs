@@ -2,7 +2,7 @@
 //! functions; no rule about scopes is written anywhere else.
 
 use super::catalog::{Catalog, SUPERUSER};
-use super::scopeset::{closure, ScopeSet};
+use super::scopeset::{ScopeSet, closure};
 use crate::error::Error;
 
 /// 403 `insufficient_scope` with the scopes that were missing.
@@ -94,7 +94,7 @@ pub fn authorize_grant(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::authz::catalog::{builtin_catalog, CustomScope};
+    use crate::authz::catalog::{CustomScope, builtin_catalog};
     use crate::authz::roles::BuiltinRole;
 
     fn set(names: &[&str]) -> ScopeSet {
@@ -103,8 +103,15 @@ mod tests {
 
     fn forbidden(r: Result<(), Error>) -> Vec<String> {
         match r {
-            Err(Error::Forbidden { code, message, required }) => {
-                assert_eq!((code, message.as_str()), ("insufficient_scope", "Insufficient scope"));
+            Err(Error::Forbidden {
+                code,
+                message,
+                required,
+            }) => {
+                assert_eq!(
+                    (code, message.as_str()),
+                    ("insufficient_scope", "Insufficient scope")
+                );
                 required
             }
             other => panic!("expected 403, got {other:?}"),
@@ -118,7 +125,10 @@ mod tests {
         assert!(require(&eff, &["keys:read", "keys:write"]).is_ok());
         assert!(require::<&str>(&eff, &[]).is_ok());
         assert_eq!(
-            forbidden(require(&eff, &["members:write", "keys:read", "keys:reveal"])),
+            forbidden(require(
+                &eff,
+                &["members:write", "keys:read", "keys:reveal"]
+            )),
             ["members:write", "keys:reveal"]
         );
         let admin_of_members = closure(&set(&["members:admin"]), c);
@@ -146,7 +156,10 @@ mod tests {
         // The granter's set is closed here even if the caller forgot.
         assert!(can_grant(&set(&["export:read-all"]), &set(&["export:read"]), c).is_ok());
         // Unknown names are not grantable by others.
-        assert_eq!(forbidden(can_grant(&dev, &set(&["ghost:read"]), c)), ["ghost:read"]);
+        assert_eq!(
+            forbidden(can_grant(&dev, &set(&["ghost:read"]), c)),
+            ["ghost:read"]
+        );
     }
 
     #[test]
@@ -175,7 +188,10 @@ mod tests {
         let c = builtin_catalog();
         let admin = closure(BuiltinRole::Admin.scopes(), c);
         for r in &BuiltinRole::ALL[1..] {
-            assert!(can_grant(&admin, r.scopes(), c).is_ok(), "admin may assign {r}");
+            assert!(
+                can_grant(&admin, r.scopes(), c).is_ok(),
+                "admin may assign {r}"
+            );
         }
         assert_eq!(
             forbidden(can_grant(&admin, BuiltinRole::Owner.scopes(), c)),
@@ -199,7 +215,10 @@ mod tests {
             match authorize_grant(&su, &set(&[SUPERUSER]), c, target) {
                 Err(Error::Invalid { field, message }) => {
                     assert_eq!(field, "scopes");
-                    assert_eq!(message, format!("admin:superuser cannot be given to {noun}"));
+                    assert_eq!(
+                        message,
+                        format!("admin:superuser cannot be given to {noun}")
+                    );
                 }
                 other => panic!("{other:?}"),
             }
@@ -207,7 +226,12 @@ mod tests {
         }
         let owner = closure(BuiltinRole::Owner.scopes(), c);
         assert_eq!(
-            forbidden(authorize_grant(&owner, &set(&[SUPERUSER]), c, GrantTarget::Key)),
+            forbidden(authorize_grant(
+                &owner,
+                &set(&[SUPERUSER]),
+                c,
+                GrantTarget::Key
+            )),
             [SUPERUSER]
         );
     }

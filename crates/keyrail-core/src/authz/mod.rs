@@ -15,8 +15,10 @@ pub mod scopeset;
 #[cfg(test)]
 mod props;
 
-pub use catalog::{builtin, builtin_catalog, Catalog, CatalogEntry, CustomScope, SUPERUSER};
-pub use check::{authorize_grant, can_grant, insufficient_scope, require, GrantTarget};
-pub use roles::{validate_custom_role, validate_role_name, validate_role_scopes, BuiltinRole, Role};
+pub use catalog::{Catalog, CatalogEntry, CustomScope, SUPERUSER, builtin, builtin_catalog};
+pub use check::{GrantTarget, authorize_grant, can_grant, insufficient_scope, require};
+pub use roles::{
+    BuiltinRole, Role, validate_custom_role, validate_role_name, validate_role_scopes,
+};
 pub use scope::Scope;
-pub use scopeset::{closure, ScopeSet};
+pub use scopeset::{ScopeSet, closure};

@@ -3,16 +3,22 @@
 
 use proptest::prelude::*;
 
-use super::catalog::{builtin, Catalog, CustomScope, SUPERUSER};
-use super::check::{authorize_grant, can_grant, require, GrantTarget};
-use super::roles::{validate_role_scopes, BuiltinRole};
-use super::scopeset::{closure, ScopeSet};
+use super::catalog::{Catalog, CustomScope, SUPERUSER, builtin};
+use super::check::{GrantTarget, authorize_grant, can_grant, require};
+use super::roles::{BuiltinRole, validate_role_scopes};
+use super::scopeset::{ScopeSet, closure};
 use crate::error::Error;
 
 /// Custom scope names a workspace might define (some with `admin`).
 const CUSTOM_POOL: [&str; 8] = [
-    "chats:read", "chats:write", "chats:delete", "chats:admin", "docs:read", "docs:admin",
-    "billing:admin", "billing:export",
+    "chats:read",
+    "chats:write",
+    "chats:delete",
+    "chats:admin",
+    "docs:read",
+    "docs:admin",
+    "billing:admin",
+    "billing:export",
 ];
 
 /// Every name a request may mention: built-ins, custom ones and one never defined.

@@ -15,10 +15,10 @@ use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-use super::catalog::{builtin, Catalog, SUPERUSER};
-use super::check::{authorize_grant, GrantTarget};
+use super::catalog::{Catalog, SUPERUSER, builtin};
+use super::check::{GrantTarget, authorize_grant};
 use super::scope::Scope;
-use super::scopeset::{closure, ScopeSet};
+use super::scopeset::{ScopeSet, closure};
 use crate::error::Error;
 
 /// The longest custom role name, in characters.
@@ -205,23 +205,51 @@ mod tests {
     #[test]
     fn builtin_roles_have_exactly_api_md_scopes() {
         let owner = [
-            "workspace:read", "workspace:write", "workspace:delete", "members:read",
-            "members:write", "members:admin", "keys:read", "keys:write", "keys:delete",
-            "keys:reveal", "apps:read", "apps:write", "webhooks:read", "webhooks:write",
-            "audit:read", "export:read", "export:read-all",
+            "workspace:read",
+            "workspace:write",
+            "workspace:delete",
+            "members:read",
+            "members:write",
+            "members:admin",
+            "keys:read",
+            "keys:write",
+            "keys:delete",
+            "keys:reveal",
+            "apps:read",
+            "apps:write",
+            "webhooks:read",
+            "webhooks:write",
+            "audit:read",
+            "export:read",
+            "export:read-all",
         ];
         assert_eq!(names(BuiltinRole::Owner), sorted(&owner));
-        let admin: Vec<&str> = owner.iter().copied().filter(|s| *s != "workspace:delete").collect();
+        let admin: Vec<&str> = owner
+            .iter()
+            .copied()
+            .filter(|s| *s != "workspace:delete")
+            .collect();
         assert_eq!(names(BuiltinRole::Admin), sorted(&admin));
         assert_eq!(
             names(BuiltinRole::Developer),
             sorted(&[
-                "workspace:read", "members:read", "keys:read", "apps:read", "webhooks:read",
-                "audit:read", "export:read", "keys:write", "keys:delete", "apps:write",
+                "workspace:read",
+                "members:read",
+                "keys:read",
+                "apps:read",
+                "webhooks:read",
+                "audit:read",
+                "export:read",
+                "keys:write",
+                "keys:delete",
+                "apps:write",
                 "webhooks:write",
             ])
         );
-        assert_eq!(names(BuiltinRole::Member), sorted(&["workspace:read", "members:read"]));
+        assert_eq!(
+            names(BuiltinRole::Member),
+            sorted(&["workspace:read", "members:read"])
+        );
         assert_eq!(names(BuiltinRole::Viewer), sorted(&["workspace:read"]));
     }
 
@@ -231,9 +259,17 @@ mod tests {
         for w in BuiltinRole::ALL.windows(2) {
             let (stronger, weaker) = (w[0].scopes(), w[1].scopes());
             assert!(stronger.is_superset(weaker), "{} ⊉ {}", w[0], w[1]);
-            assert!(stronger.len() > weaker.len(), "{} is not stronger than {}", w[0], w[1]);
+            assert!(
+                stronger.len() > weaker.len(),
+                "{} is not stronger than {}",
+                w[0],
+                w[1]
+            );
         }
-        assert!(BuiltinRole::ALL.windows(2).all(|w| w[0] < w[1]), "enum order is strength order");
+        assert!(
+            BuiltinRole::ALL.windows(2).all(|w| w[0] < w[1]),
+            "enum order is strength order"
+        );
         for r in BuiltinRole::ALL {
             assert!(!r.scopes().contains(SUPERUSER));
             assert_eq!(&closure(r.scopes(), c), r.scopes(), "{r} is closed");
@@ -245,7 +281,10 @@ mod tests {
     fn builtin_role_names() {
         for r in BuiltinRole::ALL {
             assert_eq!(BuiltinRole::parse(r.as_str()), Some(r));
-            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{}\"", r.as_str()));
+            assert_eq!(
+                serde_json::to_string(&r).unwrap(),
+                format!("\"{}\"", r.as_str())
+            );
             assert_eq!(Role::Builtin(r).reference(), r.as_str());
         }
         assert_eq!(BuiltinRole::parse("Owner"), None);
@@ -259,7 +298,10 @@ mod tests {
             name: "support".into(),
             scopes: ScopeSet::parse(&["members:admin"], "scopes").unwrap(),
         };
-        assert_eq!((r.name(), r.reference(), r.is_builtin()), ("support", "rol_1", false));
+        assert_eq!(
+            (r.name(), r.reference(), r.is_builtin()),
+            ("support", "rol_1", false)
+        );
         assert_eq!(
             r.effective(builtin_catalog()).names(),
             ["members:admin", "members:read", "members:write"]
@@ -272,7 +314,10 @@ mod tests {
             assert!(validate_role_name(ok).is_ok(), "{ok}");
         }
         for bad in ["", "Support", "on call", "rôle", &"x".repeat(65)] {
-            assert!(matches!(validate_role_name(bad), Err(Error::Invalid { .. })), "{bad}");
+            assert!(
+                matches!(validate_role_name(bad), Err(Error::Invalid { .. })),
+                "{bad}"
+            );
         }
         for r in BuiltinRole::ALL {
             match validate_role_name(r.as_str()).unwrap_err() {
@@ -298,7 +343,11 @@ mod tests {
         ));
         // More than the creator holds: 403 listing what is missing.
         match validate_custom_role(&admin, "support", &["workspace:delete", "keys:read"], c) {
-            Err(Error::Forbidden { code: "insufficient_scope", required, .. }) => {
+            Err(Error::Forbidden {
+                code: "insufficient_scope",
+                required,
+                ..
+            }) => {
                 assert_eq!(required, ["workspace:delete"])
             }
             other => panic!("{other:?}"),
@@ -311,7 +360,11 @@ mod tests {
         // A creator without it: 403.
         let owner = closure(BuiltinRole::Owner.scopes(), c);
         match validate_custom_role(&owner, "root", &[SUPERUSER], c) {
-            Err(Error::Forbidden { code: "insufficient_scope", required, .. }) => {
+            Err(Error::Forbidden {
+                code: "insufficient_scope",
+                required,
+                ..
+            }) => {
                 assert_eq!(required, [SUPERUSER])
             }
             other => panic!("{other:?}"),
@@ -321,7 +374,10 @@ mod tests {
         match validate_custom_role(&su, "root", &[SUPERUSER, "keys:read"], c) {
             Err(Error::Invalid { field, message }) => {
                 assert_eq!(field, "scopes");
-                assert_eq!(message, "admin:superuser cannot be given to a workspace role");
+                assert_eq!(
+                    message,
+                    "admin:superuser cannot be given to a workspace role"
+                );
             }
             other => panic!("{other:?}"),
         }

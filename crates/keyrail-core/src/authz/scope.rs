@@ -183,7 +183,13 @@ mod tests {
 
     #[test]
     fn accepts_the_catalog_shapes() {
-        for s in ["keys:read", "export:read-all", "admin:superuser", "a:b", "chats_v2:x-1_y"] {
+        for s in [
+            "keys:read",
+            "export:read-all",
+            "admin:superuser",
+            "a:b",
+            "chats_v2:x-1_y",
+        ] {
             let sc = Scope::parse(s).unwrap();
             assert_eq!(sc.as_str(), s);
         }
@@ -194,9 +200,23 @@ mod tests {
     #[test]
     fn refuses_bad_names_and_names_them() {
         for s in [
-            "", ":", "keys", "keys:", ":read", "Keys:read", "keys:Read", "1keys:read", "keys:1read",
-            "_keys:read", "keys:-read", "keys:read:all", "keys read", "keys: read", "kéys:read",
-            "keys:read\n", " keys:read",
+            "",
+            ":",
+            "keys",
+            "keys:",
+            ":read",
+            "Keys:read",
+            "keys:Read",
+            "1keys:read",
+            "keys:1read",
+            "_keys:read",
+            "keys:-read",
+            "keys:read:all",
+            "keys read",
+            "keys: read",
+            "kéys:read",
+            "keys:read\n",
+            " keys:read",
         ] {
             let (field, msg) = message(Scope::parse(s).unwrap_err());
             assert_eq!(field, "scope");
@@ -212,7 +232,10 @@ mod tests {
         let long = format!("a:{}", "b".repeat(63));
         let (_, msg) = message(Scope::parse(&long).unwrap_err());
         assert!(msg.contains("64 characters"), "{msg}");
-        assert!(msg.contains("..."), "long names are cut in the message: {msg}");
+        assert!(
+            msg.contains("..."),
+            "long names are cut in the message: {msg}"
+        );
     }
 
     #[test]

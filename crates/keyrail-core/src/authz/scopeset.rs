@@ -160,7 +160,9 @@ pub fn closure(set: &ScopeSet, catalog: &Catalog) -> ScopeSet {
 
 impl fmt::Debug for ScopeSet {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_set().entries(self.0.iter().map(|s| s.as_str())).finish()
+        f.debug_set()
+            .entries(self.0.iter().map(|s| s.as_str()))
+            .finish()
     }
 }
 
@@ -239,7 +241,10 @@ mod tests {
         assert!(big.is_superset(&ScopeSet::new()));
         assert!(!ScopeSet::new().is_superset(&small));
         assert!(!small.is_superset(&set(&["d:d"])));
-        assert_eq!(small.union(&set(&["b:b", "d:d"])).names(), ["a:a", "b:b", "c:c", "d:d"]);
+        assert_eq!(
+            small.union(&set(&["b:b", "d:d"])).names(),
+            ["a:a", "b:b", "c:c", "d:d"]
+        );
         assert_eq!(big.difference(&small).names(), ["b:b"]);
     }
 
@@ -272,8 +277,12 @@ mod tests {
     #[test]
     fn serde_is_an_array_of_strings() {
         let s = set(&["keys:write", "apps:read"]);
-        assert_eq!(serde_json::to_string(&s).unwrap(), r#"["apps:read","keys:write"]"#);
-        let back: ScopeSet = serde_json::from_str(r#"["keys:write","apps:read","apps:read"]"#).unwrap();
+        assert_eq!(
+            serde_json::to_string(&s).unwrap(),
+            r#"["apps:read","keys:write"]"#
+        );
+        let back: ScopeSet =
+            serde_json::from_str(r#"["keys:write","apps:read","apps:read"]"#).unwrap();
         assert_eq!(back, s);
         assert!(serde_json::from_str::<ScopeSet>(r#"["nope"]"#).is_err());
     }
@@ -290,7 +299,10 @@ mod tests {
             ["export:read", "export:read-all"]
         );
         // Unknown names grant nothing.
-        assert_eq!(closure(&set(&["chats:read", "keys:read"]), &c).names(), ["keys:read"]);
+        assert_eq!(
+            closure(&set(&["chats:read", "keys:read"]), &c).names(),
+            ["keys:read"]
+        );
         let custom = Catalog::with_custom(&[
             CustomScope::new("chats:read", "", false).unwrap(),
             CustomScope::new("chats:admin", "", true).unwrap(),
@@ -310,8 +322,15 @@ mod tests {
                 .iter()
                 .map(|e| e.name.clone())
                 .collect();
-            for n in ["chats:read", "chats:write", "chats:admin", "chats:delete", "docs:admin",
-                "docs:read", "ghost:read"] {
+            for n in [
+                "chats:read",
+                "chats:write",
+                "chats:admin",
+                "chats:delete",
+                "docs:admin",
+                "docs:read",
+                "ghost:read",
+            ] {
                 p.push(n.to_owned());
             }
             p
@@ -322,8 +341,13 @@ mod tests {
     fn arb_catalog() -> impl Strategy<Value = Catalog> {
         proptest::collection::vec(
             proptest::sample::select(vec![
-                "chats:read", "chats:write", "chats:admin", "chats:delete", "docs:admin",
-                "docs:read", "docs:export",
+                "chats:read",
+                "chats:write",
+                "chats:admin",
+                "chats:delete",
+                "docs:admin",
+                "docs:read",
+                "docs:export",
             ]),
             0..7,
         )

@@ -124,6 +124,12 @@ fn policy(password: &str, field: &str) -> Result<(), Error> {
     crypto::check_password_policy(password).map_err(|e| Error::invalid(field, e.to_string()))
 }
 
+/// The key under which failed logins of an email are counted (a hash: unknown emails are not
+/// stored in clear).
+pub fn login_throttle_key(email: &str) -> String {
+    throttle_key(email)
+}
+
 fn throttle_key(email: &str) -> String {
     token::sha256_hex(format!("login:{email}").as_bytes())
 }

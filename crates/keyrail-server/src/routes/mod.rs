@@ -1,5 +1,8 @@
 //! One module per resource, each exporting its routes.
 
+pub mod admin;
 pub mod auth;
+pub mod common;
 pub mod profile;
 pub mod system;
+pub mod workspaces;

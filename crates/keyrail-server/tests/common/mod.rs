@@ -28,6 +28,9 @@ pub fn config_in(dir: &std::path::Path) -> Config {
     config.listen = "127.0.0.1:0".parse().unwrap();
     config.data_dir = dir.join("data");
     config.dev = true;
+    // Tests sign up and log in far more often than people do; tests of these limits set them.
+    config.limits.signup_per_ip = "10000/1h".parse().unwrap();
+    config.limits.login_per_ip = "10000/15m".parse().unwrap();
     config
 }
 

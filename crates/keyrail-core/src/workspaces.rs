@@ -1,0 +1,633 @@
+//! Workspaces, members, roles and custom scopes, and the question every endpoint of a workspace
+//! asks first: who is calling, and what may they do here? The HTTP layer, the console and the
+//! CLI call these use cases; the rules live here once.
+
+use std::sync::Arc;
+
+use crate::audit::{self, RequestMeta};
+use crate::authz::{
+    self, BuiltinRole, Catalog, CatalogEntry, CustomScope, Role, ScopeSet, closure,
+};
+use crate::clock::Clock;
+use crate::error::Error;
+use crate::id::{MemberId, RoleId, UserId, WorkspaceId};
+use crate::identity::normalize_email;
+use crate::model::{
+    ActorType, AuditEntry, AuditFilter, CustomRole, KeyFormat, Member, MemberView, OwnerGuarded,
+    Page, StoredScope, User, Workspace, WorkspaceStatus,
+};
+use crate::store::{Store, StoreError};
+
+/// Who is acting. Later credentials (API keys bound to one workspace, app grants) add variants.
+#[derive(Debug, Clone)]
+pub enum Actor {
+    User { user_id: UserId, superuser: bool },
+}
+
+impl Actor {
+    pub fn audit_actor(&self) -> (ActorType, Option<String>) {
+        match self {
+            Actor::User { user_id, .. } => (ActorType::User, Some(user_id.to_string())),
+        }
+    }
+
+    pub fn is_superuser(&self) -> bool {
+        matches!(
+            self,
+            Actor::User {
+                superuser: true,
+                ..
+            }
+        )
+    }
+}
+
+/// What a principal may do in one workspace.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub actor: Actor,
+    pub workspace: Workspace,
+    pub catalog: Catalog,
+    /// Closed under implication.
+    pub effective: ScopeSet,
+    /// The caller's membership, when a member.
+    pub member: Option<Member>,
+}
+
+impl Access {
+    pub fn require(&self, scopes: &[&str]) -> Result<(), Error> {
+        authz::require(&self.effective, scopes)
+    }
+}
+
+fn superuser_set() -> ScopeSet {
+    ScopeSet::parse(&[authz::SUPERUSER], "scopes").expect("valid")
+}
+
+fn not_found_ws() -> Error {
+    Error::NotFound { what: "workspace" }
+}
+
+pub fn tenant_suspended() -> Error {
+    Error::forbidden("tenant_suspended", "Tenant suspended or inactive")
+}
+
+fn clean_workspace_name(raw: &str) -> Result<String, Error> {
+    let name = raw.trim();
+    let n = name.chars().count();
+    if n == 0 || n > 100 || name.chars().any(char::is_control) {
+        return Err(Error::invalid("name", "name must be 1 to 100 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+pub struct Workspaces {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// A role as listed by `GET W/roles`.
+#[derive(Debug, Clone)]
+pub struct RoleView {
+    pub id: Option<RoleId>,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub builtin: bool,
+}
+
+impl Workspaces {
+    async fn audit_entry(&self, entry: AuditEntry) -> Result<(), Error> {
+        self.store.insert_audit(&entry).await?;
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        action: &str,
+        target: Option<String>,
+    ) -> Result<(), Error> {
+        self.audit_entry(audit::entry(
+            self.clock.now(),
+            meta,
+            Some(access.workspace.id.clone()),
+            access.actor.audit_actor(),
+            action,
+            target,
+            true,
+        ))
+        .await
+    }
+
+    /// The workspace's catalog: built-in scopes and its own.
+    pub async fn catalog(&self, ws: &WorkspaceId) -> Result<Catalog, Error> {
+        let custom: Vec<CustomScope> = self
+            .store
+            .scopes_of(ws)
+            .await?
+            .into_iter()
+            .filter_map(|s| CustomScope::new(&s.name, &s.description, s.dangerous).ok())
+            .collect();
+        Ok(Catalog::with_custom(&custom))
+    }
+
+    /// Resolves a member's role reference (built-in name or custom role id).
+    async fn role(&self, ws: &WorkspaceId, reference: &str) -> Result<Option<Role>, Error> {
+        if let Some(b) = BuiltinRole::parse(reference) {
+            return Ok(Some(Role::Builtin(b)));
+        }
+        let Some(id) = RoleId::parse(reference) else {
+            return Ok(None);
+        };
+        Ok(self.store.role_by_id(ws, &id).await?.map(|r| Role::Custom {
+            id: r.id.to_string(),
+            name: r.name,
+            scopes: ScopeSet::parse(&r.scopes, "scopes").unwrap_or_default(),
+        }))
+    }
+
+    /// Resolves a role named in a request: a built-in name, a custom role's id or its name.
+    async fn role_named(&self, ws: &WorkspaceId, given: &str) -> Result<Role, Error> {
+        if let Some(role) = self.role(ws, given).await? {
+            return Ok(role);
+        }
+        let custom = self.store.roles_of(ws).await?;
+        custom
+            .into_iter()
+            .find(|r| r.name == given)
+            .map(|r| Role::Custom {
+                id: r.id.to_string(),
+                name: r.name,
+                scopes: ScopeSet::parse(&r.scopes, "scopes").unwrap_or_default(),
+            })
+            .ok_or_else(|| {
+                Error::invalid(
+                    "role",
+                    format!("role: no role named {given:?} in this workspace"),
+                )
+            })
+    }
+
+    /// Who may do what in `ws_id`. Workspaces the caller cannot see answer 404, whether they
+    /// exist or not; a suspended workspace answers 403 `tenant_suspended` to all but superusers.
+    pub async fn access(&self, actor: &Actor, ws_id: &str) -> Result<Access, Error> {
+        let id = WorkspaceId::parse(ws_id).ok_or_else(not_found_ws)?;
+        let workspace = self
+            .store
+            .workspace_by_id(&id)
+            .await?
+            .ok_or_else(not_found_ws)?;
+        let catalog = self.catalog(&id).await?;
+        let (effective, member) = match actor {
+            Actor::User { user_id, superuser } => {
+                let member = self.store.member_of(&id, user_id).await?;
+                let role_scopes = match &member {
+                    Some(m) => self
+                        .role(&id, &m.role)
+                        .await?
+                        .map(|r| r.effective(&catalog))
+                        .unwrap_or_default(),
+                    None if *superuser => ScopeSet::new(),
+                    None => return Err(not_found_ws()),
+                };
+                let effective = if *superuser {
+                    role_scopes
+                        .union(&closure(&superuser_set(), &catalog))
+                        .union(&superuser_set())
+                } else {
+                    role_scopes
+                };
+                (effective, member)
+            }
+        };
+        if workspace.status == WorkspaceStatus::Suspended && !actor.is_superuser() {
+            return Err(tenant_suspended());
+        }
+        Ok(Access {
+            actor: actor.clone(),
+            workspace,
+            catalog,
+            effective,
+            member,
+        })
+    }
+
+    pub async fn create(&self, actor: &Actor, name: &str) -> Result<Workspace, Error> {
+        let Actor::User { user_id, .. } = actor;
+        let name = clean_workspace_name(name)?;
+        let now = self.clock.now();
+        let ws = Workspace {
+            id: WorkspaceId::new(),
+            name,
+            status: WorkspaceStatus::Active,
+            key_format: KeyFormat::default(),
+            created_at: now,
+            updated_at: now,
+        };
+        let owner = Member {
+            id: MemberId::new(),
+            workspace_id: ws.id.clone(),
+            user_id: user_id.clone(),
+            role: BuiltinRole::Owner.as_str().into(),
+            created_at: now,
+        };
+        self.store.create_workspace(&ws, &owner).await?;
+        Ok(ws)
+    }
+
+    /// The caller's workspaces with the name of their role in each.
+    pub async fn list_mine(&self, actor: &Actor) -> Result<Vec<(Workspace, String)>, Error> {
+        let Actor::User { user_id, .. } = actor;
+        let mut out = Vec::new();
+        for (ws, m) in self.store.memberships_of_user(user_id).await? {
+            let role = self
+                .role(&ws.id, &m.role)
+                .await?
+                .map_or_else(|| m.role.clone(), |r| r.name().to_owned());
+            out.push((ws, role));
+        }
+        Ok(out)
+    }
+
+    pub fn get(&self, access: &Access) -> Result<Workspace, Error> {
+        access.require(&["workspace:read"])?;
+        Ok(access.workspace.clone())
+    }
+
+    pub async fn update(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        name: Option<&str>,
+        key_format: Option<KeyFormat>,
+    ) -> Result<Workspace, Error> {
+        access.require(&["workspace:write"])?;
+        let mut ws = access.workspace.clone();
+        if let Some(name) = name {
+            ws.name = clean_workspace_name(name)?;
+        }
+        if let Some(format) = key_format {
+            format.validate()?;
+            ws.key_format = format;
+        }
+        ws.updated_at = self.clock.now();
+        if !self.store.update_workspace(&ws).await? {
+            return Err(not_found_ws());
+        }
+        self.audit(access, meta, "workspace.update", Some(ws.id.to_string()))
+            .await?;
+        Ok(ws)
+    }
+
+    pub async fn delete(&self, access: &Access, meta: &RequestMeta) -> Result<(), Error> {
+        access.require(&["workspace:delete"])?;
+        let id = access.workspace.id.clone();
+        self.audit(access, meta, "workspace.delete", Some(id.to_string()))
+            .await?;
+        if !self.store.delete_workspace(&id, self.clock.now()).await? {
+            return Err(not_found_ws());
+        }
+        Ok(())
+    }
+
+    // members
+
+    pub async fn members(&self, access: &Access, page: &Page) -> Result<Vec<MemberView>, Error> {
+        access.require(&["members:read"])?;
+        Ok(self.store.list_members(&access.workspace.id, page).await?)
+    }
+
+    /// The name of a member's role, for display.
+    pub async fn role_name(&self, ws: &WorkspaceId, reference: &str) -> Result<String, Error> {
+        Ok(self
+            .role(ws, reference)
+            .await?
+            .map_or_else(|| reference.to_owned(), |r| r.name().to_owned()))
+    }
+
+    /// The caller must hold every scope of the member's current role to change or remove them:
+    /// an admin cannot demote or remove an owner.
+    async fn require_outranks(&self, access: &Access, target: &Member) -> Result<(), Error> {
+        if let Some(current) = self.role(&access.workspace.id, &target.role).await? {
+            authz::can_grant(&access.effective, current.scopes(), &access.catalog)?;
+        }
+        Ok(())
+    }
+
+    async fn member(&self, access: &Access, id: &str) -> Result<Member, Error> {
+        let id = MemberId::parse(id).ok_or(Error::NotFound { what: "member" })?;
+        self.store
+            .member_by_id(&access.workspace.id, &id)
+            .await?
+            .ok_or(Error::NotFound { what: "member" })
+    }
+
+    pub async fn add_member(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        email: &str,
+        role: &str,
+    ) -> Result<(Member, User, String), Error> {
+        access.require(&["members:write"])?;
+        let role = self.role_named(&access.workspace.id, role).await?;
+        authz::can_grant(&access.effective, role.scopes(), &access.catalog)?;
+        let email = normalize_email(email).ok_or(Error::NotFound { what: "user" })?;
+        let user = self
+            .store
+            .user_by_email(&email)
+            .await?
+            .ok_or(Error::NotFound { what: "user" })?;
+        let member = Member {
+            id: MemberId::new(),
+            workspace_id: access.workspace.id.clone(),
+            user_id: user.id.clone(),
+            role: role.reference().to_owned(),
+            created_at: self.clock.now(),
+        };
+        match self.store.insert_member(&member).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(Error::conflict(
+                    "member_exists",
+                    "This user is already a member of the workspace",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(access, meta, "member.add", Some(member.id.to_string()))
+            .await?;
+        Ok((member, user, role.name().to_owned()))
+    }
+
+    pub async fn update_member(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        id: &str,
+        role: &str,
+    ) -> Result<Member, Error> {
+        access.require(&["members:write"])?;
+        let mut member = self.member(access, id).await?;
+        let role = self.role_named(&access.workspace.id, role).await?;
+        self.require_outranks(access, &member).await?;
+        authz::can_grant(&access.effective, role.scopes(), &access.catalog)?;
+        match self
+            .store
+            .set_member_role(
+                &access.workspace.id,
+                &member.id,
+                role.reference(),
+                self.clock.now(),
+            )
+            .await?
+        {
+            OwnerGuarded::Done => {}
+            OwnerGuarded::NotFound => return Err(Error::NotFound { what: "member" }),
+            OwnerGuarded::LastOwner => return Err(last_owner()),
+        }
+        member.role = role.reference().to_owned();
+        self.audit(access, meta, "member.update", Some(member.id.to_string()))
+            .await?;
+        Ok(member)
+    }
+
+    pub async fn remove_member(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        id: &str,
+    ) -> Result<(), Error> {
+        access.require(&["members:write"])?;
+        let member = self.member(access, id).await?;
+        self.require_outranks(access, &member).await?;
+        match self
+            .store
+            .remove_member(&access.workspace.id, &member.id, self.clock.now())
+            .await?
+        {
+            OwnerGuarded::Done => {}
+            OwnerGuarded::NotFound => return Err(Error::NotFound { what: "member" }),
+            OwnerGuarded::LastOwner => return Err(last_owner()),
+        }
+        self.audit(access, meta, "member.remove", Some(member.id.to_string()))
+            .await
+    }
+
+    // roles
+
+    pub async fn roles(&self, access: &Access) -> Result<Vec<RoleView>, Error> {
+        access.require(&["members:admin"])?;
+        let mut out: Vec<RoleView> = BuiltinRole::ALL
+            .iter()
+            .map(|r| RoleView {
+                id: None,
+                name: r.as_str().to_owned(),
+                scopes: r.scopes().names(),
+                builtin: true,
+            })
+            .collect();
+        for r in self.store.roles_of(&access.workspace.id).await? {
+            out.push(RoleView {
+                id: Some(r.id),
+                name: r.name,
+                scopes: r.scopes,
+                builtin: false,
+            });
+        }
+        Ok(out)
+    }
+
+    pub async fn create_role(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        name: &str,
+        scopes: &[String],
+    ) -> Result<CustomRole, Error> {
+        access.require(&["members:admin"])?;
+        let set = authz::validate_custom_role(&access.effective, name, scopes, &access.catalog)?;
+        let now = self.clock.now();
+        let role = CustomRole {
+            id: RoleId::new(),
+            workspace_id: access.workspace.id.clone(),
+            name: name.to_owned(),
+            scopes: set.names(),
+            created_at: now,
+            updated_at: now,
+        };
+        match self.store.insert_role(&role).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(role_exists()),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(access, meta, "role.create", Some(role.id.to_string()))
+            .await?;
+        Ok(role)
+    }
+
+    async fn custom_role(&self, access: &Access, id: &str) -> Result<CustomRole, Error> {
+        let id = RoleId::parse(id).ok_or(Error::NotFound { what: "role" })?;
+        self.store
+            .role_by_id(&access.workspace.id, &id)
+            .await?
+            .ok_or(Error::NotFound { what: "role" })
+    }
+
+    pub async fn update_role(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        id: &str,
+        name: Option<&str>,
+        scopes: Option<&[String]>,
+    ) -> Result<CustomRole, Error> {
+        access.require(&["members:admin"])?;
+        let mut role = self.custom_role(access, id).await?;
+        // Changing a role changes what its holders may do: the caller must hold what it gives
+        // now and what it will give.
+        let current = ScopeSet::parse(&role.scopes, "scopes").unwrap_or_default();
+        authz::can_grant(&access.effective, &current, &access.catalog)?;
+        if let Some(name) = name {
+            authz::validate_role_name(name)?;
+            role.name = name.to_owned();
+        }
+        if let Some(scopes) = scopes {
+            let set = authz::validate_role_scopes(&access.effective, scopes, &access.catalog)?;
+            role.scopes = set.names();
+        }
+        role.updated_at = self.clock.now();
+        match self.store.update_role(&role).await {
+            Ok(true) => {}
+            Ok(false) => return Err(Error::NotFound { what: "role" }),
+            Err(StoreError::Conflict(_)) => return Err(role_exists()),
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(access, meta, "role.update", Some(role.id.to_string()))
+            .await?;
+        Ok(role)
+    }
+
+    pub async fn delete_role(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        id: &str,
+    ) -> Result<(), Error> {
+        access.require(&["members:admin"])?;
+        let role = self.custom_role(access, id).await?;
+        match self
+            .store
+            .delete_role(&access.workspace.id, &role.id, self.clock.now())
+            .await?
+        {
+            None => return Err(Error::NotFound { what: "role" }),
+            Some(0) => {}
+            Some(n) => {
+                return Err(Error::conflict(
+                    "role_in_use",
+                    format!("{n} member(s) hold this role; give them another role first"),
+                ));
+            }
+        }
+        self.audit(access, meta, "role.delete", Some(role.id.to_string()))
+            .await
+    }
+
+    // scopes
+
+    pub fn scopes(&self, access: &Access) -> Result<Vec<CatalogEntry>, Error> {
+        access.require(&["workspace:write"])?;
+        Ok(access.catalog.entries().to_vec())
+    }
+
+    pub async fn create_scope(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        name: &str,
+        description: &str,
+        dangerous: bool,
+    ) -> Result<CatalogEntry, Error> {
+        access.require(&["workspace:write"])?;
+        let scope = access.catalog.admit(name, description, dangerous)?;
+        let stored = StoredScope {
+            name: scope.name.as_str().to_owned(),
+            description: scope.description.clone(),
+            dangerous: scope.dangerous,
+            created_at: self.clock.now(),
+        };
+        match self.store.insert_scope(&access.workspace.id, &stored).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                return Err(Error::conflict("scope_exists", "This scope already exists"));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.audit(access, meta, "scope.create", Some(stored.name.clone()))
+            .await?;
+        let catalog = self.catalog(&access.workspace.id).await?;
+        catalog
+            .get(&stored.name)
+            .cloned()
+            .ok_or_else(|| Error::Internal("a created scope is missing from the catalog".into()))
+    }
+
+    pub async fn delete_scope(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        name: &str,
+    ) -> Result<(), Error> {
+        access.require(&["workspace:write"])?;
+        access.catalog.check_deletable(name)?;
+        let in_use = self
+            .store
+            .roles_of(&access.workspace.id)
+            .await?
+            .into_iter()
+            .filter(|r| r.scopes.iter().any(|s| s == name))
+            .map(|r| r.name)
+            .collect::<Vec<_>>();
+        if !in_use.is_empty() {
+            return Err(Error::conflict(
+                "scope_in_use",
+                format!("Roles still use this scope: {}", in_use.join(", ")),
+            ));
+        }
+        if !self
+            .store
+            .delete_scope(&access.workspace.id, name, self.clock.now())
+            .await?
+        {
+            return Err(Error::NotFound { what: "scope" });
+        }
+        self.audit(access, meta, "scope.delete", Some(name.to_owned()))
+            .await
+    }
+
+    // audit
+
+    pub async fn audit_log(
+        &self,
+        access: &Access,
+        mut filter: AuditFilter,
+        page: &Page,
+    ) -> Result<Vec<AuditEntry>, Error> {
+        access.require(&["audit:read"])?;
+        filter.workspace_id = Some(access.workspace.id.clone());
+        Ok(self.store.list_audit(&filter, page).await?)
+    }
+}
+
+fn last_owner() -> Error {
+    Error::conflict(
+        "last_owner",
+        "The last owner of a workspace cannot be removed or demoted",
+    )
+}
+
+fn role_exists() -> Error {
+    Error::conflict("role_exists", "A role with this name already exists")
+}

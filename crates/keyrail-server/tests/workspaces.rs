@@ -1,0 +1,732 @@
+//! Black-box tests of workspaces, members, roles, custom scopes, suspension, the audit log and
+//! platform administration.
+
+mod common;
+
+use common::{PASSWORD, TestServer, json};
+use serde_json::{Value, json};
+
+struct Ctx {
+    s: TestServer,
+}
+
+impl Ctx {
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = self.s.url(path);
+        let req = match method {
+            "GET" => self.s.http.get(url),
+            "POST" => self.s.http.post(url),
+            "PATCH" => self.s.http.patch(url),
+            "DELETE" => self.s.http.delete(url),
+            m => panic!("{m}"),
+        }
+        .bearer_auth(token);
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    async fn token(&self, email: &str) -> String {
+        self.s.user(email).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    async fn workspace(&self, token: &str) -> String {
+        let (status, ws) = self
+            .call(
+                "POST",
+                "/api/v1/workspaces",
+                token,
+                Some(json!({"name": "Acme"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{ws}");
+        ws["id"].as_str().unwrap().to_owned()
+    }
+
+    async fn add(&self, ws: &str, token: &str, email: &str, role: &str) -> (u16, Value) {
+        self.call(
+            "POST",
+            &format!("/api/v1/w/{ws}/members"),
+            token,
+            Some(json!({"email": email, "role": role})),
+        )
+        .await
+    }
+}
+
+async fn ctx() -> Ctx {
+    Ctx {
+        s: TestServer::start().await,
+    }
+}
+
+#[tokio::test]
+async fn create_list_get_update_and_delete_a_workspace() {
+    let c = ctx().await;
+    let t = c.token("ada@example.com").await;
+    let (status, ws) = c
+        .call(
+            "POST",
+            "/api/v1/workspaces",
+            &t,
+            Some(json!({"name": "Acme"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(ws["status"], "active");
+    assert_eq!(
+        ws["key_format"],
+        json!({"prefix": "kr", "alphabet": "base62", "length": 30, "checksum": true})
+    );
+    let id = ws["id"].as_str().unwrap();
+    assert!(id.starts_with("ws_"));
+    let (_, list) = c.call("GET", "/api/v1/workspaces", &t, None).await;
+    assert_eq!(list["data"][0]["id"], id);
+    assert_eq!(list["data"][0]["role"], "owner");
+
+    let (status, upd) = c
+        .call("PATCH", &format!("/api/v1/w/{id}"), &t, Some(json!({"name": "Acme Inc", "key_format": {"prefix": "sgw", "alphabet": "hex", "length": 32, "checksum": false}})))
+        .await;
+    assert_eq!(status, 200, "{upd}");
+    assert_eq!(upd["name"], "Acme Inc");
+    assert_eq!(upd["key_format"]["prefix"], "sgw");
+    let (status, weak) = c
+        .call("PATCH", &format!("/api/v1/w/{id}"), &t, Some(json!({"key_format": {"prefix": "kr", "alphabet": "hex", "length": 16, "checksum": true}})))
+        .await;
+    assert_eq!(
+        (status, weak["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{weak}"
+    );
+    let (status, _) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/w/{id}"),
+            &t,
+            Some(json!({"status": "suspended"})),
+        )
+        .await;
+    assert_eq!(status, 400, "status is not writable by members");
+
+    let (status, _) = c.call("DELETE", &format!("/api/v1/w/{id}"), &t, None).await;
+    assert_eq!(status, 204);
+    let (status, _) = c.call("GET", &format!("/api/v1/w/{id}"), &t, None).await;
+    assert_eq!(status, 404);
+    c.s.stop().await;
+}
+
+#[tokio::test]
+async fn the_last_owner_stays() {
+    let c = ctx().await;
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    let (_, members) = c
+        .call("GET", &format!("/api/v1/w/{ws}/members"), &owner, None)
+        .await;
+    let me = members["data"][0]["id"].as_str().unwrap().to_owned();
+    assert_eq!(members["data"][0]["role"], "owner");
+    let (status, b) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/w/{ws}/members/{me}"),
+            &owner,
+            Some(json!({"role": "admin"})),
+        )
+        .await;
+    assert_eq!((status, b["code"].as_str()), (409, Some("last_owner")));
+    let (status, b) = c
+        .call(
+            "DELETE",
+            &format!("/api/v1/w/{ws}/members/{me}"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!((status, b["code"].as_str()), (409, Some("last_owner")));
+    // With a second owner, the first may step down.
+    c.token("second@example.com").await;
+    let (status, second) = c.add(&ws, &owner, "second@example.com", "owner").await;
+    assert_eq!(status, 201, "{second}");
+    let (status, _) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/w/{ws}/members/{me}"),
+            &owner,
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    c.s.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_grants_what_they_do_not_hold() {
+    let c = ctx().await;
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    let admin = c.token("admin@example.com").await;
+    c.add(&ws, &owner, "admin@example.com", "admin").await;
+    c.token("pat@example.com").await;
+
+    // An admin lacks workspace:delete: cannot make owners, nor roles with it.
+    let (status, b) = c.add(&ws, &admin, "pat@example.com", "owner").await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{b}"
+    );
+    assert_eq!(b["required"], json!(["workspace:delete"]));
+    let (status, b) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/roles"),
+            &admin,
+            Some(json!({"name": "deleter", "scopes": ["workspace:delete"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    // Nor demote or remove an owner.
+    let (_, members) = c
+        .call("GET", &format!("/api/v1/w/{ws}/members"), &owner, None)
+        .await;
+    let owner_member = members["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["role"] == "owner")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = c
+        .call(
+            "DELETE",
+            &format!("/api/v1/w/{ws}/members/{owner_member}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!(status, 403);
+    // admin:superuser is never given to a workspace role, even by a superuser.
+    let (status, b) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/roles"),
+            &owner,
+            Some(json!({"name": "root", "scopes": ["admin:superuser"]})),
+        )
+        .await;
+    assert_eq!(status, 403, "{b}");
+    // A custom role within the admin's scopes is fine, and can be given to members.
+    let (status, role) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/roles"),
+            &admin,
+            Some(json!({"name": "key-reader", "scopes": ["keys:read"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{role}");
+    let (status, m) = c.add(&ws, &admin, "pat@example.com", "key-reader").await;
+    assert_eq!(
+        (status, m["role"].as_str()),
+        (201, Some("key-reader")),
+        "{m}"
+    );
+    let role_id = role["id"].as_str().unwrap();
+    let (status, b) = c
+        .call(
+            "DELETE",
+            &format!("/api/v1/w/{ws}/roles/{role_id}"),
+            &admin,
+            None,
+        )
+        .await;
+    assert_eq!((status, b["code"].as_str()), (409, Some("role_in_use")));
+    let (_, roles) = c
+        .call("GET", &format!("/api/v1/w/{ws}/roles"), &admin, None)
+        .await;
+    let names: Vec<&str> = roles["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "owner",
+            "admin",
+            "developer",
+            "member",
+            "viewer",
+            "key-reader"
+        ]
+    );
+    c.s.stop().await;
+}
+
+#[tokio::test]
+async fn members_must_exist_and_join_once() {
+    let c = ctx().await;
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    let (status, b) = c.add(&ws, &owner, "ghost@example.com", "viewer").await;
+    assert_eq!((status, b["code"].as_str()), (404, Some("not_found")));
+    c.token("pat@example.com").await;
+    assert_eq!(c.add(&ws, &owner, "pat@example.com", "viewer").await.0, 201);
+    let (status, b) = c.add(&ws, &owner, "pat@example.com", "viewer").await;
+    assert_eq!((status, b["code"].as_str()), (409, Some("member_exists")));
+    let (status, b) = c.add(&ws, &owner, "pat@example.com", "wizard").await;
+    assert_eq!((status, b["field"].as_str()), (400, Some("role")));
+    c.s.stop().await;
+}
+
+#[tokio::test]
+async fn custom_scopes_join_the_catalog() {
+    let c = ctx().await;
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    let (status, scope) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/scopes"),
+            &owner,
+            Some(json!({"name": "chats:read", "description": "Read chats", "dangerous": false})),
+        )
+        .await;
+    assert_eq!(status, 201, "{scope}");
+    assert_eq!(
+        (scope["name"].as_str(), scope["builtin"].as_bool()),
+        (Some("chats:read"), Some(false))
+    );
+    c.call(
+        "POST",
+        &format!("/api/v1/w/{ws}/scopes"),
+        &owner,
+        Some(json!({"name": "chats:admin", "dangerous": true})),
+    )
+    .await;
+    let (_, catalog) = c
+        .call("GET", &format!("/api/v1/w/{ws}/scopes"), &owner, None)
+        .await;
+    let admin = catalog["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "chats:admin")
+        .unwrap();
+    assert_eq!(admin["implies"], json!(["chats:read"]));
+    for (bad, why) in [
+        ("Chats:read", "pattern"),
+        ("keys:launch", "reserved resource"),
+        ("chats", "no action"),
+        (&"a".repeat(70) as &str, "too long"),
+    ] {
+        let bad = if why == "too long" {
+            format!("{bad}:read")
+        } else {
+            bad.to_owned()
+        };
+        let (status, b) = c
+            .call(
+                "POST",
+                &format!("/api/v1/w/{ws}/scopes"),
+                &owner,
+                Some(json!({"name": bad})),
+            )
+            .await;
+        assert_eq!(status, 400, "{why}: {b}");
+    }
+    let (status, b) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/scopes"),
+            &owner,
+            Some(json!({"name": "chats:read"})),
+        )
+        .await;
+    assert_eq!((status, b["code"].as_str()), (409, Some("scope_exists")));
+    // Roles may carry custom scopes; unknown ones are 400.
+    let (status, _) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/roles"),
+            &owner,
+            Some(json!({"name": "chatter", "scopes": ["chats:read"]})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let (status, b) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/roles"),
+            &owner,
+            Some(json!({"name": "nope", "scopes": ["chats:write"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (400, Some("invalid_request")),
+        "{b}"
+    );
+    let (status, b) = c
+        .call(
+            "DELETE",
+            &format!("/api/v1/w/{ws}/scopes/chats:read"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!((status, b["code"].as_str()), (409, Some("scope_in_use")));
+    let (status, _) = c
+        .call(
+            "DELETE",
+            &format!("/api/v1/w/{ws}/scopes/keys:read"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 400, "built-ins stay");
+    let (status, _) = c
+        .call(
+            "DELETE",
+            &format!("/api/v1/w/{ws}/scopes/chats:admin"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = c
+        .call(
+            "DELETE",
+            &format!("/api/v1/w/{ws}/scopes/chats:admin"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    c.s.stop().await;
+}
+
+#[tokio::test]
+async fn the_builtin_catalog_is_public() {
+    let c = ctx().await;
+    let (status, body) = json(c.s.get("/api/v1/scopes").await).await;
+    assert_eq!(status, 200);
+    let data = body["data"].as_array().unwrap();
+    let get = |n: &str| {
+        data.iter()
+            .find(|s| s["name"] == n)
+            .unwrap_or_else(|| panic!("{n}"))
+            .clone()
+    };
+    assert_eq!(get("workspace:delete")["dangerous"], true);
+    assert_eq!(get("keys:reveal")["dangerous"], true);
+    assert_eq!(get("keys:read")["dangerous"], false);
+    assert_eq!(
+        get("members:admin")["implies"],
+        json!(["members:read", "members:write"])
+    );
+    assert_eq!(
+        get("admin:superuser")["implies"].as_array().unwrap().len(),
+        17
+    );
+    assert_eq!(data.len(), 18);
+    c.s.stop().await;
+}
+
+async fn superuser(c: &Ctx) -> String {
+    let root = c.s.user("root@example.com").await;
+    let store = &c.s.server.as_ref().unwrap().state.store;
+    let id = keyrail_core::id::UserId::parse(root["user"]["id"].as_str().unwrap()).unwrap();
+    store
+        .set_superuser(&id, true, keyrail_core::Timestamp::now())
+        .await
+        .unwrap();
+    root["access_token"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn suspension_locks_members_out_until_activation() {
+    let c = ctx().await;
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    let root = superuser(&c).await;
+    let (status, b) = c
+        .call(
+            "POST",
+            &format!("/api/v1/admin/workspaces/{ws}/suspend"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, b["required"].clone()),
+        (403, json!(["admin:superuser"]))
+    );
+    let (status, b) = c
+        .call(
+            "POST",
+            &format!("/api/v1/admin/workspaces/{ws}/suspend"),
+            &root,
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, b["status"].as_str()),
+        (200, Some("suspended")),
+        "{b}"
+    );
+    let (status, b) = c
+        .call("GET", &format!("/api/v1/w/{ws}"), &owner, None)
+        .await;
+    assert_eq!(
+        (status, b["error"].as_str(), b["code"].as_str()),
+        (
+            403,
+            Some("Tenant suspended or inactive"),
+            Some("tenant_suspended")
+        )
+    );
+    let (status, _) = c
+        .call("GET", &format!("/api/v1/w/{ws}/members"), &owner, None)
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = c.call("GET", &format!("/api/v1/w/{ws}"), &root, None).await;
+    assert_eq!(status, 200, "the platform admin still sees it");
+    let (_, list) = c.call("GET", "/api/v1/workspaces", &owner, None).await;
+    assert_eq!(list["data"][0]["status"], "suspended");
+    let (status, _) = c
+        .call(
+            "POST",
+            &format!("/api/v1/admin/workspaces/{ws}/activate"),
+            &root,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .call("GET", &format!("/api/v1/w/{ws}"), &owner, None)
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = c
+        .call(
+            "POST",
+            "/api/v1/admin/workspaces/ws_00000000000000000000000000/suspend",
+            &root,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    c.s.stop().await;
+}
+
+#[tokio::test]
+async fn every_mutation_is_audited_and_filterable() {
+    let c = ctx().await;
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    c.token("pat@example.com").await;
+    let (_, m) = c.add(&ws, &owner, "pat@example.com", "viewer").await;
+    let mid = m["id"].as_str().unwrap().to_owned();
+    c.call(
+        "PATCH",
+        &format!("/api/v1/w/{ws}/members/{mid}"),
+        &owner,
+        Some(json!({"role": "member"})),
+    )
+    .await;
+    let (_, role) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/roles"),
+            &owner,
+            Some(json!({"name": "r1", "scopes": ["keys:read"]})),
+        )
+        .await;
+    let rid = role["id"].as_str().unwrap().to_owned();
+    c.call(
+        "PATCH",
+        &format!("/api/v1/w/{ws}/roles/{rid}"),
+        &owner,
+        Some(json!({"name": "r2"})),
+    )
+    .await;
+    c.call(
+        "DELETE",
+        &format!("/api/v1/w/{ws}/roles/{rid}"),
+        &owner,
+        None,
+    )
+    .await;
+    c.call(
+        "PATCH",
+        &format!("/api/v1/w/{ws}"),
+        &owner,
+        Some(json!({"name": "Acme 2"})),
+    )
+    .await;
+    c.call(
+        "DELETE",
+        &format!("/api/v1/w/{ws}/members/{mid}"),
+        &owner,
+        None,
+    )
+    .await;
+
+    let (status, log) = c
+        .call("GET", &format!("/api/v1/w/{ws}/audit"), &owner, None)
+        .await;
+    assert_eq!(status, 200);
+    let actions: Vec<&str> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "member.remove",
+            "workspace.update",
+            "role.delete",
+            "role.update",
+            "role.create",
+            "member.update",
+            "member.add"
+        ],
+        "newest first"
+    );
+    let first = &log["data"][6];
+    assert_eq!(first["actor"]["type"], "user");
+    assert_eq!(first["target"], mid);
+    assert_eq!(first["outcome"], "success");
+    assert!(first["at"].as_str().unwrap().ends_with('Z'));
+
+    let (_, only) = c
+        .call(
+            "GET",
+            &format!("/api/v1/w/{ws}/audit?action=role.create"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(only["data"].as_array().unwrap().len(), 1);
+    let (_, page1) = c
+        .call(
+            "GET",
+            &format!("/api/v1/w/{ws}/audit?limit=3"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(page1["data"].as_array().unwrap().len(), 3);
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let (_, page2) = c
+        .call(
+            "GET",
+            &format!("/api/v1/w/{ws}/audit?limit=3&cursor={cursor}"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(page2["data"][0]["action"], "role.update");
+    let (status, _) = c
+        .call(
+            "GET",
+            &format!("/api/v1/w/{ws}/audit?since=yesterday"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (status, _) = c
+        .call(
+            "GET",
+            &format!("/api/v1/w/{ws}/audit?limit=500"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 400);
+    let (_, future) = c
+        .call(
+            "GET",
+            &format!("/api/v1/w/{ws}/audit?since=2999-01-01T00:00:00Z"),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(future["data"], json!([]));
+    c.s.stop().await;
+}
+
+#[tokio::test]
+async fn platform_administration() {
+    let c = ctx().await;
+    let ada = c.token("ada@example.com").await;
+    let root = superuser(&c).await;
+    let (status, _) = c.call("GET", "/api/v1/admin/users", &ada, None).await;
+    assert_eq!(status, 403);
+    let (status, users) = c.call("GET", "/api/v1/admin/users", &root, None).await;
+    assert_eq!(status, 200);
+    assert_eq!(users["data"].as_array().unwrap().len(), 2);
+    assert!(
+        users["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|u| u.get("password_hash").is_none())
+    );
+
+    for _ in 0..5 {
+        c.s.login_as("ada@example.com", "wrong password here").await;
+    }
+    assert_eq!(c.s.login_as("ada@example.com", PASSWORD).await.0, 429);
+    let ada_id = users["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["email"] == "ada@example.com")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = c
+        .call(
+            "POST",
+            &format!("/api/v1/admin/users/{ada_id}/unlock"),
+            &root,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(c.s.login_as("ada@example.com", PASSWORD).await.0, 200);
+
+    let (status, log) = c
+        .call("GET", "/api/v1/admin/audit?action=user.unlock", &root, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(log["data"][0]["target"], ada_id.as_str());
+    let (status, _) = c.call("GET", "/api/v1/admin/audit", &ada, None).await;
+    assert_eq!(status, 403);
+    c.s.stop().await;
+}
