@@ -134,9 +134,24 @@ impl Role {
         }
     }
 
-    /// The scopes a holder of this role effectively has in `catalog`.
+    /// The scopes a holder of this role effectively has in `catalog`. The built-in roles speak
+    /// of "all workspace scopes" and "`*:read`": they cover the workspace's own scopes too
+    /// (`owner` and `admin` all of them, `developer` those whose action is `read`).
     pub fn effective(&self, catalog: &Catalog) -> ScopeSet {
-        closure(self.scopes(), catalog)
+        let mut given = self.scopes().clone();
+        if let Role::Builtin(role) = self {
+            for entry in catalog.entries().iter().filter(|e| !e.builtin) {
+                let include = match role {
+                    BuiltinRole::Owner | BuiltinRole::Admin => true,
+                    BuiltinRole::Developer => entry.name.ends_with(":read"),
+                    BuiltinRole::Member | BuiltinRole::Viewer => false,
+                };
+                if include && let Ok(scope) = Scope::parse(&entry.name) {
+                    given.insert(scope);
+                }
+            }
+        }
+        closure(&given, catalog)
     }
 }
 
@@ -189,6 +204,19 @@ pub fn validate_custom_role<S: AsRef<str>>(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn builtin_roles_cover_the_workspaces_own_scopes() {
+        use crate::authz::catalog::CustomScope;
+        let catalog = Catalog::with_custom(&[
+            CustomScope::new("chats:read", "", false).unwrap(),
+            CustomScope::new("chats:write", "", false).unwrap(),
+        ]);
+        let has = |r: BuiltinRole, s: &str| Role::Builtin(r).effective(&catalog).contains(s);
+        assert!(has(BuiltinRole::Owner, "chats:write") && has(BuiltinRole::Admin, "chats:write"));
+        assert!(has(BuiltinRole::Developer, "chats:read") && !has(BuiltinRole::Developer, "chats:write"));
+        assert!(!has(BuiltinRole::Member, "chats:read") && !has(BuiltinRole::Viewer, "chats:read"));
+    }
+
     use super::*;
     use crate::authz::catalog::builtin_catalog;
 
