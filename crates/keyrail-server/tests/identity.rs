@@ -1037,3 +1037,86 @@ async fn identity_events_are_audited() {
     assert_eq!(failed.target.as_deref(), a["user"]["id"].as_str());
     s.stop().await;
 }
+
+#[tokio::test]
+async fn old_password_hashes_are_upgraded_at_login() {
+    use keyrail_core::Clock;
+    let s = TestServer::start().await;
+    let user = s.signup("ada@example.com").await;
+    let id = keyrail_core::id::UserId::parse(user["id"].as_str().unwrap()).unwrap();
+    let store = s.server.as_ref().unwrap().state.store.clone();
+    // A hash made with weaker, older parameters (m=8 MiB, t=1).
+    let weak = {
+        use argon2::PasswordHasher as _;
+        let params = argon2::Params::new(8192, 1, 1, Some(32)).unwrap();
+        let a = argon2::Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
+        a.hash_password_with_salt(PASSWORD.as_bytes(), b"0123456789abcdef")
+            .unwrap()
+            .to_string()
+    };
+    store
+        .set_password_hash(&id, &weak, s.clock.now())
+        .await
+        .unwrap();
+    assert_eq!(s.login_as("ada@example.com", PASSWORD).await.0, 200);
+    let stored = store.user_by_id(&id).await.unwrap().unwrap();
+    let phc = stored.password_hash.expose();
+    assert!(
+        phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+        "rehashed with the OWASP parameters: {phc}"
+    );
+    assert_eq!(s.login_as("ada@example.com", PASSWORD).await.0, 200);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn rotated_signing_keys_stay_published_until_their_tokens_expire() {
+    use keyrail_core::Clock;
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    let old_token = a["access_token"].as_str().unwrap().to_owned();
+    let (_, jwks) = json(s.get("/.well-known/jwks.json").await).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 1);
+    let state = s.server.as_ref().unwrap().state.clone();
+
+    // 31 days on, the hourly refresh makes a new key; tokens of the old one still verify.
+    s.clock.advance_secs(31 * 86_400);
+    state
+        .identity
+        .keyring
+        .refresh(state.store.as_ref(), &state.master_key, s.clock.now())
+        .await
+        .unwrap();
+    let (_, jwks) = json(s.get("/.well-known/jwks.json").await).await;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+    let (_, fresh) = s.login_as("ada@example.com", PASSWORD).await;
+    let kid_of = |t: &str| {
+        use base64::Engine;
+        let h = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(t.split('.').next().unwrap())
+            .unwrap();
+        serde_json::from_slice::<Value>(&h).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let new_token = fresh["access_token"].as_str().unwrap();
+    assert_ne!(
+        kid_of(new_token),
+        kid_of(&old_token),
+        "new tokens use the new key"
+    );
+    assert_eq!(s.get_with("/api/v1/profile", new_token).await.status(), 200);
+
+    // Once every token of the old key has expired, it leaves the published set.
+    s.clock.advance_secs(20 * 60);
+    let (_, jwks) = json(s.get("/.well-known/jwks.json").await).await;
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert_eq!(kids, [kid_of(new_token)]);
+    s.stop().await;
+}

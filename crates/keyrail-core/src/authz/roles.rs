@@ -213,7 +213,10 @@ mod tests {
         ]);
         let has = |r: BuiltinRole, s: &str| Role::Builtin(r).effective(&catalog).contains(s);
         assert!(has(BuiltinRole::Owner, "chats:write") && has(BuiltinRole::Admin, "chats:write"));
-        assert!(has(BuiltinRole::Developer, "chats:read") && !has(BuiltinRole::Developer, "chats:write"));
+        assert!(
+            has(BuiltinRole::Developer, "chats:read")
+                && !has(BuiltinRole::Developer, "chats:write")
+        );
         assert!(!has(BuiltinRole::Member, "chats:read") && !has(BuiltinRole::Viewer, "chats:read"));
     }
 
