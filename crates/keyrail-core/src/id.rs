@@ -131,6 +131,10 @@ typed_id!(
     /// A custom role of a workspace.
     RoleId, "rol"
 );
+typed_id!(
+    /// An API key.
+    KeyId, "key"
+);
 
 #[cfg(test)]
 mod tests {

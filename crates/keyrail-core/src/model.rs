@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::id::{AuditId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
+use crate::id::{AuditId, KeyId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
 use crate::secret::Secret;
 use crate::time::Timestamp;
 
@@ -402,4 +402,106 @@ pub enum OwnerGuarded {
     NotFound,
     /// Refused: the member is the last owner.
     LastOwner,
+}
+
+/// A per-key rate limit: at most `limit` requests per `window_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyRateLimit {
+    pub limit: u32,
+    pub window_seconds: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyStatus {
+    Active,
+    Expired,
+    Revoked,
+    Disabled,
+}
+
+impl KeyStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Expired => "expired",
+            Self::Revoked => "revoked",
+            Self::Disabled => "disabled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "active" => Some(Self::Active),
+            "expired" => Some(Self::Expired),
+            "revoked" => Some(Self::Revoked),
+            "disabled" => Some(Self::Disabled),
+            _ => None,
+        }
+    }
+}
+
+/// An API key as stored: the SHA-256 of the key, never the key (unless recoverable, then
+/// sealed under the master key).
+#[derive(Clone, PartialEq)]
+pub struct ApiKey {
+    pub id: KeyId,
+    pub workspace_id: WorkspaceId,
+    pub name: String,
+    /// The workspace prefix, `_`, and the first 4 characters of the body (`sgw_6f45`).
+    pub prefix: String,
+    /// SHA-256 of the full key, lowercase hex.
+    pub hash: String,
+    /// As given (validated against the catalog), not closed under implication.
+    pub scopes: Vec<String>,
+    pub created_at: Timestamp,
+    /// `user:<id>`, `key:<id>` or `app:<id>`: who created it.
+    pub created_by: Option<String>,
+    pub updated_at: Timestamp,
+    pub expires_at: Option<Timestamp>,
+    /// In force from this time on; a rotation with grace sets it in the future.
+    pub revoked_at: Option<Timestamp>,
+    pub disabled: bool,
+    pub last_used_at: Option<Timestamp>,
+    pub rate_limit: Option<KeyRateLimit>,
+    /// Usage credits left; `None` = unlimited.
+    pub remaining: Option<i64>,
+    pub meta: Option<serde_json::Value>,
+    pub external_id: Option<String>,
+    /// The key sealed under the master key, for `recoverable` keys.
+    pub sealed_key: Option<String>,
+    /// The key that replaced this one by rotation.
+    pub replaced_by: Option<KeyId>,
+}
+
+impl ApiKey {
+    pub fn status(&self, now: Timestamp) -> KeyStatus {
+        if self.revoked_at.is_some_and(|t| t <= now) {
+            KeyStatus::Revoked
+        } else if self.disabled {
+            KeyStatus::Disabled
+        } else if self.expires_at.is_some_and(|t| t <= now) {
+            KeyStatus::Expired
+        } else {
+            KeyStatus::Active
+        }
+    }
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("workspace_id", &self.workspace_id)
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Filters of a key listing.
+#[derive(Debug, Clone, Default)]
+pub struct KeyFilter {
+    pub status: Option<KeyStatus>,
+    pub external_id: Option<String>,
 }

@@ -17,6 +17,8 @@ pub struct InitOutcome {
     pub workspace: Workspace,
     /// Set when the password was generated here (shown once).
     pub generated_password: Option<Secret>,
+    /// A new `admin:superuser` key in the `admin` workspace (shown once).
+    pub api_key: Secret,
     pub created_user: bool,
 }
 
@@ -100,10 +102,35 @@ pub async fn init_superuser(
             ws
         }
     };
+    // The platform's own bootstrap key: the one place `admin:superuser` is put on a key.
+    let secret = crate::keys::format::generate(&workspace.key_format);
+    let key = crate::model::ApiKey {
+        id: crate::id::KeyId::new(),
+        workspace_id: workspace.id.clone(),
+        name: "keyrail init".into(),
+        prefix: crate::keys::format::display_prefix(secret.expose()),
+        hash: token::sha256_hex(secret.expose().as_bytes()),
+        scopes: vec![crate::authz::SUPERUSER.to_owned()],
+        created_at: now,
+        created_by: Some(user.id.to_string()),
+        updated_at: now,
+        expires_at: None,
+        revoked_at: None,
+        disabled: false,
+        last_used_at: None,
+        rate_limit: None,
+        remaining: None,
+        meta: None,
+        external_id: None,
+        sealed_key: None,
+        replaced_by: None,
+    };
+    store.insert_key(&key).await?;
     Ok(InitOutcome {
         user,
         workspace,
         generated_password,
+        api_key: secret,
         created_user,
     })
 }
@@ -112,6 +139,7 @@ pub async fn init_superuser(
 pub struct Admin {
     pub store: std::sync::Arc<dyn Store>,
     pub clock: std::sync::Arc<dyn Clock>,
+    pub verifier: std::sync::Arc<crate::keys::verify::KeyVerifier>,
 }
 
 fn require_superuser(actor: &crate::workspaces::Actor) -> Result<(), Error> {
@@ -174,7 +202,10 @@ impl Admin {
         require_superuser(actor)?;
         let id = WorkspaceId::parse(ws_id).ok_or(Error::NotFound { what: "workspace" })?;
         let now = self.clock.now();
-        if !self.store.set_workspace_status(&id, status, now).await? {
+        let changed = self.store.set_workspace_status(&id, status, now).await;
+        // Keys of the workspace answer TENANT_SUSPENDED (or work again) from now on.
+        self.verifier.evict_workspace(&id);
+        if !changed? {
             return Err(Error::NotFound { what: "workspace" });
         }
         let action = match status {

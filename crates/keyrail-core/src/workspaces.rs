@@ -21,24 +21,49 @@ use crate::store::{Store, StoreError};
 /// Who is acting. Later credentials (API keys bound to one workspace, app grants) add variants.
 #[derive(Debug, Clone)]
 pub enum Actor {
-    User { user_id: UserId, superuser: bool },
+    User {
+        user_id: UserId,
+        superuser: bool,
+    },
+    /// An API key: bound to its workspace, acting with its own (closed) scopes.
+    Key {
+        key_id: crate::id::KeyId,
+        workspace_id: WorkspaceId,
+        effective: ScopeSet,
+    },
 }
 
 impl Actor {
     pub fn audit_actor(&self) -> (ActorType, Option<String>) {
         match self {
             Actor::User { user_id, .. } => (ActorType::User, Some(user_id.to_string())),
+            Actor::Key { key_id, .. } => (ActorType::Key, Some(key_id.to_string())),
+        }
+    }
+
+    /// How `created_by` names this actor.
+    pub fn reference(&self) -> String {
+        match self {
+            Actor::User { user_id, .. } => user_id.to_string(),
+            Actor::Key { key_id, .. } => key_id.to_string(),
         }
     }
 
     pub fn is_superuser(&self) -> bool {
-        matches!(
-            self,
-            Actor::User {
-                superuser: true,
-                ..
-            }
-        )
+        match self {
+            Actor::User { superuser, .. } => *superuser,
+            Actor::Key { effective, .. } => effective.is_superuser(),
+        }
+    }
+
+    fn user_only(&self) -> Result<&UserId, Error> {
+        match self {
+            Actor::User { user_id, .. } => Ok(user_id),
+            Actor::Key { .. } => Err(Error::forbidden(
+                "forbidden",
+                "API keys are bound to their workspace; log in as a user for this",
+            )),
+        }
     }
 }
 
@@ -84,6 +109,8 @@ fn clean_workspace_name(raw: &str) -> Result<String, Error> {
 pub struct Workspaces {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
+    /// Told about key-format changes and workspace deletion (its cache and format index).
+    pub verifier: Arc<crate::keys::verify::KeyVerifier>,
 }
 
 /// A role as listed by `GET W/roles`.
@@ -180,6 +207,19 @@ impl Workspaces {
             .ok_or_else(not_found_ws)?;
         let catalog = self.catalog(&id).await?;
         let (effective, member) = match actor {
+            Actor::Key {
+                workspace_id,
+                effective,
+                ..
+            } => {
+                if *workspace_id == id {
+                    (effective.clone(), None)
+                } else if effective.is_superuser() {
+                    (closure(&superuser_set(), &catalog).union(&superuser_set()), None)
+                } else {
+                    return Err(not_found_ws());
+                }
+            }
             Actor::User { user_id, superuser } => {
                 let member = self.store.member_of(&id, user_id).await?;
                 let role_scopes = match &member {
@@ -214,7 +254,7 @@ impl Workspaces {
     }
 
     pub async fn create(&self, actor: &Actor, name: &str) -> Result<Workspace, Error> {
-        let Actor::User { user_id, .. } = actor;
+        let user_id = actor.user_only()?;
         let name = clean_workspace_name(name)?;
         let now = self.clock.now();
         let ws = Workspace {
@@ -238,7 +278,11 @@ impl Workspaces {
 
     /// The caller's workspaces with the name of their role in each.
     pub async fn list_mine(&self, actor: &Actor) -> Result<Vec<(Workspace, String)>, Error> {
-        let Actor::User { user_id, .. } = actor;
+        if let Actor::Key { workspace_id, .. } = actor {
+            let ws = self.store.workspace_by_id(workspace_id).await?.ok_or_else(not_found_ws)?;
+            return Ok(vec![(ws, "api_key".to_owned())]);
+        }
+        let user_id = actor.user_only()?;
         let mut out = Vec::new();
         for (ws, m) in self.store.memberships_of_user(user_id).await? {
             let role = self
@@ -267,13 +311,18 @@ impl Workspaces {
         if let Some(name) = name {
             ws.name = clean_workspace_name(name)?;
         }
+        let format_changed = key_format.is_some();
         if let Some(format) = key_format {
             format.validate()?;
             ws.key_format = format;
         }
+        let new_format = ws.key_format.clone();
         ws.updated_at = self.clock.now();
         if !self.store.update_workspace(&ws).await? {
             return Err(not_found_ws());
+        }
+        if format_changed {
+            self.verifier.add_format(&new_format);
         }
         self.audit(access, meta, "workspace.update", Some(ws.id.to_string()))
             .await?;
@@ -285,7 +334,9 @@ impl Workspaces {
         let id = access.workspace.id.clone();
         self.audit(access, meta, "workspace.delete", Some(id.to_string()))
             .await?;
-        if !self.store.delete_workspace(&id, self.clock.now()).await? {
+        let deleted = self.store.delete_workspace(&id, self.clock.now()).await;
+        self.verifier.evict_workspace(&id);
+        if !deleted? {
             return Err(not_found_ws());
         }
         Ok(())
@@ -596,11 +647,13 @@ impl Workspaces {
                 format!("Roles still use this scope: {}", in_use.join(", ")),
             ));
         }
-        if !self
+        let deleted = self
             .store
             .delete_scope(&access.workspace.id, name, self.clock.now())
-            .await?
-        {
+            .await;
+        // Keys carrying the scope lose it now.
+        self.verifier.evict_workspace(&access.workspace.id);
+        if !deleted? {
             return Err(Error::NotFound { what: "scope" });
         }
         self.audit(access, meta, "scope.delete", Some(name.to_owned()))

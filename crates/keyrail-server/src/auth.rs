@@ -7,7 +7,11 @@ use std::net::{IpAddr, SocketAddr};
 use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use keyrail_core::Error;
+use std::sync::Arc;
+
+use keyrail_core::keys::verify::CachedKey;
+
+use crate::keyauth::{self, RateSlot};
 use keyrail_core::audit::RequestMeta;
 use keyrail_core::crypto::token;
 use keyrail_core::identity::UserSession;
@@ -124,10 +128,11 @@ fn looks_like_jwt(s: &str) -> bool {
     s.starts_with("eyJ") && s.bytes().filter(|&b| b == b'.').count() == 2
 }
 
-/// Who is calling. Later credentials (API keys, app tokens) add variants.
+/// Who is calling. App tokens will add a variant.
 #[derive(Debug, Clone)]
 pub enum Principal {
     User(UserSession),
+    Key(Arc<CachedKey>),
 }
 
 /// Any authenticated caller.
@@ -169,9 +174,18 @@ impl FromRequestParts<AppState> for Authenticated {
                 Err(e) => return Err(fail(e.into())),
             }
         } else {
-            return Err(fail(
-                Error::unauthenticated("invalid_credentials", "Invalid API key").into(),
-            ));
+            let v = state.verifier.verify(raw, &[], 1).await?;
+            if let (Some(slot), Some(rate)) = (parts.extensions.get::<RateSlot>(), v.rate) {
+                slot.put(rate);
+            }
+            if let Some(e) = keyauth::failure(&v) {
+                // Only failed credentials count toward the IP block, not limits or suspension.
+                return Err(if e.status == StatusCode::UNAUTHORIZED { fail(e) } else { e });
+            }
+            match v.key {
+                Some(key) => Principal::Key(key),
+                None => return Err(fail(missing())),
+            }
         };
         if via_cookie && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
             let cookie_value = cookie(&parts.headers, CSRF_COOKIE).unwrap_or("");
@@ -202,6 +216,11 @@ impl FromRequestParts<AppState> for UserAuth {
         let Authenticated { principal } = Authenticated::from_request_parts(parts, state).await?;
         match principal {
             Principal::User(session) => Ok(Self(session)),
+            Principal::Key(_) => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "Only a logged-in user can do this; API keys and app tokens cannot",
+            )),
         }
     }
 }

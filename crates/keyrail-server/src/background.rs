@@ -11,11 +11,36 @@ use crate::state::AppState;
 const POLL_EVERY: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 const KEYS_EVERY: Duration = Duration::from_secs(3600);
+const LAST_USED_EVERY: Duration = Duration::from_secs(60);
+const FORMATS_EVERY: Duration = Duration::from_secs(30);
 
 /// Applies one change-log entry to this node's in-memory state.
 fn apply(state: &AppState, kind: &str, subject: &str, now: Timestamp) {
-    if kind == "session.revoked" {
-        state.identity.revocations.insert(subject, now);
+    match kind {
+        "session.revoked" => state.identity.revocations.insert(subject, now),
+        "key.changed" => state.verifier.evict_hex(subject),
+        "workspace.status" | "workspace.deleted" | "scope.deleted" => {
+            let ws = subject.split(':').next().unwrap_or(subject);
+            if let Some(id) = keyrail_core::id::WorkspaceId::parse(ws) {
+                state.verifier.evict_workspace(&id);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Writes the keys used since the last flush in one batch (never a write per request).
+pub async fn flush_last_used(state: &AppState) {
+    let used = state.verifier.take_used();
+    if used.is_empty() {
+        return;
+    }
+    if let Err(e) = state.store.touch_keys(&used).await {
+        tracing::warn!(error = %e, keys = used.len(), "cannot record last_used_at; will retry");
+        // Put them back so the next flush tries again.
+        for (id, at) in used {
+            state.verifier.mark_used(id, at);
+        }
     }
 }
 
@@ -68,6 +93,32 @@ pub fn spawn(state: AppState, mut seq: i64) -> Vec<JoinHandle<()>> {
             }
         })
     };
+    let last_used = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(LAST_USED_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                flush_last_used(&state).await;
+            }
+        })
+    };
+    let formats = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            // Other nodes' format changes reach this one through this reload.
+            let mut tick = tokio::time::interval(FORMATS_EVERY);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                if let Err(e) = state.verifier.reload_formats().await {
+                    tracing::warn!(error = %e, "cannot reload key formats");
+                }
+                state.verifier.purge();
+            }
+        })
+    };
     let keys = tokio::spawn(async move {
         let mut tick = tokio::time::interval(KEYS_EVERY);
         tick.tick().await;
@@ -83,5 +134,5 @@ pub fn spawn(state: AppState, mut seq: i64) -> Vec<JoinHandle<()>> {
             }
         }
     });
-    vec![follow, purge, keys]
+    vec![follow, purge, keys, last_used, formats]
 }

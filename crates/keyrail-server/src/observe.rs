@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::{ApiError, InternalDetail};
+use crate::keyauth::{RateSlot, key_rate_headers};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -94,6 +95,13 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         .cloned()
         .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(request_id.clone()));
+    let rate_slot = req
+        .headers()
+        .contains_key(header::AUTHORIZATION)
+        .then(RateSlot::default);
+    if let Some(slot) = &rate_slot {
+        req.extensions_mut().insert(slot.clone());
+    }
     let route: String = req
         .extensions()
         .get::<MatchedPath>()
@@ -116,6 +124,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     }
     resp.headers_mut()
         .insert(X_REQUEST_ID.clone(), request_id.clone());
+    if let Some((limit, decision)) = rate_slot.and_then(|s| s.take()) {
+        key_rate_headers(resp.headers_mut(), limit, &decision);
+    }
 
     let elapsed = start.elapsed();
     let method_label = method.as_str().to_owned();

@@ -12,6 +12,7 @@ use crate::error::ErrorBody;
         description = "Self-hosted API access management: API keys, logins, roles and app grants.\n\nEvery error has the shape `{\"error\": \"...\", \"code\": \"...\"}`. Unknown JSON fields are rejected with 400, bodies over 64 KiB with 413, bodies that are not JSON with 415.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
+    paths(crate::routes::keys::forward_auth),
     components(schemas(ErrorBody)),
     modifiers(&SecuritySchemes),
     tags(
@@ -23,6 +24,7 @@ use crate::error::ErrorBody;
         (name = "scopes", description = "The scope catalog and a workspace's own scopes"),
         (name = "audit", description = "The append-only audit log"),
         (name = "admin", description = "Platform administration (admin:superuser)"),
+        (name = "keys", description = "API keys, verify and forward-auth"),
     )
 )]
 pub struct ApiDoc;

@@ -9,7 +9,11 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::serve::ListenerExt;
 use keyrail_core::identity::{Identity, IdentityConfig, Keyring, SessionRevocations};
+use keyrail_core::events::Events;
+use keyrail_core::keys::manage::Keys;
+use keyrail_core::keys::verify::KeyVerifier;
 use keyrail_core::platform::Admin;
+use crate::events::LogEvents;
 use keyrail_core::ratelimit::{FailurePolicy, RateLimiter};
 use keyrail_core::workspaces::Workspaces;
 use keyrail_core::{Clock, StoreError, SystemClock};
@@ -49,6 +53,8 @@ pub struct StartOptions {
     pub clock: Arc<dyn Clock>,
     /// Routes merged beside the server's own, under the same middleware.
     pub extra_routes: Option<Router<AppState>>,
+    /// Where domain events go (default: the log).
+    pub events: Option<Arc<dyn Events>>,
 }
 
 impl Default for StartOptions {
@@ -56,12 +62,17 @@ impl Default for StartOptions {
         Self {
             clock: Arc::new(SystemClock),
             extra_routes: None,
+            events: None,
         }
     }
 }
 
 /// Prepares everything short of listening: used by `serve` and by commands that need the store.
-pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+pub async fn build_state(
+    config: Config,
+    clock: Arc<dyn Clock>,
+    options_events: Option<Arc<dyn Events>>,
+) -> Result<AppState, StartError> {
     config.validate().map_err(StartError::Config)?;
     bootstrap::ensure_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -105,17 +116,35 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppSta
         mailer: Arc::new(mailer),
         config: identity_config,
     });
+    let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), limiter.clone()));
+    verifier.reload_formats().await.map_err(|e| match e {
+        keyrail_core::Error::Unavailable => {
+            StartError::Store(StoreError::Unavailable("loading key formats".into()))
+        }
+        other => StartError::Config(other.to_string()),
+    })?;
     let workspaces = Workspaces {
         store: store.clone(),
         clock: clock.clone(),
+        verifier: verifier.clone(),
     };
     let admin = Admin {
         store: store.clone(),
         clock: clock.clone(),
+        verifier: verifier.clone(),
+    };
+    let keys = Keys {
+        store: store.clone(),
+        clock: clock.clone(),
+        master: master_key.clone(),
+        verifier: verifier.clone(),
+        events: options_events.unwrap_or_else(|| Arc::new(LogEvents)),
     };
     Ok(AppState::new(Inner {
         workspaces,
         admin,
+        verifier,
+        keys,
         config,
         store,
         clock,
@@ -182,6 +211,7 @@ impl RunningServer {
         for t in &self.tasks {
             t.abort();
         }
+        background::flush_last_used(&self.state).await;
         self.state.store.close().await;
         result
     }
@@ -198,7 +228,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
     } else {
         None
     };
-    let state = build_state(config, options.clock).await?;
+    let state = build_state(config, options.clock, options.events).await?;
     observe::spawn_metrics_upkeep(state.metrics.clone());
     let seq = background::warm_up(&state).await?;
     let tasks = background::spawn(state.clone(), seq);

@@ -4,6 +4,8 @@ use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
 use keyrail_core::identity::Identity;
+use keyrail_core::keys::manage::Keys;
+use keyrail_core::keys::verify::KeyVerifier;
 use keyrail_core::platform::Admin;
 use keyrail_core::ratelimit::RateLimiter;
 use keyrail_core::secret::MasterKey;
@@ -29,6 +31,10 @@ pub struct Inner {
     pub workspaces: Workspaces,
     /// Platform administration.
     pub admin: Admin,
+    /// The verify hot path and its cache.
+    pub verifier: Arc<KeyVerifier>,
+    /// API-key management.
+    pub keys: Keys,
     /// The rate limiter every limit goes through.
     pub limiter: Arc<dyn RateLimiter>,
     /// The in-process limiter behind `limiter`, for purging.

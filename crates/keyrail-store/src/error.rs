@@ -99,6 +99,8 @@ pub(crate) fn conflict_name(key: &str) -> &'static str {
         "scopes_pkey" | "scopes.workspace_id, scopes.name" => "scope",
         "roles_pkey" | "roles.id" => "role id",
         "roles_workspace_name_key" | "roles.workspace_id, roles.name" => "role name",
+        "keys_pkey" | "keys.id" => "key id",
+        "keys_hash_key" | "keys.hash" => "key hash",
         _ => "record",
     }
 }
@@ -116,6 +118,7 @@ fn foreign_key_text(constraint: Option<&str>) -> String {
         Some("password_resets_user_id_fkey") => "the password reset's user does not exist".into(),
         Some("scopes_workspace_id_fkey") => "the scope's workspace does not exist".into(),
         Some("roles_workspace_id_fkey") => "the role's workspace does not exist".into(),
+        Some("keys_workspace_id_fkey") => "the key's workspace does not exist".into(),
         Some(other) => format!("a referenced record does not exist ({other})"),
         // SQLite does not say which reference failed.
         None => "a referenced record does not exist".into(),
@@ -208,6 +211,10 @@ mod tests {
         assert_eq!(conflict_name("roles.id"), "role id");
         assert_eq!(conflict_name("roles_workspace_name_key"), "role name");
         assert_eq!(conflict_name("roles.workspace_id, roles.name"), "role name");
+        assert_eq!(conflict_name("keys_pkey"), "key id");
+        assert_eq!(conflict_name("keys.id"), "key id");
+        assert_eq!(conflict_name("keys_hash_key"), "key hash");
+        assert_eq!(conflict_name("keys.hash"), "key hash");
         assert_eq!(conflict_name("something_else"), "record");
     }
 

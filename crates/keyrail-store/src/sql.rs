@@ -1,23 +1,27 @@
 //! The `Store` implementation, written once and expanded for each backend.
 //!
-//! Every statement below is shared text: `$n` placeholders, `RETURNING` and `ON CONFLICT` mean
-//! the same on SQLite and PostgreSQL. The only backend-specific statements are two PostgreSQL
-//! locks: the one that serialises writers of the change log, and the workspace row lock that
-//! serialises changes counting a workspace's members (SQLite has a single writer anyway).
+//! Every statement below is shared text: `$n` placeholders, `RETURNING`, `ON CONFLICT`, CTEs and
+//! `UPDATE ... FROM` mean the same on SQLite and PostgreSQL. The only backend-specific statements
+//! are three PostgreSQL locks: the one that serialises writers of the change log, the workspace
+//! row lock that serialises changes counting a workspace's members, and the key row locks that
+//! order batch updates of keys (SQLite has a single writer anyway).
 
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use keyrail_core::authz::BuiltinRole;
-use keyrail_core::id::{AuditId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
+use keyrail_core::id::{AuditId, KeyId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    ActorType, AuditEntry, AuditFilter, Change, CustomRole, KeyFormat, LoginThrottle, Member,
-    MemberView, MfaState, OwnerGuarded, Page, RefreshOutcome, Session, StoredScope,
-    StoredSigningKey, User, Workspace, WorkspaceStatus,
+    ActorType, ApiKey, AuditEntry, AuditFilter, Change, CustomRole, KeyFilter, KeyFormat,
+    KeyRateLimit, LoginThrottle, Member, MemberView, MfaState, OwnerGuarded, Page, RefreshOutcome,
+    Session, StoredScope, StoredSigningKey, User, Workspace, WorkspaceStatus,
 };
 use keyrail_core::secret::Secret;
 use keyrail_core::store::{Store, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
+use sqlx::AssertSqlSafe;
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
@@ -38,6 +42,14 @@ const PG_CHANGES_LOCK: &str = "SELECT pg_advisory_xact_lock(7250113001)";
 /// READ COMMITTED every later statement takes a fresh snapshot, so it counts after the lock).
 /// Without it, two owners demoting each other would each count two owners and both succeed.
 const PG_WORKSPACE_LOCK: &str = "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE";
+
+/// Taken by a transaction that updates many keys in batch statements (`touch_keys`), before it
+/// writes: locks the keys' rows (`$1`, a JSON array of ids) in id order, so that two such batches
+/// over overlapping keys (two nodes flushing at once) wait for each other instead of locking in
+/// the order their joins happen to visit rows and deadlocking.
+const PG_KEYS_LOCK: &str = "SELECT id FROM keys
+     WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))
+     ORDER BY id FOR UPDATE";
 
 #[derive(sqlx::FromRow)]
 struct UserRow {
@@ -392,6 +404,243 @@ fn page_bounds(page: &Page) -> (&str, i64) {
     (page.after.as_deref().unwrap_or(""), i64::from(page.limit))
 }
 
+// ---------------------------------------------------------------------------------------------
+// API keys
+
+/// The columns of `keys`, in the order of [`KeyRow`] and of [`bind_key!`].
+macro_rules! key_columns {
+    () => {
+        "id, workspace_id, name, prefix, hash, scopes, created_at, created_by, updated_at, \
+         expires_at, revoked_at, disabled, last_used_at, rate_limit_limit, rate_limit_window, \
+         remaining, meta, external_id, sealed_key, replaced_by"
+    };
+}
+
+/// How many columns [`key_columns!`] names (placeholders per inserted row).
+const KEY_COLUMN_COUNT: usize = 20;
+
+/// Rows per multi-row `INSERT INTO keys`: 2,000 parameters, well below SQLite's (32,766) and
+/// PostgreSQL's (65,535) limits. Every full chunk uses the same statement text, which each
+/// connection prepares once.
+const KEY_INSERT_CHUNK: usize = 100;
+
+/// The statement of a full chunk, built once.
+static INSERT_KEYS_FULL_CHUNK: LazyLock<Arc<str>> =
+    LazyLock::new(|| insert_keys_sql(KEY_INSERT_CHUNK).into());
+
+/// Hashes per `hash IN (...)` lookup.
+const KEY_HASH_CHUNK: usize = 500;
+
+/// Keys per `touch_keys` update statement (two parameters each).
+const KEY_TOUCH_CHUNK: usize = 500;
+
+/// The change-log kind of a key that was changed, revoked or rotated (its subject is the key's
+/// hash: the verify cache is keyed by it).
+const KEY_CHANGED: &str = "key.changed";
+
+/// The status of a key at `$n` in SQL, with the precedence of [`ApiKey::status`]: revoked (from
+/// `revoked_at` on), else disabled, else expired (from `expires_at` on), else active. A NULL time
+/// compares as unknown, so its branch is not taken.
+macro_rules! key_status_at {
+    ($now:literal) => {
+        concat!(
+            "CASE WHEN revoked_at <= ",
+            $now,
+            " THEN 'revoked' WHEN disabled THEN 'disabled' WHEN expires_at <= ",
+            $now,
+            " THEN 'expired' ELSE 'active' END"
+        )
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct KeyRow {
+    id: String,
+    workspace_id: String,
+    name: String,
+    prefix: String,
+    hash: String,
+    /// A JSON array of scope names.
+    scopes: String,
+    created_at: i64,
+    created_by: Option<String>,
+    updated_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    disabled: bool,
+    last_used_at: Option<i64>,
+    rate_limit_limit: Option<i64>,
+    rate_limit_window: Option<i64>,
+    remaining: Option<i64>,
+    /// A JSON value.
+    meta: Option<String>,
+    external_id: Option<String>,
+    sealed_key: Option<String>,
+    replaced_by: Option<String>,
+}
+
+impl TryFrom<KeyRow> for ApiKey {
+    type Error = StoreError;
+
+    fn try_from(r: KeyRow) -> Result<Self, StoreError> {
+        let bad = |what: &str, e: &dyn fmt::Display| {
+            StoreError::Other(format!("key {} has an unreadable {what}: {e}", r.id))
+        };
+        let scopes: Vec<String> = serde_json::from_str(&r.scopes).map_err(|e| bad("scopes", &e))?;
+        let meta = r
+            .meta
+            .as_deref()
+            .map(serde_json::from_str::<serde_json::Value>)
+            .transpose()
+            .map_err(|e| bad("meta", &e))?;
+        let rate_limit = match (r.rate_limit_limit, r.rate_limit_window) {
+            (None, None) => None,
+            (Some(limit), Some(window)) => Some(KeyRateLimit {
+                limit: u32::try_from(limit).map_err(|e| bad("rate limit", &e))?,
+                window_seconds: u32::try_from(window).map_err(|e| bad("rate limit window", &e))?,
+            }),
+            _ => return Err(bad("rate limit", &"only one of limit and window is set")),
+        };
+        Ok(ApiKey {
+            id: KeyId::from_trusted(r.id),
+            workspace_id: WorkspaceId::from_trusted(r.workspace_id),
+            name: r.name,
+            prefix: r.prefix,
+            hash: r.hash,
+            scopes,
+            created_at: Timestamp::from_millis(r.created_at),
+            created_by: r.created_by,
+            updated_at: Timestamp::from_millis(r.updated_at),
+            expires_at: r.expires_at.map(Timestamp::from_millis),
+            revoked_at: r.revoked_at.map(Timestamp::from_millis),
+            disabled: r.disabled,
+            last_used_at: r.last_used_at.map(Timestamp::from_millis),
+            rate_limit,
+            remaining: r.remaining,
+            meta,
+            external_id: r.external_id,
+            sealed_key: r.sealed_key,
+            replaced_by: r.replaced_by.map(KeyId::from_trusted),
+        })
+    }
+}
+
+/// A key with its JSON columns encoded, ready to bind.
+struct KeyParams<'a> {
+    key: &'a ApiKey,
+    scopes: String,
+    meta: Option<String>,
+}
+
+impl<'a> KeyParams<'a> {
+    fn new(key: &'a ApiKey) -> StoreResult<Self> {
+        let scopes = serde_json::to_string(&key.scopes)
+            .map_err(|e| StoreError::Other(format!("encoding key scopes: {e}")))?;
+        let meta = key
+            .meta
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Other(format!("encoding key meta: {e}")))?;
+        Ok(Self { key, scopes, meta })
+    }
+
+    fn rate_limit_limit(&self) -> Option<i64> {
+        self.key.rate_limit.map(|r| i64::from(r.limit))
+    }
+
+    fn rate_limit_window(&self) -> Option<i64> {
+        self.key.rate_limit.map(|r| i64::from(r.window_seconds))
+    }
+}
+
+/// Binds every column of a key, in the order of [`key_columns!`].
+macro_rules! bind_key {
+    ($query:expr, $p:expr) => {{
+        let p: &KeyParams<'_> = $p;
+        let k = p.key;
+        $query
+            .bind(k.id.as_str())
+            .bind(k.workspace_id.as_str())
+            .bind(k.name.as_str())
+            .bind(k.prefix.as_str())
+            .bind(k.hash.as_str())
+            .bind(p.scopes.as_str())
+            .bind(k.created_at.millis())
+            .bind(k.created_by.as_deref())
+            .bind(k.updated_at.millis())
+            .bind(k.expires_at.map(Timestamp::millis))
+            .bind(k.revoked_at.map(Timestamp::millis))
+            .bind(k.disabled)
+            .bind(k.last_used_at.map(Timestamp::millis))
+            .bind(p.rate_limit_limit())
+            .bind(p.rate_limit_window())
+            .bind(k.remaining)
+            .bind(p.meta.as_deref())
+            .bind(k.external_id.as_deref())
+            .bind(k.sealed_key.as_deref())
+            .bind(k.replaced_by.as_ref().map(KeyId::as_str))
+    }};
+}
+
+/// `($1, $2, ..., $cols), ($cols+1, ...), ...`: `rows` tuples of `cols` numbered placeholders.
+fn placeholder_rows(rows: usize, cols: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 6);
+    for row in 0..rows {
+        if row > 0 {
+            sql.push_str(", ");
+        }
+        sql.push('(');
+        for col in 0..cols {
+            if col > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", row * cols + col + 1));
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+/// `INSERT INTO keys (...) VALUES` with `rows` rows of placeholders.
+fn insert_keys_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO keys ({}) VALUES {}",
+        key_columns!(),
+        placeholder_rows(rows, KEY_COLUMN_COUNT)
+    )
+}
+
+/// `SELECT hash FROM keys WHERE hash IN ($1, ..., $n)`.
+fn existing_hashes_sql(n: usize) -> String {
+    let list: Vec<String> = (1..=n).map(|i| format!("${i}")).collect();
+    format!("SELECT hash FROM keys WHERE hash IN ({})", list.join(", "))
+}
+
+/// Sets `last_used_at` of `n` keys (parameters: id, time, id, time, ...), only forward: a key
+/// whose stored time is as late or later is not written at all.
+fn touch_keys_sql(n: usize) -> String {
+    format!(
+        "WITH used (id, at) AS (VALUES {})
+         UPDATE keys SET last_used_at = used.at
+         FROM used
+         WHERE keys.id = used.id
+           AND (keys.last_used_at IS NULL OR keys.last_used_at < used.at)",
+        placeholder_rows(n, 2)
+    )
+}
+
+/// The latest time per key, sorted by id (so rows are written, and on PostgreSQL locked, in one
+/// order by every caller).
+fn latest_uses(used: &[(KeyId, Timestamp)]) -> Vec<(&str, i64)> {
+    let mut latest: BTreeMap<&str, i64> = BTreeMap::new();
+    for (id, at) in used {
+        let slot = latest.entry(id.as_str()).or_insert(at.millis());
+        *slot = (*slot).max(at.millis());
+    }
+    latest.into_iter().collect()
+}
+
 /// The SQLite implementation of [`Store`].
 #[derive(Clone)]
 pub struct SqliteStore {
@@ -420,7 +669,8 @@ impl fmt::Debug for PgStore {
 /// Expands the one body of SQL for a backend: `$store` wraps a pool in field `pool`, whose
 /// connections are `$conn`; `$changes_lock` is an optional statement run before appending to
 /// `changes`; `$workspace_lock` an optional statement (`$1` = the workspace id) run first by a
-/// transaction that writes or counts a workspace's members.
+/// transaction that writes or counts a workspace's members; `$keys_lock` an optional statement
+/// (`$1` = a JSON array of key ids) run first by a transaction that updates many keys.
 ///
 /// Every transaction that writes starts with a write statement (after the optional locks, which
 /// SQLite does not have): SQLite then waits (busy timeout) for the write lock, where a
@@ -435,7 +685,8 @@ macro_rules! sql_store {
         $backend:literal,
         $migrator:expr,
         $changes_lock:expr,
-        $workspace_lock:expr
+        $workspace_lock:expr,
+        $keys_lock:expr
     ) => {
         impl $store {
             /// Locks the workspace until the caller's transaction ends (PostgreSQL; a no-op on
@@ -481,6 +732,70 @@ macro_rules! sql_store {
                         .map_err(map_err)?;
                 }
                 Ok(())
+            }
+
+            /// Locks the rows of these keys in id order until the caller's transaction ends
+            /// (PostgreSQL; a no-op on SQLite, whose first write takes the write lock).
+            async fn lock_keys(conn: &mut $conn, ids: &[&str]) -> StoreResult<()> {
+                let lock: Option<&'static str> = $keys_lock;
+                if let Some(lock) = lock {
+                    let ids = serde_json::to_string(ids)
+                        .map_err(|e| StoreError::Other(format!("encoding key ids: {e}")))?;
+                    sqlx::query(lock)
+                        .bind(ids)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(map_err)?;
+                }
+                Ok(())
+            }
+
+            /// Inserts the keys with multi-row statements (chunks of [`KEY_INSERT_CHUNK`]),
+            /// inside the caller's transaction.
+            async fn insert_key_rows(conn: &mut $conn, keys: &[KeyParams<'_>]) -> StoreResult<()> {
+                for chunk in keys.chunks(KEY_INSERT_CHUNK) {
+                    let sql: Arc<str> = if chunk.len() == KEY_INSERT_CHUNK {
+                        Arc::clone(&INSERT_KEYS_FULL_CHUNK)
+                    } else {
+                        insert_keys_sql(chunk.len()).into()
+                    };
+                    let mut query = sqlx::query(AssertSqlSafe(sql));
+                    for p in chunk {
+                        query = bind_key!(query, p);
+                    }
+                    query.execute(&mut *conn).await.map_err(map_err)?;
+                }
+                Ok(())
+            }
+
+            /// Saves what may change in a key (see [`Store::update_key`]) inside the caller's
+            /// transaction; returns the key's hash, or `None` when there is no such key.
+            async fn save_key(conn: &mut $conn, p: &KeyParams<'_>) -> StoreResult<Option<String>> {
+                let k = p.key;
+                sqlx::query_scalar(
+                    "UPDATE keys
+                     SET name = $1, scopes = $2, meta = $3, rate_limit_limit = $4,
+                         rate_limit_window = $5, remaining = $6, disabled = $7, updated_at = $8,
+                         expires_at = $9, revoked_at = $10, replaced_by = $11
+                     WHERE id = $12 AND workspace_id = $13
+                     RETURNING hash",
+                )
+                .bind(k.name.as_str())
+                .bind(p.scopes.as_str())
+                .bind(p.meta.as_deref())
+                .bind(p.rate_limit_limit())
+                .bind(p.rate_limit_window())
+                .bind(k.remaining)
+                .bind(k.disabled)
+                .bind(k.updated_at.millis())
+                .bind(k.expires_at.map(Timestamp::millis))
+                .bind(k.revoked_at.map(Timestamp::millis))
+                .bind(k.replaced_by.as_ref().map(KeyId::as_str))
+                .bind(k.id.as_str())
+                .bind(k.workspace_id.as_str())
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(map_err)
             }
 
             /// Why a guarded member write matched nothing, inside its transaction: the member
@@ -1774,6 +2089,220 @@ macro_rules! sql_store {
                 Ok(true)
             }
 
+            async fn insert_key(&self, key: &ApiKey) -> StoreResult<()> {
+                let p = KeyParams::new(key)?;
+                let query = sqlx::query(concat!(
+                    "INSERT INTO keys (",
+                    key_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16, $17, $18, $19, $20)"
+                ));
+                bind_key!(query, &p)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn insert_keys(&self, keys: &[ApiKey]) -> StoreResult<()> {
+                let mut params = keys
+                    .iter()
+                    .map(KeyParams::new)
+                    .collect::<StoreResult<Vec<_>>>()?;
+                if params.is_empty() {
+                    return Ok(());
+                }
+                // In hash order: two concurrent imports sharing hashes then meet at the first
+                // shared one (the later waits, then conflicts) instead of each waiting for a hash
+                // the other inserted (PostgreSQL's unique index would report a deadlock).
+                params.sort_unstable_by(|a, b| a.key.hash.cmp(&b.key.hash));
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Any duplicate, in the table or within the batch, fails a statement as a
+                // Conflict; the transaction is then rolled back as it is dropped.
+                Self::insert_key_rows(&mut tx, &params).await?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn key_by_id(&self, ws: &WorkspaceId, id: &KeyId) -> StoreResult<Option<ApiKey>> {
+                let row: Option<KeyRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM keys WHERE id = $1 AND workspace_id = $2"
+                ))
+                .bind(id.as_str())
+                .bind(ws.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.map(ApiKey::try_from).transpose()
+            }
+
+            async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
+                let row: Option<KeyRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM keys WHERE hash = $1"
+                ))
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                row.map(ApiKey::try_from).transpose()
+            }
+
+            async fn existing_key_hashes(&self, hashes: &[String]) -> StoreResult<Vec<String>> {
+                // Each hash once, in the order given.
+                let mut seen = HashSet::new();
+                let unique: Vec<&str> = hashes
+                    .iter()
+                    .map(String::as_str)
+                    .filter(|h| seen.insert(*h))
+                    .collect();
+                let mut found = HashSet::new();
+                for chunk in unique.chunks(KEY_HASH_CHUNK) {
+                    let mut query = sqlx::query_scalar(AssertSqlSafe(existing_hashes_sql(
+                        chunk.len(),
+                    )));
+                    for hash in chunk {
+                        query = query.bind(*hash);
+                    }
+                    let rows: Vec<String> =
+                        query.fetch_all(&self.pool).await.map_err(map_err)?;
+                    found.extend(rows);
+                }
+                Ok(unique
+                    .into_iter()
+                    .filter(|h| found.contains(*h))
+                    .map(str::to_owned)
+                    .collect())
+            }
+
+            async fn list_keys(
+                &self,
+                ws: &WorkspaceId,
+                filter: &KeyFilter,
+                now: Timestamp,
+                page: &Page,
+            ) -> StoreResult<Vec<ApiKey>> {
+                let (after, limit) = page_bounds(page);
+                // One statement for every combination of filters: an absent filter is a NULL
+                // parameter whose predicate is true. The status is computed at `now` exactly
+                // as ApiKey::status computes it.
+                let rows: Vec<KeyRow> = sqlx::query_as(concat!(
+                    "SELECT ",
+                    key_columns!(),
+                    " FROM keys
+                     WHERE workspace_id = $1 AND id > $2
+                       AND ($3 IS NULL OR external_id = $3)
+                       AND ($4 IS NULL OR ",
+                    key_status_at!("$5"),
+                    " = $4)
+                     ORDER BY id LIMIT $6"
+                ))
+                .bind(ws.as_str())
+                .bind(after)
+                .bind(filter.external_id.as_deref())
+                .bind(filter.status.map(|s| s.as_str()))
+                .bind(now.millis())
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                rows.into_iter().map(ApiKey::try_from).collect()
+            }
+
+            async fn update_key(&self, key: &ApiKey) -> StoreResult<bool> {
+                let p = KeyParams::new(key)?;
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let Some(hash) = Self::save_key(&mut tx, &p).await? else {
+                    return Ok(false);
+                };
+                Self::append_changes(&mut tx, key.updated_at, KEY_CHANGED, &[&hash]).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn rotate_key(&self, old: &ApiKey, new: &ApiKey) -> StoreResult<bool> {
+                if new.workspace_id != old.workspace_id {
+                    return Err(StoreError::Other(
+                        "a key's replacement belongs to another workspace".into(),
+                    ));
+                }
+                let old_params = KeyParams::new(old)?;
+                let new_params = KeyParams::new(new)?;
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let Some(hash) = Self::save_key(&mut tx, &old_params).await? else {
+                    // The old key is gone: nothing was written (dropping rolls back).
+                    return Ok(false);
+                };
+                // A colliding new key fails here as a Conflict; the old key's save is rolled
+                // back with the transaction.
+                Self::insert_key_rows(&mut tx, std::slice::from_ref(&new_params)).await?;
+                Self::append_changes(&mut tx, old.updated_at, KEY_CHANGED, &[&hash]).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn consume_credits(&self, id: &KeyId, cost: i64) -> StoreResult<Option<i64>> {
+                if cost < 0 {
+                    return Err(StoreError::Other(format!(
+                        "cannot spend a negative number of credits ({cost})"
+                    )));
+                }
+                // A few rounds at most: a round only repeats when the credits grew (an update)
+                // between its two statements.
+                for _ in 0..3 {
+                    // One conditional write: concurrent spenders queue on the row lock
+                    // (PostgreSQL) or the write lock (SQLite), each seeing what the previous one
+                    // left, so no more than the credits are ever spent.
+                    let left: Option<i64> = sqlx::query_scalar(
+                        "UPDATE keys SET remaining = remaining - $2
+                         WHERE id = $1 AND remaining >= $2
+                         RETURNING remaining",
+                    )
+                    .bind(id.as_str())
+                    .bind(cost)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                    if left.is_some() {
+                        return Ok(left);
+                    }
+                    // Nothing spent: unlimited, too few credits, or no such key.
+                    let remaining: Option<Option<i64>> =
+                        sqlx::query_scalar("SELECT remaining FROM keys WHERE id = $1")
+                            .bind(id.as_str())
+                            .fetch_optional(&self.pool)
+                            .await
+                            .map_err(map_err)?;
+                    match remaining {
+                        None => return Ok(None),
+                        Some(None) => return Ok(Some(i64::MAX)),
+                        Some(Some(n)) if n < cost => return Ok(None),
+                        Some(Some(_)) => {}
+                    }
+                }
+                Ok(None)
+            }
+
+            async fn touch_keys(&self, used: &[(KeyId, Timestamp)]) -> StoreResult<()> {
+                let latest = latest_uses(used);
+                if latest.is_empty() {
+                    return Ok(());
+                }
+                let ids: Vec<&str> = latest.iter().map(|(id, _)| *id).collect();
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                Self::lock_keys(&mut tx, &ids).await?;
+                for chunk in latest.chunks(KEY_TOUCH_CHUNK) {
+                    let mut query = sqlx::query(AssertSqlSafe(touch_keys_sql(chunk.len())));
+                    for (id, at) in chunk {
+                        query = query.bind(*id).bind(*at);
+                    }
+                    query.execute(&mut *tx).await.map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
             async fn changes_after(&self, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
                 let rows: Vec<ChangeRow> = sqlx::query_as(
                     "SELECT seq, at, kind, subject FROM changes
@@ -1805,6 +2334,7 @@ sql_store!(
     "sqlite",
     SQLITE_MIGRATOR,
     None,
+    None,
     None
 );
 sql_store!(
@@ -1814,5 +2344,6 @@ sql_store!(
     "postgres",
     POSTGRES_MIGRATOR,
     Some(PG_CHANGES_LOCK),
-    Some(PG_WORKSPACE_LOCK)
+    Some(PG_WORKSPACE_LOCK),
+    Some(PG_KEYS_LOCK)
 );

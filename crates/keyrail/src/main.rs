@@ -91,6 +91,7 @@ async fn serve(config: Config) -> Result<(), String> {
         StartOptions {
             clock: Arc::new(SystemClock),
             extra_routes: None,
+            events: None,
         },
     )
     .await
@@ -155,7 +156,7 @@ async fn init(
         serde_json::json!({
             "user_id": outcome.user.id,
             "workspace_id": outcome.workspace.id,
-            "api_key": null,
+            "api_key": outcome.api_key.expose(),
         })
     );
     Ok(())

@@ -29,6 +29,11 @@ impl FromRequestParts<AppState> for Caller {
                     superuser: user.superuser,
                 }))
             }
+            Principal::Key(key) => Ok(Caller(Actor::Key {
+                key_id: key.key.id.clone(),
+                workspace_id: key.key.workspace_id.clone(),
+                effective: key.effective.clone(),
+            })),
         }
     }
 }

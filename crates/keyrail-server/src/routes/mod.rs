@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod auth;
 pub mod common;
+pub mod keys;
 pub mod profile;
 pub mod system;
 pub mod workspaces;

@@ -64,6 +64,7 @@ impl TestServer {
             StartOptions {
                 clock: clock.clone(),
                 extra_routes: extra,
+                events: None,
             },
         )
         .await

@@ -1,0 +1,442 @@
+//! API-key management: create, list, get, update (incl. disable/enable), revoke, rotate,
+//! reveal and import. Every change evicts the key from this node's verify cache before it
+//! returns, and is announced through the change log for the other nodes.
+
+use std::sync::Arc;
+
+use serde_json::json;
+
+use crate::audit::{self, RequestMeta};
+use crate::authz::{self, GrantTarget};
+use crate::clock::Clock;
+use crate::crypto::{seal, token};
+use crate::error::Error;
+use crate::events::{Event, Events};
+use crate::id::KeyId;
+use crate::keys::format;
+use crate::keys::verify::KeyVerifier;
+use crate::model::{ApiKey, KeyFilter, KeyRateLimit, Page};
+use crate::secret::{MasterKey, Secret};
+use crate::store::{Store, StoreError};
+use crate::time::Timestamp;
+use crate::workspaces::Access;
+
+const SEAL_PURPOSE: &str = "api-key";
+pub const MAX_META_BYTES: usize = 16 * 1024;
+pub const MAX_IMPORT: usize = 1000;
+
+/// What `POST W/keys` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewKey {
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_in_days: Option<u32>,
+    pub rate_limit: Option<KeyRateLimit>,
+    pub remaining: Option<i64>,
+    pub meta: Option<serde_json::Value>,
+    pub external_id: Option<String>,
+    pub recoverable: bool,
+}
+
+/// What `PATCH W/keys/{id}` changes (absent = unchanged; `Some(None)` clears).
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub meta: Option<Option<serde_json::Value>>,
+    pub rate_limit: Option<Option<KeyRateLimit>>,
+    pub remaining: Option<Option<i64>>,
+    pub enabled: Option<bool>,
+}
+
+/// One key of an import: the plaintext or its SHA-256.
+#[derive(Debug, Clone, Default)]
+pub struct ImportedKey {
+    pub key: Option<Secret>,
+    pub sha256: Option<String>,
+    pub name: String,
+    pub scopes: Vec<String>,
+    pub expires_at: Option<Timestamp>,
+    pub meta: Option<serde_json::Value>,
+    pub external_id: Option<String>,
+    pub rate_limit: Option<KeyRateLimit>,
+    pub remaining: Option<i64>,
+}
+
+pub struct Keys {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub master: Arc<MasterKey>,
+    pub verifier: Arc<KeyVerifier>,
+    pub events: Arc<dyn Events>,
+}
+
+fn not_found() -> Error {
+    Error::NotFound { what: "key" }
+}
+
+fn check_name(name: &str, field: &str) -> Result<String, Error> {
+    let n = name.trim();
+    if n.is_empty() || n.chars().count() > 255 || n.chars().any(char::is_control) {
+        return Err(Error::invalid(field, format!("{field} must be 1 to 255 characters")));
+    }
+    Ok(n.to_owned())
+}
+
+fn check_meta(meta: &Option<serde_json::Value>, field: &str) -> Result<(), Error> {
+    if let Some(m) = meta {
+        if !m.is_object() {
+            return Err(Error::invalid(field, format!("{field} must be a JSON object or null")));
+        }
+        if m.to_string().len() > MAX_META_BYTES {
+            return Err(Error::invalid(field, format!("{field} is larger than 16 KiB")));
+        }
+    }
+    Ok(())
+}
+
+fn check_rate(rate: &Option<KeyRateLimit>, field: &str) -> Result<(), Error> {
+    if let Some(r) = rate
+        && (r.limit == 0 || r.window_seconds == 0 || r.window_seconds > 86_400 * 30)
+    {
+        return Err(Error::invalid(
+            field,
+            format!("{field}: limit must be at least 1 and window_seconds 1 to 2592000"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_remaining(remaining: &Option<i64>, field: &str) -> Result<(), Error> {
+    if remaining.is_some_and(|r| r < 0) {
+        return Err(Error::invalid(field, format!("{field} must be 0 or more")));
+    }
+    Ok(())
+}
+
+fn check_external_id(id: &Option<String>, field: &str) -> Result<(), Error> {
+    if let Some(e) = id
+        && (e.is_empty() || e.len() > 255 || e.chars().any(char::is_control))
+    {
+        return Err(Error::invalid(field, format!("{field} must be 1 to 255 characters")));
+    }
+    Ok(())
+}
+
+impl Keys {
+    async fn audit(&self, access: &Access, meta: &RequestMeta, action: &str, target: &KeyId) -> Result<(), Error> {
+        let entry = audit::entry(
+            self.clock.now(),
+            meta,
+            Some(access.workspace.id.clone()),
+            access.actor.audit_actor(),
+            action,
+            Some(target.to_string()),
+            true,
+        );
+        self.store.insert_audit(&entry).await?;
+        Ok(())
+    }
+
+    async fn emit(&self, access: &Access, kind: &'static str, data: serde_json::Value) {
+        self.events
+            .emit(Event {
+                workspace_id: access.workspace.id.clone(),
+                kind,
+                data,
+            })
+            .await;
+    }
+
+    fn validate_scopes(&self, access: &Access, scopes: &[String], field: &str) -> Result<Vec<String>, Error> {
+        let set = access.catalog.validate(scopes, field)?;
+        authz::authorize_grant(&access.effective, &set, &access.catalog, GrantTarget::Key)?;
+        Ok(set.names())
+    }
+
+    /// Creates a key; the secret is returned this once.
+    pub async fn create(&self, access: &Access, meta: &RequestMeta, input: NewKey) -> Result<(ApiKey, Secret), Error> {
+        access.require(&["keys:write"])?;
+        let name = check_name(&input.name, "name")?;
+        let scopes = self.validate_scopes(access, &input.scopes, "scopes")?;
+        if let Some(days) = input.expires_in_days
+            && !(1..=365).contains(&days)
+        {
+            return Err(Error::invalid("expires_in_days", "expires_in_days must be 1 to 365, or null for never"));
+        }
+        check_rate(&input.rate_limit, "rate_limit")?;
+        check_remaining(&input.remaining, "remaining")?;
+        check_meta(&input.meta, "meta")?;
+        check_external_id(&input.external_id, "external_id")?;
+        let now = self.clock.now();
+        let secret = format::generate(&access.workspace.key_format);
+        let key = ApiKey {
+            id: KeyId::new(),
+            workspace_id: access.workspace.id.clone(),
+            name,
+            prefix: format::display_prefix(secret.expose()),
+            hash: token::sha256_hex(secret.expose().as_bytes()),
+            scopes,
+            created_at: now,
+            created_by: Some(access.actor.reference()),
+            updated_at: now,
+            expires_at: input.expires_in_days.map(|d| now.plus_secs(i64::from(d) * 86_400)),
+            revoked_at: None,
+            disabled: false,
+            last_used_at: None,
+            rate_limit: input.rate_limit,
+            remaining: input.remaining,
+            meta: input.meta,
+            external_id: input.external_id,
+            sealed_key: input
+                .recoverable
+                .then(|| seal::seal(&self.master, SEAL_PURPOSE, secret.expose().as_bytes())),
+            replaced_by: None,
+        };
+        self.store.insert_key(&key).await?;
+        self.verifier.evict_hex(&key.hash);
+        self.audit(access, meta, "key.create", &key.id).await?;
+        self.emit(access, "key.created", json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}))
+            .await;
+        Ok((key, secret))
+    }
+
+    pub async fn list(&self, access: &Access, filter: &KeyFilter, page: &Page) -> Result<Vec<ApiKey>, Error> {
+        access.require(&["keys:read"])?;
+        Ok(self
+            .store
+            .list_keys(&access.workspace.id, filter, self.clock.now(), page)
+            .await?)
+    }
+
+    async fn find(&self, access: &Access, id: &str) -> Result<ApiKey, Error> {
+        let id = KeyId::parse(id).ok_or_else(not_found)?;
+        self.store
+            .key_by_id(&access.workspace.id, &id)
+            .await?
+            .ok_or_else(not_found)
+    }
+
+    pub async fn get(&self, access: &Access, id: &str) -> Result<ApiKey, Error> {
+        access.require(&["keys:read"])?;
+        self.find(access, id).await
+    }
+
+    async fn save(&self, key: &ApiKey) -> Result<(), Error> {
+        let saved = self.store.update_key(key).await;
+        // Evict whatever happened: the cache must not outlive a change, even a failed one.
+        self.verifier.evict_hex(&key.hash);
+        if !saved? {
+            return Err(not_found());
+        }
+        Ok(())
+    }
+
+    pub async fn update(&self, access: &Access, meta: &RequestMeta, id: &str, patch: KeyPatch) -> Result<ApiKey, Error> {
+        access.require(&["keys:write"])?;
+        let mut key = self.find(access, id).await?;
+        if let Some(name) = &patch.name {
+            key.name = check_name(name, "name")?;
+        }
+        if let Some(scopes) = &patch.scopes {
+            key.scopes = self.validate_scopes(access, scopes, "scopes")?;
+        }
+        if let Some(m) = patch.meta {
+            check_meta(&m, "meta")?;
+            key.meta = m;
+        }
+        if let Some(r) = patch.rate_limit {
+            check_rate(&r, "rate_limit")?;
+            key.rate_limit = r;
+        }
+        if let Some(r) = patch.remaining {
+            check_remaining(&r, "remaining")?;
+            key.remaining = r;
+        }
+        if let Some(enabled) = patch.enabled {
+            key.disabled = !enabled;
+        }
+        key.updated_at = self.clock.now();
+        self.save(&key).await?;
+        self.audit(access, meta, "key.update", &key.id).await?;
+        Ok(key)
+    }
+
+    /// Irreversible and immediate.
+    pub async fn revoke(&self, access: &Access, meta: &RequestMeta, id: &str) -> Result<ApiKey, Error> {
+        access.require(&["keys:delete"])?;
+        let mut key = self.find(access, id).await?;
+        let now = self.clock.now();
+        if key.revoked_at.is_none_or(|t| t > now) {
+            key.revoked_at = Some(now);
+            key.updated_at = now;
+            self.save(&key).await?;
+            self.audit(access, meta, "key.revoke", &key.id).await?;
+            self.emit(access, "key.revoked", json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}))
+                .await;
+        }
+        Ok(key)
+    }
+
+    /// A new key with the same settings; the old one stops now or after `grace_seconds`.
+    pub async fn rotate(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        id: &str,
+        grace_seconds: u32,
+    ) -> Result<(ApiKey, Secret), Error> {
+        access.require(&["keys:write"])?;
+        if grace_seconds > 86_400 {
+            return Err(Error::invalid("grace_seconds", "grace_seconds must be 0 to 86400"));
+        }
+        let mut old = self.find(access, id).await?;
+        let now = self.clock.now();
+        if old.revoked_at.is_some_and(|t| t <= now) {
+            return Err(Error::conflict("key_revoked", "A revoked key cannot be rotated"));
+        }
+        // The new key carries the old one's scopes: the caller must be able to grant them.
+        let scopes = crate::authz::ScopeSet::parse(&old.scopes, "scopes").unwrap_or_default();
+        authz::authorize_grant(&access.effective, &scopes, &access.catalog, GrantTarget::Key)?;
+        let secret = format::generate(&access.workspace.key_format);
+        let new = ApiKey {
+            id: KeyId::new(),
+            prefix: format::display_prefix(secret.expose()),
+            hash: token::sha256_hex(secret.expose().as_bytes()),
+            created_at: now,
+            created_by: Some(access.actor.reference()),
+            updated_at: now,
+            last_used_at: None,
+            revoked_at: None,
+            replaced_by: None,
+            sealed_key: old
+                .sealed_key
+                .as_ref()
+                .map(|_| seal::seal(&self.master, SEAL_PURPOSE, secret.expose().as_bytes())),
+            ..old.clone()
+        };
+        old.revoked_at = Some(now.plus_secs(i64::from(grace_seconds)));
+        old.replaced_by = Some(new.id.clone());
+        old.updated_at = now;
+        let rotated = self.store.rotate_key(&old, &new).await;
+        self.verifier.evict_hex(&old.hash);
+        if !rotated? {
+            return Err(not_found());
+        }
+        self.audit(access, meta, "key.rotate", &old.id).await?;
+        self.emit(
+            access,
+            "key.rotated",
+            json!({"key_id": old.id, "new_key_id": new.id, "prefix": new.prefix, "grace_seconds": grace_seconds}),
+        )
+        .await;
+        Ok((new, secret))
+    }
+
+    /// The plaintext of a recoverable key.
+    pub async fn reveal(&self, access: &Access, meta: &RequestMeta, id: &str) -> Result<Secret, Error> {
+        access.require(&["keys:reveal"])?;
+        let key = self.find(access, id).await?;
+        let Some(sealed) = &key.sealed_key else {
+            return Err(Error::conflict("not_recoverable", "This key was not created recoverable"));
+        };
+        let plain = seal::open(&self.master, SEAL_PURPOSE, sealed).map_err(|e| Error::Internal(e.to_string()))?;
+        let text = String::from_utf8(plain.to_vec()).map_err(|_| Error::Internal("sealed key is not UTF-8".into()))?;
+        self.audit(access, meta, "key.reveal", &key.id).await?;
+        Ok(Secret::new(text))
+    }
+
+    /// Brings existing keys in without reissuing them: all or nothing.
+    pub async fn import(&self, access: &Access, meta: &RequestMeta, keys: Vec<ImportedKey>) -> Result<Vec<KeyId>, Error> {
+        access.require(&["keys:write"])?;
+        if keys.is_empty() || keys.len() > MAX_IMPORT {
+            return Err(Error::invalid("keys", "keys must hold 1 to 1000 entries"));
+        }
+        let now = self.clock.now();
+        let mut records = Vec::with_capacity(keys.len());
+        let mut seen = std::collections::HashMap::new();
+        for (i, k) in keys.into_iter().enumerate() {
+            let field = |f: &str| format!("keys[{i}].{f}");
+            let (hash, prefix) = match (&k.key, &k.sha256) {
+                (Some(plain), None) => {
+                    let p = plain.expose();
+                    if p.is_empty() || p.len() > 512 || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                        return Err(Error::invalid(field("key"), format!("{}: not a usable key", field("key"))));
+                    }
+                    (token::sha256_hex(p.as_bytes()), format::display_prefix(p))
+                }
+                (None, Some(h)) => {
+                    let h = h.to_ascii_lowercase();
+                    if crate::keys::verify::digest_of_hex(&h).is_none() {
+                        return Err(Error::invalid(field("sha256"), format!("{} must be 64 hex characters", field("sha256"))));
+                    }
+                    (h, String::new())
+                }
+                _ => {
+                    return Err(Error::invalid(
+                        format!("keys[{i}]"),
+                        format!("keys[{i}]: give exactly one of key or sha256"),
+                    ));
+                }
+            };
+            if let Some(first) = seen.insert(hash.clone(), i) {
+                return Err(Error::conflict("duplicate_key", format!("keys[{i}] repeats keys[{first}]")));
+            }
+            let name = check_name(&k.name, &field("name"))?;
+            let scopes = self.validate_scopes(access, &k.scopes, &field("scopes"))?;
+            check_meta(&k.meta, &field("meta"))?;
+            check_rate(&k.rate_limit, &field("rate_limit"))?;
+            check_remaining(&k.remaining, &field("remaining"))?;
+            check_external_id(&k.external_id, &field("external_id"))?;
+            records.push(ApiKey {
+                id: KeyId::new(),
+                workspace_id: access.workspace.id.clone(),
+                name,
+                prefix,
+                hash,
+                scopes,
+                created_at: now,
+                created_by: Some(access.actor.reference()),
+                updated_at: now,
+                expires_at: k.expires_at,
+                revoked_at: None,
+                disabled: false,
+                last_used_at: None,
+                rate_limit: k.rate_limit,
+                remaining: k.remaining,
+                meta: k.meta,
+                external_id: k.external_id,
+                sealed_key: None,
+                replaced_by: None,
+            });
+        }
+        match self.store.insert_keys(&records).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => {
+                let hashes: Vec<String> = records.iter().map(|r| r.hash.clone()).collect();
+                let existing = self.store.existing_key_hashes(&hashes).await?;
+                let index = records.iter().position(|r| existing.contains(&r.hash));
+                return Err(Error::conflict(
+                    "duplicate_key",
+                    match index {
+                        Some(i) => format!("keys[{i}] already exists"),
+                        None => "a key of this import already exists".to_owned(),
+                    },
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        self.verifier.forget_unknown();
+        let entry = audit::entry(
+            now,
+            meta,
+            Some(access.workspace.id.clone()),
+            access.actor.audit_actor(),
+            "key.import",
+            Some(format!("{} keys", records.len())),
+            true,
+        );
+        self.store.insert_audit(&entry).await?;
+        Ok(records.into_iter().map(|r| r.id).collect())
+    }
+}
