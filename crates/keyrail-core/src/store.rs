@@ -5,9 +5,9 @@ use async_trait::async_trait;
 
 use crate::id::{KeyId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
 use crate::model::{
-    ApiKey, AuditEntry, AuditFilter, Change, KeyFilter, CustomRole, LoginThrottle, Member, MemberView, MfaState,
-    OwnerGuarded, Page, RefreshOutcome, Session, StoredScope, StoredSigningKey, User, Workspace,
-    WorkspaceStatus,
+    ApiKey, AuditEntry, AuditFilter, Change, CustomRole, KeyFilter, LoginThrottle, Member,
+    MemberView, MfaState, OwnerGuarded, Page, RefreshOutcome, Session, StoredScope,
+    StoredSigningKey, User, Workspace, WorkspaceStatus,
 };
 use crate::time::Timestamp;
 

@@ -215,7 +215,10 @@ impl Workspaces {
                 if *workspace_id == id {
                     (effective.clone(), None)
                 } else if effective.is_superuser() {
-                    (closure(&superuser_set(), &catalog).union(&superuser_set()), None)
+                    (
+                        closure(&superuser_set(), &catalog).union(&superuser_set()),
+                        None,
+                    )
                 } else {
                     return Err(not_found_ws());
                 }
@@ -279,7 +282,11 @@ impl Workspaces {
     /// The caller's workspaces with the name of their role in each.
     pub async fn list_mine(&self, actor: &Actor) -> Result<Vec<(Workspace, String)>, Error> {
         if let Actor::Key { workspace_id, .. } = actor {
-            let ws = self.store.workspace_by_id(workspace_id).await?.ok_or_else(not_found_ws)?;
+            let ws = self
+                .store
+                .workspace_by_id(workspace_id)
+                .await?
+                .ok_or_else(not_found_ws)?;
             return Ok(vec![(ws, "api_key".to_owned())]);
         }
         let user_id = actor.user_only()?;

@@ -180,7 +180,11 @@ impl FromRequestParts<AppState> for Authenticated {
             }
             if let Some(e) = keyauth::failure(&v) {
                 // Only failed credentials count toward the IP block, not limits or suspension.
-                return Err(if e.status == StatusCode::UNAUTHORIZED { fail(e) } else { e });
+                return Err(if e.status == StatusCode::UNAUTHORIZED {
+                    fail(e)
+                } else {
+                    e
+                });
             }
             match v.key {
                 Some(key) => Principal::Key(key),

@@ -5,7 +5,7 @@
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
-use keyrail_core::keys::verify::{VerifyCode, Verification};
+use keyrail_core::keys::verify::{Verification, VerifyCode};
 use keyrail_core::limits::{Rate, Span};
 use keyrail_core::model::KeyRateLimit;
 use keyrail_core::ratelimit::Decision;
@@ -17,11 +17,17 @@ use crate::limiter::rate_limit_headers;
 pub fn failure(v: &Verification) -> Option<ApiError> {
     let e = match v.code {
         VerifyCode::Valid => return None,
-        VerifyCode::NotFound => {
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_credentials", "Invalid API key")
+        VerifyCode::NotFound => ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_credentials",
+            "Invalid API key",
+        ),
+        VerifyCode::Expired => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "expired", "API key expired")
         }
-        VerifyCode::Expired => ApiError::new(StatusCode::UNAUTHORIZED, "expired", "API key expired"),
-        VerifyCode::Revoked => ApiError::new(StatusCode::UNAUTHORIZED, "revoked", "API key revoked"),
+        VerifyCode::Revoked => {
+            ApiError::new(StatusCode::UNAUTHORIZED, "revoked", "API key revoked")
+        }
         VerifyCode::Disabled => {
             ApiError::new(StatusCode::UNAUTHORIZED, "disabled", "API key disabled")
         }
@@ -30,10 +36,12 @@ pub fn failure(v: &Verification) -> Option<ApiError> {
             "tenant_suspended",
             "Tenant suspended or inactive",
         ),
-        VerifyCode::InsufficientScope => {
-            ApiError::new(StatusCode::FORBIDDEN, "insufficient_scope", "Insufficient scope")
-                .with("required", v.missing.clone())
-        }
+        VerifyCode::InsufficientScope => ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            "Insufficient scope",
+        )
+        .with("required", v.missing.clone()),
         VerifyCode::RateLimited => {
             let retry = v.rate.map_or(1, |(_, d)| d.retry_after_secs);
             ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry)

@@ -5,15 +5,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use crate::events::LogEvents;
 use axum::Router;
 use axum::body::Bytes;
 use axum::serve::ListenerExt;
-use keyrail_core::identity::{Identity, IdentityConfig, Keyring, SessionRevocations};
 use keyrail_core::events::Events;
+use keyrail_core::identity::{Identity, IdentityConfig, Keyring, SessionRevocations};
 use keyrail_core::keys::manage::Keys;
 use keyrail_core::keys::verify::KeyVerifier;
 use keyrail_core::platform::Admin;
-use crate::events::LogEvents;
 use keyrail_core::ratelimit::{FailurePolicy, RateLimiter};
 use keyrail_core::workspaces::Workspaces;
 use keyrail_core::{Clock, StoreError, SystemClock};
@@ -116,7 +116,11 @@ pub async fn build_state(
         mailer: Arc::new(mailer),
         config: identity_config,
     });
-    let verifier = Arc::new(KeyVerifier::new(store.clone(), clock.clone(), limiter.clone()));
+    let verifier = Arc::new(KeyVerifier::new(
+        store.clone(),
+        clock.clone(),
+        limiter.clone(),
+    ));
     verifier.reload_formats().await.map_err(|e| match e {
         keyrail_core::Error::Unavailable => {
             StartError::Store(StoreError::Unavailable("loading key formats".into()))

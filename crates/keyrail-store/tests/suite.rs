@@ -8,11 +8,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use keyrail_core::id::{AuditId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
+use keyrail_core::id::{AuditId, KeyId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    ActorType, Alphabet, AuditEntry, AuditFilter, Change, CustomRole, KeyFormat, LoginThrottle,
-    Member, MfaState, OwnerGuarded, Page, RefreshOutcome, Session, StoredScope, StoredSigningKey,
-    User, Workspace, WorkspaceStatus,
+    ActorType, Alphabet, ApiKey, AuditEntry, AuditFilter, Change, CustomRole, KeyFilter, KeyFormat,
+    KeyRateLimit, KeyStatus, LoginThrottle, Member, MfaState, OwnerGuarded, Page, RefreshOutcome,
+    Session, StoredScope, StoredSigningKey, User, Workspace, WorkspaceStatus,
 };
 use keyrail_core::secret::Secret;
 use keyrail_core::{Store, StoreError, Timestamp};
@@ -130,6 +130,14 @@ async fn run_suite(store: &dyn Store) {
     guarded_member_changes(store).await;
     owner_guard_under_concurrency(store).await;
     delete_workspace_removes_everything(store).await;
+    // API keys: each check makes its own workspaces and counts changes from the latest seq.
+    keys_insert_and_lookup(store).await;
+    keys_import(store).await;
+    keys_listing(store).await;
+    keys_update(store).await;
+    keys_rotate(store).await;
+    keys_credits(store).await;
+    keys_touch(store).await;
 }
 
 async fn empty_change_log(store: &dyn Store) {
@@ -2511,6 +2519,10 @@ async fn delete_workspace_removes_everything(store: &dyn Store) {
         outcome: "success".into(),
     };
     store.insert_audit(&audit).await.unwrap();
+    let doomed_key = api_key(&doomed, "doomed-key", 26_030);
+    store.insert_key(&doomed_key).await.unwrap();
+    let kept_key = api_key(&kept, "kept-key", 26_031);
+    store.insert_key(&kept_key).await.unwrap();
 
     let before = store.latest_change().await.unwrap();
     assert!(
@@ -2557,6 +2569,21 @@ async fn delete_workspace_removes_everything(store: &dyn Store) {
             .is_none()
     );
     assert!(store.scopes_of(&doomed.id).await.unwrap().is_empty());
+    assert!(store.key_by_hash(&doomed_key.hash).await.unwrap().is_none());
+    assert!(
+        store
+            .key_by_id(&doomed.id, &doomed_key.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .existing_key_hashes(std::slice::from_ref(&doomed_key.hash))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(
         store
             .list_workspaces(&Page::first(200))
@@ -2582,6 +2609,10 @@ async fn delete_workspace_removes_everything(store: &dyn Store) {
     // What belongs to other workspaces, the users and the audit log stay.
     assert_eq!(store.scopes_of(&kept.id).await.unwrap(), [kept_scope]);
     assert_eq!(store.roles_of(&kept.id).await.unwrap(), [kept_role]);
+    assert_eq!(
+        store.key_by_hash(&kept_key.hash).await.unwrap(),
+        Some(kept_key)
+    );
     assert!(store.user_by_id(&dev.user_id).await.unwrap().is_some());
     let filter = AuditFilter {
         workspace_id: Some(doomed.id.clone()),
@@ -2606,6 +2637,11 @@ async fn delete_workspace_removes_everything(store: &dyn Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    let err = store
+        .insert_key(&api_key(&doomed, "doomed-late", 26_200))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
     // Deleting it again, or an unknown workspace: false, nothing logged.
     assert!(
         !store
@@ -2620,6 +2656,992 @@ async fn delete_workspace_removes_everything(store: &dyn Store) {
             .unwrap()
     );
     assert_eq!(changes_since(store, before).await.len(), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// API keys
+
+/// A key of `ws` with only the required fields set; its hash is `digest(label)`.
+fn api_key(ws: &Workspace, label: &str, at: i64) -> ApiKey {
+    let hash = digest(label);
+    ApiKey {
+        id: KeyId::new(),
+        workspace_id: ws.id.clone(),
+        name: label.to_owned(),
+        prefix: format!("kr_{}", &hash[..4]),
+        hash,
+        scopes: vec!["keys:read".to_owned()],
+        created_at: ts(at),
+        created_by: None,
+        updated_at: ts(at),
+        expires_at: None,
+        revoked_at: None,
+        disabled: false,
+        last_used_at: None,
+        rate_limit: None,
+        remaining: None,
+        meta: None,
+        external_id: None,
+        sealed_key: None,
+        replaced_by: None,
+    }
+}
+
+fn key_ids(keys: &[ApiKey]) -> Vec<KeyId> {
+    keys.iter().map(|k| k.id.clone()).collect()
+}
+
+/// Every key of `ws` matching `filter` at `now`, read page by page (`limit` per page).
+async fn all_keys(
+    store: &dyn Store,
+    ws: &WorkspaceId,
+    filter: &KeyFilter,
+    now: Timestamp,
+    limit: u32,
+) -> Vec<ApiKey> {
+    let mut out: Vec<ApiKey> = Vec::new();
+    loop {
+        let page = Page {
+            limit,
+            after: out.last().map(|k| k.id.to_string()),
+        };
+        let got = store.list_keys(ws, filter, now, &page).await.unwrap();
+        assert!(got.len() <= limit as usize);
+        let done = got.len() < limit as usize;
+        out.extend(got);
+        if done {
+            return out;
+        }
+    }
+}
+
+fn status_filter(status: KeyStatus) -> KeyFilter {
+    KeyFilter {
+        status: Some(status),
+        external_id: None,
+    }
+}
+
+async fn keys_insert_and_lookup(store: &dyn Store) {
+    let (ws, owner) = new_workspace(store, "keys", 30_000).await;
+    let (other_ws, _) = new_workspace(store, "keys-other", 30_000).await;
+    let before = store.latest_change().await.unwrap();
+
+    // Every optional field set, with values at the edges of their types.
+    let mut full = api_key(&ws, "full", 30_001);
+    full.scopes = vec![
+        "keys:read".into(),
+        "chats:write".into(),
+        "ünïcode:read".into(),
+    ];
+    full.created_by = Some(format!("user:{}", owner.user_id));
+    full.updated_at = ts(30_002);
+    full.expires_at = Some(ts(40_000));
+    full.revoked_at = Some(ts(50_000));
+    full.disabled = true;
+    full.last_used_at = Some(ts(30_003));
+    full.rate_limit = Some(KeyRateLimit {
+        limit: u32::MAX,
+        window_seconds: 86_400,
+    });
+    full.remaining = Some(i64::MAX - 1);
+    full.meta = Some(serde_json::json!({
+        "plan": "pro",
+        "seats": 12,
+        "ratio": 2.5,
+        "tags": ["a", null, true],
+        "nested": {"ü": "✓", "empty": {}},
+    }));
+    full.external_id = Some("cust-42".into());
+    full.sealed_key = Some("v1.sealed.AAAA".into());
+    full.replaced_by = Some(KeyId::new());
+    store.insert_key(&full).await.unwrap();
+
+    // Nothing optional set, no scopes.
+    let mut bare = api_key(&ws, "bare", 30_004);
+    bare.scopes = Vec::new();
+    store.insert_key(&bare).await.unwrap();
+    // A JSON null as meta is kept apart from no meta.
+    let mut null_meta = api_key(&ws, "null-meta", 30_005);
+    null_meta.meta = Some(serde_json::Value::Null);
+    null_meta.remaining = Some(0);
+    store.insert_key(&null_meta).await.unwrap();
+
+    for k in [&full, &bare, &null_meta] {
+        assert_eq!(
+            store.key_by_id(&ws.id, &k.id).await.unwrap().as_ref(),
+            Some(k)
+        );
+        assert_eq!(store.key_by_hash(&k.hash).await.unwrap().as_ref(), Some(k));
+    }
+    let got = store.key_by_hash(&full.hash).await.unwrap().unwrap();
+    assert_eq!(got.meta, full.meta);
+    assert_eq!(got.rate_limit, full.rate_limit);
+    assert_eq!(got.remaining, Some(i64::MAX - 1));
+    assert_eq!(got.replaced_by, full.replaced_by);
+    let got = store.key_by_hash(&null_meta.hash).await.unwrap().unwrap();
+    assert_eq!(got.meta, Some(serde_json::Value::Null));
+
+    // Another workspace, an unknown id or hash: nothing.
+    assert!(
+        store
+            .key_by_id(&other_ws.id, &full.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .key_by_id(&ws.id, &KeyId::new())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .key_by_hash(&digest("unknown"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // Hashes match exactly (lowercase hex as stored).
+    assert!(
+        store
+            .key_by_hash(&full.hash.to_uppercase())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // A second key with the same hash, even in another workspace: Conflict, nothing written.
+    let mut dup_hash = api_key(&other_ws, "full", 30_010);
+    dup_hash.name = "dup".into();
+    assert_conflict(store.insert_key(&dup_hash).await, "key hash");
+    assert_eq!(
+        store.key_by_hash(&full.hash).await.unwrap().unwrap().id,
+        full.id
+    );
+    assert!(
+        store
+            .key_by_id(&other_ws.id, &dup_hash.id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let mut dup_id = api_key(&ws, "dup-id", 30_010);
+    dup_id.id = full.id.clone();
+    assert_conflict(store.insert_key(&dup_id).await, "key id");
+    assert!(store.key_by_hash(&dup_id.hash).await.unwrap().is_none());
+    // A key of a workspace that does not exist.
+    let ghost = Workspace {
+        id: WorkspaceId::new(),
+        ..ws.clone()
+    };
+    let err = store
+        .insert_key(&api_key(&ghost, "ghost", 30_011))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert!(store.key_by_hash(&digest("ghost")).await.unwrap().is_none());
+
+    // Creating keys announces nothing.
+    assert!(changes_since(store, before).await.is_empty());
+}
+
+async fn keys_import(store: &dyn Store) {
+    let (ws, _) = new_workspace(store, "import", 30_100).await;
+    let (other_ws, _) = new_workspace(store, "import-other", 30_100).await;
+    let before = store.latest_change().await.unwrap();
+    let existing = api_key(&ws, "imp-existing", 30_101);
+    store.insert_key(&existing).await.unwrap();
+
+    // 1000 keys in one call, in one transaction, with a mix of optional fields.
+    let batch: Vec<ApiKey> = (0..1000)
+        .map(|i| {
+            let mut k = api_key(&ws, &format!("imp-{i}"), 30_102);
+            if i % 3 == 0 {
+                k.external_id = Some(format!("ext-{}", i % 7));
+                k.meta = Some(serde_json::json!({ "i": i }));
+            }
+            if i % 5 == 0 {
+                k.rate_limit = Some(KeyRateLimit {
+                    limit: i,
+                    window_seconds: 60,
+                });
+                k.remaining = Some(i64::from(i));
+                k.expires_at = Some(ts(90_000));
+            }
+            k
+        })
+        .collect();
+    let started = Instant::now();
+    store.insert_keys(&batch).await.unwrap();
+    let took = started.elapsed();
+    eprintln!("{}: 1000 keys imported in {took:?}", store.backend());
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    let mut expected = batch.clone();
+    expected.push(existing.clone());
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    let listed = all_keys(store, &ws.id, &KeyFilter::default(), ts(30_200), 200).await;
+    assert_eq!(listed.len(), 1001);
+    assert!(
+        listed == expected,
+        "the imported keys read back differently"
+    );
+    for k in batch.iter().step_by(97) {
+        assert_eq!(store.key_by_hash(&k.hash).await.unwrap().as_ref(), Some(k));
+    }
+
+    // Which hashes exist: each once, in the order asked.
+    let asked = vec![
+        digest("imp-new-a"),
+        existing.hash.clone(),
+        batch[5].hash.clone(),
+        digest("imp-new-b"),
+        existing.hash.clone(),
+    ];
+    assert_eq!(
+        store.existing_key_hashes(&asked).await.unwrap(),
+        [existing.hash.clone(), batch[5].hash.clone()]
+    );
+    assert!(store.existing_key_hashes(&[]).await.unwrap().is_empty());
+    // Many at once (more than one statement's worth).
+    let mut many: Vec<String> = (0..700).map(|i| digest(&format!("imp-none-{i}"))).collect();
+    many.extend(expected.iter().map(|k| k.hash.clone()));
+    let found = store.existing_key_hashes(&many).await.unwrap();
+    assert_eq!(found, many[700..]);
+
+    // All or nothing: one key whose hash exists (here in the last of several statements, and
+    // an existing key of another workspace) fails the whole call.
+    let mut foreign = api_key(&other_ws, "imp-foreign", 30_300);
+    foreign.external_id = Some("ext-0".into());
+    store.insert_key(&foreign).await.unwrap();
+    let fresh = |tag: &str, n: usize| -> Vec<ApiKey> {
+        (0..n)
+            .map(|i| api_key(&ws, &format!("{tag}-{i}"), 30_301))
+            .collect()
+    };
+    for (tag, dup_hash) in [
+        ("imp-a", existing.hash.clone()),
+        ("imp-b", batch[999].hash.clone()),
+        ("imp-c", foreign.hash.clone()),
+    ] {
+        let mut bad = fresh(tag, 250);
+        bad[120].hash = dup_hash;
+        assert_conflict(store.insert_keys(&bad).await, "key hash");
+        let hashes: Vec<String> = bad.iter().map(|k| k.hash.clone()).collect();
+        let left = store.existing_key_hashes(&hashes).await.unwrap();
+        assert_eq!(left, [bad[120].hash.clone()], "{tag}");
+    }
+    // A hash repeated within the batch.
+    let mut twice = fresh("imp-twice", 3);
+    twice[2].hash = twice[0].hash.clone();
+    assert_conflict(store.insert_keys(&twice).await, "key hash");
+    assert!(store.key_by_hash(&twice[0].hash).await.unwrap().is_none());
+    // An id repeated within the batch.
+    let mut same_id = fresh("imp-same-id", 3);
+    same_id[1].id = same_id[0].id.clone();
+    assert_conflict(store.insert_keys(&same_id).await, "key id");
+    assert!(store.key_by_hash(&same_id[0].hash).await.unwrap().is_none());
+    // A key of a workspace that does not exist.
+    let mut orphan = fresh("imp-orphan", 3);
+    orphan[1].workspace_id = WorkspaceId::new();
+    let err = store.insert_keys(&orphan).await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert!(store.key_by_hash(&orphan[0].hash).await.unwrap().is_none());
+    // Still exactly what the good import left.
+    let listed = all_keys(store, &ws.id, &KeyFilter::default(), ts(30_400), 200).await;
+    assert_eq!(key_ids(&listed), key_ids(&expected));
+
+    // An empty import does nothing; a small one works like a big one.
+    store.insert_keys(&[]).await.unwrap();
+    let small = fresh("imp-small", 2);
+    store.insert_keys(&small).await.unwrap();
+    for k in &small {
+        assert_eq!(
+            store.key_by_id(&ws.id, &k.id).await.unwrap().as_ref(),
+            Some(k)
+        );
+    }
+    assert!(changes_since(store, before).await.is_empty());
+}
+
+async fn keys_listing(store: &dyn Store) {
+    let (ws, _) = new_workspace(store, "listing", 31_000).await;
+    let (other_ws, _) = new_workspace(store, "listing-other", 31_000).await;
+    let now = ts(31_500);
+    let at = |d: i64| Some(Timestamp::from_millis(now.millis() + d));
+    // (label, revoked_at, disabled, expires_at, status at `now`)
+    let cases: [(&str, Option<Timestamp>, bool, Option<Timestamp>, KeyStatus); 13] = [
+        ("plain", None, false, None, KeyStatus::Active),
+        ("expires-later", None, false, at(1), KeyStatus::Active),
+        // A rotation with grace: revoked from a time still to come.
+        ("revoked-later", at(1), false, None, KeyStatus::Active),
+        (
+            "revoked-later-expires-later",
+            at(5),
+            false,
+            at(5),
+            KeyStatus::Active,
+        ),
+        ("disabled", None, true, None, KeyStatus::Disabled),
+        ("disabled-expired", None, true, at(-1), KeyStatus::Disabled),
+        (
+            "disabled-revoked-later",
+            at(1),
+            true,
+            None,
+            KeyStatus::Disabled,
+        ),
+        ("expired", None, false, at(-1), KeyStatus::Expired),
+        ("expires-now", None, false, at(0), KeyStatus::Expired),
+        (
+            "expired-revoked-later",
+            at(1),
+            false,
+            at(-1),
+            KeyStatus::Expired,
+        ),
+        ("revoked", at(-1), false, None, KeyStatus::Revoked),
+        ("revoked-now", at(0), false, None, KeyStatus::Revoked),
+        (
+            "revoked-disabled-expired",
+            at(-1),
+            true,
+            at(-2),
+            KeyStatus::Revoked,
+        ),
+    ];
+    let mut keys = Vec::new();
+    for (i, (label, revoked_at, disabled, expires_at, status)) in cases.iter().enumerate() {
+        let mut k = api_key(&ws, &format!("list-{label}"), 31_001);
+        k.revoked_at = *revoked_at;
+        k.disabled = *disabled;
+        k.expires_at = *expires_at;
+        k.external_id = Some(format!("cust-{}", i % 3));
+        assert_eq!(k.status(now), *status, "{label}");
+        store.insert_key(&k).await.unwrap();
+        keys.push(k);
+    }
+    // Keys of another workspace, same external ids, never show.
+    for i in 0..3 {
+        let mut k = api_key(&other_ws, &format!("list-other-{i}"), 31_001);
+        k.external_id = Some(format!("cust-{i}"));
+        store.insert_key(&k).await.unwrap();
+    }
+    keys.sort_by(|a, b| a.id.cmp(&b.id));
+    let label_of = |id: &KeyId| {
+        keys.iter()
+            .find(|k| &k.id == id)
+            .map(|k| k.name.clone())
+            .unwrap()
+    };
+
+    // Every status, evaluated by the store at several instants, as ApiKey::status says.
+    let instants = [
+        ts(0),
+        now.plus_secs(-1),
+        at(-1).unwrap(),
+        now,
+        at(1).unwrap(),
+        at(5).unwrap(),
+    ];
+    for t in instants {
+        for status in [
+            KeyStatus::Active,
+            KeyStatus::Disabled,
+            KeyStatus::Expired,
+            KeyStatus::Revoked,
+        ] {
+            let want: Vec<KeyId> = keys
+                .iter()
+                .filter(|k| k.status(t) == status)
+                .map(|k| k.id.clone())
+                .collect();
+            let got = store
+                .list_keys(&ws.id, &status_filter(status), t, &Page::first(200))
+                .await
+                .unwrap();
+            assert_eq!(
+                key_ids(&got),
+                want,
+                "{status:?} at {t:?}: got {:?}",
+                got.iter().map(|k| label_of(&k.id)).collect::<Vec<_>>()
+            );
+        }
+    }
+    // The same at `now`, spelled out.
+    let ws_id = &ws.id;
+    let names_at = |status: KeyStatus, t: Timestamp| {
+        let filter = status_filter(status);
+        async move {
+            let mut names: Vec<String> = store
+                .list_keys(ws_id, &filter, t, &Page::first(200))
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|k| k.name.trim_start_matches("list-").to_owned())
+                .collect();
+            names.sort();
+            names
+        }
+    };
+    assert_eq!(
+        names_at(KeyStatus::Active, now).await,
+        [
+            "expires-later",
+            "plain",
+            "revoked-later",
+            "revoked-later-expires-later"
+        ]
+    );
+    assert_eq!(
+        names_at(KeyStatus::Disabled, now).await,
+        ["disabled", "disabled-expired", "disabled-revoked-later"]
+    );
+    assert_eq!(
+        names_at(KeyStatus::Expired, now).await,
+        ["expired", "expired-revoked-later", "expires-now"]
+    );
+    assert_eq!(
+        names_at(KeyStatus::Revoked, now).await,
+        ["revoked", "revoked-disabled-expired", "revoked-now"]
+    );
+    // A millisecond later, the grace periods of one millisecond are over.
+    assert_eq!(
+        names_at(KeyStatus::Revoked, at(1).unwrap()).await,
+        [
+            "disabled-revoked-later",
+            "expired-revoked-later",
+            "revoked",
+            "revoked-disabled-expired",
+            "revoked-later",
+            "revoked-now"
+        ]
+    );
+
+    // No filter: every key of the workspace, by id.
+    let all = store
+        .list_keys(&ws.id, &KeyFilter::default(), now, &Page::first(200))
+        .await
+        .unwrap();
+    assert!(all == keys, "the listed keys read back differently");
+
+    // By external id, alone and with a status.
+    for ext in ["cust-0", "cust-1", "cust-2"] {
+        let filter = KeyFilter {
+            status: None,
+            external_id: Some(ext.into()),
+        };
+        let want: Vec<KeyId> = keys
+            .iter()
+            .filter(|k| k.external_id.as_deref() == Some(ext))
+            .map(|k| k.id.clone())
+            .collect();
+        assert!(!want.is_empty());
+        let got = store
+            .list_keys(&ws.id, &filter, now, &Page::first(200))
+            .await
+            .unwrap();
+        assert_eq!(key_ids(&got), want, "{ext}");
+        for status in [KeyStatus::Active, KeyStatus::Revoked] {
+            let filter = KeyFilter {
+                status: Some(status),
+                external_id: Some(ext.into()),
+            };
+            let want: Vec<KeyId> = keys
+                .iter()
+                .filter(|k| k.external_id.as_deref() == Some(ext) && k.status(now) == status)
+                .map(|k| k.id.clone())
+                .collect();
+            let got = store
+                .list_keys(&ws.id, &filter, now, &Page::first(200))
+                .await
+                .unwrap();
+            assert_eq!(key_ids(&got), want, "{ext} {status:?}");
+        }
+    }
+    for ext in ["cust-9", "CUST-0", "cust-"] {
+        let filter = KeyFilter {
+            status: None,
+            external_id: Some(ext.into()),
+        };
+        assert!(
+            store
+                .list_keys(&ws.id, &filter, now, &Page::first(200))
+                .await
+                .unwrap()
+                .is_empty(),
+            "{ext}"
+        );
+    }
+
+    // Pages: 5 + 5 + 3, then nothing after the last.
+    let mut paged = Vec::new();
+    let mut after: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let page = Page {
+            limit: 5,
+            after: after.clone(),
+        };
+        let got = store
+            .list_keys(&ws.id, &KeyFilter::default(), now, &page)
+            .await
+            .unwrap();
+        if got.is_empty() {
+            break;
+        }
+        sizes.push(got.len());
+        after = got.last().map(|k| k.id.to_string());
+        paged.extend(got);
+    }
+    assert_eq!(sizes, [5, 5, 3]);
+    assert_eq!(key_ids(&paged), key_ids(&keys));
+    // Pages of a filtered listing.
+    let active = all_keys(store, &ws.id, &status_filter(KeyStatus::Active), now, 1).await;
+    assert_eq!(active.len(), 4);
+    assert!(active.windows(2).all(|w| w[0].id < w[1].id));
+    // An unknown workspace has no keys.
+    assert!(
+        store
+            .list_keys(
+                &WorkspaceId::new(),
+                &KeyFilter::default(),
+                now,
+                &Page::first(10)
+            )
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn keys_update(store: &dyn Store) {
+    let (ws, _) = new_workspace(store, "kupdate", 32_000).await;
+    let (other_ws, _) = new_workspace(store, "kupdate-other", 32_000).await;
+    let mut k = api_key(&ws, "upd", 32_001);
+    k.created_by = Some("user:usr_x".into());
+    k.external_id = Some("cust-upd".into());
+    k.sealed_key = Some("sealed-upd".into());
+    k.last_used_at = Some(ts(32_002));
+    k.rate_limit = Some(KeyRateLimit {
+        limit: 10,
+        window_seconds: 1,
+    });
+    k.remaining = Some(5);
+    store.insert_key(&k).await.unwrap();
+    let before = store.latest_change().await.unwrap();
+
+    // Every saved field changes; the others are given changed too and must stay as stored.
+    let mut edit = k.clone();
+    edit.name = "renamed".into();
+    edit.scopes = vec!["chats:read".into(), "chats:write".into()];
+    edit.meta = Some(serde_json::json!({"tier": 2}));
+    edit.rate_limit = Some(KeyRateLimit {
+        limit: 1000,
+        window_seconds: 3600,
+    });
+    edit.remaining = Some(77);
+    edit.disabled = true;
+    edit.updated_at = ts(32_010);
+    edit.expires_at = Some(ts(99_000));
+    edit.revoked_at = Some(ts(98_000));
+    edit.replaced_by = Some(KeyId::new());
+    edit.hash = digest("upd-other-hash");
+    edit.prefix = "xx_0000".into();
+    edit.created_at = ts(1);
+    edit.created_by = None;
+    edit.last_used_at = None;
+    edit.external_id = None;
+    edit.sealed_key = None;
+    assert!(store.update_key(&edit).await.unwrap());
+    let mut want = k.clone();
+    want.name = edit.name.clone();
+    want.scopes = edit.scopes.clone();
+    want.meta = edit.meta.clone();
+    want.rate_limit = edit.rate_limit;
+    want.remaining = edit.remaining;
+    want.disabled = true;
+    want.updated_at = edit.updated_at;
+    want.expires_at = edit.expires_at;
+    want.revoked_at = edit.revoked_at;
+    want.replaced_by = edit.replaced_by.clone();
+    let got = store.key_by_id(&ws.id, &k.id).await.unwrap().unwrap();
+    assert_eq!(got, want);
+    assert_eq!(got.hash, k.hash);
+    assert_eq!(got.external_id.as_deref(), Some("cust-upd"));
+    assert_eq!(got.last_used_at, Some(ts(32_002)));
+    assert!(store.key_by_hash(&edit.hash).await.unwrap().is_none());
+    // Announced under the stored hash (what the verify caches are keyed by).
+    assert_eq!(
+        changes_since(store, before).await,
+        [change("key.changed", &k.hash, ts(32_010))]
+    );
+
+    // Clearing the optional fields.
+    let mut cleared = want.clone();
+    cleared.meta = None;
+    cleared.rate_limit = None;
+    cleared.remaining = None;
+    cleared.disabled = false;
+    cleared.expires_at = None;
+    cleared.revoked_at = None;
+    cleared.replaced_by = None;
+    cleared.updated_at = ts(32_020);
+    assert!(store.update_key(&cleared).await.unwrap());
+    assert_eq!(store.key_by_hash(&k.hash).await.unwrap().unwrap(), cleared);
+
+    // No such key, or the key under another workspace: false, nothing announced.
+    let mut stranger = api_key(&ws, "upd-stranger", 32_030);
+    stranger.updated_at = ts(32_031);
+    assert!(!store.update_key(&stranger).await.unwrap());
+    let mut elsewhere = cleared.clone();
+    elsewhere.workspace_id = other_ws.id.clone();
+    elsewhere.name = "hijacked".into();
+    elsewhere.updated_at = ts(32_032);
+    assert!(!store.update_key(&elsewhere).await.unwrap());
+    assert_eq!(
+        store.key_by_hash(&k.hash).await.unwrap().unwrap().name,
+        "renamed"
+    );
+    assert_eq!(
+        changes_since(store, before).await,
+        [
+            change("key.changed", &k.hash, ts(32_010)),
+            change("key.changed", &k.hash, ts(32_020))
+        ]
+    );
+}
+
+async fn keys_rotate(store: &dyn Store) {
+    let (ws, _) = new_workspace(store, "rotate", 33_000).await;
+    let (other_ws, _) = new_workspace(store, "rotate-other", 33_000).await;
+    let old = api_key(&ws, "rot-old", 33_001);
+    store.insert_key(&old).await.unwrap();
+    let before = store.latest_change().await.unwrap();
+
+    // With a grace period of a minute.
+    let mut new = api_key(&ws, "rot-new", 33_010);
+    new.scopes = old.scopes.clone();
+    let mut retired = old.clone();
+    retired.revoked_at = Some(ts(33_010 + 60_000));
+    retired.replaced_by = Some(new.id.clone());
+    retired.updated_at = ts(33_010);
+    assert!(store.rotate_key(&retired, &new).await.unwrap());
+    assert_eq!(
+        store.key_by_id(&ws.id, &old.id).await.unwrap(),
+        Some(retired.clone())
+    );
+    assert_eq!(
+        store.key_by_hash(&new.hash).await.unwrap(),
+        Some(new.clone())
+    );
+    assert_eq!(
+        changes_since(store, before).await,
+        [change("key.changed", &old.hash, ts(33_010))]
+    );
+    // Both work during the grace period; then only the new one.
+    let ws_id = &ws.id;
+    let active = |t: i64| async move {
+        store
+            .list_keys(
+                ws_id,
+                &status_filter(KeyStatus::Active),
+                ts(t),
+                &Page::first(10),
+            )
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|k| k.name)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(active(33_011).await, ["rot-old", "rot-new"]);
+    assert_eq!(active(33_010 + 60_000).await, ["rot-new"]);
+
+    // The replacement collides with an existing key: nothing is written, the old key stays as
+    // it was, nothing is announced.
+    let mut clash = api_key(&ws, "rot-clash", 33_020);
+    clash.hash = new.hash.clone();
+    let mut retire_again = retired.clone();
+    retire_again.revoked_at = Some(ts(33_020));
+    retire_again.replaced_by = Some(clash.id.clone());
+    retire_again.updated_at = ts(33_020);
+    assert_conflict(store.rotate_key(&retire_again, &clash).await, "key hash");
+    assert_eq!(
+        store.key_by_id(&ws.id, &old.id).await.unwrap(),
+        Some(retired.clone())
+    );
+    assert!(store.key_by_id(&ws.id, &clash.id).await.unwrap().is_none());
+    // The same with an id that is taken.
+    let mut clash_id = api_key(&ws, "rot-clash-id", 33_021);
+    clash_id.id = new.id.clone();
+    assert_conflict(store.rotate_key(&retire_again, &clash_id).await, "key id");
+    assert_eq!(
+        store.key_by_id(&ws.id, &old.id).await.unwrap(),
+        Some(retired.clone())
+    );
+    assert!(store.key_by_hash(&clash_id.hash).await.unwrap().is_none());
+
+    // The old key is gone (or never was): false, the new key is not inserted.
+    let ghost = api_key(&ws, "rot-ghost", 33_030);
+    let orphan = api_key(&ws, "rot-orphan", 33_030);
+    assert!(!store.rotate_key(&ghost, &orphan).await.unwrap());
+    assert!(store.key_by_hash(&orphan.hash).await.unwrap().is_none());
+    // The old key under another workspace counts as gone.
+    let mut elsewhere = retired.clone();
+    elsewhere.workspace_id = other_ws.id.clone();
+    let orphan2 = api_key(&other_ws, "rot-orphan-2", 33_031);
+    assert!(!store.rotate_key(&elsewhere, &orphan2).await.unwrap());
+    assert!(store.key_by_hash(&orphan2.hash).await.unwrap().is_none());
+    // A replacement in another workspace is refused.
+    let foreign = api_key(&other_ws, "rot-foreign", 33_032);
+    let err = store.rotate_key(&retire_again, &foreign).await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert!(store.key_by_hash(&foreign.hash).await.unwrap().is_none());
+    assert_eq!(changes_since(store, before).await.len(), 1);
+
+    // Immediately, without grace.
+    let newer = api_key(&ws, "rot-newer", 33_040);
+    let mut retire_new = new.clone();
+    retire_new.revoked_at = Some(ts(33_040));
+    retire_new.replaced_by = Some(newer.id.clone());
+    retire_new.updated_at = ts(33_040);
+    assert!(store.rotate_key(&retire_new, &newer).await.unwrap());
+    assert_eq!(
+        store
+            .key_by_hash(&new.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .status(ts(33_040)),
+        KeyStatus::Revoked
+    );
+    assert_eq!(
+        changes_since(store, before).await,
+        [
+            change("key.changed", &old.hash, ts(33_010)),
+            change("key.changed", &new.hash, ts(33_040))
+        ]
+    );
+}
+
+async fn keys_credits(store: &dyn Store) {
+    let (ws, _) = new_workspace(store, "credits", 34_000).await;
+    let mut k = api_key(&ws, "cred", 34_001);
+    k.remaining = Some(10);
+    let unlimited = api_key(&ws, "cred-unlimited", 34_001);
+    store.insert_key(&k).await.unwrap();
+    store.insert_key(&unlimited).await.unwrap();
+    let before = store.latest_change().await.unwrap();
+    let ws_id = &ws.id;
+    let remaining = |id: KeyId| async move {
+        store
+            .key_by_id(ws_id, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .remaining
+    };
+
+    assert_eq!(store.consume_credits(&k.id, 3).await.unwrap(), Some(7));
+    // Not enough: nothing is spent.
+    assert_eq!(store.consume_credits(&k.id, 8).await.unwrap(), None);
+    assert_eq!(remaining(k.id.clone()).await, Some(7));
+    assert_eq!(store.consume_credits(&k.id, 7).await.unwrap(), Some(0));
+    assert_eq!(store.consume_credits(&k.id, 1).await.unwrap(), None);
+    assert_eq!(store.consume_credits(&k.id, 0).await.unwrap(), Some(0));
+    assert_eq!(remaining(k.id.clone()).await, Some(0));
+    // Credits added by an update are spendable.
+    let mut topped = store.key_by_id(&ws.id, &k.id).await.unwrap().unwrap();
+    topped.remaining = Some(2);
+    topped.updated_at = ts(34_010);
+    assert!(store.update_key(&topped).await.unwrap());
+    assert_eq!(store.consume_credits(&k.id, 2).await.unwrap(), Some(0));
+
+    // Unlimited: always enough, and stays unlimited.
+    for cost in [1, 1_000_000, i64::MAX] {
+        assert_eq!(
+            store.consume_credits(&unlimited.id, cost).await.unwrap(),
+            Some(i64::MAX)
+        );
+    }
+    assert_eq!(remaining(unlimited.id.clone()).await, None);
+    // No such key: nothing to spend.
+    assert_eq!(store.consume_credits(&KeyId::new(), 1).await.unwrap(), None);
+    // A negative cost would mint credits.
+    let err = store.consume_credits(&k.id, -1).await.unwrap_err();
+    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+    assert_eq!(remaining(k.id.clone()).await, Some(0));
+
+    // 80 concurrent spenders of 50 credits (on PostgreSQL over several pool connections).
+    let mut racy = api_key(&ws, "cred-racy", 34_020);
+    racy.remaining = Some(50);
+    store.insert_key(&racy).await.unwrap();
+    let results = join_all((0..80).map(|_| {
+        let id = racy.id.clone();
+        async move { store.consume_credits(&id, 1).await.unwrap() }
+    }))
+    .await;
+    check_credit_race(results, 50);
+    assert_eq!(remaining(racy.id.clone()).await, Some(0));
+    // Spending announces nothing (the update above did).
+    assert_eq!(changes_since(store, before).await.len(), 1);
+}
+
+/// Exactly `credits` spenders of one credit each succeeded, each seeing a different count
+/// left; the rest were refused.
+fn check_credit_race(results: Vec<Option<i64>>, credits: i64) {
+    let mut left: Vec<i64> = results.iter().filter_map(|r| *r).collect();
+    let refused = results.iter().filter(|r| r.is_none()).count();
+    assert_eq!(left.len() as i64, credits, "{results:?}");
+    assert_eq!(
+        refused as i64,
+        results.len() as i64 - credits,
+        "{results:?}"
+    );
+    left.sort_unstable();
+    assert_eq!(left, (0..credits).collect::<Vec<_>>());
+}
+
+/// 80 spenders of one key with 50 credits, spread over the given stores (nodes) and spawned on
+/// the runtime's threads: exactly 50 succeed and none is left.
+async fn credits_race_across_stores(stores: Vec<Arc<dyn Store>>) {
+    let first = stores[0].as_ref();
+    let (ws, _) = new_workspace(first, "credits-nodes", 35_000).await;
+    let mut k = api_key(&ws, "cred-nodes", 35_001);
+    k.remaining = Some(50);
+    first.insert_key(&k).await.unwrap();
+    let tasks: Vec<_> = (0..80)
+        .map(|i| {
+            let store = stores[i % stores.len()].clone();
+            let id = k.id.clone();
+            tokio::spawn(async move { store.consume_credits(&id, 1).await.unwrap() })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    check_credit_race(results, 50);
+    for s in &stores {
+        let got = s.key_by_id(&ws.id, &k.id).await.unwrap().unwrap();
+        assert_eq!(got.remaining, Some(0));
+    }
+}
+
+async fn keys_touch(store: &dyn Store) {
+    let (ws, _) = new_workspace(store, "touch", 36_000).await;
+    let a = api_key(&ws, "touch-a", 36_001);
+    let mut b = api_key(&ws, "touch-b", 36_001);
+    b.last_used_at = Some(ts(36_100));
+    let c = api_key(&ws, "touch-c", 36_001);
+    for k in [&a, &b, &c] {
+        store.insert_key(k).await.unwrap();
+    }
+    let before = store.latest_change().await.unwrap();
+    let ws_id = &ws.id;
+    let last_used = |id: KeyId| async move {
+        store
+            .key_by_id(ws_id, &id)
+            .await
+            .unwrap()
+            .unwrap()
+            .last_used_at
+    };
+
+    store.touch_keys(&[]).await.unwrap();
+    store
+        .touch_keys(&[
+            (a.id.clone(), ts(36_050)),
+            // Earlier than what is stored: kept.
+            (b.id.clone(), ts(36_050)),
+            // Twice in one batch, the later first: the later wins.
+            (c.id.clone(), ts(36_070)),
+            (c.id.clone(), ts(36_060)),
+            // Unknown keys are passed over.
+            (KeyId::new(), ts(36_050)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(last_used(a.id.clone()).await, Some(ts(36_050)));
+    assert_eq!(last_used(b.id.clone()).await, Some(ts(36_100)));
+    assert_eq!(last_used(c.id.clone()).await, Some(ts(36_070)));
+    // Forward only, batch after batch.
+    store
+        .touch_keys(&[(a.id.clone(), ts(36_040))])
+        .await
+        .unwrap();
+    assert_eq!(last_used(a.id.clone()).await, Some(ts(36_050)));
+    store
+        .touch_keys(&[(a.id.clone(), ts(36_050))])
+        .await
+        .unwrap();
+    assert_eq!(last_used(a.id.clone()).await, Some(ts(36_050)));
+    store
+        .touch_keys(&[(a.id.clone(), ts(36_051)), (b.id.clone(), ts(36_101))])
+        .await
+        .unwrap();
+    assert_eq!(last_used(a.id.clone()).await, Some(ts(36_051)));
+    assert_eq!(last_used(b.id.clone()).await, Some(ts(36_101)));
+    // Nothing else of the key changes, and nothing is announced.
+    let got = store.key_by_id(&ws.id, &a.id).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        ApiKey {
+            last_used_at: Some(ts(36_051)),
+            ..a.clone()
+        }
+    );
+    assert!(changes_since(store, before).await.is_empty());
+
+    // Many keys in one call (several statements).
+    let many: Vec<ApiKey> = (0..1200)
+        .map(|i| api_key(&ws, &format!("touch-many-{i}"), 36_200))
+        .collect();
+    store.insert_keys(&many).await.unwrap();
+    let used: Vec<(KeyId, Timestamp)> = many
+        .iter()
+        .enumerate()
+        .map(|(i, k)| (k.id.clone(), ts(36_300 + (i % 10) as i64)))
+        .collect();
+    store.touch_keys(&used).await.unwrap();
+    // Earlier times for all of them change nothing.
+    let earlier: Vec<(KeyId, Timestamp)> =
+        many.iter().map(|k| (k.id.clone(), ts(36_250))).collect();
+    store.touch_keys(&earlier).await.unwrap();
+    let listed = all_keys(store, &ws.id, &KeyFilter::default(), ts(36_400), 200).await;
+    let by_id: std::collections::HashMap<KeyId, Option<Timestamp>> =
+        listed.into_iter().map(|k| (k.id, k.last_used_at)).collect();
+    for (id, at) in &used {
+        assert_eq!(by_id[id], Some(*at));
+    }
+
+    // Concurrent flushes over overlapping keys, in different orders (two nodes at once): all
+    // finish, and every key ends at the latest time any of them gave.
+    let shared = &many[..300];
+    let flushes = (0..6).map(|f| {
+        let mut batch: Vec<(KeyId, Timestamp)> = shared
+            .iter()
+            .enumerate()
+            .map(|(i, k)| (k.id.clone(), ts(37_000 + ((i + f * 37) % 50) as i64)))
+            .collect();
+        if f % 2 == 1 {
+            batch.reverse();
+        }
+        async move { store.touch_keys(&batch).await.unwrap() }
+    });
+    join_all(flushes).await;
+    for (i, k) in shared.iter().enumerate() {
+        let latest = (0..6)
+            .map(|f| 37_000 + ((i + f * 37) % 50) as i64)
+            .max()
+            .unwrap();
+        assert_eq!(last_used(k.id.clone()).await, Some(ts(latest)), "{i}");
+    }
+    assert!(changes_since(store, before).await.is_empty());
 }
 
 /// Polls the futures together on this task (the store is borrowed, so no spawning); returns
@@ -2700,7 +3722,7 @@ async fn sqlite_url_with_path_and_missing_data_dir() {
 #[tokio::test]
 async fn sqlite_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 3);
+    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 4);
     assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 0);
 
     // Open the same file twice (as a server and `keyrail migrate` beside it would).
@@ -2756,6 +3778,16 @@ async fn sqlite_owner_guard_holds_across_stores_on_one_file() {
     owner_guard_across_stores(a, b).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_credits_are_exact_across_stores_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(keyrail_store::open("", dir.path()).await.unwrap());
+    }
+    credits_race_across_stores(stores).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
@@ -2782,7 +3814,7 @@ async fn postgres_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
-        3
+        4
     );
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
@@ -2849,6 +3881,21 @@ async fn postgres_owner_guard_holds_across_stores() {
     let b = keyrail_store::open(&pg.url, dir.path()).await.unwrap();
     owner_guard_across_stores(a.clone(), b.clone()).await;
     drop((a, b));
+    pg.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_credits_are_exact_across_stores() {
+    let Some(pg) = TempPostgres::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(keyrail_store::open(&pg.url, dir.path()).await.unwrap());
+    }
+    credits_race_across_stores(stores.clone()).await;
+    drop(stores);
     pg.drop_db().await;
 }
 

@@ -78,7 +78,10 @@ fn not_found() -> Error {
 fn check_name(name: &str, field: &str) -> Result<String, Error> {
     let n = name.trim();
     if n.is_empty() || n.chars().count() > 255 || n.chars().any(char::is_control) {
-        return Err(Error::invalid(field, format!("{field} must be 1 to 255 characters")));
+        return Err(Error::invalid(
+            field,
+            format!("{field} must be 1 to 255 characters"),
+        ));
     }
     Ok(n.to_owned())
 }
@@ -86,10 +89,16 @@ fn check_name(name: &str, field: &str) -> Result<String, Error> {
 fn check_meta(meta: &Option<serde_json::Value>, field: &str) -> Result<(), Error> {
     if let Some(m) = meta {
         if !m.is_object() {
-            return Err(Error::invalid(field, format!("{field} must be a JSON object or null")));
+            return Err(Error::invalid(
+                field,
+                format!("{field} must be a JSON object or null"),
+            ));
         }
         if m.to_string().len() > MAX_META_BYTES {
-            return Err(Error::invalid(field, format!("{field} is larger than 16 KiB")));
+            return Err(Error::invalid(
+                field,
+                format!("{field} is larger than 16 KiB"),
+            ));
         }
     }
     Ok(())
@@ -118,13 +127,22 @@ fn check_external_id(id: &Option<String>, field: &str) -> Result<(), Error> {
     if let Some(e) = id
         && (e.is_empty() || e.len() > 255 || e.chars().any(char::is_control))
     {
-        return Err(Error::invalid(field, format!("{field} must be 1 to 255 characters")));
+        return Err(Error::invalid(
+            field,
+            format!("{field} must be 1 to 255 characters"),
+        ));
     }
     Ok(())
 }
 
 impl Keys {
-    async fn audit(&self, access: &Access, meta: &RequestMeta, action: &str, target: &KeyId) -> Result<(), Error> {
+    async fn audit(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        action: &str,
+        target: &KeyId,
+    ) -> Result<(), Error> {
         let entry = audit::entry(
             self.clock.now(),
             meta,
@@ -148,21 +166,34 @@ impl Keys {
             .await;
     }
 
-    fn validate_scopes(&self, access: &Access, scopes: &[String], field: &str) -> Result<Vec<String>, Error> {
+    fn validate_scopes(
+        &self,
+        access: &Access,
+        scopes: &[String],
+        field: &str,
+    ) -> Result<Vec<String>, Error> {
         let set = access.catalog.validate(scopes, field)?;
         authz::authorize_grant(&access.effective, &set, &access.catalog, GrantTarget::Key)?;
         Ok(set.names())
     }
 
     /// Creates a key; the secret is returned this once.
-    pub async fn create(&self, access: &Access, meta: &RequestMeta, input: NewKey) -> Result<(ApiKey, Secret), Error> {
+    pub async fn create(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        input: NewKey,
+    ) -> Result<(ApiKey, Secret), Error> {
         access.require(&["keys:write"])?;
         let name = check_name(&input.name, "name")?;
         let scopes = self.validate_scopes(access, &input.scopes, "scopes")?;
         if let Some(days) = input.expires_in_days
             && !(1..=365).contains(&days)
         {
-            return Err(Error::invalid("expires_in_days", "expires_in_days must be 1 to 365, or null for never"));
+            return Err(Error::invalid(
+                "expires_in_days",
+                "expires_in_days must be 1 to 365, or null for never",
+            ));
         }
         check_rate(&input.rate_limit, "rate_limit")?;
         check_remaining(&input.remaining, "remaining")?;
@@ -180,7 +211,9 @@ impl Keys {
             created_at: now,
             created_by: Some(access.actor.reference()),
             updated_at: now,
-            expires_at: input.expires_in_days.map(|d| now.plus_secs(i64::from(d) * 86_400)),
+            expires_at: input
+                .expires_in_days
+                .map(|d| now.plus_secs(i64::from(d) * 86_400)),
             revoked_at: None,
             disabled: false,
             last_used_at: None,
@@ -196,12 +229,21 @@ impl Keys {
         self.store.insert_key(&key).await?;
         self.verifier.evict_hex(&key.hash);
         self.audit(access, meta, "key.create", &key.id).await?;
-        self.emit(access, "key.created", json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}))
-            .await;
+        self.emit(
+            access,
+            "key.created",
+            json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}),
+        )
+        .await;
         Ok((key, secret))
     }
 
-    pub async fn list(&self, access: &Access, filter: &KeyFilter, page: &Page) -> Result<Vec<ApiKey>, Error> {
+    pub async fn list(
+        &self,
+        access: &Access,
+        filter: &KeyFilter,
+        page: &Page,
+    ) -> Result<Vec<ApiKey>, Error> {
         access.require(&["keys:read"])?;
         Ok(self
             .store
@@ -232,7 +274,13 @@ impl Keys {
         Ok(())
     }
 
-    pub async fn update(&self, access: &Access, meta: &RequestMeta, id: &str, patch: KeyPatch) -> Result<ApiKey, Error> {
+    pub async fn update(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        id: &str,
+        patch: KeyPatch,
+    ) -> Result<ApiKey, Error> {
         access.require(&["keys:write"])?;
         let mut key = self.find(access, id).await?;
         if let Some(name) = &patch.name {
@@ -263,7 +311,12 @@ impl Keys {
     }
 
     /// Irreversible and immediate.
-    pub async fn revoke(&self, access: &Access, meta: &RequestMeta, id: &str) -> Result<ApiKey, Error> {
+    pub async fn revoke(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        id: &str,
+    ) -> Result<ApiKey, Error> {
         access.require(&["keys:delete"])?;
         let mut key = self.find(access, id).await?;
         let now = self.clock.now();
@@ -272,8 +325,12 @@ impl Keys {
             key.updated_at = now;
             self.save(&key).await?;
             self.audit(access, meta, "key.revoke", &key.id).await?;
-            self.emit(access, "key.revoked", json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}))
-                .await;
+            self.emit(
+                access,
+                "key.revoked",
+                json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}),
+            )
+            .await;
         }
         Ok(key)
     }
@@ -288,16 +345,27 @@ impl Keys {
     ) -> Result<(ApiKey, Secret), Error> {
         access.require(&["keys:write"])?;
         if grace_seconds > 86_400 {
-            return Err(Error::invalid("grace_seconds", "grace_seconds must be 0 to 86400"));
+            return Err(Error::invalid(
+                "grace_seconds",
+                "grace_seconds must be 0 to 86400",
+            ));
         }
         let mut old = self.find(access, id).await?;
         let now = self.clock.now();
         if old.revoked_at.is_some_and(|t| t <= now) {
-            return Err(Error::conflict("key_revoked", "A revoked key cannot be rotated"));
+            return Err(Error::conflict(
+                "key_revoked",
+                "A revoked key cannot be rotated",
+            ));
         }
         // The new key carries the old one's scopes: the caller must be able to grant them.
         let scopes = crate::authz::ScopeSet::parse(&old.scopes, "scopes").unwrap_or_default();
-        authz::authorize_grant(&access.effective, &scopes, &access.catalog, GrantTarget::Key)?;
+        authz::authorize_grant(
+            &access.effective,
+            &scopes,
+            &access.catalog,
+            GrantTarget::Key,
+        )?;
         let secret = format::generate(&access.workspace.key_format);
         let new = ApiKey {
             id: KeyId::new(),
@@ -334,20 +402,35 @@ impl Keys {
     }
 
     /// The plaintext of a recoverable key.
-    pub async fn reveal(&self, access: &Access, meta: &RequestMeta, id: &str) -> Result<Secret, Error> {
+    pub async fn reveal(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        id: &str,
+    ) -> Result<Secret, Error> {
         access.require(&["keys:reveal"])?;
         let key = self.find(access, id).await?;
         let Some(sealed) = &key.sealed_key else {
-            return Err(Error::conflict("not_recoverable", "This key was not created recoverable"));
+            return Err(Error::conflict(
+                "not_recoverable",
+                "This key was not created recoverable",
+            ));
         };
-        let plain = seal::open(&self.master, SEAL_PURPOSE, sealed).map_err(|e| Error::Internal(e.to_string()))?;
-        let text = String::from_utf8(plain.to_vec()).map_err(|_| Error::Internal("sealed key is not UTF-8".into()))?;
+        let plain = seal::open(&self.master, SEAL_PURPOSE, sealed)
+            .map_err(|e| Error::Internal(e.to_string()))?;
+        let text = String::from_utf8(plain.to_vec())
+            .map_err(|_| Error::Internal("sealed key is not UTF-8".into()))?;
         self.audit(access, meta, "key.reveal", &key.id).await?;
         Ok(Secret::new(text))
     }
 
     /// Brings existing keys in without reissuing them: all or nothing.
-    pub async fn import(&self, access: &Access, meta: &RequestMeta, keys: Vec<ImportedKey>) -> Result<Vec<KeyId>, Error> {
+    pub async fn import(
+        &self,
+        access: &Access,
+        meta: &RequestMeta,
+        keys: Vec<ImportedKey>,
+    ) -> Result<Vec<KeyId>, Error> {
         access.require(&["keys:write"])?;
         if keys.is_empty() || keys.len() > MAX_IMPORT {
             return Err(Error::invalid("keys", "keys must hold 1 to 1000 entries"));
@@ -360,15 +443,24 @@ impl Keys {
             let (hash, prefix) = match (&k.key, &k.sha256) {
                 (Some(plain), None) => {
                     let p = plain.expose();
-                    if p.is_empty() || p.len() > 512 || p.chars().any(|c| c.is_whitespace() || c.is_control()) {
-                        return Err(Error::invalid(field("key"), format!("{}: not a usable key", field("key"))));
+                    if p.is_empty()
+                        || p.len() > 512
+                        || p.chars().any(|c| c.is_whitespace() || c.is_control())
+                    {
+                        return Err(Error::invalid(
+                            field("key"),
+                            format!("{}: not a usable key", field("key")),
+                        ));
                     }
                     (token::sha256_hex(p.as_bytes()), format::display_prefix(p))
                 }
                 (None, Some(h)) => {
                     let h = h.to_ascii_lowercase();
                     if crate::keys::verify::digest_of_hex(&h).is_none() {
-                        return Err(Error::invalid(field("sha256"), format!("{} must be 64 hex characters", field("sha256"))));
+                        return Err(Error::invalid(
+                            field("sha256"),
+                            format!("{} must be 64 hex characters", field("sha256")),
+                        ));
                     }
                     (h, String::new())
                 }
@@ -380,7 +472,10 @@ impl Keys {
                 }
             };
             if let Some(first) = seen.insert(hash.clone(), i) {
-                return Err(Error::conflict("duplicate_key", format!("keys[{i}] repeats keys[{first}]")));
+                return Err(Error::conflict(
+                    "duplicate_key",
+                    format!("keys[{i}] repeats keys[{first}]"),
+                ));
             }
             let name = check_name(&k.name, &field("name"))?;
             let scopes = self.validate_scopes(access, &k.scopes, &field("scopes"))?;

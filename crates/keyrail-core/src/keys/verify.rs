@@ -142,7 +142,9 @@ impl<V: Clone> Shards<V> {
 
     fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
         for s in &self.shards {
-            s.write().unwrap_or_else(|e| e.into_inner()).retain(|_, v| keep(v));
+            s.write()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, v| keep(v));
         }
     }
 
@@ -184,7 +186,11 @@ pub struct KeyVerifier {
 }
 
 impl KeyVerifier {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, limiter: Arc<dyn RateLimiter>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        limiter: Arc<dyn RateLimiter>,
+    ) -> Self {
         Self {
             store,
             clock,
@@ -328,7 +334,12 @@ impl KeyVerifier {
     }
 
     /// The whole check. `cost` is spent from the rate limit and the credits (0 only looks).
-    pub async fn verify(&self, raw: &str, required: &[&str], cost: u32) -> Result<Verification, Error> {
+    pub async fn verify(
+        &self,
+        raw: &str,
+        required: &[&str],
+        cost: u32,
+    ) -> Result<Verification, Error> {
         let Some(found) = self.lookup(raw).await? else {
             return Ok(Verification::just(VerifyCode::NotFound, None));
         };
@@ -339,7 +350,9 @@ impl KeyVerifier {
         match found.key.status(now) {
             KeyStatus::Active => {}
             KeyStatus::Revoked => return Ok(Verification::just(VerifyCode::Revoked, Some(found))),
-            KeyStatus::Disabled => return Ok(Verification::just(VerifyCode::Disabled, Some(found))),
+            KeyStatus::Disabled => {
+                return Ok(Verification::just(VerifyCode::Disabled, Some(found)));
+            }
             KeyStatus::Expired => return Ok(Verification::just(VerifyCode::Expired, Some(found))),
         }
         let missing = found.effective.missing(required);
@@ -364,7 +377,11 @@ impl KeyVerifier {
         }
         let mut remaining = None;
         if found.key.remaining.is_some() {
-            match self.store.consume_credits(&found.key.id, i64::from(cost)).await? {
+            match self
+                .store
+                .consume_credits(&found.key.id, i64::from(cost))
+                .await?
+            {
                 Some(left) => remaining = Some(left),
                 None => {
                     let mut v = Verification::just(VerifyCode::UsageExceeded, Some(found));

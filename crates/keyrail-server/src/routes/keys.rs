@@ -2,12 +2,12 @@
 
 use axum::Json;
 use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::routing::any;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use axum::routing::any;
 use keyrail_core::Timestamp;
 use keyrail_core::keys::manage::{ImportedKey, KeyPatch, NewKey};
-use keyrail_core::keys::verify::{VerifyCode, Verification};
+use keyrail_core::keys::verify::{Verification, VerifyCode};
 use keyrail_core::model::{ApiKey, KeyFilter, KeyRateLimit, KeyStatus};
 use keyrail_core::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -112,7 +112,9 @@ pub struct NewKeyOut {
 }
 
 /// `null` and absent differ for PATCH: absent leaves the field alone, `null` clears it.
-fn some_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+fn some_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
     Option::<T>::deserialize(d).map(Some)
 }
 
@@ -215,7 +217,10 @@ pub async fn list_keys(
     let status = match params.status.as_deref() {
         None => None,
         Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid("status", "status must be active, expired, revoked or disabled")
+            ApiError::invalid(
+                "status",
+                "status must be active, expired, revoked or disabled",
+            )
         })?),
     };
     let access = state.workspaces.access(&actor, &ws).await?;
@@ -543,9 +548,15 @@ fn verify_out(v: &Verification) -> VerifyOut {
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 429, description = "Too many requests from this client", body = ErrorBody),
     ))]
-pub async fn verify(State(state): State<AppState>, ApiJson(body): ApiJson<VerifyIn>) -> Result<Response, ApiError> {
+pub async fn verify(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<VerifyIn>,
+) -> Result<Response, ApiError> {
     let required: Vec<&str> = body.scopes.iter().map(String::as_str).collect();
-    let v = state.verifier.verify(body.key.expose(), &required, body.cost).await?;
+    let v = state
+        .verifier
+        .verify(body.key.expose(), &required, body.cost)
+        .await?;
     let mut resp = Json(verify_out(&v)).into_response();
     if let Some((limit, decision)) = v.rate {
         key_rate_headers(resp.headers_mut(), limit, &decision);
@@ -620,7 +631,10 @@ pub async fn forward_auth(
         }
         Principal::User(session) => {
             // A person holds scopes only inside a workspace; name it with X-Keyrail-Workspace.
-            let ws = headers.get(&X_WORKSPACE).and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let ws = headers
+                .get(&X_WORKSPACE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let user = state.identity.user(&session).await?;
             let actor = keyrail_core::workspaces::Actor::User {
                 user_id: user.id.clone(),
@@ -642,4 +656,3 @@ pub async fn forward_auth(
     }
     Ok(resp)
 }
-

@@ -41,11 +41,27 @@ impl TestServer {
             .expect("sqlite always runs")
     }
 
+    pub async fn start_with_events(
+        backend: Backend,
+        events: Arc<dyn keyrail_core::events::Events>,
+    ) -> Option<Self> {
+        Self::start_full(backend, |_| {}, None, Some(events)).await
+    }
+
     /// `None` when the backend is PostgreSQL and it is not reachable outside CI.
     pub async fn start_with(
         backend: Backend,
         tweak: impl FnOnce(&mut Config),
         extra: Option<Router<AppState>>,
+    ) -> Option<Self> {
+        Self::start_full(backend, tweak, extra, None).await
+    }
+
+    pub async fn start_full(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+        extra: Option<Router<AppState>>,
+        events: Option<Arc<dyn keyrail_core::events::Events>>,
     ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config_in(dir.path());
@@ -64,7 +80,7 @@ impl TestServer {
             StartOptions {
                 clock: clock.clone(),
                 extra_routes: extra,
-                events: None,
+                events,
             },
         )
         .await

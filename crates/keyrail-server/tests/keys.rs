@@ -1,0 +1,843 @@
+//! Black-box tests of API keys: management, verify, forward-auth, keys as credentials, rate
+//! limits and credits, rotation with grace, reveal, import, suspension, caching and events.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use common::{Backend, TestServer, json};
+use keyrail_core::events::{Event, Events};
+use serde_json::{Value, json};
+
+#[derive(Default)]
+struct Recorded(Mutex<Vec<String>>, Mutex<Vec<String>>);
+
+#[async_trait]
+impl Events for Recorded {
+    async fn emit(&self, event: Event) {
+        self.0.lock().unwrap().push(event.kind.to_owned());
+        self.1.lock().unwrap().push(event.data.to_string());
+    }
+}
+
+struct K {
+    s: TestServer,
+    owner: String,
+    ws: String,
+    events: Arc<Recorded>,
+}
+
+impl K {
+    async fn new() -> Self {
+        Self::on(Backend::Sqlite).await.unwrap()
+    }
+
+    async fn on(backend: Backend) -> Option<Self> {
+        let events = Arc::new(Recorded::default());
+        let ev: Arc<dyn Events> = events.clone();
+        let s = TestServer::start_with_events(backend, ev).await?;
+        let owner = s.user("owner@example.com").await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, ws) = json(
+            s.post_with("/api/v1/workspaces", &owner, &json!({"name": "Acme"}))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 201);
+        let ws = ws["id"].as_str().unwrap().to_owned();
+        Some(Self {
+            s,
+            owner,
+            ws,
+            events,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = self.s.url(path);
+        let req = match method {
+            "GET" => self.s.http.get(url),
+            "POST" => self.s.http.post(url),
+            "PATCH" => self.s.http.patch(url),
+            m => panic!("{m}"),
+        }
+        .bearer_auth(token);
+        let req = match body {
+            Some(b) => req.json(&b),
+            None => req,
+        };
+        json(req.send().await.unwrap()).await
+    }
+
+    async fn create(&self, body: Value) -> Value {
+        let (status, key) = self
+            .call(
+                "POST",
+                &format!("/api/v1/w/{}/keys", self.ws),
+                &self.owner,
+                Some(body),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        key
+    }
+
+    async fn verify(&self, body: Value) -> Value {
+        let (status, v) = json(self.s.post_json("/api/v1/keys/verify", &body).await).await;
+        assert_eq!(status, 200, "{v}");
+        v
+    }
+
+    async fn code(&self, key: &str) -> String {
+        self.verify(json!({"key": key})).await["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+}
+
+#[tokio::test]
+async fn create_shows_the_key_once_and_verify_says_valid() {
+    let k = K::new().await;
+    let created = k.create(json!({"name": "ci", "scopes": ["keys:read"], "meta": {"team": "a"}, "external_id": "cust_1", "expires_in_days": 30})).await;
+    let key = created["key"].as_str().unwrap();
+    assert!(key.starts_with("kr_") && key.len() == 3 + 36, "{key}");
+    assert_eq!(created["prefix"], &key[..7]);
+    assert_eq!(created["status"], "active");
+    assert!(created["expires_at"].is_string());
+    let id = created["id"].as_str().unwrap();
+
+    let (_, got) = k
+        .call(
+            "GET",
+            &format!("/api/v1/w/{}/keys/{id}", k.ws),
+            &k.owner,
+            None,
+        )
+        .await;
+    assert!(got.get("key").is_none(), "never shown again");
+    assert!(!got.to_string().contains(key));
+    let (_, list) = k
+        .call("GET", &format!("/api/v1/w/{}/keys", k.ws), &k.owner, None)
+        .await;
+    assert_eq!(list["data"].as_array().unwrap().len(), 1);
+
+    let v = k.verify(json!({"key": key, "scopes": ["keys:read"]})).await;
+    assert_eq!(
+        (v["valid"].as_bool(), v["code"].as_str()),
+        (Some(true), Some("VALID"))
+    );
+    assert_eq!(v["key_id"], id);
+    assert_eq!(v["workspace_id"], k.ws.as_str());
+    assert_eq!(v["meta"], json!({"team": "a"}));
+    assert_eq!(v["external_id"], "cust_1");
+    let v = k
+        .verify(json!({"key": key, "scopes": ["keys:write"]}))
+        .await;
+    assert_eq!(
+        (v["valid"].as_bool(), v["code"].as_str()),
+        (Some(false), Some("INSUFFICIENT_SCOPE"))
+    );
+
+    let unknown = k.verify(json!({"key": "kr_thisisnotakeyatall"})).await;
+    assert_eq!(unknown["code"], "NOT_FOUND");
+    assert_eq!(unknown["key_id"], Value::Null);
+    // One character off: the checksum catches it.
+    let mut bad = key.to_owned();
+    let last = bad.pop().unwrap();
+    bad.push(if last == 'a' { 'b' } else { 'a' });
+    assert_eq!(k.code(&bad).await, "NOT_FOUND");
+    let (status, _) = json(
+        k.s.post_json("/api/v1/keys/verify", &json!({"key": key, "extra": 1}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(k.events.0.lock().unwrap().as_slice(), ["key.created"]);
+    let data = k.events.1.lock().unwrap().join("\n");
+    assert!(
+        data.contains(id) && !data.contains(key),
+        "events name the key, never hold it: {data}"
+    );
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn workspace_key_formats_are_used() {
+    let k = K::new().await;
+    let (status, _) = k
+        .call("PATCH", &format!("/api/v1/w/{}", k.ws), &k.owner, Some(json!({"key_format": {"prefix": "sgw", "alphabet": "hex", "length": 32, "checksum": false}})))
+        .await;
+    assert_eq!(status, 200);
+    let key = k.create(json!({"name": "a"})).await;
+    let secret = key["key"].as_str().unwrap();
+    assert!(
+        secret.starts_with("sgw_")
+            && secret.len() == 36
+            && secret[4..]
+                .chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()),
+        "{secret}"
+    );
+    assert_eq!(k.code(secret).await, "VALID");
+    k.call("PATCH", &format!("/api/v1/w/{}", k.ws), &k.owner, Some(json!({"key_format": {"prefix": "gr", "alphabet": "base36", "length": 20, "checksum": false}}))).await;
+    let gr = k.create(json!({"name": "b"})).await;
+    let g = gr["key"].as_str().unwrap();
+    assert!(g.starts_with("gr_") && g.len() == 23, "{g}");
+    assert_eq!(k.code(g).await, "VALID");
+    assert_eq!(k.code(secret).await, "VALID", "older keys keep working");
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn revoke_disable_expire_and_suspend() {
+    let k = K::new().await;
+    let a = k.create(json!({"name": "a", "expires_in_days": 1})).await;
+    let key = a["key"].as_str().unwrap().to_owned();
+    let id = a["id"].as_str().unwrap().to_owned();
+    assert_eq!(k.code(&key).await, "VALID");
+
+    let (status, _) = k
+        .call(
+            "PATCH",
+            &format!("/api/v1/w/{}/keys/{id}", k.ws),
+            &k.owner,
+            Some(json!({"enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        k.code(&key).await,
+        "DISABLED",
+        "the cache saw the change at once"
+    );
+    k.call(
+        "PATCH",
+        &format!("/api/v1/w/{}/keys/{id}", k.ws),
+        &k.owner,
+        Some(json!({"enabled": true})),
+    )
+    .await;
+    assert_eq!(k.code(&key).await, "VALID");
+
+    k.s.clock.advance_secs(86_400 + 1);
+    assert_eq!(k.code(&key).await, "EXPIRED");
+    // A day later the owner's access token has long expired: log in again.
+    let owner = k.s.login_as("owner@example.com", common::PASSWORD).await.1["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, listed) = k
+        .call(
+            "GET",
+            &format!("/api/v1/w/{}/keys?status=expired", k.ws),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+
+    let (_, b) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{}/keys", k.ws),
+            &owner,
+            Some(json!({"name": "b"})),
+        )
+        .await;
+    let bkey = b["key"].as_str().unwrap().to_owned();
+    let bid = b["id"].as_str().unwrap();
+    assert_eq!(k.code(&bkey).await, "VALID");
+    let (status, revoked) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{}/keys/{bid}/revoke", k.ws),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!((status, revoked["status"].as_str()), (200, Some("revoked")));
+    assert_eq!(k.code(&bkey).await, "REVOKED");
+
+    let (_, c) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{}/keys", k.ws),
+            &owner,
+            Some(json!({"name": "c"})),
+        )
+        .await;
+    let ckey = c["key"].as_str().unwrap().to_owned();
+    assert_eq!(k.code(&ckey).await, "VALID");
+    let root = k.s.user("root@example.com").await;
+    let store = &k.s.server.as_ref().unwrap().state.store;
+    let root_id = keyrail_core::id::UserId::parse(root["user"]["id"].as_str().unwrap()).unwrap();
+    store
+        .set_superuser(&root_id, true, keyrail_core::Timestamp::now())
+        .await
+        .unwrap();
+    let root_token = root["access_token"].as_str().unwrap();
+    k.call(
+        "POST",
+        &format!("/api/v1/admin/workspaces/{}/suspend", k.ws),
+        root_token,
+        None,
+    )
+    .await;
+    assert_eq!(k.code(&ckey).await, "TENANT_SUSPENDED");
+    k.call(
+        "POST",
+        &format!("/api/v1/admin/workspaces/{}/activate", k.ws),
+        root_token,
+        None,
+    )
+    .await;
+    assert_eq!(k.code(&ckey).await, "VALID");
+    assert!(
+        k.events
+            .0
+            .lock()
+            .unwrap()
+            .contains(&"key.revoked".to_owned())
+    );
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn rotation_with_and_without_grace() {
+    let k = K::new().await;
+    let old = k
+        .create(json!({"name": "a", "scopes": ["keys:read"], "meta": {"x": 1}}))
+        .await;
+    let (status, new) = k
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/w/{}/keys/{}/rotate",
+                k.ws,
+                old["id"].as_str().unwrap()
+            ),
+            &k.owner,
+            Some(json!({"grace_seconds": 60})),
+        )
+        .await;
+    assert_eq!(status, 200, "{new}");
+    assert_ne!(new["id"], old["id"]);
+    assert_eq!(new["scopes"], json!(["keys:read"]));
+    assert_eq!(new["meta"], json!({"x": 1}));
+    let (okey, nkey) = (old["key"].as_str().unwrap(), new["key"].as_str().unwrap());
+    assert_eq!(k.code(okey).await, "VALID", "within the grace period");
+    assert_eq!(k.code(nkey).await, "VALID");
+    k.s.clock.advance_secs(61);
+    assert_eq!(k.code(okey).await, "REVOKED");
+    assert_eq!(k.code(nkey).await, "VALID");
+
+    // No grace: the old key stops at once; no body means grace 0.
+    let resp =
+        k.s.http
+            .post(k.s.url(&format!(
+                "/api/v1/w/{}/keys/{}/rotate",
+                k.ws,
+                new["id"].as_str().unwrap()
+            )))
+            .bearer_auth(&k.owner)
+            .send()
+            .await
+            .unwrap();
+    let (status, third) = json(resp).await;
+    assert_eq!(status, 200, "{third}");
+    assert_eq!(k.code(nkey).await, "REVOKED");
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/w/{}/keys/{}/rotate",
+                k.ws,
+                third["id"].as_str().unwrap()
+            ),
+            &k.owner,
+            Some(json!({"grace_seconds": 86401})),
+        )
+        .await;
+    assert_eq!((status, b["field"].as_str()), (400, Some("grace_seconds")));
+    assert!(
+        k.events
+            .0
+            .lock()
+            .unwrap()
+            .contains(&"key.rotated".to_owned())
+    );
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn per_key_rate_limits() {
+    let k = K::new().await;
+    let a = k
+        .create(json!({"name": "a", "rate_limit": {"limit": 3, "window_seconds": 60}}))
+        .await;
+    let key = a["key"].as_str().unwrap();
+    for left in [2, 1, 0] {
+        let resp =
+            k.s.post_json("/api/v1/keys/verify", &json!({"key": key}))
+                .await;
+        assert_eq!(resp.headers()["ratelimit-policy"], "\"key\";q=3;w=60");
+        let v = json(resp).await.1;
+        assert_eq!(v["code"], "VALID");
+        assert_eq!(v["rate_limit"]["limit"], 3);
+        assert_eq!(v["rate_limit"]["remaining"], left);
+    }
+    let v = k.verify(json!({"key": key})).await;
+    assert_eq!(
+        (v["valid"].as_bool(), v["code"].as_str()),
+        (Some(false), Some("RATE_LIMITED"))
+    );
+    // As an API credential, the limit is a 429 with Retry-After.
+    let resp = k.s.get_with(&format!("/api/v1/w/{}", k.ws), key).await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    assert!(resp.headers().contains_key("ratelimit"));
+    k.s.clock.advance_secs(20);
+    assert_eq!(
+        k.code(key).await,
+        "VALID",
+        "one request per 20 s comes back"
+    );
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn credits_are_exact_under_concurrency() {
+    let Some(k) = K::on(Backend::Sqlite).await else {
+        return;
+    };
+    credits(&k).await;
+    k.s.stop().await;
+    let Some(k) = K::on(Backend::Postgres).await else {
+        return;
+    };
+    credits(&k).await;
+    k.s.stop().await;
+}
+
+async fn credits(k: &K) {
+    let a = k.create(json!({"name": "a", "remaining": 50})).await;
+    let key = a["key"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for _ in 0..80 {
+        let http = k.s.http.clone();
+        let url = k.s.url("/api/v1/keys/verify");
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let v: Value = http
+                .post(url)
+                .json(&json!({"key": key}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["code"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut valid = 0;
+    let mut exceeded = 0;
+    for t in tasks {
+        match t.await.unwrap().as_str() {
+            "VALID" => valid += 1,
+            "USAGE_EXCEEDED" => exceeded += 1,
+            other => panic!("{other}"),
+        }
+    }
+    assert_eq!((valid, exceeded), (50, 30));
+    let (_, got) = k
+        .call(
+            "GET",
+            &format!("/api/v1/w/{}/keys/{}", k.ws, a["id"].as_str().unwrap()),
+            &k.owner,
+            None,
+        )
+        .await;
+    assert_eq!(got["remaining"], 0);
+    let v = k.verify(json!({"key": key, "cost": 0})).await;
+    assert_eq!(v["code"], "VALID", "cost 0 only looks");
+}
+
+#[tokio::test]
+async fn reveal_only_recoverable_keys() {
+    let k = K::new().await;
+    let r = k.create(json!({"name": "r", "recoverable": true})).await;
+    let (status, shown) = k
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/w/{}/keys/{}/reveal",
+                k.ws,
+                r["id"].as_str().unwrap()
+            ),
+            &k.owner,
+            None,
+        )
+        .await;
+    assert_eq!((status, shown["key"].as_str()), (200, r["key"].as_str()));
+    let n = k.create(json!({"name": "n"})).await;
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/w/{}/keys/{}/reveal",
+                k.ws,
+                n["id"].as_str().unwrap()
+            ),
+            &k.owner,
+            None,
+        )
+        .await;
+    assert_eq!((status, b["code"].as_str()), (409, Some("not_recoverable")));
+    // A developer lacks keys:reveal.
+    k.s.user("dev@example.com").await;
+    k.call(
+        "POST",
+        &format!("/api/v1/w/{}/members", k.ws),
+        &k.owner,
+        Some(json!({"email": "dev@example.com", "role": "developer"})),
+    )
+    .await;
+    let (_, dev) = k.s.login_as("dev@example.com", common::PASSWORD).await;
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/w/{}/keys/{}/reveal",
+                k.ws,
+                r["id"].as_str().unwrap()
+            ),
+            dev["access_token"].as_str().unwrap(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, b["required"].clone()),
+        (403, json!(["keys:reveal"]))
+    );
+    let store = &k.s.server.as_ref().unwrap().state.store;
+    let log = store
+        .list_audit(&Default::default(), &keyrail_core::model::Page::first(100))
+        .await
+        .unwrap();
+    assert!(log.iter().any(|e| e.action == "key.reveal"));
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn import_is_atomic_and_names_duplicates() {
+    let k = K::new().await;
+    use sha2_free::sha256_hex;
+    let (status, out) = k
+        .call("POST", &format!("/api/v1/w/{}/keys/import", k.ws), &k.owner, Some(json!({"keys": [
+            {"key": "legacy_abcdefghijklmnop1234", "name": "old one", "scopes": ["keys:read"]},
+            {"sha256": sha256_hex("legacy_only_hash_known_0001"), "name": "hashed", "external_id": "c9"}
+        ]})))
+        .await;
+    assert_eq!(status, 201, "{out}");
+    assert_eq!(out["imported"], 2);
+    assert_eq!(k.code("legacy_abcdefghijklmnop1234").await, "VALID");
+    let v = k
+        .verify(json!({"key": "legacy_only_hash_known_0001"}))
+        .await;
+    assert_eq!(
+        (v["code"].as_str(), v["external_id"].as_str()),
+        (Some("VALID"), Some("c9"))
+    );
+
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{}/keys/import", k.ws),
+            &k.owner,
+            Some(json!({"keys": [
+                {"key": "brand_new_key_aaaaaaaaaaaaaa", "name": "x"},
+                {"key": "legacy_abcdefghijklmnop1234", "name": "dup"}
+            ]})),
+        )
+        .await;
+    assert_eq!(status, 409, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("keys[1]"), "{b}");
+    assert_eq!(
+        k.code("brand_new_key_aaaaaaaaaaaaaa").await,
+        "NOT_FOUND",
+        "nothing of a failed import lands"
+    );
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{}/keys/import", k.ws),
+            &k.owner,
+            Some(json!({"keys": []})),
+        )
+        .await;
+    assert_eq!((status, b["field"].as_str()), (400, Some("keys")));
+
+    // 1000 keys in one call (over the usual 64 KiB body limit).
+    let many: Vec<Value> = (0..1000)
+        .map(
+            |i| json!({"key": format!("bulk_key_number_{i:06}_xxxxxxxx"), "name": format!("k{i}")}),
+        )
+        .collect();
+    let (status, out) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{}/keys/import", k.ws),
+            &k.owner,
+            Some(json!({"keys": many})),
+        )
+        .await;
+    assert_eq!((status, out["imported"].as_u64()), (201, Some(1000)));
+    assert_eq!(k.code("bulk_key_number_000999_xxxxxxxx").await, "VALID");
+    k.s.stop().await;
+}
+
+mod sha2_free {
+    pub fn sha256_hex(s: &str) -> String {
+        keyrail_core::crypto::token::sha256_hex(s.as_bytes())
+    }
+}
+
+#[tokio::test]
+async fn keys_are_credentials_on_the_api() {
+    let k = K::new().await;
+    let reader = k
+        .create(json!({"name": "reader", "scopes": ["keys:read", "workspace:read"]}))
+        .await;
+    let key = reader["key"].as_str().unwrap().to_owned();
+    let (status, _) = k
+        .call("GET", &format!("/api/v1/w/{}/keys", k.ws), &key, None)
+        .await;
+    assert_eq!(status, 200);
+    // Basic with the raw key works too.
+    let resp =
+        k.s.http
+            .get(k.s.url(&format!("/api/v1/w/{}", k.ws)))
+            .header("authorization", format!("Basic {key}"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{}/keys", k.ws),
+            &key,
+            Some(json!({"name": "x"})),
+        )
+        .await;
+    assert_eq!(
+        (status, b["code"].as_str(), b["required"].clone()),
+        (403, Some("insufficient_scope"), json!(["keys:write"]))
+    );
+    // A key cannot mint a key with more than it holds.
+    let writer = k
+        .create(json!({"name": "writer", "scopes": ["keys:write"]}))
+        .await;
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{}/keys", k.ws),
+            writer["key"].as_str().unwrap(),
+            Some(json!({"name": "x", "scopes": ["keys:delete"]})),
+        )
+        .await;
+    assert_eq!(
+        (status, b["required"].clone()),
+        (403, json!(["keys:delete"]))
+    );
+    // Another workspace is invisible to it.
+    let (_, other) = k
+        .call(
+            "POST",
+            "/api/v1/workspaces",
+            &k.owner,
+            Some(json!({"name": "Other"})),
+        )
+        .await;
+    let (status, _) = k
+        .call(
+            "GET",
+            &format!("/api/v1/w/{}", other["id"].as_str().unwrap()),
+            &key,
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+    // Profile is for people.
+    let (status, _) = k.call("GET", "/api/v1/profile", &key, None).await;
+    assert_eq!(status, 403);
+
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/w/{}/keys/{}/revoke",
+                k.ws,
+                reader["id"].as_str().unwrap()
+            ),
+            &k.owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{b}");
+    let (status, b) = k
+        .call("GET", &format!("/api/v1/w/{}/keys", k.ws), &key, None)
+        .await;
+    assert_eq!(
+        (status, b["error"].as_str(), b["code"].as_str()),
+        (401, Some("API key revoked"), Some("revoked"))
+    );
+    let exp = k
+        .create(json!({"name": "e", "expires_in_days": 1, "scopes": ["keys:read"]}))
+        .await;
+    k.s.clock.advance_secs(2 * 86_400);
+    let (status, b) = k
+        .call(
+            "GET",
+            &format!("/api/v1/w/{}/keys", k.ws),
+            exp["key"].as_str().unwrap(),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, b["error"].as_str(), b["code"].as_str()),
+        (401, Some("API key expired"), Some("expired"))
+    );
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn forward_auth_for_reverse_proxies() {
+    let k = K::new().await;
+    k.call(
+        "POST",
+        &format!("/api/v1/w/{}/scopes", k.ws),
+        &k.owner,
+        Some(json!({"name": "chats:read"})),
+    )
+    .await;
+    let a = k.create(json!({"name": "a", "scopes": ["chats:read"], "external_id": "cust_7", "rate_limit": {"limit": 2, "window_seconds": 60}})).await;
+    let key = a["key"].as_str().unwrap();
+    let resp =
+        k.s.http
+            .get(k.s.url("/api/v1/forward-auth?scopes=chats:read"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["x-keyrail-principal"],
+        a["id"].as_str().unwrap()
+    );
+    assert_eq!(resp.headers()["x-keyrail-workspace"], k.ws.as_str());
+    assert_eq!(resp.headers()["x-keyrail-scopes"], "chats:read");
+    assert_eq!(resp.headers()["x-keyrail-external-id"], "cust_7");
+    assert!(resp.headers().contains_key("ratelimit"));
+    // Any method; scopes from the header.
+    let resp =
+        k.s.http
+            .post(k.s.url("/api/v1/forward-auth"))
+            .header("x-keyrail-scopes", "chats:write")
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+    let (status, b) = json(resp).await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (403, Some("insufficient_scope"))
+    );
+    let resp =
+        k.s.http
+            .get(k.s.url("/api/v1/forward-auth"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    let resp =
+        k.s.http
+            .get(k.s.url("/api/v1/forward-auth"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 401);
+    let resp =
+        k.s.http
+            .get(k.s.url("/api/v1/forward-auth"))
+            .bearer_auth("kr_nope")
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(json(resp).await.1["code"], "invalid_credentials");
+    // A logged-in person, in a workspace named by header.
+    let resp =
+        k.s.http
+            .get(k.s.url("/api/v1/forward-auth?scopes=keys:read"))
+            .header("x-keyrail-workspace", &k.ws)
+            .bearer_auth(&k.owner)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn last_used_is_written_in_batches() {
+    let k = K::new().await;
+    let a = k.create(json!({"name": "a"})).await;
+    for _ in 0..5 {
+        k.code(a["key"].as_str().unwrap()).await;
+    }
+    let path = format!("/api/v1/w/{}/keys/{}", k.ws, a["id"].as_str().unwrap());
+    let (_, before) = k.call("GET", &path, &k.owner, None).await;
+    assert_eq!(before["last_used_at"], Value::Null, "no write per request");
+    keyrail_server::background::flush_last_used(&k.s.server.as_ref().unwrap().state).await;
+    let (_, after) = k.call("GET", &path, &k.owner, None).await;
+    assert!(after["last_used_at"].is_string(), "{after}");
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn keys_on_postgres() {
+    let Some(k) = K::on(Backend::Postgres).await else {
+        return;
+    };
+    let a = k
+        .create(json!({"name": "a", "scopes": ["keys:read"]}))
+        .await;
+    let key = a["key"].as_str().unwrap();
+    assert_eq!(k.code(key).await, "VALID");
+    k.call(
+        "POST",
+        &format!(
+            "/api/v1/w/{}/keys/{}/revoke",
+            k.ws,
+            a["id"].as_str().unwrap()
+        ),
+        &k.owner,
+        None,
+    )
+    .await;
+    assert_eq!(k.code(key).await, "REVOKED");
+    k.s.stop().await;
+}
