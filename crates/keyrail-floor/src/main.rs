@@ -2,7 +2,10 @@
 //!
 //! It answers the same bytes as keyrail on the paths the benchmark uses, with nothing else in
 //! the way (no middleware, no state), so the ratio keyrail/floor measures what keyrail adds on
-//! top of axum + hyper + tokio on the same machine in the same run.
+//! top of axum + hyper + tokio on the same machine in the same run. Paths: `GET /healthz`,
+//! `POST /api/v1/keys/verify` (parses the JSON, answers a fixed VALID body) and
+//! `GET /api/v1/forward-auth` (reads the `Authorization` header, answers 200 with fixed
+//! `X-Keyrail-*` headers, or 401 without the header); used by `bench/run` and `bench/verify`.
 //!
 //! Usage: `keyrail-floor [ADDR]` (or env `FLOOR_LISTEN`), default `127.0.0.1:0`. Prints one
 //! line `listening on <addr>` on stdout once bound; stops on SIGTERM or ctrl-c.
@@ -12,7 +15,8 @@ use std::net::SocketAddr;
 
 use axum::Json;
 use axum::Router;
-use axum::http::header::CONTENT_TYPE;
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderMap, HeaderName, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
@@ -29,7 +33,21 @@ const VERIFY_BODY: &str = concat!(
     r#""meta":null,"external_id":null,"expires_at":null,"remaining":null,"rate_limit":null}"#
 );
 
-const JSON: [(axum::http::HeaderName, &str); 1] = [(CONTENT_TYPE, "application/json")];
+const JSON: [(HeaderName, &str); 1] = [(CONTENT_TYPE, "application/json")];
+
+/// What keyrail's `GET /api/v1/forward-auth` sets on a 200 for a key (representative values).
+const FORWARD_AUTH_HEADERS: [(HeaderName, &str); 4] = [
+    (
+        HeaderName::from_static("x-keyrail-principal"),
+        "key_0000000000000000000000000a",
+    ),
+    (
+        HeaderName::from_static("x-keyrail-workspace"),
+        "ws_0000000000000000000000000a",
+    ),
+    (HeaderName::from_static("x-keyrail-scopes"), ""),
+    (HeaderName::from_static("x-keyrail-external-id"), "c0000001"),
+];
 
 /// The verify request as keyrail reads it: `{key, scopes?, cost?}`.
 #[derive(Deserialize)]
@@ -49,6 +67,24 @@ async fn verify(Json(req): Json<VerifyRequest>) -> impl IntoResponse {
     // Touch the parsed fields so the parsing cannot be optimised away.
     black_box((req.key.len(), req.scopes.len(), req.cost));
     (JSON, VERIFY_BODY)
+}
+
+/// Reads the credential like keyrail does (`Authorization: Bearer <key>`), then answers 200
+/// with the `X-Keyrail-*` headers and no body; 401 without credentials.
+async fn forward_auth(headers: HeaderMap) -> axum::response::Response {
+    let key = headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    match key {
+        Some(k) => {
+            black_box(k.len());
+            (StatusCode::OK, FORWARD_AUTH_HEADERS).into_response()
+        }
+        None => StatusCode::UNAUTHORIZED.into_response(),
+    }
 }
 
 fn listen_addr() -> Result<SocketAddr, String> {
@@ -114,7 +150,8 @@ async fn main() -> std::process::ExitCode {
     });
     let app = Router::new()
         .route("/healthz", get(healthz))
-        .route("/api/v1/keys/verify", post(verify));
+        .route("/api/v1/keys/verify", post(verify))
+        .route("/api/v1/forward-auth", get(forward_auth));
 
     // stdout is line-buffered: the line is out as soon as println! returns.
     println!("listening on {local}");

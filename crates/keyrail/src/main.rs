@@ -52,14 +52,36 @@ enum Command {
     },
     /// Print the effective configuration (secrets left out) and exit.
     Config,
+    /// API-key operations for operators.
+    #[command(subcommand)]
+    Keys(KeysCommand),
 }
 
-fn init_logging(config: &Config) {
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Verify a key against the store, as `POST /api/v1/keys/verify` would (without spending
+    /// credits or rate limit), and print the answer as JSON. Exit code 0 when valid, 1 if not.
+    Verify {
+        /// The key (or `-` to read it from standard input, keeping it out of shell history).
+        key: String,
+        /// Scopes the key must hold (repeatable).
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+    },
+}
+
+/// `serve` logs to stdout; one-shot commands keep stdout for their answer and log to stderr.
+fn init_logging(config: &Config, to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(if to_stderr {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
+    } else {
+        tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stdout)
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+        .with_writer(writer);
     match config.log_format {
         LogFormat::Json => builder
             .json()
@@ -162,6 +184,40 @@ async fn init(
     Ok(())
 }
 
+async fn verify_key(config: Config, key: String, scopes: Vec<String>) -> Result<(), String> {
+    use keyrail_core::keys::verify::{KeyVerifier, VerifyCode};
+    let key = if key == "-" {
+        let mut line = String::new();
+        std::io::stdin()
+            .read_line(&mut line)
+            .map_err(|e| format!("reading the key: {e}"))?;
+        line.trim().to_owned()
+    } else {
+        key
+    };
+    let store = keyrail_store::open(&config.database_url, &config.data_dir)
+        .await
+        .map_err(|e| format!("database: {e}"))?;
+    let limiter = Arc::new(keyrail_server::limiter::MemoryLimiter::new());
+    let verifier = KeyVerifier::new(store.clone(), Arc::new(SystemClock), limiter);
+    verifier.reload_formats().await.map_err(|e| e.to_string())?;
+    let required: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let v = verifier
+        .verify(&key, &required, 0)
+        .await
+        .map_err(|e| e.to_string())?;
+    store.close().await;
+    println!(
+        "{}",
+        serde_json::to_string(&keyrail_server::routes::keys::verify_out(&v)).unwrap_or_default()
+    );
+    if v.code == VerifyCode::Valid {
+        Ok(())
+    } else {
+        Err(format!("key is not valid: {}", v.code.as_str()))
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = match config::load(cli.config.as_deref()) {
@@ -181,7 +237,7 @@ fn main() -> ExitCode {
         }
         return ExitCode::SUCCESS;
     }
-    init_logging(&config);
+    init_logging(&config, !matches!(cli.command, Command::Serve));
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -201,6 +257,9 @@ fn main() -> ExitCode {
                 password_file,
             } => init(config, &email, password_file.as_deref()).await,
             Command::Config => unreachable!("handled above"),
+            Command::Keys(KeysCommand::Verify { key, scopes }) => {
+                verify_key(config, key, scopes).await
+            }
         }
     });
     match result {

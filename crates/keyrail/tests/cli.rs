@@ -253,6 +253,19 @@ fn an_unreachable_database_fails_clearly_without_leaking_the_password() {
     assert!(!all.contains("hunter2secret"), "{all}");
 }
 
+fn get_with(port: u16, path: &str, token: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
 fn post_json(port: u16, path: &str, body: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
@@ -290,7 +303,8 @@ fn init_makes_a_superuser_idempotently() {
     ]);
     assert!(first["user_id"].as_str().unwrap().starts_with("usr_"));
     assert!(first["workspace_id"].as_str().unwrap().starts_with("ws_"));
-    assert!(first.get("api_key").is_some());
+    let api_key = first["api_key"].as_str().unwrap().to_owned();
+    assert!(api_key.starts_with("kr_"), "{api_key}");
     let (second, _) = run(&[
         "init",
         "--email",
@@ -314,5 +328,28 @@ fn init_makes_a_superuser_idempotently() {
     .unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains(r#""superuser":true"#), "{resp}");
+    // The init key is a platform superuser key.
+    let users = get_with(server.port, "/api/v1/admin/users", &api_key).unwrap();
+    assert!(users.starts_with("HTTP/1.1 200"), "{users}");
     server.sigterm();
+
+    // Operators can check a key from the shell.
+    let out = keyrail(dir.path())
+        .args(["keys", "verify", &api_key, "--scope", "keys:read"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"], "VALID");
+    let out = keyrail(dir.path())
+        .args(["keys", "verify", "kr_not_a_key"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["code"], "NOT_FOUND");
 }

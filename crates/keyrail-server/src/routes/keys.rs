@@ -519,7 +519,8 @@ pub struct VerifyOut {
     rate_limit: Option<VerifyRate>,
 }
 
-fn verify_out(v: &Verification) -> VerifyOut {
+/// The answer of verify for a verification; the CLI's `keys verify` prints the same.
+pub fn verify_out(v: &Verification) -> VerifyOut {
     let k = v.key.as_ref().map(|c| &c.key);
     VerifyOut {
         valid: v.code == VerifyCode::Valid,
