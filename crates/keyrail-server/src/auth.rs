@@ -263,6 +263,23 @@ pub fn clear_cookies() -> [HeaderValue; 2] {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        /// Whatever arrives in `Authorization` or `Cookie`, the parser answers without panicking.
+        #[test]
+        fn credential_parsing_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
+            for name in [header::AUTHORIZATION, header::COOKIE] {
+                if let Ok(v) = HeaderValue::from_bytes(&bytes) {
+                    let mut h = HeaderMap::new();
+                    h.insert(name, v);
+                    let _ = presented(&h);
+                    let _ = cookie(&h, TOKEN_COOKIE);
+                }
+            }
+            let s = String::from_utf8_lossy(&bytes);
+            let _ = looks_like_jwt(&s);
+        }
+    }
+
     #[test]
     fn ipv6_clients_count_by_their_64() {
         let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();

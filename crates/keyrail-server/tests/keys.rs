@@ -841,3 +841,73 @@ async fn keys_on_postgres() {
     assert_eq!(k.code(key).await, "REVOKED");
     k.s.stop().await;
 }
+
+#[tokio::test]
+async fn rate_limits_never_over_allow_under_concurrency() {
+    let k = K::new().await;
+    let a = k
+        .create(json!({"name": "a", "rate_limit": {"limit": 10, "window_seconds": 3600}}))
+        .await;
+    let key = a["key"].as_str().unwrap().to_owned();
+    let mut tasks = Vec::new();
+    for _ in 0..60 {
+        let http = k.s.http.clone();
+        let url = k.s.url("/api/v1/keys/verify");
+        let key = key.clone();
+        tasks.push(tokio::spawn(async move {
+            let v: Value = http
+                .post(url)
+                .json(&json!({"key": key}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            v["code"].as_str().unwrap().to_owned()
+        }));
+    }
+    let mut valid = 0;
+    for t in tasks {
+        if t.await.unwrap() == "VALID" {
+            valid += 1;
+        }
+    }
+    assert_eq!(valid, 10);
+    k.s.stop().await;
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 64, ..Default::default() })]
+    /// Arbitrary bytes as a key: verify answers NOT_FOUND, and as a credential 401 (never a
+    /// panic or a 500).
+    #[test]
+    fn arbitrary_keys_are_not_found(raw in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let s = shared_server().await;
+            // A client per case: each case has its own runtime.
+            let http = reqwest::Client::new();
+            let key = String::from_utf8_lossy(&raw).into_owned();
+            let resp = http.post(s.url("/api/v1/keys/verify")).json(&json!({"key": key})).send().await.unwrap();
+            assert_eq!(resp.status(), 200);
+            let v: Value = resp.json().await.unwrap();
+            assert_eq!(v["code"], "NOT_FOUND");
+            if let Ok(h) = reqwest::header::HeaderValue::from_bytes(&[b"Bearer ".as_slice(), &raw].concat()) {
+                let r = http.get(s.url("/api/v1/profile")).header("authorization", h).header("x-forwarded-for", "x").send().await.unwrap();
+                assert!(r.status() == 401 || r.status() == 429, "{}", r.status());
+            }
+        });
+    }
+}
+
+/// One server for the property test's cases (each case has its own runtime, the server its own
+/// thread and runtime).
+async fn shared_server() -> &'static common::Remote {
+    static SERVER: std::sync::OnceLock<common::Remote> = std::sync::OnceLock::new();
+    if let Some(s) = SERVER.get() {
+        return s;
+    }
+    let remote = common::Remote::spawn();
+    SERVER.get_or_init(|| remote)
+}

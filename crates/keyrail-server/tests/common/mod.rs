@@ -274,3 +274,36 @@ pub fn totp_now(secret_b32: &str, clock: &ManualClock) -> String {
     let step = keyrail_core::crypto::totp::step_at(clock.now()).unwrap();
     format!("{:06}", secret.code_at(step))
 }
+
+/// A server running on its own thread and runtime, for tests whose cases each build a runtime.
+pub struct Remote {
+    pub base: String,
+}
+
+impl Remote {
+    pub fn spawn() -> Self {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                let s = TestServer::start_with(
+                    Backend::Sqlite,
+                    |c| c.limits.failed_auth_per_ip = "1000000/1m".parse().unwrap(),
+                    None,
+                )
+                .await
+                .unwrap();
+                tx.send(s.base.clone()).unwrap();
+                // Keep the server (and its temp dir) alive for the life of the process.
+                std::future::pending::<()>().await;
+                drop(s);
+            });
+        });
+        let base = rx.recv().unwrap();
+        Self { base }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
