@@ -13,6 +13,7 @@ pub mod json;
 pub mod keyauth;
 pub mod limiter;
 pub mod mailer;
+pub mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod routes;

@@ -2,16 +2,15 @@
 //! template, one log line per request, and the contract's JSON body for errors the framework
 //! produced itself (404, 405, 408, 413, panics).
 
-use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::error::{ApiError, InternalDetail};
+use crate::metrics::HttpMetrics;
 use crate::keyauth::{RateSlot, key_rate_headers};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -19,51 +18,6 @@ pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The id of the request being served, also echoed in `X-Request-Id`.
 #[derive(Debug, Clone)]
 pub struct RequestId(pub HeaderValue);
-
-const LATENCY_BUCKETS: &[f64] = &[
-    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-    5.0, 10.0,
-];
-
-/// The process-wide Prometheus recorder (installed once; every server in the process shares it).
-pub fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let recorder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Suffix("duration_seconds".into()), LATENCY_BUCKETS)
-                .expect("buckets are non-empty")
-                .build_recorder();
-            let handle = recorder.handle();
-            // Another recorder may already be installed by an embedder; then ours only renders.
-            let _ = metrics::set_global_recorder(recorder);
-            metrics::describe_counter!(
-                "keyrail_http_requests_total",
-                "HTTP requests answered, by method, route template and status"
-            );
-            metrics::describe_histogram!(
-                "keyrail_http_request_duration_seconds",
-                metrics::Unit::Seconds,
-                "HTTP request latency, by method and route template"
-            );
-            handle
-        })
-        .clone()
-}
-
-/// Drains the histograms now and then so memory stays flat between scrapes.
-pub fn spawn_metrics_upkeep(handle: PrometheusHandle) {
-    static STARTED: OnceLock<()> = OnceLock::new();
-    if STARTED.set(()).is_ok() {
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(5));
-            loop {
-                tick.tick().await;
-                handle.run_upkeep();
-            }
-        });
-    }
-}
 
 fn acceptable_request_id(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
@@ -102,10 +56,7 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     if let Some(slot) = &rate_slot {
         req.extensions_mut().insert(slot.clone());
     }
-    let route: String = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
+    let matched = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
 
     let mut resp = next.run(req).await;
@@ -129,20 +80,8 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     }
 
     let elapsed = start.elapsed();
-    let method_label = method.as_str().to_owned();
-    metrics::counter!(
-        "keyrail_http_requests_total",
-        "method" => method_label.clone(),
-        "route" => route.clone(),
-        "status" => status.as_u16().to_string()
-    )
-    .increment(1);
-    metrics::histogram!(
-        "keyrail_http_request_duration_seconds",
-        "method" => method_label,
-        "route" => route.clone()
-    )
-    .record(elapsed.as_secs_f64());
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
+    HttpMetrics::global().record(method.as_str(), route, status.as_u16(), elapsed);
 
     let rid = request_id.to_str().unwrap_or("");
     if let Some(InternalDetail(detail)) = resp.extensions().get::<InternalDetail>() {

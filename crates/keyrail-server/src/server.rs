@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::limiter::{FailureTracker, MemoryLimiter};
 use crate::mailer::QueuedMailer;
 use crate::state::{AppState, Docs, Inner};
-use crate::{app, background, bootstrap, docs, observe};
+use crate::{app, background, bootstrap, docs};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -81,7 +81,6 @@ pub async fn build_state(
     let master_key =
         Arc::new(bootstrap::load_or_create_master_key(&config).map_err(StartError::MasterKey)?);
     let store = keyrail_store::open(&config.database_url, &config.data_dir).await?;
-    let metrics = observe::metrics_handle();
     let memory_limiter = Arc::new(MemoryLimiter::new());
     let limiter: Arc<dyn RateLimiter> = memory_limiter.clone();
     let failures = Arc::new(FailureTracker::new(FailurePolicy {
@@ -153,7 +152,6 @@ pub async fn build_state(
         store,
         clock,
         master_key,
-        metrics,
         identity,
         limiter,
         memory_limiter,
@@ -233,7 +231,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
         None
     };
     let state = build_state(config, options.clock, options.events).await?;
-    observe::spawn_metrics_upkeep(state.metrics.clone());
     let seq = background::warm_up(&state).await?;
     let tasks = background::spawn(state.clone(), seq);
     let (mut routes, openapi) = app::routes(&state);

@@ -11,7 +11,6 @@ use keyrail_core::ratelimit::RateLimiter;
 use keyrail_core::secret::MasterKey;
 use keyrail_core::workspaces::Workspaces;
 use keyrail_core::{Clock, Store};
-use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::config::Config;
 use crate::limiter::{FailureTracker, MemoryLimiter};
@@ -24,7 +23,6 @@ pub struct Inner {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub master_key: Arc<MasterKey>,
-    pub metrics: PrometheusHandle,
     /// Accounts, sessions, MFA.
     pub identity: Arc<Identity>,
     /// Workspaces, members, roles, scopes, audit.

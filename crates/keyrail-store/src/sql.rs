@@ -43,10 +43,10 @@ const PG_CHANGES_LOCK: &str = "SELECT pg_advisory_xact_lock(7250113001)";
 /// Without it, two owners demoting each other would each count two owners and both succeed.
 const PG_WORKSPACE_LOCK: &str = "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE";
 
-/// Taken by a transaction that updates many keys in batch statements (`touch_keys`), before it
-/// writes: locks the keys' rows (`$1`, a JSON array of ids) in id order, so that two such batches
-/// over overlapping keys (two nodes flushing at once) wait for each other instead of locking in
-/// the order their joins happen to visit rows and deadlocking.
+/// Taken by a transaction that updates many keys in batch statements (`touch_keys`) before each
+/// batch: locks the keys' rows (`$1`, a JSON array of ids) in id order, so that two such
+/// transactions over overlapping keys (two nodes flushing at once) wait for each other instead of
+/// locking in the order their joins happen to visit rows and deadlocking.
 const PG_KEYS_LOCK: &str = "SELECT id FROM keys
      WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))
      ORDER BY id FOR UPDATE";
@@ -419,20 +419,36 @@ macro_rules! key_columns {
 /// How many columns [`key_columns!`] names (placeholders per inserted row).
 const KEY_COLUMN_COUNT: usize = 20;
 
-/// Rows per multi-row `INSERT INTO keys`: 2,000 parameters, well below SQLite's (32,766) and
-/// PostgreSQL's (65,535) limits. Every full chunk uses the same statement text, which each
-/// connection prepares once.
-const KEY_INSERT_CHUNK: usize = 100;
+// Batch statements are kept small on purpose. A statement whose parameters do not fit in one
+// write of the driver (over TLS: one 16 KiB record) is sent in several TCP segments, and as sqlx
+// 0.9 does not set TCP_NODELAY, the last one then waits for the server's delayed ACK: about 40 ms
+// per statement. Many statements of a few KiB are far faster than a few big ones. Their shapes are
+// also fixed (a few row counts), so that each connection prepares a handful of statements once
+// instead of filling its statement cache with one-off texts.
 
-/// The statement of a full chunk, built once.
-static INSERT_KEYS_FULL_CHUNK: LazyLock<Arc<str>> =
-    LazyLock::new(|| insert_keys_sql(KEY_INSERT_CHUNK).into());
+/// The most rows of one multi-row `INSERT INTO keys` (a power of two; see [`key_insert_chunks`]).
+const KEY_INSERT_MAX_ROWS: usize = 64;
 
-/// Hashes per `hash IN (...)` lookup.
-const KEY_HASH_CHUNK: usize = 500;
+/// Roughly how many bytes of parameters one `INSERT INTO keys` may carry.
+const KEY_INSERT_MAX_BYTES: usize = 12 * 1024;
 
-/// Keys per `touch_keys` update statement (two parameters each).
-const KEY_TOUCH_CHUNK: usize = 500;
+/// The multi-row insert statements, for 1, 2, 4, ... [`KEY_INSERT_MAX_ROWS`] rows.
+static INSERT_KEYS_SQL: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| {
+    (0..=KEY_INSERT_MAX_ROWS.trailing_zeros())
+        .map(|shift| insert_keys_sql(1 << shift).into())
+        .collect()
+});
+
+/// Rows (hashes, or key ids with times) per lookup or update statement; a last, shorter batch is
+/// padded with repeats of its last row, which change nothing.
+const KEY_BATCH_ROWS: usize = 128;
+
+/// `SELECT hash FROM keys WHERE hash IN (...)` over [`KEY_BATCH_ROWS`] hashes.
+static EXISTING_HASHES_SQL: LazyLock<Arc<str>> =
+    LazyLock::new(|| existing_hashes_sql(KEY_BATCH_ROWS).into());
+
+/// The `touch_keys` update over [`KEY_BATCH_ROWS`] keys.
+static TOUCH_KEYS_SQL: LazyLock<Arc<str>> = LazyLock::new(|| touch_keys_sql(KEY_BATCH_ROWS).into());
 
 /// The change-log kind of a key that was changed, revoked or rotated (its subject is the key's
 /// hash: the verify cache is keyed by it).
@@ -552,6 +568,66 @@ impl<'a> KeyParams<'a> {
     fn rate_limit_window(&self) -> Option<i64> {
         self.key.rate_limit.map(|r| i64::from(r.window_seconds))
     }
+
+    /// About how many bytes its parameters take on the wire.
+    fn wire_size(&self) -> usize {
+        let k = self.key;
+        let texts = [
+            Some(k.id.as_str()),
+            Some(k.workspace_id.as_str()),
+            Some(k.name.as_str()),
+            Some(k.prefix.as_str()),
+            Some(k.hash.as_str()),
+            Some(self.scopes.as_str()),
+            k.created_by.as_deref(),
+            self.meta.as_deref(),
+            k.external_id.as_deref(),
+            k.sealed_key.as_deref(),
+            k.replaced_by.as_ref().map(KeyId::as_str),
+        ];
+        let text_bytes: usize = texts.iter().flatten().map(|t| t.len()).sum();
+        // A length and a format code per parameter, 8 bytes per number.
+        text_bytes + KEY_COLUMN_COUNT * 6 + 9 * 8
+    }
+}
+
+/// Splits keys into runs for the multi-row insert: each run has a power-of-two length up to
+/// [`KEY_INSERT_MAX_ROWS`] and, unless it is a single key, at most about
+/// [`KEY_INSERT_MAX_BYTES`] of parameters.
+fn key_insert_chunks<'k, 'a>(keys: &'k [KeyParams<'a>]) -> Vec<&'k [KeyParams<'a>]> {
+    let mut chunks = Vec::new();
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let mut rows: usize = 0;
+        let mut bytes = 0;
+        for p in rest.iter().take(KEY_INSERT_MAX_ROWS) {
+            bytes += p.wire_size();
+            if rows > 0 && bytes > KEY_INSERT_MAX_BYTES {
+                break;
+            }
+            rows += 1;
+        }
+        // Down to a power of two (rows >= 1).
+        let rows = 1usize << rows.ilog2();
+        let (chunk, tail) = rest.split_at(rows);
+        chunks.push(chunk);
+        rest = tail;
+    }
+    chunks
+}
+
+/// `items` in batches of exactly [`KEY_BATCH_ROWS`], the last one padded with repeats of the
+/// last item.
+fn padded_batches<T: Copy>(items: &[T]) -> Vec<Vec<T>> {
+    items
+        .chunks(KEY_BATCH_ROWS)
+        .map(|chunk| {
+            let mut batch = chunk.to_vec();
+            let last = chunk[chunk.len() - 1];
+            batch.resize(KEY_BATCH_ROWS, last);
+            batch
+        })
+        .collect()
 }
 
 /// Binds every column of a key, in the order of [`key_columns!`].
@@ -750,15 +826,12 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            /// Inserts the keys with multi-row statements (chunks of [`KEY_INSERT_CHUNK`]),
-            /// inside the caller's transaction.
+            /// Inserts the keys with multi-row statements (see [`key_insert_chunks`]), inside
+            /// the caller's transaction.
             async fn insert_key_rows(conn: &mut $conn, keys: &[KeyParams<'_>]) -> StoreResult<()> {
-                for chunk in keys.chunks(KEY_INSERT_CHUNK) {
-                    let sql: Arc<str> = if chunk.len() == KEY_INSERT_CHUNK {
-                        Arc::clone(&INSERT_KEYS_FULL_CHUNK)
-                    } else {
-                        insert_keys_sql(chunk.len()).into()
-                    };
+                for chunk in key_insert_chunks(keys) {
+                    // A power of two: its statement is the log2-th.
+                    let sql = Arc::clone(&INSERT_KEYS_SQL[chunk.len().trailing_zeros() as usize]);
                     let mut query = sqlx::query(AssertSqlSafe(sql));
                     for p in chunk {
                         query = bind_key!(query, p);
@@ -2159,12 +2232,11 @@ macro_rules! sql_store {
                     .filter(|h| seen.insert(*h))
                     .collect();
                 let mut found = HashSet::new();
-                for chunk in unique.chunks(KEY_HASH_CHUNK) {
-                    let mut query = sqlx::query_scalar(AssertSqlSafe(existing_hashes_sql(
-                        chunk.len(),
-                    )));
-                    for hash in chunk {
-                        query = query.bind(*hash);
+                for batch in padded_batches(&unique) {
+                    let mut query =
+                        sqlx::query_scalar(AssertSqlSafe(Arc::clone(&EXISTING_HASHES_SQL)));
+                    for hash in batch {
+                        query = query.bind(hash);
                     }
                     let rows: Vec<String> =
                         query.fetch_all(&self.pool).await.map_err(map_err)?;
@@ -2290,13 +2362,16 @@ macro_rules! sql_store {
                 if latest.is_empty() {
                     return Ok(());
                 }
-                let ids: Vec<&str> = latest.iter().map(|(id, _)| *id).collect();
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
-                Self::lock_keys(&mut tx, &ids).await?;
-                for chunk in latest.chunks(KEY_TOUCH_CHUNK) {
-                    let mut query = sqlx::query(AssertSqlSafe(touch_keys_sql(chunk.len())));
-                    for (id, at) in chunk {
-                        query = query.bind(*id).bind(*at);
+                // Batch after batch in id order, each locked (PostgreSQL) right before it is
+                // written: every caller takes the row locks in ascending id order. A repeated
+                // row (the padding) sets the same time again.
+                for batch in padded_batches(&latest) {
+                    let ids: Vec<&str> = batch.iter().map(|(id, _)| *id).collect();
+                    Self::lock_keys(&mut tx, &ids).await?;
+                    let mut query = sqlx::query(AssertSqlSafe(Arc::clone(&TOUCH_KEYS_SQL)));
+                    for (id, at) in batch {
+                        query = query.bind(id).bind(at);
                     }
                     query.execute(&mut *tx).await.map_err(map_err)?;
                 }
