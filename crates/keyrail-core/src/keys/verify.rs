@@ -391,10 +391,15 @@ impl KeyVerifier {
                 }
             }
         }
-        self.used
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(found.key.id.clone(), now);
+        {
+            let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+            match used.get_mut(&found.key.id) {
+                Some(at) => *at = now,
+                None => {
+                    used.insert(found.key.id.clone(), now);
+                }
+            }
+        }
         Ok(Verification {
             code: VerifyCode::Valid,
             key: Some(found),
