@@ -28,7 +28,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::profile::router())
         .merge(routes::workspaces::router())
         .merge(routes::admin::router())
-        .merge(routes::keys::router())
+        .merge(routes::keys::router(state))
         .split_for_parts()
 }
 

@@ -191,6 +191,19 @@ impl FromRequestParts<AppState> for Authenticated {
                 None => return Err(fail(missing())),
             }
         };
+        // The global limit per principal (`limits.global_per_principal`).
+        let limit_key = match &principal {
+            Principal::User(s) => format!("global:{}", s.user_id),
+            Principal::Key(k) => format!("global:{}", k.key.id),
+        };
+        let decision = state
+            .limiter
+            .check(&limit_key, state.config.limits.global_per_principal, 1, now)
+            .await
+            .map_err(|_| ApiError::from(keyrail_core::Error::Unavailable))?;
+        if !decision.allowed {
+            return Err(crate::limiter::too_many(&decision));
+        }
         if via_cookie && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
             let cookie_value = cookie(&parts.headers, CSRF_COOKIE).unwrap_or("");
             let header_value = parts

@@ -49,6 +49,13 @@ async fn enforce(State(limit): State<IpLimit>, req: Request, next: Next) -> Resp
     } else {
         too_many(&decision).into_response()
     };
-    rate_limit_headers(resp.headers_mut(), limit.name, limit.rate, &decision);
+    // A response that already reports a narrower limit (a key's own) keeps it.
+    if !resp
+        .headers()
+        .contains_key(crate::limiter::RATELIMIT.clone())
+        || !decision.allowed
+    {
+        rate_limit_headers(resp.headers_mut(), limit.name, limit.rate, &decision);
+    }
     resp
 }

@@ -17,8 +17,8 @@ const BUCKETS_US: [u64; 16] = [
 
 /// The statuses counted one by one; anything else is counted under its class (`2xx`...).
 const STATUSES: [u16; 20] = [
-    200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 408, 409, 413, 415, 429, 500,
-    502, 503,
+    200, 201, 202, 204, 301, 302, 304, 400, 401, 403, 404, 405, 408, 409, 413, 415, 429, 500, 502,
+    503,
 ];
 
 #[derive(Default)]
@@ -102,13 +102,19 @@ impl HttpMetrics {
             for (i, status) in STATUSES.iter().enumerate() {
                 let n = s.by_status[i].load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "keyrail_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}");
+                    let _ = writeln!(
+                        out,
+                        "keyrail_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                    );
                 }
             }
             for (class, c) in s.by_class.iter().enumerate() {
                 let n = c.load(Ordering::Relaxed);
                 if n > 0 {
-                    let _ = writeln!(out, "keyrail_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{class}xx\"}} {n}");
+                    let _ = writeln!(
+                        out,
+                        "keyrail_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{class}xx\"}} {n}"
+                    );
                 }
             }
         }
@@ -120,20 +126,34 @@ impl HttpMetrics {
             for (i, bound) in BUCKETS_US.iter().enumerate() {
                 cumulative += s.buckets[i].load(Ordering::Relaxed);
                 let le = *bound as f64 / 1e6;
-                let _ = writeln!(out, "keyrail_http_request_duration_seconds_bucket{{method=\"{method}\",route=\"{route}\",le=\"{le}\"}} {cumulative}");
+                let _ = writeln!(
+                    out,
+                    "keyrail_http_request_duration_seconds_bucket{{method=\"{method}\",route=\"{route}\",le=\"{le}\"}} {cumulative}"
+                );
             }
             let count = s.count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "keyrail_http_request_duration_seconds_bucket{{method=\"{method}\",route=\"{route}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(
+                out,
+                "keyrail_http_request_duration_seconds_bucket{{method=\"{method}\",route=\"{route}\",le=\"+Inf\"}} {count}"
+            );
             let sum = s.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
-            let _ = writeln!(out, "keyrail_http_request_duration_seconds_sum{{method=\"{method}\",route=\"{route}\"}} {sum}");
-            let _ = writeln!(out, "keyrail_http_request_duration_seconds_count{{method=\"{method}\",route=\"{route}\"}} {count}");
+            let _ = writeln!(
+                out,
+                "keyrail_http_request_duration_seconds_sum{{method=\"{method}\",route=\"{route}\"}} {sum}"
+            );
+            let _ = writeln!(
+                out,
+                "keyrail_http_request_duration_seconds_count{{method=\"{method}\",route=\"{route}\"}} {count}"
+            );
         }
         out
     }
 }
 
 fn escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    s.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -147,11 +167,19 @@ mod tests {
         m.record("GET", "/a/{id}", 200, Duration::from_micros(3_000));
         m.record("GET", "/a/{id}", 418, Duration::from_micros(3_000));
         let text = m.render();
-        assert!(text.contains(r#"keyrail_http_requests_total{method="GET",route="/a/{id}",status="200"} 2"#), "{text}");
+        assert!(
+            text.contains(
+                r#"keyrail_http_requests_total{method="GET",route="/a/{id}",status="200"} 2"#
+            ),
+            "{text}"
+        );
         assert!(text.contains(r#"status="4xx"} 1"#), "{text}");
         assert!(text.contains(r#"le="0.0001"} 1"#), "{text}");
         assert!(text.contains(r#"le="0.005"} 3"#), "{text}");
         assert!(text.contains(r#"le="+Inf"} 3"#), "{text}");
-        assert!(text.contains(r#"_count{method="GET",route="/a/{id}"} 3"#), "{text}");
+        assert!(
+            text.contains(r#"_count{method="GET",route="/a/{id}"} 3"#),
+            "{text}"
+        );
     }
 }

@@ -10,8 +10,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{ApiError, InternalDetail};
-use crate::metrics::HttpMetrics;
 use crate::keyauth::{RateSlot, key_rate_headers};
+use crate::metrics::HttpMetrics;
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 

@@ -911,3 +911,48 @@ async fn shared_server() -> &'static common::Remote {
     let remote = common::Remote::spawn();
     SERVER.get_or_init(|| remote)
 }
+
+#[tokio::test]
+async fn the_global_limits_apply_per_principal_and_to_verify_per_ip() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        |c| c.limits.global_per_principal = "3/1m".parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    let a = s.user("ada@example.com").await;
+    let t = a["access_token"].as_str().unwrap();
+    for _ in 0..3 {
+        assert_eq!(s.get_with("/api/v1/profile", t).await.status(), 200);
+    }
+    let resp = s.get_with("/api/v1/profile", t).await;
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().contains_key("retry-after"));
+    // Another principal has its own budget.
+    let b = s.user("bob@example.com").await;
+    assert_eq!(
+        s.get_with("/api/v1/profile", b["access_token"].as_str().unwrap())
+            .await
+            .status(),
+        200
+    );
+    // Verify: unknown keys do not block the caller, but the per-IP throttle holds.
+    for _ in 0..3 {
+        let r = s
+            .post_json("/api/v1/keys/verify", &json!({"key": "kr_unknown"}))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert!(
+            r.headers()["ratelimit-policy"]
+                .to_str()
+                .unwrap()
+                .starts_with("\"global\"")
+        );
+    }
+    let r = s
+        .post_json("/api/v1/keys/verify", &json!({"key": "kr_unknown"}))
+        .await;
+    assert_eq!(r.status(), 429);
+    s.stop().await;
+}

@@ -701,7 +701,7 @@ fn touch_keys_sql(n: usize) -> String {
          UPDATE keys SET last_used_at = used.at
          FROM used
          WHERE keys.id = used.id
-           AND (keys.last_used_at IS NULL OR keys.last_used_at < used.at)",
+",
         placeholder_rows(n, 2)
     )
 }

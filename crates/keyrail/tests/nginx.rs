@@ -27,9 +27,9 @@ fn in_ci() -> bool {
 
 /// nginx on PATH, else where distributions put it (/usr/sbin is not on a user's PATH).
 fn find_nginx() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH")
+    let on_path: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|p| std::env::split_paths(&p).map(|d| d.join("nginx")).collect())
-        .unwrap_or_else(Vec::new);
+        .unwrap_or_default();
     let known = [
         "/usr/sbin/nginx",
         "/usr/local/sbin/nginx",

@@ -22,7 +22,7 @@ use crate::keyauth::key_rate_headers;
 use crate::routes::common::{ApiQuery, Caller, List, ListParams};
 use crate::state::AppState;
 
-pub fn router() -> OpenApiRouter<AppState> {
+pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(create_key, list_keys))
         .routes(routes!(get_key, patch_key))
@@ -35,7 +35,13 @@ pub fn router() -> OpenApiRouter<AppState> {
                 .routes(routes!(import_keys))
                 .route_layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
         )
-        .routes(routes!(verify))
+        // Failed verifies do not count toward the IP block; the global per-IP throttle applies.
+        .merge(crate::iplimit::ip_limited(
+            OpenApiRouter::new().routes(routes!(verify)),
+            state,
+            "global",
+            state.config.limits.global_per_principal,
+        ))
         // Any method: proxies forward the original one. Documented through `ApiDoc`.
         .route("/api/v1/forward-auth", any(forward_auth))
 }
