@@ -701,7 +701,7 @@ fn touch_keys_sql(n: usize) -> String {
          UPDATE keys SET last_used_at = used.at
          FROM used
          WHERE keys.id = used.id
-",
+           AND (keys.last_used_at IS NULL OR keys.last_used_at < used.at)",
         placeholder_rows(n, 2)
     )
 }
@@ -746,7 +746,7 @@ impl fmt::Debug for PgStore {
 /// connections are `$conn`; `$changes_lock` is an optional statement run before appending to
 /// `changes`; `$workspace_lock` an optional statement (`$1` = the workspace id) run first by a
 /// transaction that writes or counts a workspace's members; `$keys_lock` an optional statement
-/// (`$1` = a JSON array of key ids) run first by a transaction that updates many keys.
+/// (`$1` = a JSON array of key ids) run before each batch update of keys.
 ///
 /// Every transaction that writes starts with a write statement (after the optional locks, which
 /// SQLite does not have): SQLite then waits (busy timeout) for the write lock, where a
@@ -2422,3 +2422,109 @@ sql_store!(
     Some(PG_WORKSPACE_LOCK),
     Some(PG_KEYS_LOCK)
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name_len: usize) -> ApiKey {
+        ApiKey {
+            id: KeyId::new(),
+            workspace_id: WorkspaceId::new(),
+            name: "n".repeat(name_len),
+            prefix: "kr_abcd".into(),
+            hash: "0".repeat(64),
+            scopes: vec!["keys:read".into()],
+            created_at: Timestamp::from_millis(1),
+            created_by: None,
+            updated_at: Timestamp::from_millis(1),
+            expires_at: None,
+            revoked_at: None,
+            disabled: false,
+            last_used_at: None,
+            rate_limit: None,
+            remaining: None,
+            meta: None,
+            external_id: None,
+            sealed_key: None,
+            replaced_by: None,
+        }
+    }
+
+    fn chunk_lengths(keys: &[ApiKey]) -> Vec<usize> {
+        let params: Vec<KeyParams<'_>> = keys.iter().map(|k| KeyParams::new(k).unwrap()).collect();
+        let chunks = key_insert_chunks(&params);
+        // In order, nothing lost.
+        let flat: Vec<&str> = chunks
+            .iter()
+            .flat_map(|c| c.iter().map(|p| p.key.id.as_str()))
+            .collect();
+        let ids: Vec<&str> = keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(flat, ids);
+        for c in &chunks {
+            assert!(c.len().is_power_of_two() && c.len() <= KEY_INSERT_MAX_ROWS);
+            let bytes: usize = c.iter().map(KeyParams::wire_size).sum();
+            assert!(c.len() == 1 || bytes <= KEY_INSERT_MAX_BYTES, "{bytes}");
+        }
+        chunks.iter().map(|c| c.len()).collect()
+    }
+
+    #[test]
+    fn insert_chunks_are_powers_of_two_within_the_byte_budget() {
+        assert!(chunk_lengths(&[]).is_empty());
+        assert_eq!(chunk_lengths(&[key(1)]), [1]);
+        // Small keys: full chunks, then the rest in binary.
+        let small: Vec<ApiKey> = (0..1000).map(|_| key(1)).collect();
+        let lengths = chunk_lengths(&small);
+        assert!(lengths.iter().all(|&n| n >= 8), "{lengths:?}");
+        // Keys bigger than the budget go one by one.
+        let big: Vec<ApiKey> = (0..3).map(|_| key(KEY_INSERT_MAX_BYTES)).collect();
+        assert_eq!(chunk_lengths(&big), [1, 1, 1]);
+        // A big key among small ones ends a chunk.
+        let mut mixed: Vec<ApiKey> = (0..10).map(|_| key(1)).collect();
+        mixed.insert(5, key(KEY_INSERT_MAX_BYTES));
+        let lengths = chunk_lengths(&mixed);
+        assert_eq!(lengths.iter().sum::<usize>(), 11);
+    }
+
+    #[test]
+    fn batches_are_padded_with_the_last_item() {
+        assert!(padded_batches::<u32>(&[]).is_empty());
+        let items: Vec<u32> = (0..300).collect();
+        let batches = padded_batches(&items);
+        assert_eq!(batches.len(), 3);
+        assert!(batches.iter().all(|b| b.len() == KEY_BATCH_ROWS));
+        assert_eq!(batches[1][0], 128);
+        assert_eq!(&batches[2][..44], &items[256..]);
+        assert!(batches[2][44..].iter().all(|&x| x == 299));
+    }
+
+    #[test]
+    fn latest_use_per_key_sorted_by_id() {
+        let (a, b) = (KeyId::new(), KeyId::new());
+        let t = Timestamp::from_millis;
+        let used = [
+            (b.clone(), t(5)),
+            (a.clone(), t(3)),
+            (b.clone(), t(9)),
+            (a.clone(), t(1)),
+        ];
+        assert_eq!(latest_uses(&used), [(a.as_str(), 3), (b.as_str(), 9)]);
+    }
+
+    #[test]
+    fn statement_shapes() {
+        assert_eq!(placeholder_rows(2, 2), "($1, $2), ($3, $4)");
+        assert_eq!(
+            existing_hashes_sql(3),
+            "SELECT hash FROM keys WHERE hash IN ($1, $2, $3)"
+        );
+        assert_eq!(INSERT_KEYS_SQL.len(), 7);
+        assert!(INSERT_KEYS_SQL[6].ends_with(&format!("${})", 64 * KEY_COLUMN_COUNT)));
+        assert_eq!(
+            key_columns!().split(',').count(),
+            KEY_COLUMN_COUNT,
+            "the column list and its count agree"
+        );
+    }
+}

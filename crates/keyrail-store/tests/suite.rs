@@ -2912,44 +2912,75 @@ async fn keys_import(store: &dyn Store) {
     let found = store.existing_key_hashes(&many).await.unwrap();
     assert_eq!(found, many[700..]);
 
-    // All or nothing: one key whose hash exists (here in the last of several statements, and
-    // an existing key of another workspace) fails the whole call.
-    let mut foreign = api_key(&other_ws, "imp-foreign", 30_300);
-    foreign.external_id = Some("ext-0".into());
-    store.insert_key(&foreign).await.unwrap();
+    // All or nothing: one key whose hash exists fails the whole call, wherever it falls among
+    // the statements of the import (first, middle, last in hash order), whichever workspace
+    // holds the existing key.
     let fresh = |tag: &str, n: usize| -> Vec<ApiKey> {
-        (0..n)
+        let mut keys: Vec<ApiKey> = (0..n)
             .map(|i| api_key(&ws, &format!("{tag}-{i}"), 30_301))
-            .collect()
+            .collect();
+        keys.sort_by(|a, b| a.hash.cmp(&b.hash));
+        keys
     };
-    for (tag, dup_hash) in [
-        ("imp-a", existing.hash.clone()),
-        ("imp-b", batch[999].hash.clone()),
-        ("imp-c", foreign.hash.clone()),
+    let hashes_of = |keys: &[ApiKey]| keys.iter().map(|k| k.hash.clone()).collect::<Vec<_>>();
+    for (tag, pos, owner) in [
+        ("imp-a", 0, &ws),
+        ("imp-b", 125, &other_ws),
+        ("imp-c", 249, &other_ws),
+        ("imp-d", 249, &ws),
     ] {
         let mut bad = fresh(tag, 250);
-        bad[120].hash = dup_hash;
+        let mut holder = api_key(owner, &format!("{tag}-holder"), 30_300);
+        holder.hash = bad[pos].hash.clone();
+        store.insert_key(&holder).await.unwrap();
+        // Given in reverse: the order of the call does not matter either.
+        bad.reverse();
         assert_conflict(store.insert_keys(&bad).await, "key hash");
-        let hashes: Vec<String> = bad.iter().map(|k| k.hash.clone()).collect();
-        let left = store.existing_key_hashes(&hashes).await.unwrap();
-        assert_eq!(left, [bad[120].hash.clone()], "{tag}");
+        let left = store.existing_key_hashes(&hashes_of(&bad)).await.unwrap();
+        assert_eq!(left, [holder.hash.clone()], "{tag}");
+        assert_eq!(
+            store.key_by_hash(&holder.hash).await.unwrap().unwrap().id,
+            holder.id
+        );
+        if owner.id == ws.id {
+            expected.push(holder);
+        }
     }
-    // A hash repeated within the batch.
-    let mut twice = fresh("imp-twice", 3);
-    twice[2].hash = twice[0].hash.clone();
+    expected.sort_by(|a, b| a.id.cmp(&b.id));
+    // A hash repeated within the batch (the last two in hash order).
+    let mut twice = fresh("imp-twice", 250);
+    twice[249].hash = twice[248].hash.clone();
     assert_conflict(store.insert_keys(&twice).await, "key hash");
-    assert!(store.key_by_hash(&twice[0].hash).await.unwrap().is_none());
+    assert!(
+        store
+            .existing_key_hashes(&hashes_of(&twice))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // An id repeated within the batch.
-    let mut same_id = fresh("imp-same-id", 3);
-    same_id[1].id = same_id[0].id.clone();
+    let mut same_id = fresh("imp-same-id", 250);
+    same_id[249].id = same_id[0].id.clone();
     assert_conflict(store.insert_keys(&same_id).await, "key id");
-    assert!(store.key_by_hash(&same_id[0].hash).await.unwrap().is_none());
+    assert!(
+        store
+            .existing_key_hashes(&hashes_of(&same_id))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // A key of a workspace that does not exist.
-    let mut orphan = fresh("imp-orphan", 3);
-    orphan[1].workspace_id = WorkspaceId::new();
+    let mut orphan = fresh("imp-orphan", 250);
+    orphan[249].workspace_id = WorkspaceId::new();
     let err = store.insert_keys(&orphan).await.unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
-    assert!(store.key_by_hash(&orphan[0].hash).await.unwrap().is_none());
+    assert!(
+        store
+            .existing_key_hashes(&hashes_of(&orphan))
+            .await
+            .unwrap()
+            .is_empty()
+    );
     // Still exactly what the good import left.
     let listed = all_keys(store, &ws.id, &KeyFilter::default(), ts(30_400), 200).await;
     assert_eq!(key_ids(&listed), key_ids(&expected));
@@ -2967,13 +2998,21 @@ async fn keys_import(store: &dyn Store) {
     assert!(changes_since(store, before).await.is_empty());
 }
 
+/// (label, revoked_at, disabled, expires_at, status at the listing's `now`)
+type ListCase = (
+    &'static str,
+    Option<Timestamp>,
+    bool,
+    Option<Timestamp>,
+    KeyStatus,
+);
+
 async fn keys_listing(store: &dyn Store) {
     let (ws, _) = new_workspace(store, "listing", 31_000).await;
     let (other_ws, _) = new_workspace(store, "listing-other", 31_000).await;
     let now = ts(31_500);
     let at = |d: i64| Some(Timestamp::from_millis(now.millis() + d));
-    // (label, revoked_at, disabled, expires_at, status at `now`)
-    let cases: [(&str, Option<Timestamp>, bool, Option<Timestamp>, KeyStatus); 13] = [
+    let cases: [ListCase; 13] = [
         ("plain", None, false, None, KeyStatus::Active),
         ("expires-later", None, false, at(1), KeyStatus::Active),
         // A rotation with grace: revoked from a time still to come.
