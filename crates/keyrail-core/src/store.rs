@@ -258,10 +258,19 @@ pub trait Store: Send + Sync + 'static {
         now: Timestamp,
         page: &Page,
     ) -> StoreResult<Vec<ApiKey>>;
-    /// Saves name, scopes, meta, rate_limit, remaining, disabled, updated_at, expires_at,
-    /// revoked_at, replaced_by and appends `key.changed` (subject: the key's hash) in the same
-    /// transaction. `false` when no such key.
+    /// Saves name, scopes, meta, rate_limit, disabled, updated_at, expires_at, revoked_at,
+    /// replaced_by and appends `key.changed` (subject: the key's hash) in the same transaction.
+    /// `false` when no such key. Credits are not written here (concurrent verifies spend them):
+    /// see [`Store::set_key_remaining`].
     async fn update_key(&self, key: &ApiKey) -> StoreResult<bool>;
+    /// Sets the credits left (`None` = unlimited) and appends `key.changed`.
+    async fn set_key_remaining(
+        &self,
+        ws: &WorkspaceId,
+        id: &KeyId,
+        remaining: Option<i64>,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
     /// Inserts `new` and saves `old` (its `revoked_at` / `replaced_by` set by the caller),
     /// appending `key.changed` for the old key's hash, atomically. `false` when `old` is gone.
     async fn rotate_key(&self, old: &ApiKey, new: &ApiKey) -> StoreResult<bool>;

@@ -848,9 +848,9 @@ macro_rules! sql_store {
                 sqlx::query_scalar(
                     "UPDATE keys
                      SET name = $1, scopes = $2, meta = $3, rate_limit_limit = $4,
-                         rate_limit_window = $5, remaining = $6, disabled = $7, updated_at = $8,
-                         expires_at = $9, revoked_at = $10, replaced_by = $11
-                     WHERE id = $12 AND workspace_id = $13
+                         rate_limit_window = $5, disabled = $6, updated_at = $7,
+                         expires_at = $8, revoked_at = $9, replaced_by = $10
+                     WHERE id = $11 AND workspace_id = $12
                      RETURNING hash",
                 )
                 .bind(k.name.as_str())
@@ -858,7 +858,6 @@ macro_rules! sql_store {
                 .bind(p.meta.as_deref())
                 .bind(p.rate_limit_limit())
                 .bind(p.rate_limit_window())
-                .bind(k.remaining)
                 .bind(k.disabled)
                 .bind(k.updated_at.millis())
                 .bind(k.expires_at.map(Timestamp::millis))
@@ -2238,8 +2237,7 @@ macro_rules! sql_store {
                     for hash in batch {
                         query = query.bind(hash);
                     }
-                    let rows: Vec<String> =
-                        query.fetch_all(&self.pool).await.map_err(map_err)?;
+                    let rows: Vec<String> = query.fetch_all(&self.pool).await.map_err(map_err)?;
                     found.extend(rows);
                 }
                 Ok(unique
@@ -2290,6 +2288,34 @@ macro_rules! sql_store {
                     return Ok(false);
                 };
                 Self::append_changes(&mut tx, key.updated_at, KEY_CHANGED, &[&hash]).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn set_key_remaining(
+                &self,
+                ws: &WorkspaceId,
+                id: &KeyId,
+                remaining: Option<i64>,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let hash: Option<String> = sqlx::query_scalar(
+                    "UPDATE keys SET remaining = $1, updated_at = $2
+                     WHERE id = $3 AND workspace_id = $4
+                     RETURNING hash",
+                )
+                .bind(remaining)
+                .bind(at.millis())
+                .bind(id.as_str())
+                .bind(ws.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(hash) = hash else {
+                    return Ok(false);
+                };
+                Self::append_changes(&mut tx, at, KEY_CHANGED, &[&hash]).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
             }

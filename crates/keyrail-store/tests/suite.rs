@@ -3301,7 +3301,7 @@ async fn keys_update(store: &dyn Store) {
     want.scopes = edit.scopes.clone();
     want.meta = edit.meta.clone();
     want.rate_limit = edit.rate_limit;
-    want.remaining = edit.remaining;
+    // Credits are not written by update_key (verifies spend them concurrently).
     want.disabled = true;
     want.updated_at = edit.updated_at;
     want.expires_at = edit.expires_at;
@@ -3323,7 +3323,6 @@ async fn keys_update(store: &dyn Store) {
     let mut cleared = want.clone();
     cleared.meta = None;
     cleared.rate_limit = None;
-    cleared.remaining = None;
     cleared.disabled = false;
     cleared.expires_at = None;
     cleared.revoked_at = None;
@@ -3493,11 +3492,13 @@ async fn keys_credits(store: &dyn Store) {
     assert_eq!(store.consume_credits(&k.id, 1).await.unwrap(), None);
     assert_eq!(store.consume_credits(&k.id, 0).await.unwrap(), Some(0));
     assert_eq!(remaining(k.id.clone()).await, Some(0));
-    // Credits added by an update are spendable.
-    let mut topped = store.key_by_id(&ws.id, &k.id).await.unwrap().unwrap();
-    topped.remaining = Some(2);
-    topped.updated_at = ts(34_010);
-    assert!(store.update_key(&topped).await.unwrap());
+    // Credits set again are spendable.
+    assert!(
+        store
+            .set_key_remaining(&ws.id, &k.id, Some(2), ts(34_010))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.consume_credits(&k.id, 2).await.unwrap(), Some(0));
 
     // Unlimited: always enough, and stays unlimited.

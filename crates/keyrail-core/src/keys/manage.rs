@@ -297,15 +297,27 @@ impl Keys {
             check_rate(&r, "rate_limit")?;
             key.rate_limit = r;
         }
-        if let Some(r) = patch.remaining {
-            check_remaining(&r, "remaining")?;
-            key.remaining = r;
+        let new_remaining = patch.remaining;
+        if let Some(r) = &new_remaining {
+            check_remaining(r, "remaining")?;
         }
         if let Some(enabled) = patch.enabled {
             key.disabled = !enabled;
         }
         key.updated_at = self.clock.now();
         self.save(&key).await?;
+        if let Some(r) = new_remaining {
+            let set = self
+                .store
+                .set_key_remaining(&key.workspace_id, &key.id, r, key.updated_at)
+                .await;
+            self.verifier.evict_hex(&key.hash);
+            if !set? {
+                return Err(not_found());
+            }
+        }
+        // Read back: credits may have moved since the key was read.
+        let key = self.find(access, key.id.as_str()).await?;
         self.audit(access, meta, "key.update", &key.id).await?;
         Ok(key)
     }

@@ -1,0 +1,144 @@
+//! Credits are written apart from the rest of a key: `update_key` never touches them (verifies
+//! spend them concurrently), `set_key_remaining` sets them and announces the change.
+
+use keyrail_core::Store;
+use keyrail_core::Timestamp;
+use keyrail_core::id::{KeyId, MemberId, UserId, WorkspaceId};
+use keyrail_core::model::{ApiKey, KeyFormat, Member, User, Workspace, WorkspaceStatus};
+use keyrail_core::secret::Secret;
+use keyrail_store::testing::TempPostgres;
+
+async fn check(store: &dyn Store) {
+    let now = Timestamp::from_millis(1_000);
+    let user = User {
+        id: UserId::new(),
+        email: format!("{}@example.com", UserId::new()),
+        name: "u".into(),
+        password_hash: Secret::new("x".into()),
+        mfa_enabled: false,
+        superuser: false,
+        created_at: now,
+        updated_at: now,
+    };
+    store.insert_user(&user).await.unwrap();
+    let ws = Workspace {
+        id: WorkspaceId::new(),
+        name: "w".into(),
+        status: WorkspaceStatus::Active,
+        key_format: KeyFormat::default(),
+        created_at: now,
+        updated_at: now,
+    };
+    let owner = Member {
+        id: MemberId::new(),
+        workspace_id: ws.id.clone(),
+        user_id: user.id.clone(),
+        role: "owner".into(),
+        created_at: now,
+    };
+    store.create_workspace(&ws, &owner).await.unwrap();
+    let key = ApiKey {
+        id: KeyId::new(),
+        workspace_id: ws.id.clone(),
+        name: "k".into(),
+        prefix: "kr_abcd".into(),
+        hash: keyrail_core::crypto::token::sha256_hex(KeyId::new().as_str().as_bytes()),
+        scopes: vec![],
+        created_at: now,
+        created_by: None,
+        updated_at: now,
+        expires_at: None,
+        revoked_at: None,
+        disabled: false,
+        last_used_at: None,
+        rate_limit: None,
+        remaining: Some(10),
+        meta: None,
+        external_id: None,
+        sealed_key: None,
+        replaced_by: None,
+    };
+    store.insert_key(&key).await.unwrap();
+    // A verify spends 3 while someone edits a stale copy of the key.
+    assert_eq!(store.consume_credits(&key.id, 3).await.unwrap(), Some(7));
+    let mut stale = key.clone();
+    stale.name = "renamed".into();
+    stale.remaining = Some(10);
+    assert!(store.update_key(&stale).await.unwrap());
+    let got = store.key_by_id(&ws.id, &key.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.name.as_str(), got.remaining),
+        ("renamed", Some(7)),
+        "spent credits stay spent"
+    );
+
+    let before = store.latest_change().await.unwrap();
+    assert!(
+        store
+            .set_key_remaining(&ws.id, &key.id, Some(77), Timestamp::from_millis(2_000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .key_by_id(&ws.id, &key.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .remaining,
+        Some(77)
+    );
+    let changes = store.changes_after(before, 10).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(
+        (changes[0].kind.as_str(), changes[0].subject.as_str()),
+        ("key.changed", key.hash.as_str())
+    );
+    assert!(
+        store
+            .set_key_remaining(&ws.id, &key.id, None, now)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .key_by_id(&ws.id, &key.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .remaining,
+        None
+    );
+    assert!(
+        !store
+            .set_key_remaining(&ws.id, &KeyId::new(), Some(1), now)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .set_key_remaining(&WorkspaceId::new(), &key.id, Some(1), now)
+            .await
+            .unwrap()
+    );
+}
+
+#[tokio::test]
+async fn credits_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = keyrail_store::open("", dir.path()).await.unwrap();
+    check(store.as_ref()).await;
+}
+
+#[tokio::test]
+async fn credits_on_postgres() {
+    let Some(pg) = TempPostgres::create().await else {
+        return;
+    };
+    let store = keyrail_store::open(&pg.url, std::path::Path::new("."))
+        .await
+        .unwrap();
+    check(store.as_ref()).await;
+    store.close().await;
+    pg.drop_db().await;
+}
