@@ -956,3 +956,30 @@ async fn the_global_limits_apply_per_principal_and_to_verify_per_ip() {
     assert_eq!(r.status(), 429);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn editing_a_key_keeps_spent_credits_spent() {
+    let k = K::new().await;
+    let a = k.create(json!({"name": "a", "remaining": 5})).await;
+    let key = a["key"].as_str().unwrap();
+    let path = format!("/api/v1/w/{}/keys/{}", k.ws, a["id"].as_str().unwrap());
+    k.code(key).await;
+    k.code(key).await;
+    let (_, renamed) = k
+        .call("PATCH", &path, &k.owner, Some(json!({"name": "b"})))
+        .await;
+    assert_eq!(
+        (renamed["name"].as_str(), renamed["remaining"].as_i64()),
+        (Some("b"), Some(3))
+    );
+    let (_, topped) = k
+        .call("PATCH", &path, &k.owner, Some(json!({"remaining": 10})))
+        .await;
+    assert_eq!(topped["remaining"], 10);
+    assert_eq!(k.verify(json!({"key": key})).await["remaining"], 9);
+    let (_, unlimited) = k
+        .call("PATCH", &path, &k.owner, Some(json!({"remaining": null})))
+        .await;
+    assert_eq!(unlimited["remaining"], Value::Null);
+    k.s.stop().await;
+}
