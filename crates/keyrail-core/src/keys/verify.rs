@@ -277,9 +277,15 @@ impl KeyVerifier {
     }
 
     async fn load(&self, d: &Digest) -> Result<Option<Arc<CachedKey>>, Error> {
-        let Some(key) = self.store.key_by_hash(&hex(d)).await? else {
+        let Some(mut key) = self.store.key_by_hash(&hex(d)).await? else {
             return Ok(None);
         };
+        // The cache is keyed by the digest; what verify never reads is not kept.
+        key.hash = String::new();
+        key.sealed_key = None;
+        key.created_by = None;
+        key.prefix.shrink_to_fit();
+        key.scopes.shrink_to_fit();
         let Some(ws) = self.store.workspace_by_id(&key.workspace_id).await? else {
             return Ok(None);
         };
