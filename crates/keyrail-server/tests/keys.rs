@@ -63,19 +63,7 @@ impl K {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let url = self.s.url(path);
-        let req = match method {
-            "GET" => self.s.http.get(url),
-            "POST" => self.s.http.post(url),
-            "PATCH" => self.s.http.patch(url),
-            m => panic!("{m}"),
-        }
-        .bearer_auth(token);
-        let req = match body {
-            Some(b) => req.json(&b),
-            None => req,
-        };
-        json(req.send().await.unwrap()).await
+        self.s.call(method, path, token, body.as_ref()).await
     }
 
     async fn create(&self, body: Value) -> Value {

@@ -18,23 +18,7 @@ impl Ctx {
         token: &str,
         body: Option<Value>,
     ) -> (u16, Value) {
-        let url = self.s.url(path);
-        let req = match method {
-            "GET" => self.s.http.get(url),
-            "POST" => self.s.http.post(url),
-            "PATCH" => self.s.http.patch(url),
-            "DELETE" => self.s.http.delete(url),
-            m => panic!("{m}"),
-        }
-        .bearer_auth(token);
-        let req = match body {
-            Some(b) => req.json(&b),
-            None => req,
-        };
-        let resp = req.send().await.unwrap();
-        let status = resp.status().as_u16();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+        self.s.call(method, path, token, body.as_ref()).await
     }
 
     async fn token(&self, email: &str) -> String {

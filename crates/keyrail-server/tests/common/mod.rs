@@ -175,6 +175,26 @@ impl TestServer {
             .unwrap()
     }
 
+    /// Any method with a bearer token and an optional JSON body; status and JSON (or null).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let req = self.http.request(method, self.url(path)).bearer_auth(token);
+        let req = match body {
+            Some(b) => req.json(b),
+            None => req,
+        };
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
     pub async fn post_with(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
         self.http
             .post(self.url(path))
