@@ -2,6 +2,11 @@
 
 mod config;
 
+/// mimalloc: the verify path allocates small, short-lived buffers per request, where glibc's
+/// malloc showed up as the largest user-space cost in the profile (see bench/README.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -507,36 +507,37 @@ pub struct VerifyRate {
 }
 
 #[derive(Serialize, ToSchema)]
-pub struct VerifyOut {
+pub struct VerifyOut<'a> {
     valid: bool,
     /// VALID, NOT_FOUND, EXPIRED, REVOKED, DISABLED, INSUFFICIENT_SCOPE, RATE_LIMITED,
     /// USAGE_EXCEEDED or TENANT_SUSPENDED.
     code: &'static str,
-    key_id: Option<String>,
-    workspace_id: Option<String>,
-    name: Option<String>,
-    scopes: Option<Vec<String>>,
+    key_id: Option<&'a str>,
+    workspace_id: Option<&'a str>,
+    name: Option<&'a str>,
+    scopes: Option<&'a [String]>,
     #[schema(value_type = Option<Object>)]
-    meta: Option<serde_json::Value>,
-    external_id: Option<String>,
+    meta: Option<&'a serde_json::Value>,
+    external_id: Option<&'a str>,
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Timestamp>,
     remaining: Option<i64>,
     rate_limit: Option<VerifyRate>,
 }
 
-/// The answer of verify for a verification; the CLI's `keys verify` prints the same.
-pub fn verify_out(v: &Verification) -> VerifyOut {
+/// The answer of verify for a verification (borrowing it: nothing is copied); the CLI's
+/// `keys verify` prints the same.
+pub fn verify_out(v: &Verification) -> VerifyOut<'_> {
     let k = v.key.as_ref().map(|c| &c.key);
     VerifyOut {
         valid: v.code == VerifyCode::Valid,
         code: v.code.as_str(),
-        key_id: k.map(|k| k.id.to_string()),
-        workspace_id: k.map(|k| k.workspace_id.to_string()),
-        name: k.map(|k| k.name.clone()),
-        scopes: k.map(|k| k.scopes.clone()),
-        meta: k.and_then(|k| k.meta.clone()),
-        external_id: k.and_then(|k| k.external_id.clone()),
+        key_id: k.map(|k| k.id.as_str()),
+        workspace_id: k.map(|k| k.workspace_id.as_str()),
+        name: k.map(|k| k.name.as_str()),
+        scopes: k.map(|k| k.scopes.as_slice()),
+        meta: k.and_then(|k| k.meta.as_ref()),
+        external_id: k.and_then(|k| k.external_id.as_deref()),
         expires_at: k.and_then(|k| k.expires_at),
         remaining: v.remaining.or_else(|| k.and_then(|k| k.remaining)),
         rate_limit: v.rate.map(|(l, d)| VerifyRate {
@@ -551,7 +552,7 @@ pub fn verify_out(v: &Verification) -> VerifyOut {
 /// well-formed request; `valid` and `code` tell the outcome.
 #[utoipa::path(post, path = "/api/v1/keys/verify", tag = "keys", request_body = VerifyIn,
     responses(
-        (status = 200, description = "The outcome", body = VerifyOut),
+        (status = 200, description = "The outcome", body = VerifyOut<'static>),
         (status = 400, description = "Malformed request", body = ErrorBody),
         (status = 429, description = "Too many requests from this client", body = ErrorBody),
     ))]
