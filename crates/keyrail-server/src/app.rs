@@ -48,5 +48,9 @@ pub fn finish(routes: Router<AppState>, state: AppState, request_timeout: Durati
             header::COOKIE,
         ]))
         .layer(middleware::from_fn(observe))
+        .layer(axum::Extension(
+            crate::proxies::TrustedProxies::parse(&state.config.trusted_proxies)
+                .unwrap_or_default(),
+        ))
         .with_state(state)
 }

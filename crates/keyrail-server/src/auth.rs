@@ -36,10 +36,14 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 }
 
 pub fn client_ip(parts: &Parts) -> IpAddr {
-    parts
+    let peer = parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip())
+        .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
+    match parts.extensions.get::<crate::proxies::TrustedProxies>() {
+        Some(trusted) => trusted.client(peer, &parts.headers),
+        None => peer,
+    }
 }
 
 /// The key that per-IP limits and the failed-auth block count under: the address itself for

@@ -22,6 +22,7 @@ api_logs = true
 tls_cert = ""
 tls_key = ""
 webhooks_allow_private = false
+trusted_proxies = []
 master_key = ""
 log_level = "info"
 log_format = "json"
@@ -59,6 +60,8 @@ pub struct Config {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub webhooks_allow_private: bool,
+    /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<String>,
     /// 64 hex characters; `""` = the file `data_dir/master.key` (created on first start).
     #[serde(skip_serializing)]
     pub master_key: String,
@@ -132,6 +135,7 @@ impl Config {
         if cert != key {
             return Err("tls_cert and tls_key must be set together".into());
         }
+        crate::proxies::TrustedProxies::parse(&self.trusted_proxies)?;
         if self.limits.account_lock_after == 0 {
             return Err("limits.account_lock_after must be at least 1".into());
         }

@@ -16,6 +16,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
+pub mod proxies;
 pub mod routes;
 pub mod server;
 pub mod state;

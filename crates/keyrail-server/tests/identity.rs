@@ -1120,3 +1120,70 @@ async fn rotated_signing_keys_stay_published_until_their_tokens_expire() {
     assert_eq!(kids, [kid_of(new_token)]);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_client_counts() {
+    use keyrail_core::model::{AuditFilter, Page};
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        |c| c.trusted_proxies = vec!["127.0.0.0/8".into()],
+        None,
+    )
+    .await
+    .unwrap();
+    s.signup("ada@example.com").await;
+    let login = |xff: &'static str| {
+        s.http
+            .post(s.url("/api/v1/auth/login"))
+            .header("x-forwarded-for", xff)
+            .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+            .send()
+    };
+    assert_eq!(
+        login("198.51.100.1, 203.0.113.9").await.unwrap().status(),
+        200
+    );
+    let store = &s.server.as_ref().unwrap().state.store;
+    let log = store
+        .list_audit(
+            &AuditFilter {
+                action: Some("user.login".into()),
+                ..Default::default()
+            },
+            &Page::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        log[0].ip.as_deref(),
+        Some("203.0.113.9"),
+        "the right-most untrusted hop"
+    );
+    s.stop().await;
+
+    // Without the setting, the header is ignored: anyone can send it.
+    let s = TestServer::start().await;
+    s.signup("ada@example.com").await;
+    let resp = s
+        .http
+        .post(s.url("/api/v1/auth/login"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .json(&json!({"email": "ada@example.com", "password": PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let store = &s.server.as_ref().unwrap().state.store;
+    let log = store
+        .list_audit(
+            &AuditFilter {
+                action: Some("user.login".into()),
+                ..Default::default()
+            },
+            &Page::first(10),
+        )
+        .await
+        .unwrap();
+    assert_eq!(log[0].ip.as_deref(), Some("127.0.0.1"));
+    s.stop().await;
+}
