@@ -199,6 +199,24 @@ pub async fn delete_workspace(
     Ok(StatusCode::NO_CONTENT)
 }
 
+impl MemberOut {
+    fn new(
+        member: &keyrail_core::model::Member,
+        email: String,
+        name: String,
+        role: String,
+    ) -> Self {
+        Self {
+            id: member.id.to_string(),
+            user_id: member.user_id.to_string(),
+            email,
+            name,
+            role,
+            created_at: member.created_at,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct MemberOut {
     id: String,
@@ -234,14 +252,7 @@ pub async fn list_members(
             .workspaces
             .role_name(&access.workspace.id, &m.member.role)
             .await?;
-        data.push(MemberOut {
-            id: m.member.id.to_string(),
-            user_id: m.member.user_id.to_string(),
-            email: m.email,
-            name: m.name,
-            role,
-            created_at: m.member.created_at,
-        });
+        data.push(MemberOut::new(&m.member, m.email, m.name, role));
     }
     Ok(Json(List::paged(data, &page, |m| m.id.clone())))
 }
@@ -281,14 +292,7 @@ pub async fn add_member(
         .await?;
     Ok((
         StatusCode::CREATED,
-        Json(MemberOut {
-            id: member.id.to_string(),
-            user_id: user.id.to_string(),
-            email: user.email,
-            name: user.name,
-            role,
-            created_at: member.created_at,
-        }),
+        Json(MemberOut::new(&member, user.email, user.name, role)),
     ))
 }
 
@@ -330,14 +334,7 @@ pub async fn patch_member(
         .workspaces
         .role_name(&access.workspace.id, &member.role)
         .await?;
-    Ok(Json(MemberOut {
-        id: member.id.to_string(),
-        user_id: user.id.to_string(),
-        email: user.email,
-        name: user.name,
-        role,
-        created_at: member.created_at,
-    }))
+    Ok(Json(MemberOut::new(&member, user.email, user.name, role)))
 }
 
 /// Remove a member. [members:write]; the last owner cannot be removed (409).
