@@ -41,7 +41,7 @@ account_lock_after = 5
 account_lock_for = "30m"
 "#;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub listen: SocketAddr,
@@ -127,6 +127,17 @@ impl<'de> Deserialize<'de> for PublicUrl {
     }
 }
 
+/// Debug output is the serialised form, which leaves out `master_key`, `database_url`,
+/// `redis_url` and `smtp_url` (they may hold secrets or passwords).
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match serde_json::to_string(self) {
+            Ok(text) => write!(f, "Config {text}"),
+            Err(_) => f.write_str("Config { .. }"),
+        }
+    }
+}
+
 impl Config {
     /// Checks what types alone cannot: pairs of settings and value ranges.
     pub fn validate(&self) -> Result<(), String> {
@@ -206,6 +217,20 @@ mod tests {
             "http://x?y",
         ] {
             assert!(parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn debug_output_holds_no_secret() {
+        let mut c = Config::defaults();
+        c.master_key = "ab".repeat(32);
+        c.database_url = "postgres://keyrail:hunter2secret@db/keyrail".into();
+        c.smtp_url = "smtp://mailer:smtpsecret@mail:587".into();
+        c.redis_url = "redis://:redissecret@cache:6379".into();
+        let text = format!("{c:?}");
+        assert!(text.contains("login_per_ip"), "{text}");
+        for secret in ["abababab", "hunter2secret", "smtpsecret", "redissecret"] {
+            assert!(!text.contains(secret), "{secret} in {text}");
         }
     }
 
