@@ -135,6 +135,14 @@ typed_id!(
     /// An API key.
     KeyId, "key"
 );
+typed_id!(
+    /// A builder profile (an app publisher's public identity).
+    BuilderProfileId, "bld"
+);
+typed_id!(
+    /// A member's grant of scopes to an app in a workspace.
+    GrantId, "grt"
+);
 
 #[cfg(test)]
 mod tests {

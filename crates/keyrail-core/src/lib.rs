@@ -1,6 +1,7 @@
 //! keyrail's domain: typed ids, time, configuration values, the domain error and the traits the
 //! rest of the system implements (`Store`, `Clock`). No HTTP, no SQL.
 
+pub mod apps;
 pub mod audit;
 pub mod authz;
 pub mod clock;

@@ -505,3 +505,99 @@ pub struct KeyFilter {
     pub status: Option<KeyStatus>,
     pub external_id: Option<String>,
 }
+
+/// A developer's public identity as an app publisher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuilderProfile {
+    pub id: crate::id::BuilderProfileId,
+    pub user_id: UserId,
+    pub name: String,
+    pub website: Option<String>,
+    pub created_at: Timestamp,
+}
+
+/// A third-party integration. Its client secret is kept sealed under the master key (the server
+/// encrypts the outer layer of every token with it); `secret_generation` grows with each new
+/// secret and is carried in the inner token, so a new secret ends every older token.
+#[derive(Clone)]
+pub struct App {
+    pub client_id: String,
+    pub owner_id: UserId,
+    pub builder_profile_id: crate::id::BuilderProfileId,
+    pub name: String,
+    pub description: String,
+    /// `None`: any workspace; else only these.
+    pub workspace_restrictions: Option<Vec<WorkspaceId>>,
+    pub active: bool,
+    pub sealed_secret: String,
+    pub secret_generation: i64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+impl App {
+    /// Whether the app may act in `ws`.
+    pub fn allows(&self, ws: &WorkspaceId) -> bool {
+        self.workspace_restrictions
+            .as_ref()
+            .is_none_or(|list| list.contains(ws))
+    }
+}
+
+impl fmt::Debug for App {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("App")
+            .field("client_id", &self.client_id)
+            .field("owner_id", &self.owner_id)
+            .field("name", &self.name)
+            .field("active", &self.active)
+            .field("secret_generation", &self.secret_generation)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A member's grant of scopes to an app in one workspace. A shared grant is made by someone who
+/// manages the workspace, for everyone's use; a personal one by any member, for their own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub id: crate::id::GrantId,
+    pub client_id: String,
+    pub workspace_id: WorkspaceId,
+    pub member_id: MemberId,
+    pub scopes: Vec<String>,
+    pub shared: bool,
+    pub created_at: Timestamp,
+}
+
+/// A grant with its app's name (for listings).
+#[derive(Debug, Clone)]
+pub struct GrantView {
+    pub grant: Grant,
+    pub app_name: String,
+}
+
+/// A server key for the inner app tokens, sealed under the master key.
+#[derive(Clone)]
+pub struct StoredTokenKey {
+    pub kid: String,
+    pub sealed_key: String,
+    pub created_at: Timestamp,
+}
+
+impl fmt::Debug for StoredTokenKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StoredTokenKey")
+            .field("kid", &self.kid)
+            .field("created_at", &self.created_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Which grants of a workspace to list.
+#[derive(Debug, Clone, Default)]
+pub struct GrantFilter {
+    /// Only this member's.
+    pub member_id: Option<MemberId>,
+    /// Only this app's.
+    pub client_id: Option<String>,
+}

@@ -31,6 +31,9 @@ pub enum Actor {
         workspace_id: WorkspaceId,
         effective: ScopeSet,
     },
+    /// An app acting through a grant: as the grant's member, in the grant's workspace, within
+    /// the grant's scopes and the member's current ones.
+    App(crate::apps::AppSession),
 }
 
 impl Actor {
@@ -38,6 +41,7 @@ impl Actor {
         match self {
             Actor::User { user_id, .. } => (ActorType::User, Some(user_id.to_string())),
             Actor::Key { key_id, .. } => (ActorType::Key, Some(key_id.to_string())),
+            Actor::App(app) => (ActorType::App, Some(app.client_id.clone())),
         }
     }
 
@@ -46,6 +50,7 @@ impl Actor {
         match self {
             Actor::User { user_id, .. } => user_id.to_string(),
             Actor::Key { key_id, .. } => key_id.to_string(),
+            Actor::App(app) => app.client_id.clone(),
         }
     }
 
@@ -53,15 +58,20 @@ impl Actor {
         match self {
             Actor::User { superuser, .. } => *superuser,
             Actor::Key { effective, .. } => effective.is_superuser(),
+            Actor::App(_) => false,
         }
     }
 
-    fn user_only(&self) -> Result<&UserId, Error> {
+    pub(crate) fn user_only(&self) -> Result<&UserId, Error> {
         match self {
             Actor::User { user_id, .. } => Ok(user_id),
             Actor::Key { .. } => Err(Error::forbidden(
                 "forbidden",
                 "API keys are bound to their workspace; log in as a user for this",
+            )),
+            Actor::App(_) => Err(Error::forbidden(
+                "forbidden",
+                "App tokens act in their grant's workspace only; log in as a user for this",
             )),
         }
     }
@@ -223,6 +233,24 @@ impl Workspaces {
                     return Err(not_found_ws());
                 }
             }
+            Actor::App(app) => {
+                if app.workspace_id != id {
+                    return Err(not_found_ws());
+                }
+                // Grants go with their member, so a missing member means the grant just went.
+                let member = self
+                    .store
+                    .member_by_id(&id, &app.member_id)
+                    .await?
+                    .ok_or_else(Error::invalid_token)?;
+                let held = self
+                    .role(&id, &member.role)
+                    .await?
+                    .map(|r| r.effective(&catalog))
+                    .unwrap_or_default();
+                let granted = closure(&app.scopes, &catalog);
+                (granted.intersection(&held), Some(member))
+            }
             Actor::User { user_id, superuser } => {
                 let member = self.store.member_of(&id, user_id).await?;
                 let role_scopes = match &member {
@@ -281,6 +309,14 @@ impl Workspaces {
 
     /// The caller's workspaces with the name of their role in each.
     pub async fn list_mine(&self, actor: &Actor) -> Result<Vec<(Workspace, String)>, Error> {
+        if let Actor::App(app) = actor {
+            let ws = self
+                .store
+                .workspace_by_id(&app.workspace_id)
+                .await?
+                .ok_or_else(not_found_ws)?;
+            return Ok(vec![(ws, "app".to_owned())]);
+        }
         if let Actor::Key { workspace_id, .. } = actor {
             let ws = self
                 .store

@@ -101,6 +101,11 @@ pub(crate) fn conflict_name(key: &str) -> &'static str {
         "roles_workspace_name_key" | "roles.workspace_id, roles.name" => "role name",
         "keys_pkey" | "keys.id" => "key id",
         "keys_hash_key" | "keys.hash" => "key hash",
+        "apps_pkey" | "apps.client_id" => "app client id",
+        "grants_pkey" | "grants.id" => "grant id",
+        "grants_shared_key" | "grants.client_id, grants.workspace_id" => "shared grant",
+        "grants_personal_key" | "grants.client_id, grants.member_id" => "personal grant",
+        "token_keys_pkey" | "token_keys.kid" => "token key",
         _ => "record",
     }
 }

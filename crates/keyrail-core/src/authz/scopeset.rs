@@ -108,6 +108,17 @@ impl ScopeSet {
         ScopeSet(v)
     }
 
+    /// The scopes in both, in order.
+    pub fn intersection(&self, other: &ScopeSet) -> ScopeSet {
+        ScopeSet(
+            self.0
+                .iter()
+                .filter(|s| other.contains(s.as_str()))
+                .cloned()
+                .collect(),
+        )
+    }
+
     /// The scopes of `self` that are not in `other`, in order.
     pub fn difference(&self, other: &ScopeSet) -> ScopeSet {
         ScopeSet(

@@ -4,6 +4,7 @@
 //! Nothing here does I/O or reads the clock: callers pass the time in. No secret ever appears in
 //! a `Debug` or `Display` output or in an error.
 
+pub mod jwe;
 pub mod jwt;
 pub mod password;
 pub mod seal;
