@@ -29,6 +29,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::workspaces::router())
         .merge(routes::admin::router())
         .merge(routes::keys::router(state))
+        .merge(routes::apps::router(state))
         .split_for_parts()
 }
 

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use keyrail_core::keys::verify::CachedKey;
 
 use crate::keyauth::{self, RateSlot};
+use keyrail_core::apps::AppSession;
 use keyrail_core::audit::RequestMeta;
+use keyrail_core::crypto::jwe;
 use keyrail_core::crypto::token;
 use keyrail_core::identity::UserSession;
 
@@ -132,11 +134,13 @@ fn looks_like_jwt(s: &str) -> bool {
     s.starts_with("eyJ") && s.bytes().filter(|&b| b == b'.').count() == 2
 }
 
-/// Who is calling. App tokens will add a variant.
+/// Who is calling.
 #[derive(Debug, Clone)]
 pub enum Principal {
     User(UserSession),
     Key(Arc<CachedKey>),
+    /// An app's inner token, checked against its grant and app.
+    App(AppSession),
 }
 
 /// Any authenticated caller.
@@ -177,6 +181,14 @@ impl FromRequestParts<AppState> for Authenticated {
                 Ok(session) => Principal::User(session),
                 Err(e) => return Err(fail(e.into())),
             }
+        } else if !via_cookie && jwe::looks_like_dir_jwe(raw) {
+            match state.apps.authenticate(raw).await {
+                Ok(app) => Principal::App(app),
+                Err(keyrail_core::Error::Unavailable) => {
+                    return Err(keyrail_core::Error::Unavailable.into());
+                }
+                Err(e) => return Err(fail(e.into())),
+            }
         } else {
             let v = state.verifier.verify(raw, &[], 1).await?;
             if let (Some(slot), Some(rate)) = (parts.extensions.get::<RateSlot>(), v.rate) {
@@ -199,6 +211,7 @@ impl FromRequestParts<AppState> for Authenticated {
         let limit_key = match &principal {
             Principal::User(s) => format!("global:{}", s.user_id),
             Principal::Key(k) => format!("global:{}", k.key.id),
+            Principal::App(a) => format!("global:{}", a.grant_id),
         };
         let decision = state
             .limiter
@@ -237,7 +250,7 @@ impl FromRequestParts<AppState> for UserAuth {
         let Authenticated { principal } = Authenticated::from_request_parts(parts, state).await?;
         match principal {
             Principal::User(session) => Ok(Self(session)),
-            Principal::Key(_) => Err(ApiError::new(
+            Principal::Key(_) | Principal::App(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
                 "Only a logged-in user can do this; API keys and app tokens cannot",

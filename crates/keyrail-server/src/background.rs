@@ -132,6 +132,9 @@ pub fn spawn(state: AppState, mut seq: i64) -> Vec<JoinHandle<()>> {
             {
                 tracing::warn!(error = %e, "cannot refresh the signing keys");
             }
+            if let Err(e) = state.apps.refresh_keys().await {
+                tracing::warn!(error = %e, "cannot refresh the app token keys");
+            }
         }
     });
     vec![follow, purge, keys, last_used, formats]

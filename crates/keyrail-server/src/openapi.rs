@@ -25,6 +25,7 @@ use crate::error::ErrorBody;
         (name = "audit", description = "The append-only audit log"),
         (name = "admin", description = "Platform administration (admin:superuser)"),
         (name = "keys", description = "API keys, verify and forward-auth"),
+        (name = "apps", description = "Builder profiles, apps, member grants and app tokens"),
     )
 )]
 pub struct ApiDoc;
@@ -51,6 +52,17 @@ impl Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Basic)
                     .description(Some("An API key as the Basic credential, for old clients."))
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "client_basic",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Basic)
+                    .description(Some(
+                        "An app's client credentials: base64(client_id:client_secret).",
+                    ))
                     .build(),
             ),
         );

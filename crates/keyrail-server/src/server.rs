@@ -9,6 +9,7 @@ use crate::events::LogEvents;
 use axum::Router;
 use axum::body::Bytes;
 use axum::serve::ListenerExt;
+use keyrail_core::apps::Apps;
 use keyrail_core::events::Events;
 use keyrail_core::identity::{Identity, IdentityConfig, Keyring, SessionRevocations};
 use keyrail_core::keys::manage::Keys;
@@ -136,18 +137,27 @@ pub async fn build_state(
         clock: clock.clone(),
         verifier: verifier.clone(),
     };
+    let events: Arc<dyn Events> = options_events.unwrap_or_else(|| Arc::new(LogEvents));
     let keys = Keys {
         store: store.clone(),
         clock: clock.clone(),
         master: master_key.clone(),
         verifier: verifier.clone(),
-        events: options_events.unwrap_or_else(|| Arc::new(LogEvents)),
+        events: events.clone(),
     };
+    let apps = Apps::new(store.clone(), clock.clone(), master_key.clone(), events);
+    apps.refresh_keys().await.map_err(|e| match e {
+        keyrail_core::Error::Unavailable => {
+            StartError::Store(StoreError::Unavailable("loading app token keys".into()))
+        }
+        other => StartError::MasterKey(other.to_string()),
+    })?;
     Ok(AppState::new(Inner {
         workspaces,
         admin,
         verifier,
         keys,
+        apps,
         config,
         store,
         clock,

@@ -3,6 +3,7 @@
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
+use keyrail_core::apps::Apps;
 use keyrail_core::identity::Identity;
 use keyrail_core::keys::manage::Keys;
 use keyrail_core::keys::verify::KeyVerifier;
@@ -33,6 +34,8 @@ pub struct Inner {
     pub verifier: Arc<KeyVerifier>,
     /// API-key management.
     pub keys: Keys,
+    /// Apps, grants and app tokens.
+    pub apps: Apps,
     /// The rate limiter every limit goes through.
     pub limiter: Arc<dyn RateLimiter>,
     /// The in-process limiter behind `limiter`, for purging.

@@ -34,8 +34,16 @@ impl FromRequestParts<AppState> for Caller {
                 workspace_id: key.key.workspace_id.clone(),
                 effective: key.effective.clone(),
             })),
+            Principal::App(app) => Ok(Caller(Actor::App(app))),
         }
     }
+}
+
+/// `null` and absent differ for PATCH: absent leaves the field alone, `null` clears it.
+pub fn some_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
 }
 
 /// `?limit=` (1..200, default 50) and `?cursor=` (the `next_cursor` of the previous page).

@@ -10,7 +10,7 @@ use keyrail_core::keys::manage::{ImportedKey, KeyPatch, NewKey};
 use keyrail_core::keys::verify::{Verification, VerifyCode};
 use keyrail_core::model::{ApiKey, KeyFilter, KeyRateLimit, KeyStatus};
 use keyrail_core::secret::Secret;
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,7 +19,7 @@ use crate::auth::{Authenticated, Meta, Principal};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, OptionalJson};
 use crate::keyauth::key_rate_headers;
-use crate::routes::common::{ApiQuery, Caller, List, ListParams};
+use crate::routes::common::{ApiQuery, Caller, List, ListParams, some_or_null};
 use crate::state::AppState;
 
 pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
@@ -115,13 +115,6 @@ pub struct NewKeyOut {
     key: String,
     #[serde(flatten)]
     meta: KeyOut,
-}
-
-/// `null` and absent differ for PATCH: absent leaves the field alone, `null` clears it.
-fn some_or_null<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
-    d: D,
-) -> Result<Option<Option<T>>, D::Error> {
-    Option::<T>::deserialize(d).map(Some)
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -636,6 +629,19 @@ pub async fn forward_auth(
             if let Some(e) = &key.key.external_id {
                 h.insert(X_EXTERNAL.clone(), header(e));
             }
+        }
+        Principal::App(app) => {
+            let grant_id = app.grant_id.to_string();
+            let ws = app.workspace_id.to_string();
+            let actor = keyrail_core::workspaces::Actor::App(app);
+            let access = state.workspaces.access(&actor, &ws).await?;
+            access.require(&required.iter().map(String::as_str).collect::<Vec<_>>())?;
+            h.insert(X_PRINCIPAL.clone(), header(&grant_id));
+            h.insert(X_WORKSPACE.clone(), header(&ws));
+            h.insert(
+                X_SCOPES.clone(),
+                header(&access.effective.names().join(",")),
+            );
         }
         Principal::User(session) => {
             // A person holds scopes only inside a workspace; name it with X-Keyrail-Workspace.

@@ -1,6 +1,7 @@
 //! One module per resource, each exporting its routes.
 
 pub mod admin;
+pub mod apps;
 pub mod auth;
 pub mod common;
 pub mod keys;
