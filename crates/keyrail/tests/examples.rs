@@ -1,0 +1,617 @@
+//! The integrator examples against the real binary: `examples/python/client.py` and
+//! `examples/typescript/client.ts` take an app's credentials and a grant, get an app token,
+//! decrypt it with their JOSE library and call the workspace endpoint with the inner token;
+//! rotating the app's secret stops the old secret and the tokens made with it. Also runs
+//! `tsc --noEmit` on the TypeScript example.
+//!
+//! Needs `python3` with `jwcrypto` (`python3 -m pip install -r examples/python/requirements.txt`)
+//! and Node 20 with `examples/typescript/node_modules` (`cd examples/typescript && npm ci`).
+//! Without them the test prints `SKIPPED: ...` and passes, except under `CI`, where it fails.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+const BIN: &str = env!("CARGO_BIN_EXE_keyrail");
+const PASSWORD: &str = "correct horse battery staple 42";
+
+/// `CI` set to anything but empty, `0` or `false`.
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")
+    })
+}
+
+/// Skip (or, under CI, fail) when a client cannot run.
+fn skip_or_fail(why: &str, fix: &str) {
+    if in_ci() {
+        panic!("{why}; CI is set, so the examples test must run: {fix}");
+    }
+    eprintln!("SKIPPED: {why} (to run it: {fix})");
+}
+
+fn examples_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+/// Why the Python client cannot run here, if it cannot.
+fn python_missing() -> Option<String> {
+    match Command::new("python3")
+        .args(["-c", "import jwcrypto"])
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!(
+            "python3 cannot import jwcrypto: {}",
+            String::from_utf8_lossy(&o.stderr).trim()
+        )),
+        Err(e) => Some(format!("python3 cannot run: {e}")),
+    }
+}
+
+/// Why the TypeScript client cannot run here, if it cannot.
+fn typescript_missing() -> Option<String> {
+    let ts = examples_dir().join("typescript");
+    if !ts.join("node_modules").is_dir() {
+        return Some("examples/typescript/node_modules is missing".into());
+    }
+    if !ts.join("node_modules/.bin/tsx").exists() {
+        return Some("examples/typescript/node_modules has no tsx".into());
+    }
+    match Command::new("node")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+    {
+        Ok(o) if o.status.success() => None,
+        Ok(o) => Some(format!("node --version failed: {}", o.status)),
+        Err(e) => Some(format!("node cannot run: {e}")),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `keyrail` command with a clean environment: no stray `KEYRAIL_*` from the caller.
+fn keyrail(dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYRAIL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.current_dir(dir)
+        .env("KEYRAIL_DATA_DIR", dir.join("keyrail-data"));
+    cmd
+}
+
+/// A child process killed when dropped, so a failing assertion leaves nothing behind.
+struct Guard {
+    name: &'static str,
+    child: Option<Child>,
+}
+
+impl Guard {
+    fn new(name: &'static str, child: Child) -> Self {
+        Self {
+            name,
+            child: Some(child),
+        }
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            eprintln!("stopping {}", self.name);
+        }
+        self.stop();
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "HTTP {}", self.status)?;
+        for (k, v) in &self.headers {
+            writeln!(f, "{k}: {v}")?;
+        }
+        write!(f, "\n{}", self.body)
+    }
+}
+
+/// A minimal HTTP/1.1 client (one request per connection), so this test needs no runtime.
+fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> std::io::Result<Response> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    s.set_write_timeout(Some(Duration::from_secs(10)))?;
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(b) = body {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            b.len()
+        ));
+    }
+    req.push_str("\r\n");
+    req.push_str(body.unwrap_or(""));
+    s.write_all(req.as_bytes())?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, rest) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| std::io::Error::other(format!("no header end in {text:?}")))?;
+    let mut lines = head.split("\r\n");
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.split(';').next().unwrap_or("").trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ready() {
+        assert!(Instant::now() < deadline, "{what} within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// What an integrator hands a client: where keyrail is, the app's credentials, the grant.
+struct AppEnv<'a> {
+    url: &'a str,
+    client_id: &'a str,
+    client_secret: &'a str,
+    grant_id: &'a str,
+}
+
+/// Runs a client with the four `KEYRAIL_*` variables and nothing else of the caller's.
+fn run_client(mut cmd: Command, env: &AppEnv) -> Output {
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYRAIL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("KEYRAIL_URL", env.url)
+        .env("KEYRAIL_CLIENT_ID", env.client_id)
+        .env("KEYRAIL_CLIENT_SECRET", env.client_secret)
+        .env("KEYRAIL_GRANT_ID", env.grant_id)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"))
+}
+
+fn python_client(env: &AppEnv) -> Output {
+    let mut cmd = Command::new("python3");
+    cmd.arg("client.py")
+        .current_dir(examples_dir().join("python"));
+    run_client(cmd, env)
+}
+
+fn typescript_client(env: &AppEnv) -> Output {
+    // What `npx tsx client.ts` runs, without npx's own lookups.
+    let dir = examples_dir().join("typescript");
+    let mut cmd = Command::new(dir.join("node_modules/.bin/tsx"));
+    cmd.arg("client.ts").current_dir(dir);
+    run_client(cmd, env)
+}
+
+fn describe(out: &Output) -> String {
+    format!(
+        "{}\n--- stdout\n{}--- stderr\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The one JSON line a client prints on success.
+fn client_line(name: &str, out: &Output) -> Value {
+    assert!(out.status.success(), "{name} failed: {}", describe(out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "{name} must print one line: {}",
+        describe(out)
+    );
+    serde_json::from_str(lines[0])
+        .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}): {}", describe(out)))
+}
+
+fn now_unix() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+#[test]
+fn python_and_typescript_clients_act_for_a_member_through_a_grant() {
+    let python = python_missing();
+    let typescript = typescript_missing();
+    if let Some(why) = &python {
+        skip_or_fail(
+            why,
+            "python3 -m pip install -r examples/python/requirements.txt",
+        );
+    }
+    if let Some(why) = &typescript {
+        skip_or_fail(
+            why,
+            "install Node 20 and npm, then (cd examples/typescript && npm ci)",
+        );
+    }
+    if python.is_some() || typescript.is_some() {
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("keyrail.log")).unwrap();
+    let child = keyrail(dir)
+        .arg("serve")
+        .env("KEYRAIL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYRAIL_DEV", "true")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let mut server = Guard::new("keyrail", child);
+    let server_log = || std::fs::read_to_string(dir.join("keyrail.log")).unwrap_or_default();
+    wait_until("keyrail answers /healthz", Duration::from_secs(30), || {
+        if let Some(status) = server.exited() {
+            panic!("keyrail exited ({status}):\n{}", server_log());
+        }
+        request(port, "GET", "/healthz", &[], None).is_ok_and(|r| r.status == 200)
+    });
+    let url = format!("http://127.0.0.1:{port}");
+
+    // One call: the status it must answer, else the response and the server's log.
+    let call = |method: &str, path: &str, auth: Option<&str>, body: Option<Value>, want: u16| {
+        let body = body.map(|b| b.to_string());
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let r = request(port, method, path, &headers, body.as_deref())
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        assert_eq!(
+            r.status,
+            want,
+            "{method} {path} {}\n{r:?}",
+            body.unwrap_or_default()
+        );
+        if r.body.is_empty() {
+            Value::Null
+        } else {
+            r.json()
+        }
+    };
+
+    // A user with a workspace.
+    let email = "builder@example.com";
+    let signup = call(
+        "POST",
+        "/api/v1/auth/signup",
+        None,
+        Some(json!({"email": email, "password": PASSWORD, "name": "App Builder"})),
+        201,
+    );
+    let user_id = signup["user"]["id"].as_str().unwrap().to_owned();
+    let login = call(
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": email, "password": PASSWORD})),
+        200,
+    );
+    let user = format!("Bearer {}", login["access_token"].as_str().unwrap());
+    let user = Some(user.as_str());
+    let workspace = call(
+        "POST",
+        "/api/v1/workspaces",
+        user,
+        Some(json!({"name": "Acme"})),
+        201,
+    );
+    let ws = workspace["id"].as_str().unwrap().to_owned();
+
+    // The app, through a builder profile.
+    let profile = call(
+        "POST",
+        "/api/v1/builder-profiles",
+        user,
+        Some(json!({"name": "Acme Tools", "website": "https://tools.example.com"})),
+        201,
+    );
+    let app = call(
+        "POST",
+        "/api/v1/apps",
+        user,
+        Some(json!({
+            "name": "Example integration",
+            "description": "examples/python and examples/typescript",
+            "builder_profile_id": profile["id"],
+            "workspace_restrictions": null,
+        })),
+        201,
+    );
+    let client_id = app["client_id"].as_str().unwrap().to_owned();
+    let secret = app["client_secret"].as_str().unwrap().to_owned();
+    assert!(client_id.starts_with("kr_app_"), "{app}");
+    assert_eq!(
+        secret.len(),
+        22,
+        "16 bytes, base64url without padding: {app}"
+    );
+
+    // The member's personal grant to the app.
+    let grant = call(
+        "POST",
+        &format!("/api/v1/w/{ws}/grants"),
+        user,
+        Some(json!({"client_id": client_id, "scopes": ["workspace:read"], "shared": false})),
+        201,
+    );
+    let grant_id = grant["id"].as_str().unwrap().to_owned();
+    let member_id = grant["member_id"].as_str().unwrap().to_owned();
+    assert_eq!(grant["workspace_id"], ws.as_str(), "{grant}");
+    let members = call("GET", &format!("/api/v1/w/{ws}/members"), user, None, 200);
+    let me = members["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["user_id"] == user_id.as_str())
+        .unwrap_or_else(|| panic!("the owner is not among the members: {members}"));
+    assert_eq!(me["id"], member_id.as_str(), "{grant}\n{members}");
+
+    let env = AppEnv {
+        url: &url,
+        client_id: &client_id,
+        client_secret: &secret,
+        grant_id: &grant_id,
+    };
+    let check = |name: &str, out: &Output| {
+        let line = client_line(name, out);
+        assert_eq!(line["workspace"]["id"], ws.as_str(), "{name}: {line}");
+        assert_eq!(line["workspace"]["name"], "Acme", "{name}: {line}");
+        assert_eq!(line["workspace_id"], ws.as_str(), "{name}: {line}");
+        assert_eq!(line["grant_id"], grant_id.as_str(), "{name}: {line}");
+        assert_eq!(line["member_id"], member_id.as_str(), "{name}: {line}");
+        assert_eq!(line["scopes"], json!(["workspace:read"]), "{name}: {line}");
+        let exp = line["exp"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{name}: exp is not an integer: {line}"));
+        let now = now_unix();
+        assert!(
+            exp > now && exp <= now + 300 + 5,
+            "{name}: exp {exp} is not within 5 minutes of now ({now}): {line}"
+        );
+    };
+    check("examples/python/client.py", &python_client(&env));
+    check("examples/typescript/client.ts", &typescript_client(&env));
+
+    // An inner token made with the current secret, opened by the Python example's own code,
+    // works until the secret is rotated.
+    let basic = format!("Basic {}", base64(&format!("{client_id}:{secret}")));
+    let issued = call(
+        "POST",
+        &format!("/api/v1/apps/{client_id}/tokens"),
+        Some(&basic),
+        Some(json!({"grant_id": grant_id})),
+        200,
+    );
+    assert_eq!(issued["expires_in"], 300, "{issued}");
+    let opened = Command::new("python3")
+        .args([
+            "-c",
+            "import sys, client; \
+             print(client.open_token(sys.argv[1], sys.argv[2], client.secret_key(sys.argv[3]))\
+             ['api_token'])",
+            issued["token"].as_str().unwrap(),
+            &client_id,
+            &secret,
+        ])
+        .current_dir(examples_dir().join("python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(opened.status.success(), "{}", describe(&opened));
+    let api_token = String::from_utf8(opened.stdout).unwrap().trim().to_owned();
+    let bearer_app = format!("Bearer {api_token}");
+    let r = call(
+        "GET",
+        &format!("/api/v1/w/{ws}"),
+        Some(&bearer_app),
+        None,
+        200,
+    );
+    assert_eq!(r["id"], ws.as_str(), "{r}");
+
+    // A new secret: the old one and the token made with it stop at once.
+    let rotated = call(
+        "POST",
+        &format!("/api/v1/apps/{client_id}/secret"),
+        user,
+        None,
+        200,
+    );
+    let new_secret = rotated["client_secret"].as_str().unwrap().to_owned();
+    assert_ne!(new_secret, secret, "{rotated}");
+    assert_eq!(new_secret.len(), 22, "{rotated}");
+    let r = call(
+        "GET",
+        &format!("/api/v1/w/{ws}"),
+        Some(&bearer_app),
+        None,
+        401,
+    );
+    assert_eq!(r["code"], "invalid_token", "{r}");
+
+    let out = python_client(&env);
+    assert!(
+        !out.status.success(),
+        "the old secret still works: {}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "the old secret must fail with 401 invalid_client: {}",
+        describe(&out)
+    );
+    let out = typescript_client(&env);
+    assert!(
+        !out.status.success(),
+        "the old secret still works: {}",
+        describe(&out)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "the old secret must fail with 401 invalid_client: {}",
+        describe(&out)
+    );
+
+    // The new secret works for both.
+    let env = AppEnv {
+        client_secret: &new_secret,
+        ..env
+    };
+    check("examples/python/client.py", &python_client(&env));
+    check("examples/typescript/client.ts", &typescript_client(&env));
+
+    server.stop();
+}
+
+/// Standard base64 with padding, for the Basic credential.
+fn base64(s: &str) -> String {
+    const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in s.as_bytes().chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ABC[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// `npx tsc --noEmit` in examples/typescript, so the example keeps type-checking.
+#[test]
+fn typescript_client_type_checks() {
+    if let Some(why) = typescript_missing() {
+        skip_or_fail(
+            &why,
+            "install Node 20 and npm, then (cd examples/typescript && npm ci)",
+        );
+        return;
+    }
+    let dir = examples_dir().join("typescript");
+    let out = Command::new(dir.join("node_modules/.bin/tsc"))
+        .arg("--noEmit")
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tsc --noEmit in examples/typescript: {}",
+        describe(&out)
+    );
+}
+
+#[test]
+fn basic_credentials_are_standard_base64() {
+    // RFC 7617, section 2.
+    assert_eq!(
+        base64("Aladdin:open sesame"),
+        "QWxhZGRpbjpvcGVuIHNlc2FtZQ=="
+    );
+    assert_eq!(base64("a"), "YQ==");
+    assert_eq!(base64("ab"), "YWI=");
+    assert_eq!(base64("abc"), "YWJj");
+}
