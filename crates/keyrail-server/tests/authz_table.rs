@@ -3,6 +3,12 @@
 //! superuser, with the outcome API.md implies: allowed, 403 `insufficient_scope` (with the
 //! missing scope in `required`), or 404 for a workspace the caller cannot see. Later issues add
 //! their endpoints to `endpoints()`.
+//!
+//! App grants (issue 6) are not decided by one scope, so their rows carry a [`Rule`]: a personal
+//! grant is for any member, a shared one needs `apps:write` and `workspace:write`, members
+//! without `apps:read` see only their own grants (404 for the others'), and only people who are
+//! members hold grants (API keys and non-member superusers get 403 `forbidden`). These rows are
+//! also called with an API key of the workspace.
 
 mod common;
 
@@ -19,15 +25,133 @@ struct Endpoint {
     body: Option<Value>,
     /// What `{target}` is: made fresh before each call so destructive calls do not interfere.
     target: Target,
+    /// How the outcome follows from the caller.
+    rule: Rule,
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Target {
     Nothing,
     Member,
     Role,
     Scope,
     Workspace,
+    /// A personal grant of the owner.
+    Grant,
+    /// A shared grant, made by the owner.
+    SharedGrant,
+    /// A personal grant of the caller (the owner's, for callers who cannot hold one).
+    OwnGrant,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Rule {
+    /// Allowed with `scope`, else 403 naming it.
+    Scope,
+    /// `POST W/grants`, personal: any member (within their own scopes).
+    PersonalGrant,
+    /// `POST W/grants`, shared: a member with `apps:write` and `workspace:write`.
+    SharedGrant,
+    /// `GET W/grants`: any member (all of them with `apps:read`, else their own).
+    ListGrants,
+    /// `DELETE W/grants/{id}` of someone else's grant: `apps:read` to see it, then `apps:write`
+    /// (and `workspace:write` for a shared grant). The owner's own grants are the owner's.
+    RevokeGrant { shared: bool },
+    /// `DELETE W/grants/{id}` of the caller's own grant: always allowed.
+    RevokeOwnGrant,
+}
+
+/// The scopes of the API key the grant rows are also called with.
+const KEY_SCOPES: [&str; 4] = [
+    "workspace:read",
+    "workspace:write",
+    "apps:read",
+    "apps:write",
+];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Who {
+    Role(BuiltinRole),
+    /// A user of another workspace.
+    Outsider,
+    /// A platform superuser who is not a member.
+    Superuser,
+    /// An API key of the workspace with [`KEY_SCOPES`].
+    ApiKey,
+}
+
+impl Who {
+    fn label(self) -> String {
+        match self {
+            Who::Role(r) => r.as_str().to_owned(),
+            Who::Outsider => "outsider".into(),
+            Who::Superuser => "superuser".into(),
+            Who::ApiKey => "API key".into(),
+        }
+    }
+
+    fn holds(self, scope: &str) -> bool {
+        match self {
+            Who::Role(r) => r.scopes().contains(scope),
+            Who::Outsider => false,
+            Who::Superuser => true,
+            Who::ApiKey => KEY_SCOPES.contains(&scope),
+        }
+    }
+
+    fn is_member(self) -> bool {
+        matches!(self, Who::Role(_))
+    }
+}
+
+#[derive(Debug)]
+enum Expect {
+    /// 2xx.
+    Allowed,
+    /// 403 `insufficient_scope` naming (at least) these scopes.
+    Denied(Vec<String>),
+    /// 404 `not_found`: the caller must not learn it exists.
+    Hidden,
+    /// 403 `forbidden`: not the kind of caller this endpoint serves.
+    Forbidden,
+}
+
+fn expect(ep: &Endpoint, who: Who) -> Expect {
+    if who == Who::Outsider {
+        return Expect::Hidden;
+    }
+    let needs = |scopes: &[&str]| {
+        let missing: Vec<String> = scopes
+            .iter()
+            .filter(|s| !who.holds(s))
+            .map(|s| (*s).to_owned())
+            .collect();
+        if missing.is_empty() {
+            Expect::Allowed
+        } else {
+            Expect::Denied(missing)
+        }
+    };
+    let revoke_others = |shared: bool| {
+        if !who.holds("apps:read") {
+            Expect::Hidden
+        } else if shared {
+            needs(&["apps:write", "workspace:write"])
+        } else {
+            needs(&["apps:write"])
+        }
+    };
+    match ep.rule {
+        Rule::Scope => needs(&[ep.scope]),
+        Rule::PersonalGrant if who.is_member() => Expect::Allowed,
+        Rule::SharedGrant if who.is_member() => needs(&["apps:write", "workspace:write"]),
+        Rule::PersonalGrant | Rule::SharedGrant => Expect::Forbidden,
+        Rule::ListGrants => Expect::Allowed,
+        Rule::RevokeGrant { .. } if who == Who::Role(BuiltinRole::Owner) => Expect::Allowed,
+        Rule::RevokeGrant { shared } => revoke_others(shared),
+        Rule::RevokeOwnGrant if who.is_member() => Expect::Allowed,
+        Rule::RevokeOwnGrant => revoke_others(false),
+    }
 }
 
 fn endpoints() -> Vec<Endpoint> {
@@ -38,6 +162,15 @@ fn endpoints() -> Vec<Endpoint> {
         scope,
         body,
         target,
+        rule: Rule::Scope,
+    };
+    let g = |method, path, scope, body: Option<Value>, target, rule| Endpoint {
+        method,
+        path,
+        scope,
+        body,
+        target,
+        rule,
     };
     vec![
         e("GET", "/api/v1/w/{ws}", "workspace:read", None, Nothing),
@@ -133,6 +266,54 @@ fn endpoints() -> Vec<Endpoint> {
             Scope,
         ),
         e("GET", "/api/v1/w/{ws}/audit", "audit:read", None, Nothing),
+        g(
+            "POST",
+            "/api/v1/w/{ws}/grants",
+            "workspace:read",
+            Some(json!({"client_id": "{app}", "scopes": ["workspace:read"], "shared": false})),
+            Nothing,
+            Rule::PersonalGrant,
+        ),
+        g(
+            "POST",
+            "/api/v1/w/{ws}/grants",
+            "workspace:write",
+            Some(json!({"client_id": "{app}", "scopes": ["workspace:read"], "shared": true})),
+            Nothing,
+            Rule::SharedGrant,
+        ),
+        g(
+            "GET",
+            "/api/v1/w/{ws}/grants",
+            "apps:read",
+            None,
+            Grant,
+            Rule::ListGrants,
+        ),
+        g(
+            "DELETE",
+            "/api/v1/w/{ws}/grants/{target}",
+            "apps:write",
+            None,
+            Grant,
+            Rule::RevokeGrant { shared: false },
+        ),
+        g(
+            "DELETE",
+            "/api/v1/w/{ws}/grants/{target}",
+            "workspace:write",
+            None,
+            SharedGrant,
+            Rule::RevokeGrant { shared: true },
+        ),
+        g(
+            "DELETE",
+            "/api/v1/w/{ws}/grants/{target}",
+            "apps:write",
+            None,
+            OwnGrant,
+            Rule::RevokeOwnGrant,
+        ),
     ]
 }
 
@@ -150,6 +331,8 @@ struct Fixture {
     outsider: String,
     superuser: String,
     counter: std::sync::atomic::AtomicUsize,
+    /// The client id of an app of the owner's, made when the first grant row needs it.
+    app: tokio::sync::OnceCell<String>,
 }
 
 impl Fixture {
@@ -198,6 +381,7 @@ impl Fixture {
             outsider,
             superuser: root["access_token"].as_str().unwrap().to_owned(),
             counter: Default::default(),
+            app: Default::default(),
         }
     }
 
@@ -214,6 +398,63 @@ impl Fixture {
         body: Option<&Value>,
     ) -> (u16, Value) {
         self.s.call(method, path, token, body).await
+    }
+
+    /// An app (unrestricted, active) of the owner's: its client id.
+    async fn app(&self) -> String {
+        self.app
+            .get_or_init(|| async {
+                let (status, p) = self
+                    .call(
+                        "POST",
+                        "/api/v1/builder-profiles",
+                        &self.owner_token,
+                        Some(&json!({"name": "Table Builder"})),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{p}");
+                let (status, a) = self
+                    .call(
+                        "POST",
+                        "/api/v1/apps",
+                        &self.owner_token,
+                        Some(&json!({"name": "Table App", "builder_profile_id": p["id"], "workspace_restrictions": null})),
+                    )
+                    .await;
+                assert_eq!(status, 201, "{a}");
+                a["client_id"].as_str().unwrap().to_owned()
+            })
+            .await
+            .clone()
+    }
+
+    /// A grant of the app in the world, made by `token`: its id.
+    async fn grant(&self, world: &World, token: &str, shared: bool) -> String {
+        let app = self.app().await;
+        let (status, b) = self
+            .call(
+                "POST",
+                &format!("/api/v1/w/{}/grants", world.ws),
+                token,
+                Some(&json!({"client_id": app, "scopes": ["workspace:read"], "shared": shared})),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}");
+        b["id"].as_str().unwrap().to_owned()
+    }
+
+    /// An API key of the world's workspace with [`KEY_SCOPES`].
+    async fn api_key(&self, world: &World) -> String {
+        let (status, b) = self
+            .call(
+                "POST",
+                &format!("/api/v1/w/{}/keys", world.ws),
+                &world.owner,
+                Some(&json!({"name": "table key", "scopes": KEY_SCOPES})),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}");
+        b["key"].as_str().unwrap().to_owned()
     }
 
     /// A workspace with one member of each built-in role.
@@ -249,7 +490,8 @@ impl Fixture {
         }
     }
 
-    async fn make_target(&self, world: &World, target: Target) -> String {
+    /// `caller` is the token of the caller, `who` what they are (for [`Target::OwnGrant`]).
+    async fn make_target(&self, world: &World, target: Target, caller: &str, who: Who) -> String {
         let n = self.next();
         let ws = &world.ws;
         match target {
@@ -287,12 +529,18 @@ impl Fixture {
                 name
             }
             Target::Workspace => ws.clone(),
+            Target::Grant => self.grant(world, &world.owner, false).await,
+            Target::SharedGrant => self.grant(world, &world.owner, true).await,
+            Target::OwnGrant if who.is_member() => self.grant(world, caller, false).await,
+            Target::OwnGrant => self.grant(world, &world.owner, false).await,
         }
     }
 
     fn fill(&self, text: &str, ws: &str, target: &str) -> String {
         let n = self.next();
+        let app = self.app.get().map(String::as_str).unwrap_or("");
         text.replace("{ws}", ws)
+            .replace("{app}", app)
             .replace("{target}", target)
             .replace("{fresh_email}", &format!("extra{}@example.com", n % 40))
             .replace("{fresh_name}", &format!("role-{n}"))
@@ -304,60 +552,82 @@ impl Fixture {
 async fn every_workspace_endpoint_for_every_role() {
     let f = Fixture::new().await;
     let mut checked = 0;
+    let mut expected_checks = 0;
     for ep in endpoints() {
-        let mut callers: Vec<(String, String, Option<bool>)> = f
+        let mut callers: Vec<(Who, Option<String>)> = f
             .role_users
             .iter()
-            .map(|(role, _, token)| {
-                (
-                    role.as_str().to_owned(),
-                    token.clone(),
-                    Some(role.scopes().contains(ep.scope)),
-                )
-            })
+            .map(|(role, _, token)| (Who::Role(*role), Some(token.clone())))
             .collect();
-        callers.push(("outsider".into(), f.outsider.clone(), None));
-        callers.push(("superuser".into(), f.superuser.clone(), Some(true)));
-        for (who, token, allowed) in callers {
+        callers.push((Who::Outsider, Some(f.outsider.clone())));
+        callers.push((Who::Superuser, Some(f.superuser.clone())));
+        if ep.rule != Rule::Scope {
+            // An API key belongs to one workspace: made in each world below.
+            callers.push((Who::ApiKey, None));
+            f.app().await;
+        }
+        expected_checks += callers.len();
+        for (who, token) in callers {
             // Destructive calls get a world of their own.
             let world = f.world().await;
-            let target = f.make_target(&world, ep.target).await;
+            let token = match token {
+                Some(t) => t,
+                None => f.api_key(&world).await,
+            };
+            let target = f.make_target(&world, ep.target, &token, who).await;
             let path = f.fill(ep.path, &world.ws, &target);
             let body = ep.body.as_ref().map(|b| {
                 serde_json::from_str::<Value>(&f.fill(&b.to_string(), &world.ws, &target)).unwrap()
             });
             // The extra users must not already be members when added.
             let (status, resp) = f.call(ep.method, &path, &token, body.as_ref()).await;
-            let label = format!("{} {} as {who}", ep.method, ep.path);
-            match allowed {
-                Some(true) => assert!(
+            let label = match &ep.body {
+                Some(b) => format!("{} {} {b} as {}", ep.method, ep.path, who.label()),
+                None => format!(
+                    "{} {} ({:?}) as {}",
+                    ep.method,
+                    ep.path,
+                    ep.target,
+                    who.label()
+                ),
+            };
+            match expect(&ep, who) {
+                Expect::Allowed => assert!(
                     (200..300).contains(&status),
                     "{label}: expected success, got {status} {resp}"
                 ),
-                Some(false) => {
+                Expect::Denied(missing) => {
                     assert_eq!(status, 403, "{label}: {resp}");
                     assert_eq!(resp["code"], "insufficient_scope", "{label}: {resp}");
                     assert_eq!(resp["error"], "Insufficient scope", "{label}");
-                    assert!(
-                        resp["required"]
-                            .as_array()
-                            .unwrap()
-                            .iter()
-                            .any(|r| r == ep.scope),
-                        "{label}: {resp}"
-                    );
+                    for scope in &missing {
+                        assert!(
+                            resp["required"]
+                                .as_array()
+                                .unwrap()
+                                .iter()
+                                .any(|r| r == scope.as_str()),
+                            "{label}: {scope} should be required: {resp}"
+                        );
+                    }
                 }
-                None => assert_eq!(
+                Expect::Hidden => assert_eq!(
                     (status, resp["code"].as_str()),
                     (404, Some("not_found")),
-                    "{label}: another workspace's user must not learn it exists"
+                    "{label}: the caller must not learn it exists: {resp}"
+                ),
+                Expect::Forbidden => assert_eq!(
+                    (status, resp["code"].as_str()),
+                    (403, Some("forbidden")),
+                    "{label}: only a member can hold a grant: {resp}"
                 ),
             }
             let _ = world.tokens.len();
             checked += 1;
         }
     }
-    assert_eq!(checked, endpoints().len() * (BuiltinRole::ALL.len() + 2));
+    assert_eq!(checked, expected_checks);
+    assert!(checked >= endpoints().len() * (BuiltinRole::ALL.len() + 2));
     // A workspace that does not exist looks the same as one the caller cannot see.
     let (status, _) = f
         .call(
