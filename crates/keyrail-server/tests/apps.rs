@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{Backend, PASSWORD, TestServer, json};
+use common::{Backend, PASSWORD, TestServer, b64, json, open_jwe};
 use keyrail_core::Clock;
 use keyrail_core::events::{Event, Events};
 use serde_json::{Value, json};
@@ -65,40 +65,10 @@ fn secret_bytes(secret: &str) -> Vec<u8> {
     bytes
 }
 
-fn b64(part: &str) -> Vec<u8> {
-    URL_SAFE_NO_PAD
-        .decode(part)
-        .unwrap_or_else(|e| panic!("JWE part {part:?} is not base64url without padding: {e}"))
-}
-
 /// The protected header of a compact JWE.
 fn jwe_header(compact: &str) -> Value {
     let first = compact.split('.').next().unwrap();
     serde_json::from_slice(&b64(first)).unwrap()
-}
-
-/// Opens a compact JWE made with `alg: dir`, `enc: A128GCM` under `key` (RFC 7516: five parts,
-/// an empty encrypted key, a 96-bit IV, AAD = the ASCII of the protected header as sent):
-/// `None` when it does not authenticate under that key.
-fn open_jwe(compact: &str, key: &[u8]) -> Option<(Value, Value)> {
-    use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-    let parts: Vec<&str> = compact.split('.').collect();
-    assert_eq!(parts.len(), 5, "a compact JWE has five parts: {compact}");
-    assert_eq!(parts[1], "", "alg dir: the encrypted key is empty");
-    let header: Value = serde_json::from_slice(&b64(parts[0])).unwrap();
-    let iv = b64(parts[2]);
-    assert_eq!(iv.len(), 12, "A128GCM uses a 96-bit IV");
-    let tag = b64(parts[4]);
-    assert_eq!(tag.len(), 16, "A128GCM has a 128-bit tag");
-    let mut data = b64(parts[3]);
-    data.extend_from_slice(&tag);
-    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, key).unwrap());
-    let nonce = Nonce::try_assume_unique_for_key(&iv).unwrap();
-    let plain = key
-        .open_in_place(nonce, Aad::from(parts[0].as_bytes()), &mut data)
-        .ok()?;
-    let payload = serde_json::from_slice(plain).expect("the plaintext is JSON");
-    Some((header, payload))
 }
 
 /// What the tokens endpoint gave, opened as an app would open it.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer, json};
+use common::{Backend, TestServer, json, open_jwe};
 use serde_json::json;
 
 const MASTER: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
@@ -21,13 +21,11 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duratio
     panic!("{what} did not reach the other node within 3 s");
 }
 
-#[tokio::test]
-async fn revocations_reach_the_other_node_within_a_second() {
-    let Some(a) =
-        TestServer::start_with(Backend::Postgres, |c| c.master_key = MASTER.into(), None).await
-    else {
-        return;
-    };
+/// Node A on a fresh PostgreSQL database, node B on the same database; `None` without
+/// PostgreSQL outside CI.
+async fn two_nodes() -> Option<(TestServer, TestServer)> {
+    let a =
+        TestServer::start_with(Backend::Postgres, |c| c.master_key = MASTER.into(), None).await?;
     let url = a.pg.as_ref().unwrap().url.clone();
     let b = TestServer::start_with(
         Backend::Sqlite,
@@ -39,6 +37,14 @@ async fn revocations_reach_the_other_node_within_a_second() {
     )
     .await
     .unwrap();
+    Some((a, b))
+}
+
+#[tokio::test]
+async fn revocations_reach_the_other_node_within_a_second() {
+    let Some((a, b)) = two_nodes().await else {
+        return;
+    };
 
     let owner = a.user("owner@example.com").await;
     let token = owner["access_token"].as_str().unwrap().to_owned();
@@ -103,6 +109,120 @@ async fn revocations_reach_the_other_node_within_a_second() {
     .await;
     eprintln!("logout reached node B after {took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
+
+    b.stop().await;
+    a.stop().await;
+}
+
+/// An app token made on one node works on the other (the inner-token keys are shared through
+/// the store), and revoking its grant or rotating the app's secret on one node stops it on the
+/// other at once: every use checks the grant and the app in the store.
+#[tokio::test]
+async fn app_tokens_work_across_nodes_and_stop_at_once() {
+    use base64::Engine as _;
+    let Some((a, b)) = two_nodes().await else {
+        return;
+    };
+    let owner = a.user("apps-owner@example.com").await;
+    let token = owner["access_token"].as_str().unwrap().to_owned();
+    let (_, ws) = json(
+        a.post_with("/api/v1/workspaces", &token, &json!({"name": "Acme"}))
+            .await,
+    )
+    .await;
+    let ws = ws["id"].as_str().unwrap().to_owned();
+    let (_, profile) = json(
+        a.post_with("/api/v1/builder-profiles", &token, &json!({"name": "Dev"}))
+            .await,
+    )
+    .await;
+    let (status, app) = json(
+        a.post_with(
+            "/api/v1/apps",
+            &token,
+            &json!({"name": "Sync", "builder_profile_id": profile["id"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{app}");
+    let client_id = app["client_id"].as_str().unwrap().to_owned();
+    let secret = app["client_secret"].as_str().unwrap().to_owned();
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(&secret)
+        .unwrap();
+
+    // A grant and a token per grant, both made on node A.
+    let mint = async |grant: &str| -> String {
+        let (status, body) = json(
+            a.http
+                .post(a.url(&format!("/api/v1/apps/{client_id}/tokens")))
+                .basic_auth(&client_id, Some(&secret))
+                .json(&json!({"grant_id": grant}))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let outer = body["token"].as_str().unwrap();
+        let jwe = outer.strip_prefix(&format!("{client_id}:")).unwrap();
+        let (_, payload) = open_jwe(jwe, &key).expect("the outer layer opens with the secret");
+        payload["api_token"].as_str().unwrap().to_owned()
+    };
+    let grant = async |scopes: &[&str]| -> String {
+        let (status, g) = json(
+            a.post_with(
+                &format!("/api/v1/w/{ws}/grants"),
+                &token,
+                &json!({"client_id": client_id, "scopes": scopes, "shared": scopes.len() > 1}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 201, "{g}");
+        g["id"].as_str().unwrap().to_owned()
+    };
+    let personal = grant(&["workspace:read"]).await;
+    let shared = grant(&["workspace:read", "members:read"]).await;
+    let first = mint(&personal).await;
+    let second = mint(&shared).await;
+    let path = format!("/api/v1/w/{ws}");
+    assert_eq!(
+        b.get_with(&path, &first).await.status(),
+        200,
+        "node B opens A's token"
+    );
+    assert_eq!(b.get_with(&path, &second).await.status(), 200);
+
+    let resp = a
+        .http
+        .delete(a.url(&format!("/api/v1/w/{ws}/grants/{personal}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert_eq!(
+        b.get_with(&path, &first).await.status(),
+        401,
+        "revoked on A, dead on B"
+    );
+    assert_eq!(b.get_with(&path, &second).await.status(), 200);
+
+    let resp = a
+        .post_with(
+            &format!("/api/v1/apps/{client_id}/secret"),
+            &token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        b.get_with(&path, &second).await.status(),
+        401,
+        "new secret on A, dead on B"
+    );
 
     b.stop().await;
     a.stop().await;
