@@ -4184,11 +4184,11 @@ async fn apps_and_grants(store: &dyn Store) {
         member_id: None,
         client_id: Some(b.client_id.clone()),
     };
-    assert_eq!(grant_ids(store, &ws.id, &of_b).await, [b_by_m2.id.clone()]);
+    assert_eq!(grant_ids(store, &ws.id, &of_b).await, [b_by_m2.id]);
     assert!(grant_ids(store, &other_ws.id, &all).await.is_empty());
     assert_eq!(
         store.workspaces_granting(&a.client_id).await.unwrap(),
-        [ws.id.clone()]
+        std::slice::from_ref(&ws.id)
     );
 
     // Deleting: only inside its workspace; a removed member takes their grants along; a
@@ -4203,7 +4203,7 @@ async fn apps_and_grants(store: &dyn Store) {
             .await
             .unwrap()
     );
-    assert_eq!(grant_ids(store, &ws.id, &all).await, [personal.id.clone()]);
+    assert_eq!(grant_ids(store, &ws.id, &all).await, [personal.id]);
     assert!(store.delete_app(&a.client_id).await.unwrap());
     assert!(!store.delete_app(&a.client_id).await.unwrap());
     assert!(grant_ids(store, &ws.id, &all).await.is_empty());
