@@ -1,14 +1,18 @@
 //! The server's background work: following the change log (so revocations made on other nodes
 //! take effect here within a second), purging expired limiter state, refreshing signing keys.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use keyrail_core::Timestamp;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::state::AppState;
 
-const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How often the change log is read when no announcement came first.
+pub const POLL_EVERY: Duration = Duration::from_secs(1);
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 const KEYS_EVERY: Duration = Duration::from_secs(3600);
 const LAST_USED_EVERY: Duration = Duration::from_secs(60);
@@ -56,14 +60,37 @@ pub async fn warm_up(state: &AppState) -> Result<i64, keyrail_core::StoreError> 
     Ok(seq)
 }
 
-pub fn spawn(state: AppState, mut seq: i64) -> Vec<JoinHandle<()>> {
+/// Follows the change log from `seq`: polls it every `poll_every`, and at once when the store
+/// announces an append (PostgreSQL `LISTEN/NOTIFY`), so a revocation made on another node is
+/// typically in force here within milliseconds, and within `poll_every` when an announcement
+/// is lost.
+pub fn spawn(state: AppState, mut seq: i64, poll_every: Duration) -> Vec<JoinHandle<()>> {
+    let wake = Arc::new(Notify::new());
+    let listen = {
+        let state = state.clone();
+        let wake = wake.clone();
+        tokio::spawn(async move {
+            loop {
+                match state.store.follow_changes(wake.clone()).await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot listen for changes; polling meanwhile");
+                        tokio::time::sleep(LISTEN_RETRY).await;
+                    }
+                }
+            }
+        })
+    };
     let follow = {
         let state = state.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(POLL_EVERY);
+            let mut tick = tokio::time::interval(poll_every);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tick.tick().await;
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    () = wake.notified() => {}
+                }
                 match state.store.changes_after(seq, 1000).await {
                     Ok(changes) => {
                         let now = state.clock.now();
@@ -137,5 +164,5 @@ pub fn spawn(state: AppState, mut seq: i64) -> Vec<JoinHandle<()>> {
             }
         }
     });
-    vec![follow, purge, keys, last_used, formats]
+    vec![listen, follow, purge, keys, last_used, formats]
 }

@@ -56,6 +56,8 @@ pub struct StartOptions {
     pub extra_routes: Option<Router<AppState>>,
     /// Where domain events go (default: the log).
     pub events: Option<Arc<dyn Events>>,
+    /// How often the change log is polled besides the store's announcements (default 1 s).
+    pub change_poll: Duration,
 }
 
 impl Default for StartOptions {
@@ -64,6 +66,7 @@ impl Default for StartOptions {
             clock: Arc::new(SystemClock),
             extra_routes: None,
             events: None,
+            change_poll: background::POLL_EVERY,
         }
     }
 }
@@ -242,7 +245,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
     };
     let state = build_state(config, options.clock, options.events).await?;
     let seq = background::warm_up(&state).await?;
-    let tasks = background::spawn(state.clone(), seq);
+    let tasks = background::spawn(state.clone(), seq, options.change_poll);
     let (mut routes, openapi) = app::routes(&state);
     let spec = serde_json::to_value(&openapi).map_err(|e| StartError::Config(e.to_string()))?;
     let _ = state.docs.set(Docs {

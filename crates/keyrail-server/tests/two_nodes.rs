@@ -24,16 +24,21 @@ async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duratio
 /// Node A on a fresh PostgreSQL database, node B on the same database; `None` without
 /// PostgreSQL outside CI.
 async fn two_nodes() -> Option<(TestServer, TestServer)> {
+    two_nodes_polling(Duration::from_secs(1)).await
+}
+
+/// The same, with node B polling the change log only every `poll`.
+async fn two_nodes_polling(poll: Duration) -> Option<(TestServer, TestServer)> {
     let a =
         TestServer::start_with(Backend::Postgres, |c| c.master_key = MASTER.into(), None).await?;
     let url = a.pg.as_ref().unwrap().url.clone();
-    let b = TestServer::start_with(
+    let b = TestServer::start_options(
         Backend::Sqlite,
         |c| {
             c.master_key = MASTER.into();
             c.database_url = url;
         },
-        None,
+        |o| o.change_poll = poll,
     )
     .await
     .unwrap();
@@ -223,6 +228,84 @@ async fn app_tokens_work_across_nodes_and_stop_at_once() {
         401,
         "new secret on A, dead on B"
     );
+
+    b.stop().await;
+    a.stop().await;
+}
+
+/// With node B's poll an hour apart, only PostgreSQL's announcements (LISTEN/NOTIFY) can carry
+/// node A's revocations to it: each one still takes effect on B, in milliseconds.
+#[tokio::test]
+async fn announced_revocations_need_no_poll() {
+    let Some((a, b)) = two_nodes_polling(Duration::from_secs(3600)).await else {
+        return;
+    };
+    let owner = a.user("notify@example.com").await;
+    let token = owner["access_token"].as_str().unwrap().to_owned();
+    let (_, ws) = json(
+        a.post_with("/api/v1/workspaces", &token, &json!({"name": "Acme"}))
+            .await,
+    )
+    .await;
+    let ws = ws["id"].as_str().unwrap().to_owned();
+    let mut took = Vec::new();
+    for i in 0..10 {
+        let (status, key) = json(
+            a.post_with(
+                &format!("/api/v1/w/{ws}/keys"),
+                &token,
+                &json!({"name": format!("k{i}")}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 201, "{key}");
+        let secret = key["key"].as_str().unwrap().to_owned();
+        let code_on_b = async || -> String {
+            json(
+                b.post_json("/api/v1/keys/verify", &json!({"key": secret}))
+                    .await,
+            )
+            .await
+            .1["code"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        };
+        // Cached as valid on B: from here on only an eviction can change B's answer.
+        assert_eq!(code_on_b().await, "VALID");
+        let resp = a
+            .post_with(
+                &format!("/api/v1/w/{ws}/keys/{}/revoke", key["id"].as_str().unwrap()),
+                &token,
+                &json!({}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        took.push(
+            wait_until("an announced revocation", async || {
+                code_on_b().await == "REVOKED"
+            })
+            .await,
+        );
+    }
+    took.sort();
+    eprintln!("announced revocations reached node B after {took:?}");
+
+    // A session revoked on A (logout) is announced the same way.
+    assert_eq!(b.get_with("/api/v1/profile", &token).await.status(), 200);
+    let resp = a
+        .http
+        .post(a.url("/api/v1/auth/logout"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    wait_until("an announced logout", async || {
+        b.get_with("/api/v1/profile", &token).await.status() == 401
+    })
+    .await;
 
     b.stop().await;
     a.stop().await;

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, LazyLock};
+use tokio::sync::Notify;
 
 use async_trait::async_trait;
 use keyrail_core::authz::BuiltinRole;
@@ -26,7 +27,7 @@ use keyrail_core::store::{Store, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
 use sqlx::AssertSqlSafe;
 use sqlx::migrate::{Migrate, Migrator};
-use sqlx::postgres::{PgConnection, PgPool};
+use sqlx::postgres::{PgConnection, PgListener, PgPool};
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
 
 use crate::error::{map_err, map_migrate_error};
@@ -36,8 +37,14 @@ pub(crate) static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("migrations/postg
 
 /// Taken inside a transaction right before it appends to `changes`, and held until it commits:
 /// with concurrent writers, a `seq` is then only allocated after every smaller one is committed,
-/// so a poller that has seen `seq = n` will never later find a new entry below `n`.
-const PG_CHANGES_LOCK: &str = "SELECT pg_advisory_xact_lock(7250113001)";
+/// so a poller that has seen `seq = n` will never later find a new entry below `n`. It also
+/// queues the announcement on [`PG_CHANGES_CHANNEL`] that other nodes' listeners receive.
+const PG_CHANGES_LOCK: &str =
+    "SELECT pg_advisory_xact_lock(7250113001), pg_notify('keyrail_changes', '')";
+
+/// The channel on which appends to `changes` are announced when they commit (PostgreSQL sends
+/// a transaction's notifications at commit, and one per channel and payload).
+const PG_CHANGES_CHANNEL: &str = "keyrail_changes";
 
 /// Taken first by every transaction that writes a workspace's members or counts them (the
 /// last-owner guard, a role's holders), and held until it commits: such transactions on one
@@ -730,6 +737,31 @@ pub struct SqliteStore {
 #[derive(Clone)]
 pub struct PgStore {
     pool: PgPool,
+}
+
+impl SqliteStore {
+    /// One process owns a SQLite database: its own writes evict as they happen.
+    async fn follow_announcements(&self, _wake: Arc<Notify>) -> StoreResult<bool> {
+        Ok(false)
+    }
+}
+
+impl PgStore {
+    /// Holds one connection of the pool, listening on [`PG_CHANGES_CHANNEL`].
+    async fn follow_announcements(&self, wake: Arc<Notify>) -> StoreResult<bool> {
+        let mut listener = PgListener::connect_with(&self.pool)
+            .await
+            .map_err(map_err)?;
+        listener.listen(PG_CHANGES_CHANNEL).await.map_err(map_err)?;
+        // Appends committed before the LISTEN took effect were not announced here.
+        wake.notify_one();
+        loop {
+            // `None`: the connection was lost (and is remade, with its LISTEN, on the next
+            // call); what was announced meanwhile is lost, so wake the poller either way.
+            listener.try_recv().await.map_err(map_err)?;
+            wake.notify_one();
+        }
+    }
 }
 
 // The pools' own Debug output includes the connect options; say nothing about them.
@@ -2555,6 +2587,10 @@ macro_rules! sql_store {
                     .await
                     .map_err(map_err)?;
                 Ok(seq)
+            }
+
+            async fn follow_changes(&self, wake: Arc<Notify>) -> StoreResult<bool> {
+                self.follow_announcements(wake).await
             }
 
             async fn insert_builder_profile(&self, p: &BuilderProfile) -> StoreResult<()> {

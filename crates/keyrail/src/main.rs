@@ -113,16 +113,9 @@ async fn wait_for_signal() {
 }
 
 async fn serve(config: Config) -> Result<(), String> {
-    let server = keyrail_server::start(
-        config,
-        StartOptions {
-            clock: Arc::new(SystemClock),
-            extra_routes: None,
-            events: None,
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
+    let server = keyrail_server::start(config, StartOptions::default())
+        .await
+        .map_err(|e| e.to_string())?;
     wait_for_signal().await;
     tracing::info!("shutting down: finishing requests in flight");
     server.shutdown().await.map_err(|e| e.to_string())?;

@@ -63,6 +63,19 @@ impl TestServer {
         extra: Option<Router<AppState>>,
         events: Option<Arc<dyn keyrail_core::events::Events>>,
     ) -> Option<Self> {
+        Self::start_options(backend, tweak, |o| {
+            o.extra_routes = extra;
+            o.events = events;
+        })
+        .await
+    }
+
+    /// With `options` (a manual clock already set) adjusted by `adjust`.
+    pub async fn start_options(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+        adjust: impl FnOnce(&mut StartOptions),
+    ) -> Option<Self> {
         let dir = tempfile::tempdir().unwrap();
         let mut config = config_in(dir.path());
         let pg = match backend {
@@ -75,16 +88,14 @@ impl TestServer {
         };
         tweak(&mut config);
         let clock = Arc::new(ManualClock::new(Timestamp::now()));
-        let server = keyrail_server::start(
-            config,
-            StartOptions {
-                clock: clock.clone(),
-                extra_routes: extra,
-                events,
-            },
-        )
-        .await
-        .expect("server starts");
+        let mut options = StartOptions {
+            clock: clock.clone(),
+            ..StartOptions::default()
+        };
+        adjust(&mut options);
+        let server = keyrail_server::start(config, options)
+            .await
+            .expect("server starts");
         let base = server.base_url();
         Some(Self {
             server: Some(server),
