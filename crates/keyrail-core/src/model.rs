@@ -477,15 +477,26 @@ pub struct ApiKey {
 
 impl ApiKey {
     pub fn status(&self, now: Timestamp) -> KeyStatus {
-        if self.revoked_at.is_some_and(|t| t <= now) {
-            KeyStatus::Revoked
-        } else if self.disabled {
-            KeyStatus::Disabled
-        } else if self.expires_at.is_some_and(|t| t <= now) {
-            KeyStatus::Expired
-        } else {
-            KeyStatus::Active
-        }
+        key_status(self.revoked_at, self.disabled, self.expires_at, now)
+    }
+}
+
+/// A key's status at `now`: revoked (once `revoked_at` has come), then disabled, then
+/// expired, else active.
+pub fn key_status(
+    revoked_at: Option<Timestamp>,
+    disabled: bool,
+    expires_at: Option<Timestamp>,
+    now: Timestamp,
+) -> KeyStatus {
+    if revoked_at.is_some_and(|t| t <= now) {
+        KeyStatus::Revoked
+    } else if disabled {
+        KeyStatus::Disabled
+    } else if expires_at.is_some_and(|t| t <= now) {
+        KeyStatus::Expired
+    } else {
+        KeyStatus::Active
     }
 }
 

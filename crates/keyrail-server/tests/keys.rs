@@ -802,6 +802,31 @@ async fn last_used_is_written_in_batches() {
     keyrail_server::background::flush_last_used(&k.s.server.as_ref().unwrap().state).await;
     let (_, after) = k.call("GET", &path, &k.owner, None).await;
     assert!(after["last_used_at"].is_string(), "{after}");
+
+    // A key used and then changed (which drops it from the cache) before the flush still has
+    // its use written; a flush with nothing new writes nothing.
+    let b = k.create(json!({"name": "b"})).await;
+    k.s.clock.advance_secs(5);
+    assert_eq!(k.code(b["key"].as_str().unwrap()).await, "VALID");
+    let used_at = keyrail_core::Clock::now(k.s.clock.as_ref());
+    let path_b = format!("/api/v1/w/{}/keys/{}", k.ws, b["id"].as_str().unwrap());
+    let (status, _) = k
+        .call("PATCH", &path_b, &k.owner, Some(json!({"name": "b2"})))
+        .await;
+    assert_eq!(status, 200);
+    k.s.clock.advance_secs(5);
+    keyrail_server::background::flush_last_used(&k.s.server.as_ref().unwrap().state).await;
+    let (_, b_after) = k.call("GET", &path_b, &k.owner, None).await;
+    let written = b_after["last_used_at"]
+        .as_str()
+        .and_then(keyrail_core::Timestamp::parse_rfc3339)
+        .unwrap_or_else(|| panic!("{b_after}"));
+    assert!(
+        (written.millis() - used_at.millis()).abs() < 1000,
+        "the use, not the flush: {b_after}"
+    );
+    let (_, a_again) = k.call("GET", &path, &k.owner, None).await;
+    assert_eq!(a_again["last_used_at"], after["last_used_at"]);
     k.s.stop().await;
 }
 

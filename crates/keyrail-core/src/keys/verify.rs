@@ -5,6 +5,7 @@
 //! await, and nothing grows with the number of keys except the cache itself.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::authz::{Catalog, CustomScope, ScopeSet, closure};
@@ -14,7 +15,7 @@ use crate::error::Error;
 use crate::id::{KeyId, WorkspaceId};
 use crate::keys::format::{FormatIndex, Precheck};
 use crate::limits::{Rate, Span};
-use crate::model::{ApiKey, KeyRateLimit, KeyStatus, WorkspaceStatus};
+use crate::model::{ApiKey, KeyRateLimit, KeyStatus, WorkspaceStatus, key_status};
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::store::Store;
 use crate::time::Timestamp;
@@ -52,13 +53,16 @@ impl VerifyCode {
     }
 }
 
-/// A key as the hot path keeps it: the record, its effective scopes pre-resolved.
+/// A key as the hot path keeps it, one per key in use: what verify decides on or answers with,
+/// its effective scopes pre-resolved, and when it was last accepted.
 #[derive(Debug)]
 pub struct CachedKey {
-    pub key: ApiKey,
+    pub key: HotKey,
     /// The key's scopes closed under implication in its workspace's catalog.
     pub effective: ScopeSet,
     pub workspace_status: WorkspaceStatus,
+    /// When verify last accepted it (ms since the epoch); 0 once a flush has taken it.
+    last_used: AtomicI64,
 }
 
 impl CachedKey {
@@ -67,6 +71,57 @@ impl CachedKey {
             count: r.limit,
             window: Span::from_secs(u64::from(r.window_seconds)),
         })
+    }
+
+    /// The use not yet written, taking it.
+    fn take_use(&self) -> Option<(KeyId, Timestamp)> {
+        match self.last_used.swap(0, Ordering::Relaxed) {
+            0 => None,
+            ms => Some((self.key.id.clone(), Timestamp::from_millis(ms))),
+        }
+    }
+}
+
+/// The fields of an [`ApiKey`] that verify reads; the rest (hash, prefix, creator, sealed key,
+/// timestamps of record) stays in the store.
+#[derive(Debug)]
+pub struct HotKey {
+    pub id: KeyId,
+    pub workspace_id: WorkspaceId,
+    pub name: Box<str>,
+    /// As given, not closed under implication.
+    pub scopes: Box<[String]>,
+    pub meta: Option<Box<serde_json::Value>>,
+    pub external_id: Option<Box<str>>,
+    pub expires_at: Option<Timestamp>,
+    pub revoked_at: Option<Timestamp>,
+    pub disabled: bool,
+    pub rate_limit: Option<KeyRateLimit>,
+    /// Credits left when it was loaded; `None` = unlimited.
+    pub remaining: Option<i64>,
+}
+
+impl HotKey {
+    pub fn status(&self, now: Timestamp) -> KeyStatus {
+        key_status(self.revoked_at, self.disabled, self.expires_at, now)
+    }
+}
+
+impl From<ApiKey> for HotKey {
+    fn from(k: ApiKey) -> Self {
+        Self {
+            id: k.id,
+            workspace_id: k.workspace_id,
+            name: k.name.into_boxed_str(),
+            scopes: k.scopes.into_boxed_slice(),
+            meta: k.meta.map(Box::new),
+            external_id: k.external_id.map(String::into_boxed_str),
+            expires_at: k.expires_at,
+            revoked_at: k.revoked_at,
+            disabled: k.disabled,
+            rate_limit: k.rate_limit,
+            remaining: k.remaining,
+        }
     }
 }
 
@@ -120,18 +175,28 @@ impl<V: Clone> Shards<V> {
             .cloned()
     }
 
-    fn insert(&self, d: Digest, v: V) {
+    fn insert(&self, d: Digest, v: V) -> Option<V> {
         self.shard(&d)
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(d, v);
+            .insert(d, v)
     }
 
-    fn remove(&self, d: &Digest) {
+    fn remove(&self, d: &Digest) -> Option<V> {
         self.shard(d)
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(d);
+            .remove(d)
+    }
+
+    /// Calls `f` on every value, under each shard's read lock in turn.
+    fn for_each(&self, mut f: impl FnMut(&V)) {
+        for s in &self.shards {
+            s.read()
+                .unwrap_or_else(|e| e.into_inner())
+                .values()
+                .for_each(&mut f);
+        }
     }
 
     fn clear(&self) {
@@ -140,11 +205,20 @@ impl<V: Clone> Shards<V> {
         }
     }
 
-    fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
+    /// Keeps the values `keep` approves; `dropped` sees each of the others as it goes.
+    fn retain(&self, mut keep: impl FnMut(&V) -> bool, mut dropped: impl FnMut(V)) {
         for s in &self.shards {
-            s.write()
-                .unwrap_or_else(|e| e.into_inner())
-                .retain(|_, v| keep(v));
+            let mut shard = s.write().unwrap_or_else(|e| e.into_inner());
+            let gone: Vec<Digest> = shard
+                .iter()
+                .filter(|(_, v)| !keep(v))
+                .map(|(d, _)| *d)
+                .collect();
+            for d in gone {
+                if let Some(v) = shard.remove(&d) {
+                    dropped(v);
+                }
+            }
         }
     }
 
@@ -182,7 +256,8 @@ pub struct KeyVerifier {
     cache: Shards<Arc<CachedKey>>,
     negative: Shards<i64>,
     formats: RwLock<Arc<FormatIndex>>,
-    used: Mutex<HashMap<KeyId, Timestamp>>,
+    /// Uses not yet written of keys no longer in the cache (evicted, or a flush that failed).
+    used: Mutex<Vec<(KeyId, Timestamp)>>,
 }
 
 impl KeyVerifier {
@@ -198,7 +273,7 @@ impl KeyVerifier {
             cache: Shards::new(),
             negative: Shards::new(),
             formats: RwLock::new(Arc::new(FormatIndex::new(Vec::new()))),
-            used: Mutex::new(HashMap::new()),
+            used: Mutex::new(Vec::new()),
         }
     }
 
@@ -236,14 +311,24 @@ impl KeyVerifier {
     /// forgets that it was unknown.
     pub fn evict_hex(&self, hash_hex: &str) {
         if let Some(d) = digest_of_hex(hash_hex) {
-            self.cache.remove(&d);
+            if let Some(gone) = self.cache.remove(&d) {
+                self.keep_use(&gone);
+            }
             self.negative.remove(&d);
         }
     }
 
     /// Drops every cached key of a workspace (suspension, deletion, scope changes).
     pub fn evict_workspace(&self, ws: &WorkspaceId) {
-        self.cache.retain(|k| &k.key.workspace_id != ws);
+        self.cache
+            .retain(|k| &k.key.workspace_id != ws, |gone| self.keep_use(&gone));
+    }
+
+    /// A key leaving the cache keeps its last use for the next flush.
+    fn keep_use(&self, gone: &CachedKey) {
+        if let Some((id, at)) = gone.take_use() {
+            self.mark_used(id, at);
+        }
     }
 
     /// Forgets the negative cache (a key was created or imported).
@@ -255,37 +340,35 @@ impl KeyVerifier {
         self.cache.len()
     }
 
-    /// The keys used since the last call, with when; the caller writes them in one batch.
+    /// The keys used since the last call, each once with its latest use; the caller writes
+    /// them in one batch.
     pub fn take_used(&self) -> Vec<(KeyId, Timestamp)> {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        used.drain().collect()
+        let mut out = std::mem::take(&mut *self.used.lock().unwrap_or_else(|e| e.into_inner()));
+        self.cache.for_each(|k| out.extend(k.take_use()));
+        // A key evicted and loaded again since the last flush appears twice: keep the latest.
+        out.sort_unstable_by(|a, b| a.0.cmp(&b.0).then(b.1.cmp(&a.1)));
+        out.dedup_by(|later, first| later.0 == first.0);
+        out
     }
 
-    /// Records a use (again), e.g. after a failed flush.
+    /// Records a use to write with the next batch, e.g. again after a failed flush.
     pub fn mark_used(&self, id: KeyId, at: Timestamp) {
-        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-        let slot = used.entry(id).or_insert(at);
-        if *slot < at {
-            *slot = at;
-        }
+        self.used
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id, at));
     }
 
     /// Drops expired negative entries.
     pub fn purge(&self) {
         let now = self.clock.now().millis();
-        self.negative.retain(|until| *until > now);
+        self.negative.retain(|until| *until > now, drop);
     }
 
     async fn load(&self, d: &Digest) -> Result<Option<Arc<CachedKey>>, Error> {
-        let Some(mut key) = self.store.key_by_hash(&hex(d)).await? else {
+        let Some(key) = self.store.key_by_hash(&hex(d)).await? else {
             return Ok(None);
         };
-        // The cache is keyed by the digest; what verify never reads is not kept.
-        key.hash = String::new();
-        key.sealed_key = None;
-        key.created_by = None;
-        key.prefix.shrink_to_fit();
-        key.scopes.shrink_to_fit();
         let Some(ws) = self.store.workspace_by_id(&key.workspace_id).await? else {
             return Ok(None);
         };
@@ -303,9 +386,11 @@ impl KeyVerifier {
             effective = effective.union(&given);
         }
         Ok(Some(Arc::new(CachedKey {
-            key,
+            // The cache is keyed by the digest; what verify never reads is not kept.
+            key: HotKey::from(key),
             effective,
             workspace_status: ws.status,
+            last_used: AtomicI64::new(0),
         })))
     }
 
@@ -329,7 +414,10 @@ impl KeyVerifier {
         }
         match self.load(&d).await? {
             Some(found) => {
-                self.cache.insert(d, found.clone());
+                // Two requests may have loaded it at once: keep the use of the one replaced.
+                if let Some(replaced) = self.cache.insert(d, found.clone()) {
+                    self.keep_use(&replaced);
+                }
                 Ok(Some(found))
             }
             None => {
@@ -397,15 +485,7 @@ impl KeyVerifier {
                 }
             }
         }
-        {
-            let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
-            match used.get_mut(&found.key.id) {
-                Some(at) => *at = now,
-                None => {
-                    used.insert(found.key.id.clone(), now);
-                }
-            }
-        }
+        found.last_used.store(now.millis(), Ordering::Relaxed);
         Ok(Verification {
             code: VerifyCode::Valid,
             key: Some(found),
