@@ -263,6 +263,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<Vec<ApiKey>>;
     /// Saves name, scopes, meta, rate_limit, disabled, updated_at, expires_at, revoked_at,
     /// replaced_by and appends `key.changed` (subject: the key's hash) in the same transaction.
+    /// Revocation is irreversible: a stored `revoked_at` is only ever moved earlier, and a
+    /// stored `replaced_by` is kept.
     /// `false` when no such key. Credits are not written here (concurrent verifies spend them):
     /// see [`Store::set_key_remaining`].
     async fn update_key(&self, key: &ApiKey) -> StoreResult<bool>;
@@ -275,7 +277,9 @@ pub trait Store: Send + Sync + 'static {
         at: Timestamp,
     ) -> StoreResult<bool>;
     /// Inserts `new` and saves `old` (its `revoked_at` / `replaced_by` set by the caller),
-    /// appending `key.changed` for the old key's hash, atomically. `false` when `old` is gone.
+    /// appending `key.changed` for the old key's hash, atomically. `false` (nothing written)
+    /// when `old` is gone or was replaced already, also by a concurrent rotation: a key is
+    /// rotated at most once.
     async fn rotate_key(&self, old: &ApiKey, new: &ApiKey) -> StoreResult<bool>;
     /// Spends `cost` credits if at least that many remain; the credits left after, or `None`
     /// when there were not enough (nothing spent). Exact under concurrency, across nodes.

@@ -367,6 +367,76 @@ async fn rotation_with_and_without_grace() {
     k.s.stop().await;
 }
 
+/// A key is rotated once: rotating it again (while its grace period runs, or at the same time
+/// from several clients) is 409 `key_rotated`, and only one replacement is ever made.
+#[tokio::test]
+async fn a_key_is_rotated_once() {
+    let k = K::new().await;
+    let old = k.create(json!({"name": "a"})).await;
+    let rotate = |id: String| {
+        let k = &k;
+        async move {
+            k.call(
+                "POST",
+                &format!("/api/v1/w/{}/keys/{id}/rotate", k.ws),
+                &k.owner,
+                Some(json!({"grace_seconds": 60})),
+            )
+            .await
+        }
+    };
+    let id = old["id"].as_str().unwrap().to_owned();
+    let (status, first) = rotate(id.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = rotate(id.clone()).await;
+    assert_eq!(
+        (status, again["code"].as_str(), again["error"].as_str()),
+        (
+            409,
+            Some("key_rotated"),
+            Some("This key was rotated already; rotate its replacement")
+        )
+    );
+    // The old key's grace period is what the first rotation said.
+    assert_eq!(k.code(old["key"].as_str().unwrap()).await, "VALID");
+    k.s.clock.advance_secs(61);
+    assert_eq!(k.code(old["key"].as_str().unwrap()).await, "REVOKED");
+
+    // Concurrent rotations of one key: one wins, the others are told.
+    for round in 0..3 {
+        let key = k.create(json!({"name": format!("race-{round}")})).await;
+        let id = key["id"].as_str().unwrap().to_owned();
+        let (a, b, c, d) = tokio::join!(
+            rotate(id.clone()),
+            rotate(id.clone()),
+            rotate(id.clone()),
+            rotate(id.clone())
+        );
+        let outcomes = [a, b, c, d];
+        let won: Vec<&Value> = outcomes
+            .iter()
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(won.len(), 1, "round {round}: {outcomes:?}");
+        for (s, b) in outcomes.iter().filter(|(s, _)| *s != 200) {
+            assert_eq!((*s, b["code"].as_str()), (409, Some("key_rotated")), "{b}");
+        }
+        assert_eq!(k.code(won[0]["key"].as_str().unwrap()).await, "VALID");
+        let (_, listed) = k
+            .call("GET", &format!("/api/v1/w/{}/keys", k.ws), &k.owner, None)
+            .await;
+        let names = listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["name"] == json!(format!("race-{round}")))
+            .count();
+        assert_eq!(names, 2, "the key and one replacement: {listed}");
+    }
+    k.s.stop().await;
+}
+
 #[tokio::test]
 async fn per_key_rate_limits() {
     let k = K::new().await;

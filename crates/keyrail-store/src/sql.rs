@@ -1010,10 +1010,19 @@ macro_rules! sql_store {
             async fn save_key(conn: &mut $conn, p: &KeyParams<'_>) -> StoreResult<Option<String>> {
                 let k = p.key;
                 sqlx::query_scalar(
+                    // A revocation is irreversible: `revoked_at` only ever moves earlier and
+                    // `replaced_by` is set once, whatever the (maybe stale) copy says, so an
+                    // edit racing a revoke or a rotation cannot bring the key back.
                     "UPDATE keys
                      SET name = $1, scopes = $2, meta = $3, rate_limit_limit = $4,
                          rate_limit_window = $5, disabled = $6, updated_at = $7,
-                         expires_at = $8, revoked_at = $9, replaced_by = $10
+                         expires_at = $8,
+                         revoked_at = CASE
+                             WHEN revoked_at IS NULL THEN $9
+                             WHEN $9 IS NULL OR revoked_at <= $9 THEN revoked_at
+                             ELSE $9
+                         END,
+                         replaced_by = COALESCE(replaced_by, $10)
                      WHERE id = $11 AND workspace_id = $12
                      RETURNING hash",
                 )
@@ -2493,8 +2502,25 @@ macro_rules! sql_store {
                 let old_params = KeyParams::new(old)?;
                 let new_params = KeyParams::new(new)?;
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Claims the old key for this replacement first: of concurrent rotations of
+                // one key, one finds it unclaimed (the others wait for its row or write lock,
+                // then find it claimed).
+                let claimed: Option<String> = sqlx::query_scalar(
+                    "UPDATE keys SET replaced_by = $1
+                     WHERE id = $2 AND workspace_id = $3 AND replaced_by IS NULL
+                     RETURNING id",
+                )
+                .bind(new.id.as_str())
+                .bind(old.id.as_str())
+                .bind(old.workspace_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if claimed.is_none() {
+                    // Gone, or replaced already: nothing was written (dropping rolls back).
+                    return Ok(false);
+                }
                 let Some(hash) = Self::save_key(&mut tx, &old_params).await? else {
-                    // The old key is gone: nothing was written (dropping rolls back).
                     return Ok(false);
                 };
                 // A colliding new key fails here as a Conflict; the old key's save is rolled

@@ -139,6 +139,7 @@ async fn run_suite(store: &dyn Store) {
     keys_listing(store).await;
     keys_update(store).await;
     keys_rotate(store).await;
+    concurrent_rotations_of_one_key(store).await;
     keys_credits(store).await;
     keys_touch(store).await;
     apps_and_grants(store).await;
@@ -3323,7 +3324,8 @@ async fn keys_update(store: &dyn Store) {
         [change("key.changed", &k.hash, ts(32_010))]
     );
 
-    // Clearing the optional fields.
+    // Clearing the optional fields; a revocation and a replacement stay: a stale copy (an
+    // edit racing a revoke) cannot bring a key back.
     let mut cleared = want.clone();
     cleared.meta = None;
     cleared.rate_limit = None;
@@ -3333,7 +3335,36 @@ async fn keys_update(store: &dyn Store) {
     cleared.replaced_by = None;
     cleared.updated_at = ts(32_020);
     assert!(store.update_key(&cleared).await.unwrap());
+    cleared.revoked_at = want.revoked_at;
+    cleared.replaced_by = want.replaced_by.clone();
+    assert!(cleared.revoked_at.is_some() && cleared.replaced_by.is_some());
     assert_eq!(store.key_by_hash(&k.hash).await.unwrap().unwrap(), cleared);
+    // A revocation moves earlier, never later.
+    let mut later = cleared.clone();
+    later.revoked_at = cleared.revoked_at.map(|t| t.plus_secs(3600));
+    assert!(store.update_key(&later).await.unwrap());
+    assert_eq!(
+        store
+            .key_by_hash(&k.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        cleared.revoked_at
+    );
+    let mut earlier = cleared.clone();
+    earlier.revoked_at = cleared.revoked_at.map(|t| t.plus_secs(-1));
+    assert!(store.update_key(&earlier).await.unwrap());
+    assert_eq!(
+        store
+            .key_by_hash(&k.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at,
+        earlier.revoked_at
+    );
+    cleared.revoked_at = earlier.revoked_at;
 
     // No such key, or the key under another workspace: false, nothing announced.
     let mut stranger = api_key(&ws, "upd-stranger", 32_030);
@@ -3352,6 +3383,8 @@ async fn keys_update(store: &dyn Store) {
         changes_since(store, before).await,
         [
             change("key.changed", &k.hash, ts(32_010)),
+            change("key.changed", &k.hash, ts(32_020)),
+            change("key.changed", &k.hash, ts(32_020)),
             change("key.changed", &k.hash, ts(32_020))
         ]
     );
@@ -3403,29 +3436,46 @@ async fn keys_rotate(store: &dyn Store) {
     assert_eq!(active(33_011).await, ["rot-old", "rot-new"]);
     assert_eq!(active(33_010 + 60_000).await, ["rot-new"]);
 
+    // A key is rotated once: rotating it again writes nothing.
+    let again = api_key(&ws, "rot-again", 33_015);
+    let mut retired_again = retired.clone();
+    retired_again.revoked_at = Some(ts(33_015));
+    retired_again.replaced_by = Some(again.id.clone());
+    assert!(!store.rotate_key(&retired_again, &again).await.unwrap());
+    assert_eq!(
+        store.key_by_id(&ws.id, &old.id).await.unwrap(),
+        Some(retired.clone())
+    );
+    assert!(store.key_by_hash(&again.hash).await.unwrap().is_none());
+
     // The replacement collides with an existing key: nothing is written, the old key stays as
     // it was, nothing is announced.
+    let second = api_key(&ws, "rot-second", 33_019);
+    store.insert_key(&second).await.unwrap();
+    let before_clash = store.latest_change().await.unwrap();
     let mut clash = api_key(&ws, "rot-clash", 33_020);
     clash.hash = new.hash.clone();
-    let mut retire_again = retired.clone();
+    let mut retire_again = second.clone();
     retire_again.revoked_at = Some(ts(33_020));
     retire_again.replaced_by = Some(clash.id.clone());
     retire_again.updated_at = ts(33_020);
     assert_conflict(store.rotate_key(&retire_again, &clash).await, "key hash");
     assert_eq!(
-        store.key_by_id(&ws.id, &old.id).await.unwrap(),
-        Some(retired.clone())
+        store.key_by_id(&ws.id, &second.id).await.unwrap(),
+        Some(second.clone())
     );
     assert!(store.key_by_id(&ws.id, &clash.id).await.unwrap().is_none());
     // The same with an id that is taken.
     let mut clash_id = api_key(&ws, "rot-clash-id", 33_021);
     clash_id.id = new.id.clone();
+    retire_again.replaced_by = Some(clash_id.id.clone());
     assert_conflict(store.rotate_key(&retire_again, &clash_id).await, "key id");
     assert_eq!(
-        store.key_by_id(&ws.id, &old.id).await.unwrap(),
-        Some(retired.clone())
+        store.key_by_id(&ws.id, &second.id).await.unwrap(),
+        Some(second.clone())
     );
     assert!(store.key_by_hash(&clash_id.hash).await.unwrap().is_none());
+    assert!(changes_since(store, before_clash).await.is_empty());
 
     // The old key is gone (or never was): false, the new key is not inserted.
     let ghost = api_key(&ws, "rot-ghost", 33_030);
@@ -4244,4 +4294,52 @@ async fn apps_and_grants(store: &dyn Store) {
         .map(|k| k.kid)
         .collect();
     assert_eq!(kids, ["kid-apps-1", "kid-apps-2"]);
+}
+
+/// Of concurrent rotations of one key, exactly one writes: one replacement exists, the old key
+/// names it, and the others' replacements were never stored.
+async fn concurrent_rotations_of_one_key(store: &dyn Store) {
+    let (ws, _) = new_workspace(store, "rotate-race", 34_000).await;
+    for round in 0..5 {
+        let old = api_key(&ws, &format!("race-{round}"), 34_001);
+        store.insert_key(&old).await.unwrap();
+        let news: Vec<ApiKey> = (0..4)
+            .map(|i| api_key(&ws, &format!("race-{round}-{i}"), 34_010))
+            .collect();
+        let retired: Vec<ApiKey> = news
+            .iter()
+            .map(|n| {
+                let mut r = old.clone();
+                r.revoked_at = Some(ts(34_010));
+                r.replaced_by = Some(n.id.clone());
+                r.updated_at = ts(34_010);
+                r
+            })
+            .collect();
+        let outcomes: Vec<bool> = join_all(
+            retired
+                .iter()
+                .zip(&news)
+                .map(|(r, n)| store.rotate_key(r, n)),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        assert_eq!(
+            outcomes.iter().filter(|w| **w).count(),
+            1,
+            "round {round}: {outcomes:?}"
+        );
+        let winner = outcomes.iter().position(|w| *w).unwrap();
+        let stored = store.key_by_id(&ws.id, &old.id).await.unwrap().unwrap();
+        assert_eq!(stored.replaced_by.as_ref(), Some(&news[winner].id));
+        for (i, n) in news.iter().enumerate() {
+            assert_eq!(
+                store.key_by_hash(&n.hash).await.unwrap().is_some(),
+                i == winner,
+                "round {round}, replacement {i}"
+            );
+        }
+    }
 }

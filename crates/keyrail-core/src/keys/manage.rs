@@ -71,6 +71,14 @@ pub struct Keys {
     pub events: Arc<dyn Events>,
 }
 
+/// A key is rotated once: its replacement is what gets rotated next.
+fn already_rotated() -> Error {
+    Error::conflict(
+        "key_rotated",
+        "This key was rotated already; rotate its replacement",
+    )
+}
+
 fn not_found() -> Error {
     Error::NotFound { what: "key" }
 }
@@ -370,6 +378,9 @@ impl Keys {
                 "A revoked key cannot be rotated",
             ));
         }
+        if old.replaced_by.is_some() {
+            return Err(already_rotated());
+        }
         // The new key carries the old one's scopes: the caller must be able to grant them.
         let scopes = crate::authz::ScopeSet::parse(&old.scopes, "scopes").unwrap_or_default();
         authz::authorize_grant(
@@ -401,7 +412,11 @@ impl Keys {
         let rotated = self.store.rotate_key(&old, &new).await;
         self.verifier.evict_hex(&old.hash);
         if !rotated? {
-            return Err(not_found());
+            // Deleted meanwhile, or a concurrent rotation won.
+            return Err(match self.find(access, id).await {
+                Ok(_) => already_rotated(),
+                Err(e) => e,
+            });
         }
         self.audit(access, meta, "key.rotate", &old.id).await?;
         self.emit(

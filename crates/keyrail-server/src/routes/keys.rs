@@ -345,7 +345,7 @@ pub struct RotateIn {
         (status = 400, description = "grace_seconds out of range", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
-        (status = 409, description = "`key_revoked`", body = ErrorBody),
+        (status = 409, description = "`key_revoked`, or `key_rotated` (a key is rotated once; rotate its replacement)", body = ErrorBody),
     ))]
 pub async fn rotate_key(
     State(state): State<AppState>,
