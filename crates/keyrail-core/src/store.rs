@@ -8,8 +8,8 @@ use crate::id::{
 };
 use crate::model::{
     ApiKey, App, AuditEntry, AuditFilter, BuilderProfile, Change, CustomRole, Grant, GrantFilter,
-    GrantView, KeyFilter, LoginThrottle, Member, MemberView, MfaState, OwnerGuarded, Page,
-    RefreshOutcome, Session, StoredScope, StoredSigningKey, StoredTokenKey, User, Workspace,
+    GrantView, KeyFilter, KeyFormat, LoginThrottle, Member, MemberView, MfaState, OwnerGuarded,
+    Page, RefreshOutcome, Session, StoredScope, StoredSigningKey, StoredTokenKey, User, Workspace,
     WorkspaceStatus,
 };
 use crate::time::Timestamp;
@@ -177,6 +177,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Saves `name`, `key_format` and `updated_at`; `false` when no such workspace.
     async fn update_workspace(&self, ws: &Workspace) -> StoreResult<bool>;
+    /// Every key format a workspace has had, current or earlier (recorded by
+    /// [`Store::create_workspace`] and [`Store::update_workspace`]).
+    async fn key_formats(&self) -> StoreResult<Vec<KeyFormat>>;
     /// Deletes the workspace and everything under it (members, roles, scopes; later keys, apps
     /// grants, webhooks) and appends `workspace.deleted`, atomically. Audit entries stay.
     async fn delete_workspace(&self, id: &WorkspaceId, at: Timestamp) -> StoreResult<bool>;

@@ -186,6 +186,57 @@ async fn workspace_key_formats_are_used() {
     k.s.stop().await;
 }
 
+/// A key made under a format its workspace has since left keeps working on a node started
+/// afterwards, even when the new format claims its shape (same prefix, a checksummed body of
+/// the old key's length): the store remembers every format ever used.
+#[tokio::test]
+async fn older_formats_survive_a_restart() {
+    let k = K::new().await;
+    let set_format = async |format: Value| {
+        let (status, body) = k
+            .call(
+                "PATCH",
+                &format!("/api/v1/w/{}", k.ws),
+                &k.owner,
+                Some(json!({ "key_format": format })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    };
+    set_format(json!({"prefix": "kr", "alphabet": "base62", "length": 36, "checksum": false}))
+        .await;
+    let old = k.create(json!({"name": "old"})).await;
+    let old = old["key"].as_str().unwrap().to_owned();
+    assert_eq!(old.len(), 3 + 36);
+    set_format(json!({"prefix": "kr", "alphabet": "base62", "length": 30, "checksum": true})).await;
+    let new = k.create(json!({"name": "new"})).await;
+    let new = new["key"].as_str().unwrap().to_owned();
+    assert_eq!(new.len(), old.len(), "the same shape");
+    assert_eq!(k.code(&old).await, "VALID");
+
+    // Another node on the same database, started now, knows only what the store says.
+    let dir = k.s.dir.path().join("data");
+    let fresh = TestServer::start_with(Backend::Sqlite, |c| c.data_dir = dir, None)
+        .await
+        .unwrap();
+    let code_on_fresh = async |key: &str| {
+        json(
+            fresh
+                .post_json("/api/v1/keys/verify", &json!({ "key": key }))
+                .await,
+        )
+        .await
+        .1["code"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(code_on_fresh(&old).await, "VALID");
+    assert_eq!(code_on_fresh(&new).await, "VALID");
+    fresh.stop().await;
+    k.s.stop().await;
+}
+
 #[tokio::test]
 async fn revoke_disable_expire_and_suspend() {
     let k = K::new().await;

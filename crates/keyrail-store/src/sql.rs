@@ -974,6 +974,16 @@ macro_rules! sql_store {
                 Ok(())
             }
 
+            /// Adds a key format (its JSON) to those ever used, inside the caller's transaction.
+            async fn remember_format(conn: &mut $conn, format_json: &str) -> StoreResult<()> {
+                sqlx::query("INSERT INTO key_formats (format) VALUES ($1) ON CONFLICT DO NOTHING")
+                    .bind(format_json)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
             /// Locks the rows of these keys in id order until the caller's transaction ends
             /// (PostgreSQL; a no-op on SQLite, whose first write takes the write lock).
             async fn lock_keys(conn: &mut $conn, ids: &[&str]) -> StoreResult<()> {
@@ -1847,12 +1857,13 @@ macro_rules! sql_store {
                 .bind(ws.id.as_str())
                 .bind(ws.name.as_str())
                 .bind(ws.status.as_str())
-                .bind(key_format)
+                .bind(key_format.as_str())
                 .bind(ws.created_at.millis())
                 .bind(ws.updated_at.millis())
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+                Self::remember_format(&mut tx, &key_format).await?;
                 sqlx::query(
                     "INSERT INTO members (id, workspace_id, user_id, role, created_at)
                      VALUES ($1, $2, $3, $4, $5)",
@@ -1921,19 +1932,40 @@ macro_rules! sql_store {
 
             async fn update_workspace(&self, ws: &Workspace) -> StoreResult<bool> {
                 let key_format = key_format_json(&ws.key_format)?;
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let updated = sqlx::query(
                     "UPDATE workspaces SET name = $1, key_format = $2, updated_at = $3
                      WHERE id = $4",
                 )
                 .bind(ws.name.as_str())
-                .bind(key_format)
+                .bind(key_format.as_str())
                 .bind(ws.updated_at.millis())
                 .bind(ws.id.as_str())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?
                 .rows_affected();
-                Ok(updated > 0)
+                if updated == 0 {
+                    return Ok(false);
+                }
+                Self::remember_format(&mut tx, &key_format).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn key_formats(&self) -> StoreResult<Vec<KeyFormat>> {
+                let rows: Vec<String> =
+                    sqlx::query_scalar("SELECT format FROM key_formats ORDER BY format")
+                        .fetch_all(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                rows.iter()
+                    .map(|f| {
+                        serde_json::from_str(f).map_err(|e| {
+                            StoreError::Other(format!("unreadable key format {f:?}: {e}"))
+                        })
+                    })
+                    .collect()
             }
 
             async fn delete_workspace(&self, id: &WorkspaceId, at: Timestamp) -> StoreResult<bool> {

@@ -140,6 +140,7 @@ async fn run_suite(store: &dyn Store) {
     keys_update(store).await;
     keys_rotate(store).await;
     concurrent_rotations_of_one_key(store).await;
+    key_format_history(store).await;
     keys_credits(store).await;
     keys_touch(store).await;
     apps_and_grants(store).await;
@@ -3816,7 +3817,7 @@ async fn sqlite_url_with_path_and_missing_data_dir() {
 #[tokio::test]
 async fn sqlite_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 5);
+    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 6);
     assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 0);
 
     // Open the same file twice (as a server and `keyrail migrate` beside it would).
@@ -3908,7 +3909,7 @@ async fn postgres_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
-        5
+        6
     );
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
@@ -4342,4 +4343,58 @@ async fn concurrent_rotations_of_one_key(store: &dyn Store) {
             );
         }
     }
+}
+
+/// Every format a workspace has had stays known (a node starting up must know the shape of keys
+/// made before a format change); each is listed once.
+async fn key_format_history(store: &dyn Store) {
+    let first = KeyFormat {
+        prefix: "hist".into(),
+        alphabet: Alphabet::Base62,
+        length: 36,
+        checksum: false,
+    };
+    let second = KeyFormat {
+        prefix: "hist".into(),
+        alphabet: Alphabet::Base62,
+        length: 30,
+        checksum: true,
+    };
+    let u = new_user(store, "formats@example.com", 35_000).await;
+    let mut ws = workspace("formats", 35_000, first.clone());
+    store
+        .create_workspace(&ws, &member(&ws, &u, "owner", 35_000))
+        .await
+        .unwrap();
+    assert!(store.key_formats().await.unwrap().contains(&first));
+    ws.key_format = second.clone();
+    ws.updated_at = ts(35_010);
+    assert!(store.update_workspace(&ws).await.unwrap());
+    // Renaming keeps the format: nothing new.
+    ws.name = "formats renamed".into();
+    assert!(store.update_workspace(&ws).await.unwrap());
+    let known = store.key_formats().await.unwrap();
+    assert!(
+        known.contains(&first) && known.contains(&second),
+        "{known:?}"
+    );
+    assert_eq!(known.iter().filter(|f| **f == second).count(), 1);
+    // No such workspace: nothing recorded.
+    let mut ghost = workspace(
+        "ghost",
+        35_020,
+        KeyFormat {
+            prefix: "ghost".into(),
+            ..second.clone()
+        },
+    );
+    ghost.updated_at = ts(35_020);
+    assert!(!store.update_workspace(&ghost).await.unwrap());
+    assert!(
+        !store
+            .key_formats()
+            .await
+            .unwrap()
+            .contains(&ghost.key_format)
+    );
 }

@@ -277,20 +277,10 @@ impl KeyVerifier {
         }
     }
 
-    /// Rebuilds the index of key formats from every workspace (at start and when a workspace's
-    /// key format changes).
+    /// Adds every key format a workspace has ever had to the index (at start, and every 30 s
+    /// for other nodes' changes): keys made under an earlier format keep being looked up.
     pub async fn reload_formats(&self) -> Result<(), Error> {
-        let mut formats = Vec::new();
-        let mut page = crate::model::Page::first(crate::model::Page::MAX_LIMIT);
-        loop {
-            let batch = self.store.list_workspaces(&page).await?;
-            let done = batch.len() < page.limit as usize;
-            page.after = batch.last().map(|w| w.id.to_string());
-            formats.extend(batch.into_iter().map(|w| w.key_format));
-            if done {
-                break;
-            }
-        }
+        let formats = self.store.key_formats().await?;
         let mut guard = self.formats.write().unwrap_or_else(|e| e.into_inner());
         let mut next = (**guard).clone();
         next.extend(formats);
