@@ -219,20 +219,8 @@ async fn older_formats_survive_a_restart() {
     let fresh = TestServer::start_with(Backend::Sqlite, |c| c.data_dir = dir, None)
         .await
         .unwrap();
-    let code_on_fresh = async |key: &str| {
-        json(
-            fresh
-                .post_json("/api/v1/keys/verify", &json!({ "key": key }))
-                .await,
-        )
-        .await
-        .1["code"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    assert_eq!(code_on_fresh(&old).await, "VALID");
-    assert_eq!(code_on_fresh(&new).await, "VALID");
+    assert_eq!(fresh.verify_code(&old).await, "VALID");
+    assert_eq!(fresh.verify_code(&new).await, "VALID");
     fresh.stop().await;
     k.s.stop().await;
 }

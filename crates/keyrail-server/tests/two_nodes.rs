@@ -45,73 +45,73 @@ async fn two_nodes_polling(poll: Duration) -> Option<(TestServer, TestServer)> {
     Some((a, b))
 }
 
+/// A new key on node `a` (its JSON, with the secret in `key`).
+async fn new_key(a: &TestServer, token: &str, ws: &str, name: &str) -> serde_json::Value {
+    let (status, key) = json(
+        a.post_with(
+            &format!("/api/v1/w/{ws}/keys"),
+            token,
+            &json!({ "name": name }),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    key
+}
+
+/// Revokes a key on node `a`.
+async fn revoke(a: &TestServer, token: &str, ws: &str, key: &serde_json::Value) {
+    let id = key["id"].as_str().unwrap();
+    let resp = a
+        .post_with(
+            &format!("/api/v1/w/{ws}/keys/{id}/revoke"),
+            token,
+            &json!({}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+}
+
+/// Logs out on node `a`; how long until node `b` refuses the access token.
+async fn logout_reaches(a: &TestServer, b: &TestServer, token: &str, what: &str) -> Duration {
+    let resp = a
+        .http
+        .post(a.url("/api/v1/auth/logout"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    wait_until(what, async || {
+        b.get_with("/api/v1/profile", token).await.status() == 401
+    })
+    .await
+}
+
 #[tokio::test]
 async fn revocations_reach_the_other_node_within_a_second() {
     let Some((a, b)) = two_nodes().await else {
         return;
     };
 
-    let owner = a.user("owner@example.com").await;
-    let token = owner["access_token"].as_str().unwrap().to_owned();
-    let (_, ws) = json(
-        a.post_with("/api/v1/workspaces", &token, &json!({"name": "Acme"}))
-            .await,
-    )
-    .await;
-    let ws = ws["id"].as_str().unwrap().to_owned();
-    let (_, key) = json(
-        a.post_with(
-            &format!("/api/v1/w/{ws}/keys"),
-            &token,
-            &json!({"name": "k"}),
-        )
-        .await,
-    )
-    .await;
+    let (token, ws) = a.owner_with_workspace("owner@example.com").await;
+    let key = new_key(&a, &token, &ws, "k").await;
     let secret = key["key"].as_str().unwrap().to_owned();
 
     // Node B caches the key as valid, and accepts node A's access token.
-    let code_on_b = async |b: &TestServer, secret: &str| -> String {
-        json(
-            b.post_json("/api/v1/keys/verify", &json!({"key": secret}))
-                .await,
-        )
-        .await
-        .1["code"]
-            .as_str()
-            .unwrap()
-            .to_owned()
-    };
-    assert_eq!(code_on_b(&b, &secret).await, "VALID");
+    assert_eq!(b.verify_code(&secret).await, "VALID");
     assert_eq!(b.get_with("/api/v1/profile", &token).await.status(), 200);
 
-    let resp = a
-        .post_with(
-            &format!("/api/v1/w/{ws}/keys/{}/revoke", key["id"].as_str().unwrap()),
-            &token,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
+    revoke(&a, &token, &ws, &key).await;
     let took = wait_until("key revocation", async || {
-        code_on_b(&b, &secret).await == "REVOKED"
+        b.verify_code(&secret).await == "REVOKED"
     })
     .await;
     eprintln!("key revocation reached node B after {took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
 
-    let resp = a
-        .http
-        .post(a.url("/api/v1/auth/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
-    let took = wait_until("logout", async || {
-        b.get_with("/api/v1/profile", &token).await.status() == 401
-    })
-    .await;
+    let took = logout_reaches(&a, &b, &token, "logout").await;
     eprintln!("logout reached node B after {took:?}");
     assert!(took < Duration::from_millis(1500), "{took:?}");
 
@@ -240,51 +240,17 @@ async fn announced_revocations_need_no_poll() {
     let Some((a, b)) = two_nodes_polling(Duration::from_secs(3600)).await else {
         return;
     };
-    let owner = a.user("notify@example.com").await;
-    let token = owner["access_token"].as_str().unwrap().to_owned();
-    let (_, ws) = json(
-        a.post_with("/api/v1/workspaces", &token, &json!({"name": "Acme"}))
-            .await,
-    )
-    .await;
-    let ws = ws["id"].as_str().unwrap().to_owned();
+    let (token, ws) = a.owner_with_workspace("notify@example.com").await;
     let mut took = Vec::new();
     for i in 0..10 {
-        let (status, key) = json(
-            a.post_with(
-                &format!("/api/v1/w/{ws}/keys"),
-                &token,
-                &json!({"name": format!("k{i}")}),
-            )
-            .await,
-        )
-        .await;
-        assert_eq!(status, 201, "{key}");
+        let key = new_key(&a, &token, &ws, &format!("k{i}")).await;
         let secret = key["key"].as_str().unwrap().to_owned();
-        let code_on_b = async || -> String {
-            json(
-                b.post_json("/api/v1/keys/verify", &json!({"key": secret}))
-                    .await,
-            )
-            .await
-            .1["code"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        };
         // Cached as valid on B: from here on only an eviction can change B's answer.
-        assert_eq!(code_on_b().await, "VALID");
-        let resp = a
-            .post_with(
-                &format!("/api/v1/w/{ws}/keys/{}/revoke", key["id"].as_str().unwrap()),
-                &token,
-                &json!({}),
-            )
-            .await;
-        assert_eq!(resp.status(), 200);
+        assert_eq!(b.verify_code(&secret).await, "VALID");
+        revoke(&a, &token, &ws, &key).await;
         took.push(
             wait_until("an announced revocation", async || {
-                code_on_b().await == "REVOKED"
+                b.verify_code(&secret).await == "REVOKED"
             })
             .await,
         );
@@ -294,18 +260,7 @@ async fn announced_revocations_need_no_poll() {
 
     // A session revoked on A (logout) is announced the same way.
     assert_eq!(b.get_with("/api/v1/profile", &token).await.status(), 200);
-    let resp = a
-        .http
-        .post(a.url("/api/v1/auth/logout"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 204);
-    wait_until("an announced logout", async || {
-        b.get_with("/api/v1/profile", &token).await.status() == 401
-    })
-    .await;
+    logout_reaches(&a, &b, &token, "an announced logout").await;
 
     b.stop().await;
     a.stop().await;

@@ -3341,31 +3341,21 @@ async fn keys_update(store: &dyn Store) {
     assert!(cleared.revoked_at.is_some() && cleared.replaced_by.is_some());
     assert_eq!(store.key_by_hash(&k.hash).await.unwrap().unwrap(), cleared);
     // A revocation moves earlier, never later.
-    let mut later = cleared.clone();
-    later.revoked_at = cleared.revoked_at.map(|t| t.plus_secs(3600));
-    assert!(store.update_key(&later).await.unwrap());
-    assert_eq!(
+    let saved_revocation = async |shift_secs: i64| {
+        let mut copy = cleared.clone();
+        copy.revoked_at = cleared.revoked_at.map(|t| t.plus_secs(shift_secs));
+        assert!(store.update_key(&copy).await.unwrap());
         store
             .key_by_hash(&k.hash)
             .await
             .unwrap()
             .unwrap()
-            .revoked_at,
-        cleared.revoked_at
-    );
-    let mut earlier = cleared.clone();
-    earlier.revoked_at = cleared.revoked_at.map(|t| t.plus_secs(-1));
-    assert!(store.update_key(&earlier).await.unwrap());
-    assert_eq!(
-        store
-            .key_by_hash(&k.hash)
-            .await
-            .unwrap()
-            .unwrap()
-            .revoked_at,
-        earlier.revoked_at
-    );
-    cleared.revoked_at = earlier.revoked_at;
+            .revoked_at
+    };
+    assert_eq!(saved_revocation(3600).await, cleared.revoked_at);
+    let earlier = cleared.revoked_at.map(|t| t.plus_secs(-1));
+    assert_eq!(saved_revocation(-1).await, earlier);
+    cleared.revoked_at = earlier;
 
     // No such key, or the key under another workspace: false, nothing announced.
     let mut stranger = api_key(&ws, "upd-stranger", 32_030);

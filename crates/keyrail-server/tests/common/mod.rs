@@ -170,6 +170,36 @@ impl TestServer {
     }
 
     /// Signs up and logs in; the login body (access_token, refresh_token, user).
+    /// The `code` that `POST /api/v1/keys/verify` answers for `key`.
+    pub async fn verify_code(&self, key: &str) -> String {
+        let (status, body) = json(
+            self.post_json("/api/v1/keys/verify", &serde_json::json!({ "key": key }))
+                .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        body["code"].as_str().unwrap().to_owned()
+    }
+
+    /// A new user's access token and a workspace they own.
+    pub async fn owner_with_workspace(&self, email: &str) -> (String, String) {
+        let token = self.user(email).await["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, ws) = json(
+            self.post_with(
+                "/api/v1/workspaces",
+                &token,
+                &serde_json::json!({"name": "Acme"}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 201, "{ws}");
+        (token, ws["id"].as_str().unwrap().to_owned())
+    }
+
     pub async fn user(&self, email: &str) -> Value {
         self.signup(email).await;
         let (status, body) = self.login_as(email, PASSWORD).await;
