@@ -66,6 +66,19 @@ impl K {
         self.s.call(method, path, token, body.as_ref()).await
     }
 
+    /// Sets the workspace's key format (200 expected).
+    async fn set_format(&self, format: Value) {
+        let (status, body) = self
+            .call(
+                "PATCH",
+                &format!("/api/v1/w/{}", self.ws),
+                &self.owner,
+                Some(json!({ "key_format": format })),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     async fn create(&self, body: Value) -> Value {
         let (status, key) = self
             .call(
@@ -162,10 +175,8 @@ async fn create_shows_the_key_once_and_verify_says_valid() {
 #[tokio::test]
 async fn workspace_key_formats_are_used() {
     let k = K::new().await;
-    let (status, _) = k
-        .call("PATCH", &format!("/api/v1/w/{}", k.ws), &k.owner, Some(json!({"key_format": {"prefix": "sgw", "alphabet": "hex", "length": 32, "checksum": false}})))
+    k.set_format(json!({"prefix": "sgw", "alphabet": "hex", "length": 32, "checksum": false}))
         .await;
-    assert_eq!(status, 200);
     let key = k.create(json!({"name": "a"})).await;
     let secret = key["key"].as_str().unwrap();
     assert!(
@@ -177,7 +188,8 @@ async fn workspace_key_formats_are_used() {
         "{secret}"
     );
     assert_eq!(k.code(secret).await, "VALID");
-    k.call("PATCH", &format!("/api/v1/w/{}", k.ws), &k.owner, Some(json!({"key_format": {"prefix": "gr", "alphabet": "base36", "length": 20, "checksum": false}}))).await;
+    k.set_format(json!({"prefix": "gr", "alphabet": "base36", "length": 20, "checksum": false}))
+        .await;
     let gr = k.create(json!({"name": "b"})).await;
     let g = gr["key"].as_str().unwrap();
     assert!(g.starts_with("gr_") && g.len() == 23, "{g}");
@@ -192,23 +204,13 @@ async fn workspace_key_formats_are_used() {
 #[tokio::test]
 async fn older_formats_survive_a_restart() {
     let k = K::new().await;
-    let set_format = async |format: Value| {
-        let (status, body) = k
-            .call(
-                "PATCH",
-                &format!("/api/v1/w/{}", k.ws),
-                &k.owner,
-                Some(json!({ "key_format": format })),
-            )
-            .await;
-        assert_eq!(status, 200, "{body}");
-    };
-    set_format(json!({"prefix": "kr", "alphabet": "base62", "length": 36, "checksum": false}))
+    k.set_format(json!({"prefix": "kr", "alphabet": "base62", "length": 36, "checksum": false}))
         .await;
     let old = k.create(json!({"name": "old"})).await;
     let old = old["key"].as_str().unwrap().to_owned();
     assert_eq!(old.len(), 3 + 36);
-    set_format(json!({"prefix": "kr", "alphabet": "base62", "length": 30, "checksum": true})).await;
+    k.set_format(json!({"prefix": "kr", "alphabet": "base62", "length": 30, "checksum": true}))
+        .await;
     let new = k.create(json!({"name": "new"})).await;
     let new = new["key"].as_str().unwrap().to_owned();
     assert_eq!(new.len(), old.len(), "the same shape");

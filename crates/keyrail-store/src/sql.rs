@@ -3034,4 +3034,36 @@ mod tests {
             "the column list and its count agree"
         );
     }
+
+    /// An existing deployment upgraded to migration 0006 knows the formats its workspaces use.
+    #[tokio::test]
+    async fn key_formats_are_backfilled_on_upgrade() {
+        let pool = SqlitePool::connect("sqlite::memory:").await.unwrap();
+        let before_0006 = Migrator {
+            migrations: std::borrow::Cow::Owned(
+                SQLITE_MIGRATOR
+                    .migrations
+                    .iter()
+                    .filter(|m| m.version < 6)
+                    .cloned()
+                    .collect(),
+            ),
+            ..Migrator::DEFAULT
+        };
+        before_0006.run(&pool).await.unwrap();
+        let format = r#"{"prefix":"old","alphabet":"hex","length":32,"checksum":false}"#;
+        sqlx::query(
+            "INSERT INTO workspaces (id, name, status, key_format, created_at, updated_at)
+             VALUES ('ws_x', 'x', 'active', $1, 1, 1)",
+        )
+        .bind(format)
+        .execute(&pool)
+        .await
+        .unwrap();
+        SQLITE_MIGRATOR.run(&pool).await.unwrap();
+        let store = SqliteStore { pool };
+        let known = store.key_formats().await.unwrap();
+        assert_eq!(known.len(), 1, "{known:?}");
+        assert_eq!(known[0].prefix, "old");
+    }
 }
