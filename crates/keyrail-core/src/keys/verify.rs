@@ -4,7 +4,6 @@
 //! then status, expiry, scopes, rate limit and credits. Nothing here holds a lock across an
 //! await, and nothing grows with the number of keys except the cache itself.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -13,6 +12,7 @@ use crate::clock::Clock;
 use crate::crypto::token;
 use crate::error::Error;
 use crate::id::{KeyId, WorkspaceId};
+use crate::keys::cache::{Aged, Digest, KeyCache, Known};
 use crate::keys::format::{FormatIndex, Precheck};
 use crate::limits::{Rate, Span};
 use crate::model::{ApiKey, KeyRateLimit, KeyStatus, WorkspaceStatus, key_status};
@@ -22,7 +22,9 @@ use crate::time::Timestamp;
 
 /// How long an unknown digest is remembered.
 const NEGATIVE_TTL_MS: i64 = 30_000;
-const SHARDS: usize = 64;
+/// How long a key stays cached without being read again: a backstop, should an eviction be
+/// lost, on top of the change log that evicts at once.
+const MAX_AGE_MS: i64 = 5 * 60_000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum VerifyCode {
@@ -63,6 +65,14 @@ pub struct CachedKey {
     pub workspace_status: WorkspaceStatus,
     /// When verify last accepted it (ms since the epoch); 0 once a flush has taken it.
     last_used: AtomicI64,
+    /// When it was read from the store (ms since the epoch).
+    loaded_at: i64,
+}
+
+impl Aged for Arc<CachedKey> {
+    fn loaded_at(&self) -> i64 {
+        self.loaded_at
+    }
 }
 
 impl CachedKey {
@@ -150,86 +160,6 @@ impl Verification {
     }
 }
 
-type Digest = [u8; 32];
-
-struct Shards<V> {
-    shards: Vec<RwLock<HashMap<Digest, V>>>,
-}
-
-impl<V: Clone> Shards<V> {
-    fn new() -> Self {
-        Self {
-            shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
-        }
-    }
-
-    fn shard(&self, d: &Digest) -> &RwLock<HashMap<Digest, V>> {
-        &self.shards[usize::from(d[0]) % SHARDS]
-    }
-
-    fn get(&self, d: &Digest) -> Option<V> {
-        self.shard(d)
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(d)
-            .cloned()
-    }
-
-    fn insert(&self, d: Digest, v: V) -> Option<V> {
-        self.shard(&d)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(d, v)
-    }
-
-    fn remove(&self, d: &Digest) -> Option<V> {
-        self.shard(d)
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(d)
-    }
-
-    /// Calls `f` on every value, under each shard's read lock in turn.
-    fn for_each(&self, mut f: impl FnMut(&V)) {
-        for s in &self.shards {
-            s.read()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .for_each(&mut f);
-        }
-    }
-
-    fn clear(&self) {
-        for s in &self.shards {
-            s.write().unwrap_or_else(|e| e.into_inner()).clear();
-        }
-    }
-
-    /// Keeps the values `keep` approves; `dropped` sees each of the others as it goes.
-    fn retain(&self, mut keep: impl FnMut(&V) -> bool, mut dropped: impl FnMut(V)) {
-        for s in &self.shards {
-            let mut shard = s.write().unwrap_or_else(|e| e.into_inner());
-            let gone: Vec<Digest> = shard
-                .iter()
-                .filter(|(_, v)| !keep(v))
-                .map(|(d, _)| *d)
-                .collect();
-            for d in gone {
-                if let Some(v) = shard.remove(&d) {
-                    dropped(v);
-                }
-            }
-        }
-    }
-
-    fn len(&self) -> usize {
-        self.shards
-            .iter()
-            .map(|s| s.read().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
-    }
-}
-
 pub fn digest_of_hex(hex: &str) -> Option<Digest> {
     if hex.len() != 64 || !hex.is_ascii() {
         return None;
@@ -253,8 +183,7 @@ pub struct KeyVerifier {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     limiter: Arc<dyn RateLimiter>,
-    cache: Shards<Arc<CachedKey>>,
-    negative: Shards<i64>,
+    cache: KeyCache<Arc<CachedKey>>,
     formats: RwLock<Arc<FormatIndex>>,
     /// Uses not yet written of keys no longer in the cache (evicted, or a flush that failed).
     used: Mutex<Vec<(KeyId, Timestamp)>>,
@@ -270,8 +199,7 @@ impl KeyVerifier {
             store,
             clock,
             limiter,
-            cache: Shards::new(),
-            negative: Shards::new(),
+            cache: KeyCache::new(MAX_AGE_MS),
             formats: RwLock::new(Arc::new(FormatIndex::new(Vec::new()))),
             used: Mutex::new(Vec::new()),
         }
@@ -300,18 +228,20 @@ impl KeyVerifier {
     /// Drops a key from the cache (by the hex digest the store and the change log use) and
     /// forgets that it was unknown.
     pub fn evict_hex(&self, hash_hex: &str) {
-        if let Some(d) = digest_of_hex(hash_hex) {
-            if let Some(gone) = self.cache.remove(&d) {
-                self.keep_use(&gone);
-            }
-            self.negative.remove(&d);
+        if let Some(d) = digest_of_hex(hash_hex)
+            && let Some(gone) = self.cache.evict(&d)
+        {
+            self.keep_use(&gone);
         }
     }
 
     /// Drops every cached key of a workspace (suspension, deletion, scope changes).
     pub fn evict_workspace(&self, ws: &WorkspaceId) {
-        self.cache
-            .retain(|k| &k.key.workspace_id != ws, |gone| self.keep_use(&gone));
+        self.cache.evict_where(
+            |k| &k.key.workspace_id == ws,
+            false,
+            |gone| self.keep_use(&gone),
+        );
     }
 
     /// A key leaving the cache keeps its last use for the next flush.
@@ -321,9 +251,9 @@ impl KeyVerifier {
         }
     }
 
-    /// Forgets the negative cache (a key was created or imported).
+    /// Forgets the negative cache (keys were imported).
     pub fn forget_unknown(&self) {
-        self.negative.clear();
+        self.cache.evict_where(|_| false, true, drop);
     }
 
     pub fn cached_keys(&self) -> usize {
@@ -349,13 +279,13 @@ impl KeyVerifier {
             .push((id, at));
     }
 
-    /// Drops expired negative entries.
+    /// Drops expired negative entries, and keys cached for longer than the maximum age.
     pub fn purge(&self) {
         let now = self.clock.now().millis();
-        self.negative.retain(|until| *until > now, drop);
+        self.cache.purge(now, |gone| self.keep_use(&gone));
     }
 
-    async fn load(&self, d: &Digest) -> Result<Option<Arc<CachedKey>>, Error> {
+    async fn load(&self, d: &Digest, now: i64) -> Result<Option<Arc<CachedKey>>, Error> {
         let Some(key) = self.store.key_by_hash(&hex(d)).await? else {
             return Ok(None);
         };
@@ -381,11 +311,16 @@ impl KeyVerifier {
             effective,
             workspace_status: ws.status,
             last_used: AtomicI64::new(0),
+            loaded_at: now,
         })))
     }
 
     /// Looks a key up: cache, then store (once), remembering unknown digests briefly.
     pub async fn lookup(&self, raw: &str) -> Result<Option<Arc<CachedKey>>, Error> {
+        self.lookup_at(raw, self.clock.now()).await
+    }
+
+    async fn lookup_at(&self, raw: &str, at: Timestamp) -> Result<Option<Arc<CachedKey>>, Error> {
         let precheck = self
             .formats
             .read()
@@ -395,23 +330,25 @@ impl KeyVerifier {
             return Ok(None);
         }
         let d = token::sha256(raw.as_bytes());
-        if let Some(hit) = self.cache.get(&d) {
-            return Ok(Some(hit));
+        let now = at.millis();
+        match self.cache.get(&d, now) {
+            Known::Key(hit) => return Ok(Some(hit)),
+            Known::Unknown => return Ok(None),
+            Known::Miss => {}
         }
-        let now = self.clock.now().millis();
-        if self.negative.get(&d).is_some_and(|until| until > now) {
-            return Ok(None);
-        }
-        match self.load(&d).await? {
+        // Taken before the store is read: a change evicted while the read is under way makes
+        // the fill below a no-op instead of caching what the change just replaced.
+        let ticket = self.cache.ticket(&d);
+        match self.load(&d, now).await? {
             Some(found) => {
                 // Two requests may have loaded it at once: keep the use of the one replaced.
-                if let Some(replaced) = self.cache.insert(d, found.clone()) {
+                if let Ok(Some(replaced)) = self.cache.insert(d, ticket, found.clone()) {
                     self.keep_use(&replaced);
                 }
                 Ok(Some(found))
             }
             None => {
-                self.negative.insert(d, now + NEGATIVE_TTL_MS);
+                self.cache.insert_unknown(d, ticket, now + NEGATIVE_TTL_MS);
                 Ok(None)
             }
         }
@@ -424,10 +361,10 @@ impl KeyVerifier {
         required: &[&str],
         cost: u32,
     ) -> Result<Verification, Error> {
-        let Some(found) = self.lookup(raw).await? else {
+        let now = self.clock.now();
+        let Some(found) = self.lookup_at(raw, now).await? else {
             return Ok(Verification::just(VerifyCode::NotFound, None));
         };
-        let now = self.clock.now();
         if found.workspace_status != WorkspaceStatus::Active {
             return Ok(Verification::just(VerifyCode::TenantSuspended, Some(found)));
         }
@@ -466,8 +403,9 @@ impl KeyVerifier {
                 .consume_credits(&found.key.id, i64::from(cost))
                 .await?
             {
-                Some(left) => remaining = Some(left),
-                None => {
+                // A look (cost 0) at spent credits reports them spent, as the rate limit does.
+                Some(left) if cost > 0 || left > 0 => remaining = Some(left),
+                _ => {
                     let mut v = Verification::just(VerifyCode::UsageExceeded, Some(found));
                     v.rate = rate;
                     v.remaining = Some(0);
