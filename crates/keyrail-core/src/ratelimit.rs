@@ -145,13 +145,13 @@ fn clamp_u64(n: i128) -> u64 {
 pub fn gcra(tat: Option<Tat>, now_ms: i64, rate: Rate, cost: u32) -> (Decision, Option<Tat>) {
     let window_secs = rate.window.secs();
     if rate.count == 0 {
-        // Nothing may pass; only a look is harmless.
+        // Nothing may pass, and a look says so.
         let decision = Decision {
-            allowed: cost == 0,
+            allowed: false,
             limit: 0,
             remaining: 0,
             reset_after_secs: 0,
-            retry_after_secs: if cost == 0 { 0 } else { window_secs.max(1) },
+            retry_after_secs: window_secs.max(1),
         };
         return (decision, None);
     }
@@ -169,8 +169,11 @@ pub fn gcra(tat: Option<Tat>, now_ms: i64, rate: Rate, cost: u32) -> (Decision, 
     let start = stored.unwrap_or(0).clamp(0, tolerance);
     let rewrite = capped.then(|| Tat::after(now_ms, start, count));
 
-    let end = start + i128::from(cost) * interval;
+    // A look (cost 0) spends nothing but answers as a request of cost 1 would: an exhausted
+    // limit is reported as exhausted.
+    let end = start + i128::from(cost.max(1)) * interval;
     if end <= tolerance {
+        let end = start + i128::from(cost) * interval;
         let decision = Decision {
             allowed: true,
             limit: rate.count,
@@ -463,6 +466,23 @@ mod tests {
         let (d, next) = gcra(None, T0, r, 0);
         assert!(next.is_none());
         assert_eq!((d.allowed, d.remaining, d.reset_after_secs), (true, 10, 0));
+    }
+
+    #[test]
+    fn a_peek_at_an_exhausted_limit_reports_it_without_spending() {
+        let r = rate(2, 60);
+        let mut b = Bucket::default();
+        assert!(b.hit(T0, r, 2).allowed);
+        let before = b.tat;
+        let (peek, next) = gcra(b.tat, T0, r, 0);
+        assert!(next.is_none(), "a look writes nothing");
+        assert!(!peek.allowed);
+        assert_eq!((peek.remaining, peek.retry_after_secs), (0, 30));
+        assert_eq!(b.tat, before);
+        // Once one request fits again, the look says so.
+        assert!(gcra(b.tat, T0 + 30_000, r, 0).0.allowed);
+        // A zero limit: a look is refused too.
+        assert!(!gcra(None, T0, rate(0, 60), 0).0.allowed);
     }
 
     #[test]
