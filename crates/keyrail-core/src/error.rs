@@ -36,6 +36,10 @@ pub enum Error {
     /// 503: the store cannot be reached; the caller may retry.
     #[error("store unavailable")]
     Unavailable,
+    /// 503 with `Retry-After`: a bounded resource (the password hashers) is in full use; the
+    /// request was refused rather than queued without limit.
+    #[error("server busy")]
+    Busy { retry_after_secs: u64 },
     /// 500: the detail is logged, never sent.
     #[error("internal error: {0}")]
     Internal(String),

@@ -146,6 +146,12 @@ impl From<Error> for ApiError {
                 "Store unavailable, try again shortly",
             )
             .retry_after(1),
+            Error::Busy { retry_after_secs } => ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "server_busy",
+                "Server busy, try again shortly",
+            )
+            .retry_after(retry_after_secs),
             Error::Internal(detail) => ApiError::internal(detail),
         }
     }

@@ -118,6 +118,7 @@ pub async fn build_state(
         limiter: limiter.clone(),
         mailer: Arc::new(mailer),
         config: identity_config,
+        hashers: keyrail_core::identity::Hashers::for_this_machine(),
     });
     let verifier = Arc::new(KeyVerifier::new(
         store.clone(),
