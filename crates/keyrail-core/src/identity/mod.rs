@@ -2,6 +2,7 @@
 //! refresh-token rotation with reuse detection, logout, password reset, profile, TOTP MFA and
 //! sessions. The HTTP layer, the console and the CLI all call these use cases.
 
+pub mod hashers;
 pub mod keyring;
 pub mod revocations;
 
@@ -21,11 +22,14 @@ use crate::secret::{MasterKey, Secret};
 use crate::store::Store;
 use crate::time::Timestamp;
 
+pub use hashers::Hashers;
 pub use keyring::Keyring;
 pub use revocations::SessionRevocations;
 
 const TOTP_PURPOSE: &str = "totp-secret";
 const RECOVERY_CODES: usize = 10;
+/// How recent a password sign-in must be for sensitive profile changes (MFA setup).
+const REAUTH_WITHIN_SECS: i64 = 10 * 60;
 
 /// The numbers identity works with; from the configuration.
 #[derive(Debug, Clone)]
@@ -91,6 +95,8 @@ pub struct Identity {
     pub limiter: Arc<dyn RateLimiter>,
     pub mailer: Arc<dyn Mailer>,
     pub config: IdentityConfig,
+    /// Bounds the Argon2 work in flight (503 `server_busy` beyond it).
+    pub hashers: Hashers,
 }
 
 /// Trims and lowercases an email and checks its shape; `None` when it is not an address.
@@ -164,36 +170,37 @@ impl Identity {
         Ok(())
     }
 
-    /// Argon2 takes tens of milliseconds of CPU: it runs on the blocking pool, never on the
-    /// threads that serve requests.
+    /// Argon2 takes tens of milliseconds of CPU and 19 MiB: it runs on the blocking pool, never
+    /// on the threads that serve requests, and only as many at once as [`Hashers`] allows.
     async fn hash(&self, password: &str) -> Result<String, Error> {
         let password = Secret::new(password.to_owned());
-        tokio::task::spawn_blocking(move || crypto::hash_password(password.expose()))
-            .await
-            .map_err(internal)?
+        self.hashers
+            .run(move || crypto::hash_password(password.expose()))
+            .await?
             .map_err(internal)
     }
 
     /// Verifies against `phc`, or, when there is no account, burns the same time against a
     /// dummy hash.
-    async fn verify(&self, password: &Secret, phc: Option<&Secret>) -> crypto::PasswordCheck {
+    async fn verify(
+        &self,
+        password: &Secret,
+        phc: Option<&Secret>,
+    ) -> Result<crypto::PasswordCheck, Error> {
         let password = password.clone();
         let phc = phc.cloned();
-        let checked = tokio::task::spawn_blocking(move || match phc {
-            Some(phc) => crypto::verify_password(password.expose(), phc.expose()),
-            None => {
-                crypto::burn_equivalent_time(password.expose());
-                crypto::PasswordCheck {
-                    valid: false,
-                    needs_rehash: false,
+        self.hashers
+            .run(move || match phc {
+                Some(phc) => crypto::verify_password(password.expose(), phc.expose()),
+                None => {
+                    crypto::burn_equivalent_time(password.expose());
+                    crypto::PasswordCheck {
+                        valid: false,
+                        needs_rehash: false,
+                    }
                 }
-            }
-        })
-        .await;
-        checked.unwrap_or(crypto::PasswordCheck {
-            valid: false,
-            needs_rehash: false,
-        })
+            })
+            .await
     }
 
     pub async fn signup(&self, email: &str, password: &Secret, name: &str) -> Result<User, Error> {
@@ -247,7 +254,7 @@ impl Identity {
         let user = self.store.user_by_email(&email).await?;
         let check = self
             .verify(password, user.as_ref().map(|u| &u.password_hash))
-            .await;
+            .await?;
         let Some(user) = user.filter(|_| check.valid) else {
             let window_start_after =
                 Timestamp::from_millis(now.millis() - self.config.lock_for.secs() as i64 * 1000);
@@ -623,7 +630,7 @@ impl Identity {
         new: &Secret,
     ) -> Result<(), Error> {
         let user = self.user(who).await?;
-        if !self.verify(current, Some(&user.password_hash)).await.valid {
+        if !self.verify(current, Some(&user.password_hash)).await?.valid {
             return Err(Error::invalid(
                 "current_password",
                 "current_password is wrong",
@@ -638,7 +645,27 @@ impl Identity {
         Ok(())
     }
 
+    /// Binding an authenticator needs a recent sign-in: a stolen refresh token or cookie must
+    /// not be enough to put the attacker's authenticator on the account and lock its owner out.
+    async fn require_recent_sign_in(&self, who: &UserSession) -> Result<(), Error> {
+        let now = self.now();
+        let signed_in = match SessionId::parse(&who.session_id) {
+            Some(id) => self.store.session_by_id(&id).await?,
+            None => None,
+        }
+        .filter(|s| s.user_id == who.user_id && s.revoked_at.is_none())
+        .map(|s| s.created_at);
+        match signed_in {
+            Some(at) if now.millis() - at.millis() <= REAUTH_WITHIN_SECS * 1000 => Ok(()),
+            _ => Err(Error::forbidden(
+                "reauthentication_required",
+                "Sign in again with your password to set up MFA",
+            )),
+        }
+    }
+
     pub async fn mfa_setup(&self, who: &UserSession) -> Result<MfaSetup, Error> {
+        self.require_recent_sign_in(who).await?;
         let user = self.user(who).await?;
         if user.mfa_enabled {
             return Err(Error::conflict(
