@@ -25,6 +25,38 @@ pub const TOKEN_COOKIE: &str = "keyrail_token";
 pub const CSRF_COOKIE: &str = "keyrail_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
 
+/// The session cookies' names. Served over HTTPS they carry the `__Host-` prefix, which browsers
+/// accept only from a secure origin, for the whole host, without `Domain`: a sibling subdomain
+/// or a plain-HTTP man in the middle cannot plant or shadow them.
+#[derive(Debug, Clone, Copy)]
+pub struct CookieNames {
+    pub token: &'static str,
+    pub csrf: &'static str,
+}
+
+impl CookieNames {
+    pub fn for_state(state: &AppState) -> Self {
+        if state.config.public_url.is_https() {
+            Self {
+                token: "__Host-keyrail_token",
+                csrf: "__Host-keyrail_csrf",
+            }
+        } else {
+            Self {
+                token: TOKEN_COOKIE,
+                csrf: CSRF_COOKIE,
+            }
+        }
+    }
+}
+
+/// The CSRF token of a session: an HMAC of its id under a key only the server holds, so a value
+/// an attacker planted in both the cookie and the header does not pass, and neither does
+/// another session's token.
+pub fn csrf_token(state: &AppState, session_id: &str) -> String {
+    token::keyed_tag(&state.master_key, "csrf", session_id.as_bytes())
+}
+
 /// The peer address of the connection.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientIp(pub IpAddr);
@@ -101,7 +133,7 @@ enum Presented<'a> {
     Cookie(&'a str),
 }
 
-fn presented(headers: &HeaderMap) -> Result<Option<Presented<'_>>, ()> {
+fn presented<'h>(headers: &'h HeaderMap, token_cookie: &str) -> Result<Option<Presented<'h>>, ()> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let value = value.to_str().map_err(|_| ())?;
         let (scheme, rest) = value.split_once(' ').ok_or(())?;
@@ -117,7 +149,7 @@ fn presented(headers: &HeaderMap) -> Result<Option<Presented<'_>>, ()> {
             Err(())
         };
     }
-    Ok(cookie(headers, TOKEN_COOKIE)
+    Ok(cookie(headers, token_cookie)
         .filter(|v| !v.is_empty())
         .map(Presented::Cookie))
 }
@@ -132,6 +164,32 @@ fn missing() -> ApiError {
 
 fn looks_like_jwt(s: &str) -> bool {
     s.starts_with("eyJ") && s.bytes().filter(|&b| b == b'.').count() == 2
+}
+
+/// The failed-authentication block of the client's address (API.md, Credentials).
+pub struct FailedAuth<'a> {
+    state: &'a AppState,
+    key: String,
+}
+
+impl<'a> FailedAuth<'a> {
+    /// 429 with `Retry-After` while the client's address is blocked.
+    pub fn check(state: &'a AppState, parts: &Parts) -> Result<Self, ApiError> {
+        let key = ip_key(client_ip(parts));
+        if let Some(retry) = state.failures.is_blocked(&key, state.clock.now()) {
+            return Err(ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry));
+        }
+        Ok(Self { state, key })
+    }
+
+    /// Counts a failed credential and gives back its own answer, even for the failure that
+    /// starts the block: the block applies from the next request on.
+    pub fn fail(&self, e: ApiError) -> ApiError {
+        self.state
+            .failures
+            .record_failure(&self.key, self.state.clock.now());
+        e
+    }
 }
 
 /// Who is calling.
@@ -152,21 +210,11 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let ip = client_ip(parts);
         let now = state.clock.now();
-        let ip_key = ip_key(ip);
-        if let Some(retry) = state.failures.is_blocked(&ip_key, now) {
-            return Err(ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry));
-        }
-        let fail = |e: ApiError| -> ApiError {
-            match state.failures.record_failure(&ip_key, now) {
-                Some(retry) => {
-                    ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry)
-                }
-                None => e,
-            }
-        };
-        let credential = match presented(&parts.headers) {
+        let guard = FailedAuth::check(state, parts)?;
+        let fail = |e: ApiError| guard.fail(e);
+        let names = CookieNames::for_state(state);
+        let credential = match presented(&parts.headers, names.token) {
             Ok(Some(c)) => c,
             Ok(None) => return Err(missing()),
             Err(()) => return Err(fail(missing())),
@@ -222,13 +270,19 @@ impl FromRequestParts<AppState> for Authenticated {
             return Err(crate::limiter::too_many(&decision));
         }
         if via_cookie && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            let cookie_value = cookie(&parts.headers, CSRF_COOKIE).unwrap_or("");
             let header_value = parts
                 .headers
                 .get(CSRF_HEADER)
                 .map(HeaderValue::as_bytes)
                 .unwrap_or(b"");
-            if cookie_value.is_empty() || !token::ct_eq(cookie_value.as_bytes(), header_value) {
+            let bound = match &principal {
+                Principal::User(session) => token::ct_eq(
+                    csrf_token(state, &session.session_id).as_bytes(),
+                    header_value,
+                ),
+                Principal::Key(_) | Principal::App(_) => false,
+            };
+            if !bound {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "csrf_failed",
@@ -259,21 +313,28 @@ impl FromRequestParts<AppState> for UserAuth {
     }
 }
 
-/// `Set-Cookie` values for a login: the access token (HttpOnly) and the CSRF token (readable
-/// by the page's script, sent back as `X-CSRF-Token`).
-pub fn login_cookies(state: &AppState, access_token: &str, max_age: i64) -> [HeaderValue; 2] {
+/// `Set-Cookie` values for a login: the access token (HttpOnly) and the session's CSRF token
+/// (readable by the page's script, sent back as `X-CSRF-Token`).
+pub fn login_cookies(
+    state: &AppState,
+    access_token: &str,
+    session_id: &str,
+    max_age: i64,
+) -> [HeaderValue; 2] {
+    let names = CookieNames::for_state(state);
     let secure = if state.config.public_url.is_https() || !state.config.dev {
         "; Secure"
     } else {
         ""
     };
-    let csrf = token::random_token(24);
     let a = format!(
-        "{TOKEN_COOKIE}={access_token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}"
+        "{}={access_token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
+        names.token
     );
     let c = format!(
-        "{CSRF_COOKIE}={}; Path=/; Max-Age={max_age}; SameSite=Strict{secure}",
-        csrf.expose()
+        "{}={}; Path=/; Max-Age={max_age}; SameSite=Strict{secure}",
+        names.csrf,
+        csrf_token(state, session_id)
     );
     [
         HeaderValue::from_str(&a).unwrap_or(HeaderValue::from_static("")),
@@ -282,11 +343,20 @@ pub fn login_cookies(state: &AppState, access_token: &str, max_age: i64) -> [Hea
 }
 
 /// `Set-Cookie` values that clear both cookies.
-pub fn clear_cookies() -> [HeaderValue; 2] {
-    [
-        HeaderValue::from_static("keyrail_token=; Path=/; Max-Age=0; HttpOnly; SameSite=Strict"),
-        HeaderValue::from_static("keyrail_csrf=; Path=/; Max-Age=0; SameSite=Strict"),
-    ]
+pub fn clear_cookies(state: &AppState) -> [HeaderValue; 2] {
+    let names = CookieNames::for_state(state);
+    let secure = if state.config.public_url.is_https() {
+        "; Secure"
+    } else {
+        ""
+    };
+    let clear = |name: &str, http_only: &str| {
+        HeaderValue::from_str(&format!(
+            "{name}=; Path=/; Max-Age=0{http_only}; SameSite=Strict{secure}"
+        ))
+        .unwrap_or(HeaderValue::from_static(""))
+    };
+    [clear(names.token, "; HttpOnly"), clear(names.csrf, "")]
 }
 
 #[cfg(test)]
@@ -301,7 +371,7 @@ mod tests {
                 if let Ok(v) = HeaderValue::from_bytes(&bytes) {
                     let mut h = HeaderMap::new();
                     h.insert(name, v);
-                    let _ = presented(&h);
+                    let _ = presented(&h, TOKEN_COOKIE);
                     let _ = cookie(&h, TOKEN_COOKIE);
                 }
             }
@@ -322,20 +392,26 @@ mod tests {
     #[test]
     fn parses_credentials() {
         let mut h = HeaderMap::new();
-        assert!(matches!(presented(&h), Ok(None)));
+        assert!(matches!(presented(&h, TOKEN_COOKIE), Ok(None)));
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("Bearer abc"),
         );
-        assert!(matches!(presented(&h), Ok(Some(Presented::Bearer("abc")))));
+        assert!(matches!(
+            presented(&h, TOKEN_COOKIE),
+            Ok(Some(Presented::Bearer("abc")))
+        ));
         h.insert(
             header::AUTHORIZATION,
             HeaderValue::from_static("basic kr_x"),
         );
-        assert!(matches!(presented(&h), Ok(Some(Presented::Basic("kr_x")))));
+        assert!(matches!(
+            presented(&h, TOKEN_COOKIE),
+            Ok(Some(Presented::Basic("kr_x")))
+        ));
         for bad in ["Bearer", "Bearer ", "Token abc", "abc"] {
             h.insert(header::AUTHORIZATION, HeaderValue::from_static(bad));
-            assert!(presented(&h).is_err(), "{bad}");
+            assert!(presented(&h, TOKEN_COOKIE).is_err(), "{bad}");
         }
         let mut h = HeaderMap::new();
         h.insert(
@@ -343,7 +419,7 @@ mod tests {
             HeaderValue::from_static("a=b; keyrail_token=eyJx.y.z; c=d"),
         );
         assert!(matches!(
-            presented(&h),
+            presented(&h, TOKEN_COOKIE),
             Ok(Some(Presented::Cookie("eyJx.y.z")))
         ));
         assert_eq!(cookie(&h, "c"), Some("d"));

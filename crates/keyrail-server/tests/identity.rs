@@ -919,6 +919,115 @@ async fn cookie_writes_need_the_csrf_header() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+
+    // Plain double-submit would pass a value the attacker planted in both cookie and header:
+    // the token is bound to the session, so it does not.
+    let planted = format!("keyrail_token={token}; keyrail_csrf=attacker");
+    let r = s
+        .http
+        .post(s.url("/api/v1/profile/mfa/disable"))
+        .header("cookie", &planted)
+        .header("x-csrf-token", "attacker")
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.2, "csrf_failed");
+    // Another session's token (the attacker's own, from their login) does not pass either.
+    s.signup("eve@example.com").await;
+    let eve = s
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "eve@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let eve_csrf = eve
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find_map(|c| {
+            c.strip_prefix("keyrail_csrf=")
+                .map(|v| v.split(';').next().unwrap().to_owned())
+        })
+        .unwrap();
+    assert_ne!(eve_csrf, csrf);
+    let r = s
+        .http
+        .post(s.url("/api/v1/profile/mfa/disable"))
+        .header(
+            "cookie",
+            format!("keyrail_token={token}; keyrail_csrf={eve_csrf}"),
+        )
+        .header("x-csrf-token", &eve_csrf)
+        .json(&json!({"code": "000000"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(err(r).await.2, "csrf_failed");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn over_https_the_session_cookies_are_host_prefixed() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        |c| c.public_url = serde_json::from_value(json!("https://auth.example.com")).unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    s.signup("ada@example.com").await;
+    let resp = s
+        .post_json(
+            "/api/v1/auth/login",
+            &json!({"email": "ada@example.com", "password": PASSWORD}),
+        )
+        .await;
+    let set: Vec<String> = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect();
+    let value_of = |name: &str| {
+        set.iter()
+            .find_map(|c| c.strip_prefix(&format!("{name}=")))
+            .map(|v| v.split(';').next().unwrap().to_owned())
+    };
+    let token = value_of("__Host-keyrail_token").expect("__Host- token cookie");
+    let csrf = value_of("__Host-keyrail_csrf").expect("__Host- csrf cookie");
+    assert!(
+        set.iter()
+            .all(|c| c.contains("; Secure") && c.contains("Path=/"))
+    );
+    assert!(value_of("keyrail_token").is_none());
+    // The prefixed cookie is the credential; the plain name is not read over HTTPS.
+    let r = s
+        .http
+        .get(s.url("/api/v1/profile"))
+        .header("cookie", format!("__Host-keyrail_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = s
+        .http
+        .get(s.url("/api/v1/profile"))
+        .header("cookie", format!("keyrail_token={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let r = s
+        .http
+        .post(s.url("/api/v1/auth/logout"))
+        .header("cookie", format!("__Host-keyrail_token={token}"))
+        .header("x-csrf-token", &csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     s.stop().await;
 }
 
@@ -930,14 +1039,16 @@ async fn failed_credentials_block_the_ip_but_logins_do_not_count() {
     for _ in 0..8 {
         s.login_as("ada@example.com", "wrong password here").await;
     }
-    for _ in 0..9 {
+    // API.md: "10 failed authentications ... 429": each of the ten gets its 401, the request
+    // after them the 429.
+    for _ in 0..10 {
         assert_eq!(
             s.get_with("/api/v1/profile", "kr_bogus").await.status(),
             401
         );
     }
-    let tenth = s.get_with("/api/v1/profile", "kr_bogus").await;
-    assert_eq!(tenth.status(), 429);
+    let eleventh = s.get_with("/api/v1/profile", "kr_bogus").await;
+    assert_eq!(eleventh.status(), 429);
     let blocked = s.get_with("/api/v1/profile", good).await;
     let retry: u64 = blocked.headers()["retry-after"]
         .to_str()
@@ -1185,5 +1296,46 @@ async fn behind_a_trusted_proxy_the_forwarded_client_counts() {
         .await
         .unwrap();
     assert_eq!(log[0].ip.as_deref(), Some("127.0.0.1"));
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mfa_setup_needs_a_recent_password_sign_in() {
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    // Eleven minutes later the session lives on (a refreshed token, a stolen cookie), but
+    // binding an authenticator asks for the password again.
+    s.clock.advance_secs(11 * 60);
+    let (status, refreshed) = json(
+        s.post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": a["refresh_token"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let t = refreshed["access_token"].as_str().unwrap();
+    let r = s
+        .post_with("/api/v1/profile/mfa/setup", t, &json!({}))
+        .await;
+    assert_eq!(
+        err(r).await,
+        (
+            403,
+            "Sign in again with your password to set up MFA".into(),
+            "reauthentication_required".into()
+        )
+    );
+    // A fresh sign-in may.
+    let (_, fresh) = s.login_as("ada@example.com", PASSWORD).await;
+    let r = s
+        .post_with(
+            "/api/v1/profile/mfa/setup",
+            fresh["access_token"].as_str().unwrap(),
+            &json!({}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
     s.stop().await;
 }

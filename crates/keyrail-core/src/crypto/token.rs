@@ -4,7 +4,7 @@ use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use super::{b64url_encode, fill_random_or_panic};
-use crate::secret::Secret;
+use crate::secret::{MasterKey, Secret};
 
 /// `bytes` random bytes from the system RNG, as base64url without padding
 /// (32 bytes give a 43-character token).
@@ -38,6 +38,20 @@ pub(crate) fn hex_lower(bytes: &[u8]) -> String {
         s.push(char::from(HEX[usize::from(b & 0x0f)]));
     }
     s
+}
+
+/// An HMAC-SHA256 of `data` under a key derived from the master key for `purpose` (HKDF), as
+/// base64url: a value the server can recompute and nobody else can forge (e.g. the CSRF token
+/// bound to a session).
+pub fn keyed_tag(master: &MasterKey, purpose: &str, data: &[u8]) -> String {
+    let prk =
+        ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, b"keyrail/tag/v1").extract(master.bytes());
+    let info = [purpose.as_bytes()];
+    let key: ring::hmac::Key = match prk.expand(&info, ring::hmac::HMAC_SHA256) {
+        Ok(okm) => okm.into(),
+        Err(_) => unreachable!("HKDF-SHA256 can always produce one HMAC key"),
+    };
+    b64url_encode(ring::hmac::sign(&key, data).as_ref())
 }
 
 /// Compares two byte strings in time independent of their content (the length is not hidden).

@@ -14,7 +14,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Meta, client_ip, ip_key};
+use crate::auth::{FailedAuth, Meta};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
 use crate::routes::common::{ApiQuery, Caller, List, ListParams, some_or_null};
@@ -398,15 +398,8 @@ pub async fn issue_token(
     Path(client_id): Path<String>,
     ApiJson(body): ApiJson<TokenIn>,
 ) -> Result<Response, ApiError> {
-    let now = state.clock.now();
-    let ip = ip_key(client_ip(&parts));
-    if let Some(retry) = state.failures.is_blocked(&ip, now) {
-        return Err(ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry));
-    }
-    let fail = |e: ApiError| match state.failures.record_failure(&ip, now) {
-        Some(retry) => ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry),
-        None => e,
-    };
+    let guard = FailedAuth::check(&state, &parts)?;
+    let fail = |e: ApiError| guard.fail(e);
     let Some((id, secret)) = client_credentials(&parts.headers) else {
         return Err(fail(invalid_client().into()));
     };

@@ -110,7 +110,12 @@ pub struct MfaRequiredOut {
 }
 
 fn tokens_response(state: &AppState, tokens: Tokens) -> Response {
-    let cookies = login_cookies(state, tokens.access_token.expose(), tokens.expires_in);
+    let cookies = login_cookies(
+        state,
+        tokens.access_token.expose(),
+        tokens.session_id.as_str(),
+        tokens.expires_in,
+    );
     let body = TokensOut {
         access_token: tokens.access_token.expose().to_owned(),
         refresh_token: tokens.refresh_token.expose().to_owned(),
@@ -228,7 +233,7 @@ pub async fn logout(
 ) -> Result<Response, ApiError> {
     state.identity.logout(&who).await?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    for c in clear_cookies() {
+    for c in clear_cookies(&state) {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
     Ok(resp)
