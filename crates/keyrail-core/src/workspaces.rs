@@ -404,7 +404,11 @@ impl Workspaces {
     /// an admin cannot demote or remove an owner.
     async fn require_outranks(&self, access: &Access, target: &Member) -> Result<(), Error> {
         if let Some(current) = self.role(&access.workspace.id, &target.role).await? {
-            authz::can_grant(&access.effective, current.scopes(), &access.catalog)?;
+            authz::can_grant(
+                &access.effective,
+                &current.effective(&access.catalog),
+                &access.catalog,
+            )?;
         }
         Ok(())
     }
@@ -426,7 +430,12 @@ impl Workspaces {
     ) -> Result<(Member, User, String), Error> {
         access.require(&["members:write"])?;
         let role = self.role_named(&access.workspace.id, role).await?;
-        authz::can_grant(&access.effective, role.scopes(), &access.catalog)?;
+        // What the role gives here: built-in roles also cover the workspace's own scopes.
+        authz::can_grant(
+            &access.effective,
+            &role.effective(&access.catalog),
+            &access.catalog,
+        )?;
         let email = normalize_email(email).ok_or(Error::NotFound { what: "user" })?;
         let user = self
             .store
@@ -466,7 +475,12 @@ impl Workspaces {
         let mut member = self.member(access, id).await?;
         let role = self.role_named(&access.workspace.id, role).await?;
         self.require_outranks(access, &member).await?;
-        authz::can_grant(&access.effective, role.scopes(), &access.catalog)?;
+        // What the role gives here: built-in roles also cover the workspace's own scopes.
+        authz::can_grant(
+            &access.effective,
+            &role.effective(&access.catalog),
+            &access.catalog,
+        )?;
         match self
             .store
             .set_member_role(

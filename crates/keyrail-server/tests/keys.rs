@@ -500,6 +500,12 @@ async fn per_key_rate_limits() {
         (v["valid"].as_bool(), v["code"].as_str()),
         (Some(false), Some("RATE_LIMITED"))
     );
+    // A look (cost 0) reports the exhausted limit and spends nothing.
+    let v = k.verify(json!({"key": key, "cost": 0})).await;
+    assert_eq!(
+        (v["code"].as_str(), &v["rate_limit"]["remaining"]),
+        (Some("RATE_LIMITED"), &json!(0))
+    );
     // As an API credential, the limit is a 429 with Retry-After.
     let resp = k.s.get_with(&format!("/api/v1/w/{}", k.ws), key).await;
     assert_eq!(resp.status(), 429);
@@ -568,8 +574,12 @@ async fn credits(k: &K) {
         )
         .await;
     assert_eq!(got["remaining"], 0);
+    // A look (cost 0) spends nothing and answers what a request would get.
     let v = k.verify(json!({"key": key, "cost": 0})).await;
-    assert_eq!(v["code"], "VALID", "cost 0 only looks");
+    assert_eq!(
+        (&v["code"], &v["remaining"]),
+        (&json!("USAGE_EXCEEDED"), &json!(0))
+    );
 }
 
 #[tokio::test]
@@ -1105,5 +1115,62 @@ async fn editing_a_key_keeps_spent_credits_spent() {
         .call("PATCH", &path, &k.owner, Some(json!({"remaining": null})))
         .await;
     assert_eq!(unlimited["remaining"], Value::Null);
+    k.s.stop().await;
+}
+
+#[tokio::test]
+async fn nobody_acts_on_a_key_stronger_than_themselves() {
+    let k = K::new().await;
+    let admin = k.s.user("admin@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (status, _) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{}/members", k.ws),
+            &k.owner,
+            Some(json!({"email": "admin@example.com", "role": "admin"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    // The owner's key can delete the workspace; an admin cannot.
+    let strong = k
+        .create(json!({"name": "owner's", "scopes": ["workspace:delete"], "recoverable": true}))
+        .await;
+    let id = strong["id"].as_str().unwrap();
+    let base = format!("/api/v1/w/{}/keys/{id}", k.ws);
+    for (method, path, body) in [
+        ("POST", format!("{base}/reveal"), None),
+        ("PATCH", base.clone(), Some(json!({"name": "mine now"}))),
+        ("PATCH", base.clone(), Some(json!({"enabled": false}))),
+        ("POST", format!("{base}/rotate"), Some(json!({}))),
+        ("POST", format!("{base}/revoke"), None),
+    ] {
+        let (status, b) = k.call(method, &path, &admin, body).await;
+        assert_eq!(
+            (status, b["code"].as_str(), &b["required"]),
+            (
+                403,
+                Some("insufficient_scope"),
+                &json!(["workspace:delete"])
+            ),
+            "{method} {path}: {b}"
+        );
+    }
+    assert_eq!(k.code(strong["key"].as_str().unwrap()).await, "VALID");
+    // A key within the admin's own scopes is theirs to manage.
+    let weak = k
+        .create(json!({"name": "reader", "scopes": ["keys:read"], "recoverable": true}))
+        .await;
+    let weak_base = format!("/api/v1/w/{}/keys/{}", k.ws, weak["id"].as_str().unwrap());
+    let (status, b) = k
+        .call("POST", &format!("{weak_base}/reveal"), &admin, None)
+        .await;
+    assert_eq!((status, &b["key"]), (200, &weak["key"]), "{b}");
+    let (status, _) = k
+        .call("POST", &format!("{weak_base}/revoke"), &admin, None)
+        .await;
+    assert_eq!(status, 200);
     k.s.stop().await;
 }

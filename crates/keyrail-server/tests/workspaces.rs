@@ -714,3 +714,73 @@ async fn platform_administration() {
     assert_eq!(status, 403);
     c.s.stop().await;
 }
+
+#[tokio::test]
+async fn assigning_a_builtin_role_counts_the_workspace_scopes_it_gives() {
+    let c = ctx().await;
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    // A custom role with every built-in scope of `developer`, and members:write to assign roles.
+    let (_, roles) = c
+        .call("GET", &format!("/api/v1/w/{ws}/roles"), &owner, None)
+        .await;
+    let developer = roles["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "developer")
+        .unwrap()["scopes"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let mut scopes = developer.clone();
+    scopes.push(json!("members:write"));
+    let (status, b) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/roles"),
+            &owner,
+            Some(json!({"name": "almost-dev", "scopes": scopes})),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let lead = c.token("lead@example.com").await;
+    assert_eq!(
+        c.add(&ws, &owner, "lead@example.com", "almost-dev").await.0,
+        201
+    );
+    // The workspace's own API: `developer` covers its `:read` scopes, `almost-dev` does not.
+    let (status, b) = c
+        .call(
+            "POST",
+            &format!("/api/v1/w/{ws}/scopes"),
+            &owner,
+            Some(json!({"name": "chats:read", "description": "Read chats"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{b}");
+    c.token("pat@example.com").await;
+    let (status, b) = c.add(&ws, &lead, "pat@example.com", "developer").await;
+    assert_eq!(
+        (status, b["code"].as_str(), &b["required"]),
+        (403, Some("insufficient_scope"), &json!(["chats:read"])),
+        "{b}"
+    );
+    // Nor may they change a developer's role, which would take chats:read away from them.
+    let (status, m) = c.add(&ws, &owner, "pat@example.com", "developer").await;
+    assert_eq!(status, 201, "{m}");
+    let (status, b) = c
+        .call(
+            "PATCH",
+            &format!("/api/v1/w/{ws}/members/{}", m["id"].as_str().unwrap()),
+            &lead,
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(
+        (status, b["code"].as_str()),
+        (403, Some("insufficient_scope")),
+        "{b}"
+    );
+    c.s.stop().await;
+}

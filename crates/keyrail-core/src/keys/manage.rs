@@ -143,6 +143,16 @@ fn check_external_id(id: &Option<String>, field: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The key's scopes that its workspace's catalog still has (a deleted scope gives nothing).
+fn live_scopes(access: &Access, key: &ApiKey) -> authz::ScopeSet {
+    let live: Vec<&String> = key
+        .scopes
+        .iter()
+        .filter(|s| access.catalog.contains(s))
+        .collect();
+    authz::ScopeSet::parse(&live, "scopes").unwrap_or_default()
+}
+
 impl Keys {
     async fn audit(
         &self,
@@ -183,6 +193,18 @@ impl Keys {
         let set = access.catalog.validate(scopes, field)?;
         authz::authorize_grant(&access.effective, &set, &access.catalog, GrantTarget::Key)?;
         Ok(set.names())
+    }
+
+    /// Nobody acts on a key that could do more than they could grant: revealing it would hand
+    /// its scopes over, and changing, disabling, rotating or revoking it would let a weaker
+    /// member interfere with a stronger one's credential. Scopes the catalog no longer has give
+    /// nothing and are left out.
+    fn require_holds(&self, access: &Access, key: &ApiKey) -> Result<(), Error> {
+        authz::can_grant(
+            &access.effective,
+            &live_scopes(access, key),
+            &access.catalog,
+        )
     }
 
     /// Creates a key; the secret is returned this once.
@@ -291,6 +313,7 @@ impl Keys {
     ) -> Result<ApiKey, Error> {
         access.require(&["keys:write"])?;
         let mut key = self.find(access, id).await?;
+        self.require_holds(access, &key)?;
         if let Some(name) = &patch.name {
             key.name = check_name(name, "name")?;
         }
@@ -339,6 +362,7 @@ impl Keys {
     ) -> Result<ApiKey, Error> {
         access.require(&["keys:delete"])?;
         let mut key = self.find(access, id).await?;
+        self.require_holds(access, &key)?;
         let now = self.clock.now();
         if key.revoked_at.is_none_or(|t| t > now) {
             key.revoked_at = Some(now);
@@ -382,10 +406,9 @@ impl Keys {
             return Err(already_rotated());
         }
         // The new key carries the old one's scopes: the caller must be able to grant them.
-        let scopes = crate::authz::ScopeSet::parse(&old.scopes, "scopes").unwrap_or_default();
         authz::authorize_grant(
             &access.effective,
-            &scopes,
+            &live_scopes(access, &old),
             &access.catalog,
             GrantTarget::Key,
         )?;
@@ -437,6 +460,7 @@ impl Keys {
     ) -> Result<Secret, Error> {
         access.require(&["keys:reveal"])?;
         let key = self.find(access, id).await?;
+        self.require_holds(access, &key)?;
         let Some(sealed) = &key.sealed_key else {
             return Err(Error::conflict(
                 "not_recoverable",
