@@ -33,6 +33,33 @@ fn apply(state: &AppState, kind: &str, subject: &str, now: Timestamp) {
     }
 }
 
+/// Rows of the change log read per query.
+const CHANGES_BATCH: u32 = 1000;
+
+/// Applies every change-log entry after `seq`, however many there are (a burst of revocations
+/// is drained in one go, not one batch per tick). Returns the position reached, and the error
+/// that stopped it early, if any.
+pub async fn catch_up(
+    state: &AppState,
+    mut seq: i64,
+) -> (i64, Result<(), keyrail_core::StoreError>) {
+    loop {
+        let changes = match state.store.changes_after(seq, CHANGES_BATCH).await {
+            Ok(c) => c,
+            Err(e) => return (seq, Err(e)),
+        };
+        let now = state.clock.now();
+        let full = changes.len() >= CHANGES_BATCH as usize;
+        for c in changes {
+            apply(state, &c.kind, &c.subject, now);
+            seq = c.seq;
+        }
+        if !full {
+            return (seq, Ok(()));
+        }
+    }
+}
+
 /// Writes the keys used since the last flush in one batch (never a write per request).
 pub async fn flush_last_used(state: &AppState) {
     let used = state.verifier.take_used();
@@ -91,15 +118,10 @@ pub fn spawn(state: AppState, mut seq: i64, poll_every: Duration) -> Vec<JoinHan
                     _ = tick.tick() => {}
                     () = wake.notified() => {}
                 }
-                match state.store.changes_after(seq, 1000).await {
-                    Ok(changes) => {
-                        let now = state.clock.now();
-                        for c in changes {
-                            apply(&state, &c.kind, &c.subject, now);
-                            seq = c.seq;
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot read the change log"),
+                let (reached, result) = catch_up(&state, seq).await;
+                seq = reached;
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "cannot read the change log");
                 }
             }
         })

@@ -1174,3 +1174,82 @@ async fn nobody_acts_on_a_key_stronger_than_themselves() {
     assert_eq!(status, 200);
     k.s.stop().await;
 }
+
+#[tokio::test]
+async fn the_change_log_is_drained_however_long_it_grew() {
+    use keyrail_core::id::{KeyId, WorkspaceId};
+    // The follower polls hourly here; the test runs one catch-up itself.
+    let s = TestServer::start_options(
+        Backend::Sqlite,
+        |_| {},
+        |o| o.change_poll = std::time::Duration::from_secs(3600),
+    )
+    .await
+    .unwrap();
+    let owner = s.user("owner@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, ws) = json(
+        s.post_with("/api/v1/workspaces", &owner, &json!({"name": "Acme"}))
+            .await,
+    )
+    .await;
+    let ws = ws["id"].as_str().unwrap().to_owned();
+    let mut keys = Vec::new();
+    for name in ["busy", "victim"] {
+        let (_, k) = s
+            .call(
+                "POST",
+                &format!("/api/v1/w/{ws}/keys"),
+                &owner,
+                Some(&json!({"name": name})),
+            )
+            .await;
+        keys.push(k);
+    }
+    let victim = keys[1]["key"].as_str().unwrap();
+    let verify = async |key: &str| {
+        json(
+            s.post_json("/api/v1/keys/verify", &json!({"key": key}))
+                .await,
+        )
+        .await
+        .1["code"]
+            .clone()
+    };
+    assert_eq!(verify(victim).await, "VALID");
+    // Another node writes 1,500 changes, then revokes the cached key: this node hears of it
+    // only through the change log.
+    let state = &s.server.as_ref().unwrap().state;
+    let ws_id = WorkspaceId::parse(&ws).unwrap();
+    let busy = KeyId::parse(keys[0]["id"].as_str().unwrap()).unwrap();
+    let seq = state.store.latest_change().await.unwrap();
+    let now = state.clock.now();
+    for n in 0..1_500 {
+        assert!(
+            state
+                .store
+                .set_key_remaining(&ws_id, &busy, Some(n), now)
+                .await
+                .unwrap()
+        );
+    }
+    let mut revoked = state
+        .store
+        .key_by_id(
+            &ws_id,
+            &KeyId::parse(keys[1]["id"].as_str().unwrap()).unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    revoked.revoked_at = Some(now);
+    assert!(state.store.update_key(&revoked).await.unwrap());
+    assert_eq!(verify(victim).await, "VALID", "still cached");
+    let (reached, result) = keyrail_server::background::catch_up(state, seq).await;
+    result.unwrap();
+    assert_eq!(reached, state.store.latest_change().await.unwrap());
+    assert_eq!(verify(victim).await, "REVOKED");
+    s.stop().await;
+}
