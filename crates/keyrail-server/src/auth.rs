@@ -210,6 +210,29 @@ impl FromRequestParts<AppState> for Authenticated {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let principal = authenticate(parts, state, KeyCheck::default()).await?;
+        Ok(Self { principal })
+    }
+}
+
+/// What an API key must also pass, checked before its rate limit and credits are spent
+/// (forward-auth asks for scopes and a workspace; the API checks scopes per endpoint).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct KeyCheck<'a> {
+    pub required: &'a [&'a str],
+    /// A key of another workspace is `invalid_credentials`.
+    pub workspace: Option<&'a str>,
+}
+
+/// Turns the request's credential into a principal: the failed-authentication block, the
+/// credential itself (JWT, app token or API key, which `key_check` also applies to), the global
+/// limit per principal, and the CSRF check of cookie writes.
+pub async fn authenticate(
+    parts: &Parts,
+    state: &AppState,
+    key_check: KeyCheck<'_>,
+) -> Result<Principal, ApiError> {
+    {
         let now = state.clock.now();
         let guard = FailedAuth::check(state, parts)?;
         let fail = |e: ApiError| guard.fail(e);
@@ -238,7 +261,10 @@ impl FromRequestParts<AppState> for Authenticated {
                 Err(e) => return Err(fail(e.into())),
             }
         } else {
-            let v = state.verifier.verify(raw, &[], 1).await?;
+            let v = state
+                .verifier
+                .verify(raw, key_check.required, 1, key_check.workspace)
+                .await?;
             if let (Some(slot), Some(rate)) = (parts.extensions.get::<RateSlot>(), v.rate) {
                 slot.put(rate);
             }
@@ -290,7 +316,7 @@ impl FromRequestParts<AppState> for Authenticated {
                 ));
             }
         }
-        Ok(Self { principal })
+        Ok(principal)
     }
 }
 

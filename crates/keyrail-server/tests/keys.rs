@@ -873,6 +873,15 @@ async fn forward_auth_for_reverse_proxies() {
         (status, b["code"].as_str()),
         (403, Some("insufficient_scope"))
     );
+    // A refusal spent nothing: the second of the two allowed requests passes, the third not.
+    let resp =
+        k.s.http
+            .get(k.s.url("/api/v1/forward-auth"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(resp.status(), 200);
     let resp =
         k.s.http
             .get(k.s.url("/api/v1/forward-auth"))
@@ -1252,4 +1261,150 @@ async fn the_change_log_is_drained_however_long_it_grew() {
     assert_eq!(reached, state.store.latest_change().await.unwrap());
     assert_eq!(verify(victim).await, "REVOKED");
     s.stop().await;
+}
+
+#[tokio::test]
+async fn forward_auth_scope_sources_and_workspace_binding() {
+    let k = K::new().await;
+    for name in ["chats:read", "chats:write"] {
+        k.call(
+            "POST",
+            &format!("/api/v1/w/{}/scopes", k.ws),
+            &k.owner,
+            Some(json!({ "name": name })),
+        )
+        .await;
+    }
+    let key = k
+        .create(json!({"name": "reader", "scopes": ["chats:read"], "remaining": 100}))
+        .await;
+    let key = key["key"].as_str().unwrap().to_owned();
+    let fa = async |query: &str, headers: &[(&str, &str)]| {
+        let mut req =
+            k.s.http
+                .get(k.s.url(&format!("/api/v1/forward-auth{query}")));
+        for (n, v) in headers {
+            req = req.header(*n, *v);
+        }
+        answer(req.bearer_auth(&key).send().await.unwrap()).await
+    };
+    let (status, _) = fa("?scopes=chats:read", &[]).await;
+    assert_eq!(status, 200);
+    // Both sources are required when both are present: the query cannot loosen the header.
+    let (status, b) = fa("?scopes=chats:read", &[("x-keyrail-scopes", "chats:write")]).await;
+    assert_eq!(
+        (status, &b["required"]),
+        (403, &json!(["chats:write"])),
+        "{b}"
+    );
+    // Empty or repeated values are refused, not read as "no scope needed".
+    for (query, headers) in [
+        ("?scopes=", vec![("x-keyrail-scopes", "chats:write")]),
+        ("?scopes=chats:read&scopes=", vec![]),
+        ("?scopes=chats:read,,x:y", vec![]),
+        ("", vec![("x-keyrail-scopes", "")]),
+        (
+            "",
+            vec![
+                ("x-keyrail-scopes", "chats:read"),
+                ("x-keyrail-scopes", "chats:write"),
+            ],
+        ),
+    ] {
+        let (status, b) = fa(query, &headers).await;
+        assert_eq!(
+            (status, b["code"].as_str()),
+            (400, Some("invalid_request")),
+            "{query} {headers:?}: {b}"
+        );
+    }
+
+    // Bound to the workspace: a key of another workspace, whatever its scopes are called, is
+    // an invalid credential. Anyone can sign up and name a scope `chats:read`.
+    let eve = k.s.user("eve@example.com").await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (_, other) = k
+        .call(
+            "POST",
+            "/api/v1/workspaces",
+            &eve,
+            Some(json!({"name": "Evil"})),
+        )
+        .await;
+    let other = other["id"].as_str().unwrap().to_owned();
+    k.call(
+        "POST",
+        &format!("/api/v1/w/{other}/scopes"),
+        &eve,
+        Some(json!({"name": "chats:read"})),
+    )
+    .await;
+    let (_, evil) = k
+        .call(
+            "POST",
+            &format!("/api/v1/w/{other}/keys"),
+            &eve,
+            Some(json!({"name": "evil", "scopes": ["chats:read"]})),
+        )
+        .await;
+    let evil = evil["key"].as_str().unwrap();
+    for bind in [
+        format!("?scopes=chats:read&workspace_id={}", k.ws),
+        "?scopes=chats:read".to_owned(),
+    ] {
+        let mut req =
+            k.s.http
+                .get(k.s.url(&format!("/api/v1/forward-auth{bind}")));
+        if !bind.contains("workspace_id") {
+            req = req.header("x-keyrail-workspace", &k.ws);
+        }
+        let (status, b) = answer(req.bearer_auth(evil).send().await.unwrap()).await;
+        assert_eq!(
+            (status, b["code"].as_str(), b["error"].as_str()),
+            (401, Some("invalid_credentials"), Some("Invalid API key")),
+            "{bind}"
+        );
+    }
+    let (status, _) = fa(&format!("?scopes=chats:read&workspace_id={}", k.ws), &[]).await;
+    assert_eq!(status, 200);
+    let (status, _) = fa(
+        &format!("?workspace_id={}", k.ws),
+        &[("x-keyrail-workspace", other.as_str())],
+    )
+    .await;
+    assert_eq!(status, 400, "two different workspaces");
+    // Verify binds the same way: NOT_FOUND with nothing about the key.
+    let v = k
+        .verify(json!({"key": evil, "scopes": ["chats:read"], "workspace_id": k.ws}))
+        .await;
+    assert_eq!(
+        (&v["code"], &v["key_id"], &v["workspace_id"]),
+        (&json!("NOT_FOUND"), &json!(null), &json!(null))
+    );
+    let v = k
+        .verify(json!({"key": key, "scopes": ["chats:read"], "workspace_id": k.ws}))
+        .await;
+    assert_eq!(v["code"], "VALID");
+    // A person is bound the same way: the owner is no member of the other workspace.
+    let resp =
+        k.s.http
+            .get(k.s.url(&format!("/api/v1/forward-auth?workspace_id={other}")))
+            .bearer_auth(&k.owner)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(json(resp).await.1["code"], "invalid_credentials");
+    // Refusals spent no credits: 100 - the three requests that passed.
+    let v = k.verify(json!({"key": key, "cost": 0})).await;
+    assert_eq!(v["remaining"], 97);
+    k.s.stop().await;
+}
+
+/// Status and JSON body, `null` for an empty body (forward-auth's 200).
+async fn answer(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }

@@ -201,7 +201,7 @@ async fn verify_key(config: Config, key: String, scopes: Vec<String>) -> Result<
     verifier.reload_formats().await.map_err(|e| e.to_string())?;
     let required: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let v = verifier
-        .verify(&key, &required, 0)
+        .verify(&key, &required, 0, None)
         .await
         .map_err(|e| e.to_string())?;
     store.close().await;

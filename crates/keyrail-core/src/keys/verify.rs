@@ -354,15 +354,24 @@ impl KeyVerifier {
         }
     }
 
-    /// The whole check. `cost` is spent from the rate limit and the credits (0 only looks).
+    /// The whole check. `cost` is spent from the rate limit and the credits (0 only looks), and
+    /// only once everything else passed. With `workspace`, a key of any other workspace is
+    /// `NOT_FOUND`, as if it did not exist: custom scope names are per workspace, so a service
+    /// protecting one tenant's API must not accept another tenant's key that happens to carry a
+    /// scope of the same name.
     pub async fn verify(
         &self,
         raw: &str,
         required: &[&str],
         cost: u32,
+        workspace: Option<&str>,
     ) -> Result<Verification, Error> {
         let now = self.clock.now();
-        let Some(found) = self.lookup_at(raw, now).await? else {
+        let Some(found) = self
+            .lookup_at(raw, now)
+            .await?
+            .filter(|k| workspace.is_none_or(|ws| k.key.workspace_id.as_str() == ws))
+        else {
             return Ok(Verification::just(VerifyCode::NotFound, None));
         };
         if found.workspace_status != WorkspaceStatus::Active {

@@ -15,7 +15,7 @@ use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use crate::auth::{Authenticated, Meta, Principal};
+use crate::auth::{KeyCheck, Meta, Principal, authenticate};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, OptionalJson};
 use crate::keyauth::key_rate_headers;
@@ -485,6 +485,10 @@ pub struct VerifyIn {
     /// Credits (and rate-limit tokens) this request spends; 0 only looks.
     #[serde(default = "one")]
     cost: u32,
+    /// The workspace whose API is being protected: a key of any other workspace is
+    /// `NOT_FOUND`. Custom scope names are per workspace, so pass it whenever you check a
+    /// workspace's own scopes.
+    workspace_id: Option<String>,
 }
 
 fn one() -> u32 {
@@ -556,7 +560,12 @@ pub async fn verify(
     let required: Vec<&str> = body.scopes.iter().map(String::as_str).collect();
     let v = state
         .verifier
-        .verify(body.key.expose(), &required, body.cost)
+        .verify(
+            body.key.expose(),
+            &required,
+            body.cost,
+            body.workspace_id.as_deref(),
+        )
         .await?;
     let mut resp = Json(verify_out(&v)).into_response();
     if let Some((limit, decision)) = v.rate {
@@ -565,11 +574,18 @@ pub async fn verify(
     Ok(resp)
 }
 
+/// Describes the query for the OpenAPI document; the handler reads the raw pairs, so that a
+/// repeated value can be told apart and refused.
+#[allow(dead_code)]
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ForwardParams {
-    /// Required scopes, comma-separated (or the header `X-Keyrail-Scopes`).
+    /// Required scopes, comma-separated. With the header `X-Keyrail-Scopes` too, both are
+    /// required. An empty or repeated value is 400.
     scopes: Option<String>,
+    /// The one workspace whose credentials pass (or the header `X-Keyrail-Workspace`): any
+    /// credential of another workspace is 401 `invalid_credentials`.
+    workspace_id: Option<String>,
 }
 
 static X_PRINCIPAL: HeaderName = HeaderName::from_static("x-keyrail-principal");
@@ -577,52 +593,136 @@ static X_WORKSPACE: HeaderName = HeaderName::from_static("x-keyrail-workspace");
 static X_SCOPES: HeaderName = HeaderName::from_static("x-keyrail-scopes");
 static X_EXTERNAL: HeaderName = HeaderName::from_static("x-keyrail-external-id");
 
-fn required_scopes(params: &ForwardParams, headers: &HeaderMap) -> Vec<String> {
-    let from_header = headers.get(&X_SCOPES).and_then(|v| v.to_str().ok());
-    params
-        .scopes
-        .as_deref()
-        .or(from_header)
-        .unwrap_or("")
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+/// One value from the query (`name`) or the header: each at most once, never empty. `None`
+/// when neither is there.
+fn forward_values<'a>(
+    query: &'a [(String, String)],
+    name: &str,
+    headers: &'a HeaderMap,
+    header: &HeaderName,
+) -> Result<(Option<&'a str>, Option<&'a str>), ApiError> {
+    let mut in_query = query
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str());
+    let from_query = in_query.next();
+    let mut in_headers = headers.get_all(header).iter();
+    let from_header =
+        match in_headers.next() {
+            Some(v) => Some(v.to_str().map_err(|_| {
+                ApiError::invalid(header.as_str(), format!("{header} must be ASCII"))
+            })?),
+            None => None,
+        };
+    if in_query.next().is_some() {
+        return Err(ApiError::invalid(name, format!("{name} is given twice")));
+    }
+    if in_headers.next().is_some() {
+        return Err(ApiError::invalid(
+            header.as_str(),
+            format!("{header} is given twice"),
+        ));
+    }
+    for (field, v) in [(name, from_query), (header.as_str(), from_header)] {
+        if v.is_some_and(|v| v.trim().is_empty()) {
+            return Err(ApiError::invalid(field, format!("{field} is empty")));
+        }
+    }
+    Ok((from_query, from_header))
+}
+
+/// The scopes forward-auth requires: those of `?scopes=` and of `X-Keyrail-Scopes`, both.
+fn required_scopes(
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Vec<String>, ApiError> {
+    let (q, h) = forward_values(query, "scopes", headers, &X_SCOPES)?;
+    let mut required: Vec<String> = Vec::new();
+    for (field, list) in [("scopes", q), ("x-keyrail-scopes", h)] {
+        for scope in list.into_iter().flat_map(|l| l.split(',')) {
+            let scope = scope.trim();
+            if scope.is_empty() {
+                return Err(ApiError::invalid(
+                    field,
+                    format!("{field} holds an empty scope name"),
+                ));
+            }
+            if !required.iter().any(|r| r == scope) {
+                required.push(scope.to_owned());
+            }
+        }
+    }
+    Ok(required)
+}
+
+/// The workspace forward-auth is bound to, from `?workspace_id=` or `X-Keyrail-Workspace`
+/// (the same one when both are given).
+fn bound_workspace(
+    query: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<Option<String>, ApiError> {
+    match forward_values(query, "workspace_id", headers, &X_WORKSPACE)? {
+        (Some(q), Some(h)) if q.trim() != h.trim() => Err(ApiError::invalid(
+            "workspace_id",
+            "workspace_id and X-Keyrail-Workspace name different workspaces",
+        )),
+        (q, h) => Ok(q.or(h).map(|w| w.trim().to_owned())),
+    }
 }
 
 fn header(v: &str) -> HeaderValue {
     HeaderValue::from_str(v).unwrap_or(HeaderValue::from_static(""))
 }
 
+fn other_workspace() -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::UNAUTHORIZED,
+        "invalid_credentials",
+        "Invalid API key",
+    )
+}
+
 /// For reverse proxies (nginx `auth_request`, Traefik ForwardAuth, Caddy `forward_auth`), any
-/// method: checks the `Authorization` header like the API does and the required scopes; 200
-/// with `X-Keyrail-*` headers, or the API's 401/403/429.
+/// method: checks the `Authorization` header like the API does, the bound workspace and the
+/// required scopes, and only then spends the key's rate limit and credits; 200 with
+/// `X-Keyrail-*` headers, or the API's 401/403/429.
 #[utoipa::path(get, path = "/api/v1/forward-auth", tag = "keys",
-    params(ForwardParams),
+    params(ForwardParams,
+        ("X-Keyrail-Scopes" = Option<String>, Header, description = "Required scopes, comma-separated (with `?scopes=`, both are required)"),
+        ("X-Keyrail-Workspace" = Option<String>, Header, description = "The workspace to bind to (or `?workspace_id=`)")),
     security(("bearer" = []), ("basic" = [])),
     responses(
         (status = 200, description = "Allowed; see the X-Keyrail-Principal, X-Keyrail-Workspace, X-Keyrail-Scopes and X-Keyrail-External-Id headers"),
-        (status = 401, description = "Missing or invalid credentials", body = ErrorBody),
+        (status = 400, description = "An empty or repeated scopes or workspace value", body = ErrorBody),
+        (status = 401, description = "Missing or invalid credentials, or a credential of another workspace", body = ErrorBody),
         (status = 403, description = "`insufficient_scope` or `tenant_suspended`", body = ErrorBody),
         (status = 429, description = "Rate limited (`Retry-After`, RateLimit fields)", body = ErrorBody),
     ))]
 pub async fn forward_auth(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    ApiQuery(params): ApiQuery<ForwardParams>,
-    auth: Result<Authenticated, ApiError>,
+    parts: axum::http::request::Parts,
 ) -> Result<Response, ApiError> {
-    let required = required_scopes(&params, &headers);
-    let Authenticated { principal } = auth?;
+    let query: Vec<(String, String)> = axum::extract::Query::try_from_uri(&parts.uri).map_or_else(
+        |_| Err(ApiError::invalid("query", "the query string is malformed")),
+        |q| Ok(q.0),
+    )?;
+    let required = required_scopes(&query, &parts.headers)?;
+    let required: Vec<&str> = required.iter().map(String::as_str).collect();
+    let bound = bound_workspace(&query, &parts.headers)?;
+    let principal = authenticate(
+        &parts,
+        &state,
+        KeyCheck {
+            required: &required,
+            workspace: bound.as_deref(),
+        },
+    )
+    .await?;
     let mut resp = StatusCode::OK.into_response();
     let h = resp.headers_mut();
     match principal {
         Principal::Key(key) => {
-            let missing = key.effective.missing(&required);
-            if !missing.is_empty() {
-                return Err(keyrail_core::authz::insufficient_scope(missing).into());
-            }
+            // Workspace and scopes were checked before the key's limit and credits were spent.
             h.insert(X_PRINCIPAL.clone(), header(key.key.id.as_str()));
             h.insert(X_WORKSPACE.clone(), header(key.key.workspace_id.as_str()));
             h.insert(X_SCOPES.clone(), header(&key.key.scopes.join(",")));
@@ -631,11 +731,17 @@ pub async fn forward_auth(
             }
         }
         Principal::App(app) => {
+            if bound
+                .as_deref()
+                .is_some_and(|b| b != app.workspace_id.as_str())
+            {
+                return Err(other_workspace());
+            }
             let grant_id = app.grant_id.to_string();
             let ws = app.workspace_id.to_string();
             let actor = keyrail_core::workspaces::Actor::App(app);
             let access = state.workspaces.access(&actor, &ws).await?;
-            access.require(&required.iter().map(String::as_str).collect::<Vec<_>>())?;
+            access.require(&required)?;
             h.insert(X_PRINCIPAL.clone(), header(&grant_id));
             h.insert(X_WORKSPACE.clone(), header(&ws));
             h.insert(
@@ -644,25 +750,33 @@ pub async fn forward_auth(
             );
         }
         Principal::User(session) => {
-            // A person holds scopes only inside a workspace; name it with X-Keyrail-Workspace.
-            let ws = headers
-                .get(&X_WORKSPACE)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned);
+            // A person holds scopes only inside a workspace: the bound one.
             let user = state.identity.user(&session).await?;
             let actor = keyrail_core::workspaces::Actor::User {
                 user_id: user.id.clone(),
                 superuser: user.superuser,
             };
-            let scopes = match &ws {
+            let scopes = match &bound {
                 Some(ws) => {
-                    let access = state.workspaces.access(&actor, ws).await?;
-                    access.require(&required.iter().map(String::as_str).collect::<Vec<_>>())?;
+                    let access = match state.workspaces.access(&actor, ws).await {
+                        Ok(a) => a,
+                        // Not a member there: a credential of another workspace.
+                        Err(keyrail_core::Error::NotFound { .. }) => {
+                            return Err(other_workspace());
+                        }
+                        Err(e) => return Err(e.into()),
+                    };
+                    access.require(&required)?;
                     h.insert(X_WORKSPACE.clone(), header(access.workspace.id.as_str()));
                     access.effective.names().join(",")
                 }
                 None if required.is_empty() => String::new(),
-                None => return Err(keyrail_core::authz::insufficient_scope(required).into()),
+                None => {
+                    return Err(keyrail_core::authz::insufficient_scope(
+                        required.iter().map(|s| (*s).to_owned()).collect(),
+                    )
+                    .into());
+                }
             };
             h.insert(X_PRINCIPAL.clone(), header(user.id.as_str()));
             h.insert(X_SCOPES.clone(), header(&scopes));
