@@ -696,6 +696,32 @@ async fn import_is_atomic_and_names_duplicates() {
         )
         .await;
     assert_eq!((status, b["field"].as_str()), (400, Some("keys")));
+    // Plaintext keys must be what verify can accept, and not guessable: 16+ printable ASCII
+    // characters, no spaces. The 400 names the entry.
+    for bad in [
+        "a",
+        "has spaces in this key",
+        "ключ_ключ_ключ_ключ",
+        "fifteen_chars_x",
+    ] {
+        let (status, b) = k
+            .call(
+                "POST",
+                &format!("/api/v1/w/{}/keys/import", k.ws),
+                &k.owner,
+                Some(json!({"keys": [
+                    {"key": "fine_key_0123456789abc", "name": "ok"},
+                    {"key": bad, "name": "bad"}
+                ]})),
+            )
+            .await;
+        assert_eq!(
+            (status, b["field"].as_str()),
+            (400, Some("keys[1].key")),
+            "{bad:?}: {b}"
+        );
+    }
+    assert_eq!(k.code("fine_key_0123456789abc").await, "NOT_FOUND");
 
     // 1000 keys in one call (over the usual 64 KiB body limit).
     let many: Vec<Value> = (0..1000)

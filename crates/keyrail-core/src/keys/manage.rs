@@ -143,6 +143,17 @@ fn check_external_id(id: &Option<String>, field: &str) -> Result<(), Error> {
     Ok(())
 }
 
+/// The shortest plaintext key an import takes: anything shorter can be guessed.
+pub const MIN_IMPORTED_KEY_LEN: usize = 16;
+pub const MAX_IMPORTED_KEY_LEN: usize = 512;
+
+/// A plaintext key an import takes: the shape verify can accept (printable ASCII, no spaces)
+/// and long enough not to be guessed.
+pub fn importable_key(key: &str) -> bool {
+    (MIN_IMPORTED_KEY_LEN..=MAX_IMPORTED_KEY_LEN).contains(&key.len())
+        && key.bytes().all(|b| b.is_ascii_graphic())
+}
+
 /// The key's scopes that its workspace's catalog still has (a deleted scope gives nothing).
 fn live_scopes(access: &Access, key: &ApiKey) -> authz::ScopeSet {
     let live: Vec<&String> = key
@@ -494,13 +505,14 @@ impl Keys {
             let (hash, prefix) = match (&k.key, &k.sha256) {
                 (Some(plain), None) => {
                     let p = plain.expose();
-                    if p.is_empty()
-                        || p.len() > 512
-                        || p.chars().any(|c| c.is_whitespace() || c.is_control())
-                    {
+                    if !importable_key(p) {
                         return Err(Error::invalid(
                             field("key"),
-                            format!("{}: not a usable key", field("key")),
+                            format!(
+                                "{} must be {MIN_IMPORTED_KEY_LEN} to {MAX_IMPORTED_KEY_LEN} \
+                                 printable ASCII characters without spaces",
+                                field("key")
+                            ),
                         ));
                     }
                     (token::sha256_hex(p.as_bytes()), format::display_prefix(p))
@@ -584,5 +596,39 @@ impl Keys {
         );
         self.store.insert_audit(&entry).await?;
         Ok(records.into_iter().map(|r| r.id).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn imports_take_only_keys_verify_can_accept() {
+        assert!(importable_key("sk_live_0123456789abcdef"));
+        assert!(importable_key(&"x".repeat(512)));
+        for bad in [
+            "a",
+            "short_key_15chr",
+            "has space in the middle",
+            "tab\there_and_more_chars",
+            "ключ_ключ_ключ_ключ",
+            "fullwidth_ｋｅｙ_0123456789",
+            "trailing_newline_0123\n",
+        ] {
+            assert!(!importable_key(bad), "{bad:?}");
+        }
+        assert!(!importable_key(&"x".repeat(513)));
+    }
+
+    proptest::proptest! {
+        /// Whatever an import accepts is pure printable ASCII of a length verify handles.
+        #[test]
+        fn accepted_imports_are_printable_ascii(key in ".{0,600}") {
+            if importable_key(&key) {
+                proptest::prop_assert!(key.len() >= 16 && key.len() <= 512);
+                proptest::prop_assert!(key.chars().all(|c| c.is_ascii_graphic()));
+            }
+        }
     }
 }
