@@ -1339,3 +1339,31 @@ async fn mfa_setup_needs_a_recent_password_sign_in() {
     assert_eq!(r.status(), 200);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn wrong_current_passwords_are_limited_per_user() {
+    let s = TestServer::start().await;
+    let a = s.user("ada@example.com").await;
+    let t = a["access_token"].as_str().unwrap();
+    let change = |current: &'static str| json!({"current_password": current, "new_password": "another long passphrase 7"});
+    // A stolen session cannot guess the password through the change endpoint: five tries per
+    // 30 minutes (the login lockout's numbers), and then not even the right one passes.
+    for _ in 0..5 {
+        let r = s
+            .post_with("/api/v1/profile/password", t, &change("guess number one"))
+            .await;
+        assert_eq!(r.status(), 400);
+    }
+    let r = s
+        .post_with("/api/v1/profile/password", t, &change(PASSWORD))
+        .await;
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    // The allowance comes back at five per 30 minutes: one every six.
+    s.clock.advance_secs(6 * 60 + 1);
+    let r = s
+        .post_with("/api/v1/profile/password", t, &change(PASSWORD))
+        .await;
+    assert_eq!(r.status(), 204);
+    s.stop().await;
+}

@@ -341,14 +341,15 @@ impl Identity {
     }
 
     async fn limit_mfa(&self, user: &UserId) -> Result<(), Error> {
+        self.limit(&format!("mfa:{user}"), self.config.mfa_per_user)
+            .await
+    }
+
+    /// Spends one request of `rate` under `key`; 429 `too_many_requests` when none is left.
+    async fn limit(&self, key: &str, rate: Rate) -> Result<(), Error> {
         let decision = self
             .limiter
-            .check(
-                &format!("mfa:{user}"),
-                self.config.mfa_per_user,
-                1,
-                self.now(),
-            )
+            .check(key, rate, 1, self.now())
             .await
             .map_err(|_| Error::Unavailable)?;
         if decision.allowed {
@@ -630,6 +631,14 @@ impl Identity {
         new: &Secret,
     ) -> Result<(), Error> {
         let user = self.user(who).await?;
+        // Every attempt counts, reserved before the check (so parallel guesses cannot all pass
+        // a count taken first): as many per window as a login gets before its lockout.
+        let rate = Rate {
+            count: self.config.lock_after,
+            window: self.config.lock_for,
+        };
+        self.limit(&format!("password-change:{}", user.id), rate)
+            .await?;
         if !self.verify(current, Some(&user.password_hash)).await?.valid {
             return Err(Error::invalid(
                 "current_password",
