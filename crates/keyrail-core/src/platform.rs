@@ -34,7 +34,7 @@ pub async fn init_superuser(
     let email = normalize_email(email)
         .ok_or_else(|| Error::invalid("email", "email is not a valid address"))?;
     if let Some(p) = &password {
-        crypto::check_password_policy(p.expose())
+        crypto::check_password_policy(p.expose(), &[&email])
             .map_err(|e| Error::invalid("password", e.to_string()))?;
     }
     let now = clock.now();

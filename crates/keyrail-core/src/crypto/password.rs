@@ -124,11 +124,24 @@ pub enum PolicyError {
     TooLong,
     #[error("password is too common (found in a list of breached passwords)")]
     Breached,
+    #[error(
+        "password is too easy to guess (common words, names, keyboard patterns, dates or \
+         repeats, or your own email or name): add more words or characters of your own"
+    )]
+    Guessable,
 }
 
-/// The policy for new passwords: 12 to 128 characters (Unicode scalar values, not bytes) and
-/// not in the list of the most common breached passwords (compared case-insensitively).
-pub fn check_password_policy(password: &str) -> Result<(), PolicyError> {
+/// The least zxcvbn score (0 to 4) a new password needs: 3 is "safely unguessable", about
+/// 10^8 to 10^10 guesses.
+pub const MIN_STRENGTH_SCORE: zxcvbn::Score = zxcvbn::Score::Three;
+
+/// The policy for new passwords: 12 to 128 characters (Unicode scalar values, not bytes), not
+/// in the list of the most common breached passwords (compared case-insensitively), and not
+/// guessable by zxcvbn's estimate (dictionaries of common passwords, words and names, keyboard
+/// walks, sequences, repeats, dates, l33t substitutions, and `user_inputs` such as the
+/// account's email and name). The length rule alone lets `password1234` or `qwertyuiop123`
+/// through; the estimate does not.
+pub fn check_password_policy(password: &str, user_inputs: &[&str]) -> Result<(), PolicyError> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_CHARS {
         return Err(PolicyError::TooShort);
@@ -139,6 +152,18 @@ pub fn check_password_policy(password: &str) -> Result<(), PolicyError> {
     let lowered = Zeroizing::new(password.to_lowercase());
     if breached_passwords().contains(lowered.as_str()) {
         return Err(PolicyError::Breached);
+    }
+    // Each word of an input counts on its own too ("Ada Lovelace" gives "ada" and "lovelace").
+    let mut words: Vec<&str> = user_inputs.to_vec();
+    for input in user_inputs {
+        words.extend(
+            input
+                .split(|c: char| !c.is_alphanumeric())
+                .filter(|w| w.chars().count() >= 3),
+        );
+    }
+    if zxcvbn::zxcvbn(password, &words).score() < MIN_STRENGTH_SCORE {
+        return Err(PolicyError::Guessable);
     }
     Ok(())
 }
@@ -265,22 +290,39 @@ mod tests {
         burn_equivalent_time("anything");
     }
 
+    /// `n` characters that are not a pattern zxcvbn knows (a fixed pseudo-random walk).
+    fn unpatterned(n: usize) -> String {
+        let alphabet: Vec<char> = "aZ3$kQ9!mX7#pW2@tL5%vB8&".chars().collect();
+        let mut x: u64 = 0x9e37_79b9;
+        (0..n)
+            .map(|_| {
+                x = x
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1_442_695_040_888_963_407);
+                alphabet[(x >> 33) as usize % alphabet.len()]
+            })
+            .collect()
+    }
+
     #[test]
     fn policy_lengths_count_characters() {
-        assert_eq!(check_password_policy("short"), Err(PolicyError::TooShort));
         assert_eq!(
-            check_password_policy(&"ab1-".repeat(2)),
+            check_password_policy("short", &[]),
+            Err(PolicyError::TooShort)
+        );
+        assert_eq!(
+            check_password_policy(&"ab1-".repeat(2), &[]),
             Err(PolicyError::TooShort)
         );
         // 11 characters of 2 bytes each: 22 bytes but still too short.
         assert_eq!(
-            check_password_policy(&"é".repeat(11)),
+            check_password_policy("ñüßøжé£ΩÆçå", &[]),
             Err(PolicyError::TooShort)
         );
-        assert_eq!(check_password_policy(&"é".repeat(12)), Ok(()));
-        assert_eq!(check_password_policy(&"x7".repeat(64)), Ok(()));
+        assert_eq!(check_password_policy("ñüßøжé£ΩÆçåÐ", &[]), Ok(()));
+        assert_eq!(check_password_policy(&unpatterned(128), &[]), Ok(()));
         assert_eq!(
-            check_password_policy(&("x7".repeat(64) + "y")),
+            check_password_policy(&unpatterned(129), &[]),
             Err(PolicyError::TooLong)
         );
         assert_eq!(
@@ -294,24 +336,51 @@ mod tests {
     }
 
     #[test]
-    fn breached_passwords_are_refused() {
-        assert_eq!(
-            check_password_policy("qwerty123456"),
-            Err(PolicyError::Breached)
+    fn guessable_long_passwords_are_refused() {
+        // Of the 12+ character passwords people pick, the breached list knows few; these pass
+        // the length rule and are guessed in seconds.
+        for weak in [
+            "password1234",
+            "qwertyuiop123",
+            "Password12345!",
+            "aaaaaaaaaaaaaaaa",
+            "123456789012",
+            "abcdefghijklmnop",
+            "P@ssw0rd2024",
+            "letmeinletmein",
+        ] {
+            assert_eq!(
+                check_password_policy(weak, &[]),
+                Err(PolicyError::Guessable),
+                "{weak}"
+            );
+        }
+        // The account's own email or name makes a weak password.
+        let mine = ["ada.lovelace@example.com", "Ada Lovelace"];
+        for own in ["lovelaceada99", "ada.lovelace@example.com1"] {
+            assert_eq!(
+                check_password_policy(own, &mine),
+                Err(PolicyError::Guessable),
+                "{own}"
+            );
+            // Strong enough for anyone else.
+            assert_eq!(check_password_policy(own, &[]), Ok(()), "{own}");
+        }
+        assert!(
+            PolicyError::Guessable
+                .to_string()
+                .contains("too easy to guess")
         );
-        assert_eq!(
-            check_password_policy("LeaveMeAlone"),
-            Err(PolicyError::Breached)
-        );
-        assert_eq!(
-            check_password_policy("1qaz2wsx3edc"),
-            Err(PolicyError::Breached)
-        );
-        assert_eq!(
-            PolicyError::Breached.to_string(),
-            "password is too common (found in a list of breached passwords)"
-        );
-        assert_eq!(check_password_policy("vT9#qLm2@xR8!pWz4$kN"), Ok(()));
+        for strong in [
+            "correct horse battery staple 42",
+            "another long passphrase 7",
+            "vT9#qLm2@xR8!pWz4$kN",
+            "yet another passphrase 11",
+            "a brand new passphrase 9",
+            "a long root passphrase 42",
+        ] {
+            assert_eq!(check_password_policy(strong, &mine), Ok(()), "{strong}");
+        }
     }
 
     #[test]

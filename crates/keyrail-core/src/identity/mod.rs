@@ -126,8 +126,10 @@ fn clean_name(raw: &str) -> Result<String, Error> {
     Ok(name.to_owned())
 }
 
-fn policy(password: &str, field: &str) -> Result<(), Error> {
-    crypto::check_password_policy(password).map_err(|e| Error::invalid(field, e.to_string()))
+/// The password policy; `user_inputs` (the account's email and name) count as guessable.
+fn policy(password: &str, field: &str, user_inputs: &[&str]) -> Result<(), Error> {
+    crypto::check_password_policy(password, user_inputs)
+        .map_err(|e| Error::invalid(field, e.to_string()))
 }
 
 /// The key under which failed logins of an email are counted (a hash: unknown emails are not
@@ -207,7 +209,7 @@ impl Identity {
         let email = normalize_email(email)
             .ok_or_else(|| Error::invalid("email", "email is not a valid address"))?;
         let name = clean_name(name)?;
-        policy(password.expose(), "password")?;
+        policy(password.expose(), "password", &[&email, &name])?;
         let hash = self.hash(password.expose()).await?;
         let now = self.now();
         let user = User {
@@ -572,7 +574,7 @@ impl Identity {
         reset_token: &Secret,
         password: &Secret,
     ) -> Result<(), Error> {
-        policy(password.expose(), "password")?;
+        policy(password.expose(), "password", &[])?;
         let now = self.now();
         let user_id = self
             .store
@@ -645,7 +647,7 @@ impl Identity {
                 "current_password is wrong",
             ));
         }
-        policy(new.expose(), "new_password")?;
+        policy(new.expose(), "new_password", &[&user.email, &user.name])?;
         let now = self.now();
         let hash = self.hash(new.expose()).await?;
         self.store.set_password_hash(&user.id, &hash, now).await?;
