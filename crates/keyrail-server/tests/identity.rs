@@ -1367,3 +1367,36 @@ async fn wrong_current_passwords_are_limited_per_user() {
     assert_eq!(r.status(), 204);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn look_alike_emails_do_not_make_second_accounts() {
+    let s = TestServer::start().await;
+    s.signup("ada@example.com").await;
+    let signup = |email: &str| json!({"email": email, "password": PASSWORD, "name": "Not Ada"});
+    // Fullwidth letters are the same address: taken.
+    let r = s
+        .post_json(
+            "/api/v1/auth/signup",
+            &signup("ＡＤＡ@ｅｘａｍｐｌｅ.ｃｏｍ"),
+        )
+        .await;
+    assert_eq!(err(r).await.2, "email_taken");
+    // Invisible characters, combining marks and Latin mixed with Cyrillic are refused.
+    for email in [
+        "ada\u{200B}@example.com",
+        "ada\u{0332}@example.com",
+        "\u{0430}da@example.com",
+    ] {
+        let r = s.post_json("/api/v1/auth/signup", &signup(email)).await;
+        let (status, body) = json(r).await;
+        assert_eq!(
+            (status, body["code"].as_str(), body["field"].as_str()),
+            (400, Some("invalid_request"), Some("email")),
+            "{email:?}: {body}"
+        );
+    }
+    // And the fullwidth form logs in to the one account.
+    let (status, _) = s.login_as("ａｄａ@example.com", PASSWORD).await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}
