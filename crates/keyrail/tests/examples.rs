@@ -1,8 +1,10 @@
 //! The integrator examples against the real binary: `examples/python/client.py` and
 //! `examples/typescript/client.ts` take an app's credentials and a grant, get an app token,
 //! decrypt it with their JOSE library and call the workspace endpoint with the inner token;
-//! rotating the app's secret stops the old secret and the tokens made with it. Also runs
-//! `tsc --noEmit` on the TypeScript example.
+//! rotating the app's secret stops the old secret and the tokens made with it.
+//! `examples/python/verify_key.py` and `examples/typescript/verify-key.ts` verify a key for one
+//! workspace: VALID for that workspace's key, NOT_FOUND for another workspace's key with the same
+//! scope name. Also runs `tsc --noEmit` on the TypeScript examples.
 //!
 //! Needs `python3` with `jwcrypto` (`python3 -m pip install -r examples/python/requirements.txt`)
 //! and Node 20 with `examples/typescript/node_modules` (`cd examples/typescript && npm ci`).
@@ -132,6 +134,55 @@ fn client_line(name: &str, out: &Output) -> Value {
         .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}): {}", describe(out)))
 }
 
+/// keyrail serving in `dir` (dev mode), once it answers `/healthz`; and its port.
+fn serve(dir: &Path) -> (Guard, u16) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("keyrail.log")).unwrap();
+    let child = keyrail(dir)
+        .arg("serve")
+        .env("KEYRAIL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYRAIL_DEV", "true")
+        .stdout(Stdio::from(log.try_clone().unwrap()))
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let mut server = Guard::new("keyrail", child);
+    let server_log = || std::fs::read_to_string(dir.join("keyrail.log")).unwrap_or_default();
+    wait_until("keyrail answers /healthz", Duration::from_secs(30), || {
+        if let Some(status) = server.exited() {
+            panic!("keyrail exited ({status}):\n{}", server_log());
+        }
+        request(port, "GET", "/healthz", &[], None).is_ok_and(|r| r.status == 200)
+    });
+    (server, port)
+}
+
+/// One call: the status it must answer, else the response; the JSON body (or null).
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+    want: u16,
+) -> Value {
+    let body = body.map(|b| b.to_string());
+    let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+    let r = request(port, method, path, &headers, body.as_deref())
+        .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+    assert_eq!(
+        r.status,
+        want,
+        "{method} {path} {}\n{r:?}",
+        body.unwrap_or_default()
+    );
+    if r.body.is_empty() {
+        Value::Null
+    } else {
+        r.json()
+    }
+}
+
 fn now_unix() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -160,44 +211,10 @@ fn python_and_typescript_clients_act_for_a_member_through_a_grant() {
     }
 
     let dir = tempfile::tempdir().unwrap();
-    let dir = dir.path();
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("keyrail.log")).unwrap();
-    let child = keyrail(dir)
-        .arg("serve")
-        .env("KEYRAIL_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KEYRAIL_DEV", "true")
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let mut server = Guard::new("keyrail", child);
-    let server_log = || std::fs::read_to_string(dir.join("keyrail.log")).unwrap_or_default();
-    wait_until("keyrail answers /healthz", Duration::from_secs(30), || {
-        if let Some(status) = server.exited() {
-            panic!("keyrail exited ({status}):\n{}", server_log());
-        }
-        request(port, "GET", "/healthz", &[], None).is_ok_and(|r| r.status == 200)
-    });
+    let (mut server, port) = serve(dir.path());
     let url = format!("http://127.0.0.1:{port}");
-
-    // One call: the status it must answer, else the response and the server's log.
     let call = |method: &str, path: &str, auth: Option<&str>, body: Option<Value>, want: u16| {
-        let body = body.map(|b| b.to_string());
-        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
-        let r = request(port, method, path, &headers, body.as_deref())
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        assert_eq!(
-            r.status,
-            want,
-            "{method} {path} {}\n{r:?}",
-            body.unwrap_or_default()
-        );
-        if r.body.is_empty() {
-            Value::Null
-        } else {
-            r.json()
-        }
+        call(port, method, path, auth, body, want)
     };
 
     // A user with a workspace.
@@ -395,6 +412,218 @@ fn python_and_typescript_clients_act_for_a_member_through_a_grant() {
     server.stop();
 }
 
+/// Runs a verify example with `KEYRAIL_URL`, `KEYRAIL_WORKSPACE_ID` (unless `None`) and nothing
+/// else of the caller's `KEYRAIL_*`, the key on standard input, the scopes as arguments.
+fn run_verify(mut cmd: Command, url: &str, workspace: Option<&str>, key: &str) -> Output {
+    use std::io::Write;
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYRAIL_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("KEYRAIL_URL", url)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(ws) = workspace {
+        cmd.env("KEYRAIL_WORKSPACE_ID", ws);
+    }
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {cmd:?}: {e}"));
+    let mut stdin = child.stdin.take().unwrap();
+    writeln!(stdin, "{key}").unwrap();
+    drop(stdin);
+    child.wait_with_output().unwrap()
+}
+
+/// `examples/python/verify_key.py SCOPE...`
+fn python_verify(url: &str, workspace: Option<&str>, key: &str, scopes: &[&str]) -> Output {
+    let mut cmd = Command::new("python3");
+    cmd.arg("verify_key.py")
+        .args(scopes)
+        .current_dir(examples_dir().join("python"));
+    run_verify(cmd, url, workspace, key)
+}
+
+/// `npx tsx verify-key.ts SCOPE...`, without npx's own lookups.
+fn typescript_verify(url: &str, workspace: Option<&str>, key: &str, scopes: &[&str]) -> Output {
+    let dir = examples_dir().join("typescript");
+    let mut cmd = Command::new(dir.join("node_modules/.bin/tsx"));
+    cmd.arg("verify-key.ts").args(scopes).current_dir(dir);
+    run_verify(cmd, url, workspace, key)
+}
+
+/// A user who signed up (signup is open to anyone), logged in and made a workspace with its own
+/// `orders:read` scope and two keys: one carrying `orders:read`, one with no scope.
+struct Tenant {
+    ws: String,
+    key: String,
+    key_id: String,
+    unscoped_key: String,
+}
+
+fn tenant(port: u16, email: &str, workspace_name: &str) -> Tenant {
+    call(
+        port,
+        "POST",
+        "/api/v1/auth/signup",
+        None,
+        Some(json!({"email": email, "password": PASSWORD, "name": workspace_name})),
+        201,
+    );
+    let login = call(
+        port,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": email, "password": PASSWORD})),
+        200,
+    );
+    let user = format!("Bearer {}", login["access_token"].as_str().unwrap());
+    let user = Some(user.as_str());
+    let workspace = call(
+        port,
+        "POST",
+        "/api/v1/workspaces",
+        user,
+        Some(json!({"name": workspace_name})),
+        201,
+    );
+    let ws = workspace["id"].as_str().unwrap().to_owned();
+    let post = |path: &str, body: Value| {
+        call(
+            port,
+            "POST",
+            &format!("/api/v1/w/{ws}/{path}"),
+            user,
+            Some(body),
+            201,
+        )
+    };
+    post("scopes", json!({"name": "orders:read"}));
+    let key = post("keys", json!({"name": "orders", "scopes": ["orders:read"]}));
+    let unscoped = post("keys", json!({"name": "unscoped", "scopes": []}));
+    Tenant {
+        key: key["key"].as_str().unwrap().to_owned(),
+        key_id: key["id"].as_str().unwrap().to_owned(),
+        unscoped_key: unscoped["key"].as_str().unwrap().to_owned(),
+        ws,
+    }
+}
+
+#[test]
+fn verify_examples_accept_only_keys_of_their_workspace() {
+    let python = Command::new("python3")
+        .arg("--version")
+        .stdin(Stdio::null())
+        .output()
+        .map_or_else(
+            |e| Some(format!("python3 cannot run: {e}")),
+            |o| (!o.status.success()).then(|| format!("python3 --version failed: {}", o.status)),
+        );
+    let typescript = typescript_missing();
+    if let Some(why) = &python {
+        skip_or_fail(why, "install python3");
+    }
+    if let Some(why) = &typescript {
+        skip_or_fail(
+            why,
+            "install Node 20 and npm, then (cd examples/typescript && npm ci)",
+        );
+    }
+    if python.is_some() || typescript.is_some() {
+        return;
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    let (mut server, port) = serve(dir.path());
+    let url = format!("http://127.0.0.1:{port}");
+
+    // The service owner's workspace, and a stranger's with a scope of the same name.
+    let acme = tenant(port, "owner@acme.example", "Acme");
+    let other = tenant(port, "stranger@example.net", "Other");
+    assert_ne!(acme.ws, other.ws);
+
+    // What the examples guard against: checking the scope alone accepts the stranger's key.
+    let r = call(
+        port,
+        "POST",
+        "/api/v1/keys/verify",
+        None,
+        Some(json!({"key": other.key, "scopes": ["orders:read"]})),
+        200,
+    );
+    assert_eq!(r["code"], "VALID", "{r}");
+    assert_eq!(r["workspace_id"], other.ws.as_str(), "{r}");
+
+    type Verify = fn(&str, Option<&str>, &str, &[&str]) -> Output;
+    let examples: [(&str, Verify); 2] = [
+        ("examples/python/verify_key.py", python_verify),
+        ("examples/typescript/verify-key.ts", typescript_verify),
+    ];
+    for (name, verify) in examples {
+        // The exit status, and the one JSON line printed.
+        let run = |ws: Option<&str>, key: &str, scopes: &[&str]| {
+            let out = verify(&url, ws, key, scopes);
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+            let line: Value = match lines.as_slice() {
+                [] => Value::Null,
+                [one] => serde_json::from_str(one)
+                    .unwrap_or_else(|e| panic!("{name} printed no JSON ({e}): {}", describe(&out))),
+                _ => panic!("{name} must print at most one line: {}", describe(&out)),
+            };
+            (out.status.code(), line, out)
+        };
+
+        // The workspace's own key with the scope: VALID, exit 0.
+        let (code, line, out) = run(Some(&acme.ws), &acme.key, &["orders:read"]);
+        assert_eq!(code, Some(0), "{name}: {}", describe(&out));
+        assert_eq!(line["code"], "VALID", "{name}: {line}");
+        assert_eq!(line["key_id"], acme.key_id.as_str(), "{name}: {line}");
+        assert_eq!(line["workspace_id"], acme.ws.as_str(), "{name}: {line}");
+        assert_eq!(line["scopes"], json!(["orders:read"]), "{name}: {line}");
+
+        // The stranger's key, same scope name, bound to Acme: NOT_FOUND, nothing about it.
+        let (code, line, out) = run(Some(&acme.ws), &other.key, &["orders:read"]);
+        assert_eq!(code, Some(1), "{name}: {}", describe(&out));
+        assert_eq!(line["code"], "NOT_FOUND", "{name}: {line}");
+        for field in ["key_id", "workspace_id", "external_id", "scopes"] {
+            assert!(line[field].is_null(), "{name}: {field} leaked: {line}");
+        }
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("NOT_FOUND"),
+            "{name} must name the code on stderr: {}",
+            describe(&out)
+        );
+
+        // The same key bound to its own workspace is VALID: the NOT_FOUND above is the binding.
+        let (code, line, out) = run(Some(&other.ws), &other.key, &["orders:read"]);
+        assert_eq!(code, Some(0), "{name}: {}", describe(&out));
+        assert_eq!(line["workspace_id"], other.ws.as_str(), "{name}: {line}");
+
+        // The scopes are passed: Acme's key without orders:read is refused.
+        let (code, line, out) = run(Some(&acme.ws), &acme.unscoped_key, &["orders:read"]);
+        assert_eq!(code, Some(1), "{name}: {}", describe(&out));
+        assert_eq!(line["code"], "INSUFFICIENT_SCOPE", "{name}: {line}");
+
+        // No workspace configured: the example refuses to run rather than check scopes alone.
+        let (code, _, out) = run(None, &acme.key, &["orders:read"]);
+        assert_eq!(code, Some(2), "{name}: {}", describe(&out));
+        assert!(out.stdout.is_empty(), "{name}: {}", describe(&out));
+    }
+
+    // keyrail gone: exit 3 (fail closed), not a verdict.
+    server.stop();
+    for (name, verify) in examples {
+        let out = verify(&url, Some(&acme.ws), &acme.key, &["orders:read"]);
+        assert_eq!(out.status.code(), Some(3), "{name}: {}", describe(&out));
+        assert!(out.stdout.is_empty(), "{name}: {}", describe(&out));
+    }
+}
+
 /// Standard base64 with padding, for the Basic credential.
 fn base64(s: &str) -> String {
     const ABC: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -417,7 +646,7 @@ fn base64(s: &str) -> String {
     out
 }
 
-/// `npx tsc --noEmit` in examples/typescript, so the example keeps type-checking.
+/// `npx tsc --noEmit` in examples/typescript, so the examples keep type-checking.
 #[test]
 fn typescript_client_type_checks() {
     if let Some(why) = typescript_missing() {

@@ -1,5 +1,6 @@
 //! Real nginx in front of a tiny upstream, every request checked by keyrail's forward-auth
-//! through `auth_request`, with the shipped config `examples/nginx/nginx.conf`.
+//! through `auth_request`, with the shipped config `examples/nginx/nginx.conf`, bound to one
+//! workspace: a key of another workspace carrying a scope of the same name is refused.
 //!
 //! Needs the `nginx` binary (Debian package `nginx`). Without it the test prints
 //! `SKIPPED: nginx not installed` and passes, except under `CI`, where it fails.
@@ -147,9 +148,14 @@ impl Drop for Upstream {
     }
 }
 
-/// The shipped template with its three placeholders filled in.
-fn render_config(listen: u16, keyrail: u16, upstream: u16) -> String {
-    for placeholder in ["@LISTEN@", "@KEYRAIL_ADDR@", "@UPSTREAM_ADDR@"] {
+/// The shipped template with its four placeholders filled in.
+fn render_config(listen: u16, keyrail: u16, upstream: u16, workspace: &str) -> String {
+    for placeholder in [
+        "@LISTEN@",
+        "@KEYRAIL_ADDR@",
+        "@UPSTREAM_ADDR@",
+        "@WORKSPACE_ID@",
+    ] {
         assert!(
             TEMPLATE.contains(placeholder),
             "the template lost {placeholder}"
@@ -158,7 +164,8 @@ fn render_config(listen: u16, keyrail: u16, upstream: u16) -> String {
     let conf = TEMPLATE
         .replace("@LISTEN@", &format!("127.0.0.1:{listen}"))
         .replace("@KEYRAIL_ADDR@", &format!("127.0.0.1:{keyrail}"))
-        .replace("@UPSTREAM_ADDR@", &format!("127.0.0.1:{upstream}"));
+        .replace("@UPSTREAM_ADDR@", &format!("127.0.0.1:{upstream}"))
+        .replace("@WORKSPACE_ID@", workspace);
     let left = conf
         .split('@')
         .skip(1)
@@ -216,6 +223,7 @@ fn nginx_auth_request_maps_keyrail_answers_to_the_client() {
     let init: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let admin = init["api_key"].as_str().unwrap().to_owned();
     let ws = init["workspace_id"].as_str().unwrap().to_owned();
+    let root_id = init["user_id"].as_str().unwrap().to_owned();
 
     let keyrail_port = free_port();
     let log = std::fs::File::create(dir.join("keyrail.log")).unwrap();
@@ -257,6 +265,70 @@ fn nginx_auth_request_maps_keyrail_answers_to_the_client() {
     let good_id = good["id"].as_str().unwrap().to_owned();
     let limited_id = limited["id"].as_str().unwrap().to_owned();
 
+    // Another tenant: signup is open, so anyone can make a workspace, give it a scope of its own
+    // called `orders:read` and a key carrying it.
+    let post = |path: &str, auth: Option<&str>, body: &str, want: u16| {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("Authorization", a)).into_iter().collect();
+        let r = request(keyrail_port, "POST", path, &headers, Some(body)).unwrap();
+        assert_eq!(r.status, want, "POST {path} {body}\n{r:?}");
+        r.json()
+    };
+    let login = |email: &str, password: &str| {
+        let body = serde_json::json!({"email": email, "password": password}).to_string();
+        let r = post("/api/v1/auth/login", None, &body, 200);
+        format!("Bearer {}", r["access_token"].as_str().unwrap())
+    };
+    let stranger_password = "another long passphrase 77";
+    post(
+        "/api/v1/auth/signup",
+        None,
+        &serde_json::json!({"email": "stranger@example.net", "password": stranger_password,
+            "name": "Stranger"})
+        .to_string(),
+        201,
+    );
+    let stranger_jwt = login("stranger@example.net", stranger_password);
+    let stranger = Some(stranger_jwt.as_str());
+    let other_ws = post("/api/v1/workspaces", stranger, r#"{"name":"Other"}"#, 201)["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(other_ws, ws);
+    post(
+        &format!("/api/v1/w/{other_ws}/scopes"),
+        stranger,
+        r#"{"name":"orders:read"}"#,
+        201,
+    );
+    let other_key = post(
+        &format!("/api/v1/w/{other_ws}/keys"),
+        stranger,
+        r#"{"name":"lookalike","scopes":["orders:read"]}"#,
+        201,
+    )["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // What the binding guards against: forward-auth asked for the scope alone lets it in.
+    let r = request(
+        keyrail_port,
+        "GET",
+        "/api/v1/forward-auth",
+        &[
+            ("Authorization", &format!("Bearer {other_key}")),
+            ("X-Keyrail-Scopes", "orders:read"),
+        ],
+        None,
+    )
+    .unwrap();
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        r.header("X-Keyrail-Workspace"),
+        Some(other_ws.as_str()),
+        "{r:?}"
+    );
+    let root_jwt = login("root@example.com", "a long root passphrase 42");
+
     // The protected API and nginx in front of it.
     let upstream = Upstream::start();
     let nginx_dir = dir.join("nginx");
@@ -265,7 +337,7 @@ fn nginx_auth_request_maps_keyrail_answers_to_the_client() {
     let conf = nginx_dir.join("nginx.conf");
     std::fs::write(
         &conf,
-        render_config(nginx_port, keyrail_port, upstream.port),
+        render_config(nginx_port, keyrail_port, upstream.port, &ws),
     )
     .unwrap();
     let error_log = nginx_dir.join("error.log");
@@ -299,14 +371,16 @@ fn nginx_auth_request_maps_keyrail_answers_to_the_client() {
         TcpStream::connect(("127.0.0.1", nginx_port)).is_ok()
     });
 
-    let through = |auth: Option<&str>, extra: &[(&str, &str)]| {
+    let through_at = |path: &str, auth: Option<&str>, extra: &[(&str, &str)]| {
         let mut headers: Vec<(&str, &str)> = extra.to_vec();
         if let Some(a) = auth {
             headers.push(("Authorization", a));
         }
-        request(nginx_port, "GET", "/orders/42?x=1", &headers, None)
+        request(nginx_port, "GET", path, &headers, None)
             .unwrap_or_else(|e| panic!("request through nginx: {e}\n{}", nginx_logs()))
     };
+    let through =
+        |auth: Option<&str>, extra: &[(&str, &str)]| through_at("/orders/42?x=1", auth, extra);
     let bearer = |k: &str| format!("Bearer {k}");
 
     // No credentials: 401 from keyrail, passed through natively with its WWW-Authenticate.
@@ -335,6 +409,30 @@ fn nginx_auth_request_maps_keyrail_answers_to_the_client() {
     // ...even if the client names the scopes itself: nginx sets X-Keyrail-Scopes.
     let r = through(Some(&bearer(&unscoped_key)), &[("X-Keyrail-Scopes", "")]);
     assert_eq!(r.status, 403, "{r:?}");
+
+    // The other tenant's key carries a scope named `orders:read` too, but nginx binds keyrail to
+    // this workspace: 401, also when the client names the other workspace itself (nginx sets
+    // X-Keyrail-Workspace, and the auth subrequest carries no query string).
+    let forged_ws = format!("/orders/42?workspace_id={other_ws}");
+    for (path, extra) in [
+        ("/orders/42?x=1", vec![]),
+        (
+            forged_ws.as_str(),
+            vec![("X-Keyrail-Workspace", other_ws.as_str())],
+        ),
+    ] {
+        let r = through_at(path, Some(&bearer(&other_key)), &extra);
+        assert_eq!(r.status, 401, "{path} {extra:?}: {r:?}\n{}", nginx_logs());
+        assert!(
+            r.header("WWW-Authenticate")
+                .is_some_and(|v| v.contains("invalid_token")),
+            "{r:?}"
+        );
+        assert_eq!(r.json()["code"], "unauthorized", "{r:?}");
+    }
+    // So is the other tenant's login: not a member of this workspace.
+    let r = through(stranger, &[("X-Keyrail-Workspace", &other_ws)]);
+    assert_eq!(r.status, 401, "{r:?}\n{}", nginx_logs());
 
     assert!(
         upstream.seen().is_empty(),
@@ -375,6 +473,28 @@ fn nginx_auth_request_maps_keyrail_answers_to_the_client() {
     let r = through(Some(&format!("Basic {good_key}")), &[]);
     assert_eq!(r.status, 200, "{r:?}");
 
+    // This workspace's key passes whatever workspace the client names, and the upstream learns
+    // the workspace keyrail vouched for.
+    let r = through_at(
+        &forged_ws,
+        Some(&bearer(&good_key)),
+        &[("X-Keyrail-Workspace", &other_ws)],
+    );
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx_logs());
+    assert!(r.body.contains(&format!("principal={good_id}\n")), "{r:?}");
+    let seen = upstream.seen();
+    assert_eq!(seen.len(), 3, "{seen:?}");
+    assert_eq!(
+        seen[2].headers.get("x-keyrail-workspace"),
+        Some(&ws),
+        "{seen:?}"
+    );
+
+    // A member's login (the owner's JWT) passes in the bound workspace without naming it.
+    let r = through(Some(&root_jwt), &[]);
+    assert_eq!(r.status, 200, "{r:?}\n{}", nginx_logs());
+    assert!(r.body.contains(&format!("principal={root_id}\n")), "{r:?}");
+
     // A key limited to 2 per minute: 200, 200, then a real 429 with Retry-After.
     for n in 1..=2 {
         let r = through(Some(&bearer(&limited_key)), &[]);
@@ -406,14 +526,14 @@ fn nginx_auth_request_maps_keyrail_answers_to_the_client() {
         "{r:?}"
     );
     assert_eq!(r.json()["code"], "too_many_requests", "{r:?}");
-    assert_eq!(upstream.seen().len(), 4, "{:?}", upstream.seen());
+    assert_eq!(upstream.seen().len(), 6, "{:?}", upstream.seen());
 
     // keyrail gone: nginx fails closed with 502, the upstream is not reached.
     keyrail_proc.stop();
     let r = through(Some(&bearer(&good_key)), &[]);
     assert_eq!(r.status, 502, "{r:?}\n{}", nginx_logs());
     assert_eq!(r.json()["code"], "auth_unavailable", "{r:?}");
-    assert_eq!(upstream.seen().len(), 4, "{:?}", upstream.seen());
+    assert_eq!(upstream.seen().len(), 6, "{:?}", upstream.seen());
 
     nginx_proc.stop();
 }
