@@ -72,6 +72,9 @@ enum KeysCommand {
         /// Scopes the key must hold (repeatable).
         #[arg(long = "scope")]
         scopes: Vec<String>,
+        /// Only a key of this workspace passes (custom scope names are per workspace).
+        #[arg(long = "workspace")]
+        workspace: Option<String>,
     },
 }
 
@@ -182,7 +185,12 @@ async fn init(
     Ok(())
 }
 
-async fn verify_key(config: Config, key: String, scopes: Vec<String>) -> Result<(), String> {
+async fn verify_key(
+    config: Config,
+    key: String,
+    scopes: Vec<String>,
+    workspace: Option<String>,
+) -> Result<(), String> {
     use keyrail_core::keys::verify::{KeyVerifier, VerifyCode};
     let key = if key == "-" {
         let mut line = String::new();
@@ -201,7 +209,7 @@ async fn verify_key(config: Config, key: String, scopes: Vec<String>) -> Result<
     verifier.reload_formats().await.map_err(|e| e.to_string())?;
     let required: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let v = verifier
-        .verify(&key, &required, 0, None)
+        .verify(&key, &required, 0, workspace.as_deref())
         .await
         .map_err(|e| e.to_string())?;
     store.close().await;
@@ -255,9 +263,11 @@ fn main() -> ExitCode {
                 password_file,
             } => init(config, &email, password_file.as_deref()).await,
             Command::Config => unreachable!("handled above"),
-            Command::Keys(KeysCommand::Verify { key, scopes }) => {
-                verify_key(config, key, scopes).await
-            }
+            Command::Keys(KeysCommand::Verify {
+                key,
+                scopes,
+                workspace,
+            }) => verify_key(config, key, scopes, workspace).await,
         }
     });
     match result {

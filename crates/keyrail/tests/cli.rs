@@ -345,6 +345,20 @@ fn init_makes_a_superuser_idempotently() {
     );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], "VALID");
+    // Bound to a workspace: the admin workspace's key passes there and nowhere else.
+    let workspace_id = v["workspace_id"].as_str().unwrap().to_owned();
+    for (ws, code, exit) in [
+        (workspace_id.as_str(), "VALID", Some(0)),
+        ("ws_someone_else", "NOT_FOUND", Some(1)),
+    ] {
+        let out = keyrail(dir.path())
+            .args(["keys", "verify", &api_key, "--workspace", ws])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), exit);
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["code"], code);
+    }
     let out = keyrail(dir.path())
         .args(["keys", "verify", "kr_not_a_key"])
         .output()
