@@ -23,7 +23,10 @@ use keyrail_core::model::{
     StoredTokenKey, User, Workspace, WorkspaceStatus,
 };
 use keyrail_core::secret::Secret;
-use keyrail_core::store::{Store, StoreError, StoreResult};
+use keyrail_core::store::{
+    AppStore, AuditStore, ChangeStore, IdentityStore, KeyStore, Store, StoreError, StoreResult,
+    WorkspaceStore,
+};
 use keyrail_core::time::Timestamp;
 use sqlx::AssertSqlSafe;
 use sqlx::migrate::{Migrate, Migrator};
@@ -1015,7 +1018,7 @@ macro_rules! sql_store {
                 Ok(())
             }
 
-            /// Saves what may change in a key (see [`Store::update_key`]) inside the caller's
+            /// Saves what may change in a key (see [`KeyStore::update_key`]) inside the caller's
             /// transaction; returns the key's hash, or `None` when there is no such key.
             async fn save_key(conn: &mut $conn, p: &KeyParams<'_>) -> StoreResult<Option<String>> {
                 let k = p.key;
@@ -1120,7 +1123,10 @@ macro_rules! sql_store {
             async fn close(&self) {
                 self.pool.close().await;
             }
+        }
 
+        #[async_trait]
+        impl IdentityStore for $store {
             async fn insert_user(&self, user: &User) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO users
@@ -1785,7 +1791,10 @@ macro_rules! sql_store {
                 .map_err(map_err)?;
                 Ok(())
             }
+        }
 
+        #[async_trait]
+        impl AuditStore for $store {
             async fn insert_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO audit_log
@@ -1841,7 +1850,10 @@ macro_rules! sql_store {
                 .map_err(map_err)?;
                 rows.into_iter().map(AuditEntry::try_from).collect()
             }
+        }
 
+        #[async_trait]
+        impl WorkspaceStore for $store {
             async fn create_workspace(&self, ws: &Workspace, owner: &Member) -> StoreResult<()> {
                 if owner.workspace_id != ws.id {
                     return Err(StoreError::Other(
@@ -2365,7 +2377,10 @@ macro_rules! sql_store {
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
             }
+        }
 
+        #[async_trait]
+        impl KeyStore for $store {
             async fn insert_key(&self, key: &ApiKey) -> StoreResult<()> {
                 let p = KeyParams::new(key)?;
                 let query = sqlx::query(concat!(
@@ -2625,7 +2640,10 @@ macro_rules! sql_store {
                 }
                 tx.commit().await.map_err(map_err)
             }
+        }
 
+        #[async_trait]
+        impl ChangeStore for $store {
             async fn changes_after(&self, after: i64, limit: u32) -> StoreResult<Vec<Change>> {
                 let rows: Vec<ChangeRow> = sqlx::query_as(
                     "SELECT seq, at, kind, subject FROM changes
@@ -2650,7 +2668,10 @@ macro_rules! sql_store {
             async fn follow_changes(&self, wake: Arc<Notify>) -> StoreResult<bool> {
                 self.follow_announcements(wake).await
             }
+        }
 
+        #[async_trait]
+        impl AppStore for $store {
             async fn insert_builder_profile(&self, p: &BuilderProfile) -> StoreResult<()> {
                 sqlx::query(
                     "INSERT INTO builder_profiles (id, user_id, name, website, created_at)
