@@ -91,11 +91,4 @@ pub trait WorkspaceStore: Send + Sync {
     async fn member_by_id(&self, ws: &WorkspaceId, id: &MemberId) -> StoreResult<Option<Member>>;
     async fn member_of(&self, ws: &WorkspaceId, user: &UserId) -> StoreResult<Option<Member>>;
     async fn list_members(&self, ws: &WorkspaceId, page: &Page) -> StoreResult<Vec<MemberView>>;
-    /// Removes the member and appends `member.removed` to the change log, atomically.
-    async fn delete_member(
-        &self,
-        ws: &WorkspaceId,
-        id: &MemberId,
-        at: Timestamp,
-    ) -> StoreResult<bool>;
 }

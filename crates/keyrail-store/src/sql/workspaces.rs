@@ -568,31 +568,6 @@ macro_rules! workspace_store {
                 .map_err(map_err)?;
                 Ok(rows.into_iter().map(MemberView::from).collect())
             }
-
-            async fn delete_member(
-                &self,
-                ws: &WorkspaceId,
-                id: &MemberId,
-                at: Timestamp,
-            ) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
-                // Unguarded (remove_member is the guarded one), but ordered with delete_role.
-                Self::lock_workspace(&mut tx, ws).await?;
-                let deleted =
-                    sqlx::query("DELETE FROM members WHERE id = $1 AND workspace_id = $2")
-                        .bind(id.as_str())
-                        .bind(ws.as_str())
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(map_err)?
-                        .rows_affected();
-                if deleted == 0 {
-                    return Ok(false);
-                }
-                Self::append_changes(&mut tx, at, "member.removed", &[id.as_str()]).await?;
-                tx.commit().await.map_err(map_err)?;
-                Ok(true)
-            }
         }
     };
 }
