@@ -1,7 +1,7 @@
 //! keyrail's [`Store`] implementations: SQLite (embedded, the default) and PostgreSQL.
 //!
-//! Both are expanded from one body of SQL (see `sql.rs`), use native sqlx pools and
-//! runtime-checked queries, and carry their migrations embedded in the binary.
+//! Both are expanded from one body of SQL (see `sql/`, one module per resource), use native sqlx
+//! pools and runtime-checked queries, and carry their migrations embedded in the binary.
 //!
 //! The server calls [`open`] once at start (it connects and applies pending migrations);
 //! `keyrail migrate` calls [`migrate`], which does the same and reports how many were applied.

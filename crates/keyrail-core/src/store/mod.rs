@@ -1,0 +1,66 @@
+//! What the domain needs from persistence. `keyrail-store` implements it for SQLite and
+//! PostgreSQL from one body of SQL.
+//!
+//! [`Store`] is the sum of one small trait per resource ([`IdentityStore`], [`WorkspaceStore`],
+//! [`KeyStore`], [`AppStore`], [`AuditStore`], [`ChangeStore`]). A `dyn Store` answers all of
+//! their methods with only `Store` in scope; on a concrete store (or a generic `S: Store`) they
+//! are called with the traits in scope: `use keyrail_core::store::prelude::*;`.
+
+use async_trait::async_trait;
+
+mod apps;
+mod audit;
+mod changes;
+mod identity;
+mod keys;
+mod workspaces;
+
+pub use apps::AppStore;
+pub use audit::AuditStore;
+pub use changes::ChangeStore;
+pub use identity::IdentityStore;
+pub use keys::KeyStore;
+pub use workspaces::WorkspaceStore;
+
+/// [`Store`] and every resource trait, for calling their methods on a concrete store.
+pub mod prelude {
+    pub use super::{
+        AppStore, AuditStore, ChangeStore, IdentityStore, KeyStore, Store, WorkspaceStore,
+    };
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint refused the write; names what collided (e.g. "user email").
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The database cannot be reached (connection refused, pool timed out).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    #[error("store error: {0}")]
+    Other(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait Store:
+    IdentityStore
+    + WorkspaceStore
+    + KeyStore
+    + AppStore
+    + AuditStore
+    + ChangeStore
+    + Send
+    + Sync
+    + 'static
+{
+    /// `"sqlite"` or `"postgres"`.
+    fn backend(&self) -> &'static str;
+
+    /// Answers when the database answers a trivial query.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Closes the pool, letting connections finish cleanly (SQLite checkpoints its log).
+    async fn close(&self);
+}

@@ -1,0 +1,710 @@
+//! [`IdentityStore`] for both backends: users, MFA, login throttling, sessions and refresh
+//! tokens, MFA challenges, password resets and the JWT signing keys.
+//!
+//! Where the backends differ: revoking sessions appends to the change log in the same
+//! transaction (`append_changes`, which on PostgreSQL first takes the change-log lock).
+
+use async_trait::async_trait;
+use keyrail_core::id::{SessionId, UserId};
+use keyrail_core::model::{
+    LoginThrottle, MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User,
+};
+use keyrail_core::store::{IdentityStore, StoreError, StoreResult};
+use keyrail_core::time::Timestamp;
+
+use super::{PgStore, SqliteStore, page_bounds};
+use crate::error::map_err;
+
+mod rows;
+
+use rows::{MfaRow, SessionRow, SigningKeyRow, ThrottleRow, TokenSessionRow, UserRow};
+
+/// The change-log kind of a revoked session (its subject is the session id).
+const SESSION_REVOKED: &str = "session.revoked";
+
+/// What a write on a user that is not there reports: the trait gives such writes no `false`.
+fn no_such_user(id: &UserId) -> StoreError {
+    StoreError::Other(format!("user {id} does not exist"))
+}
+
+/// Implements [`IdentityStore`] for `$store` (one body of SQL, the same on both backends).
+macro_rules! identity_store {
+    ($store:ident) => {
+        #[async_trait]
+        impl IdentityStore for $store {
+            // users
+            async fn insert_user(&self, user: &User) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO users
+                         (id, email, name, password_hash, mfa_enabled, superuser,
+                          created_at, updated_at)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(user.id.as_str())
+                .bind(user.email.as_str())
+                .bind(user.name.as_str())
+                .bind(user.password_hash.expose())
+                .bind(user.mfa_enabled)
+                .bind(user.superuser)
+                .bind(user.created_at.millis())
+                .bind(user.updated_at.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn user_by_id(&self, id: &UserId) -> StoreResult<Option<User>> {
+                let row: Option<UserRow> = sqlx::query_as(
+                    "SELECT id, email, name, password_hash, mfa_enabled, superuser,
+                            created_at, updated_at
+                     FROM users WHERE id = $1",
+                )
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(User::from))
+            }
+
+            async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>> {
+                let row: Option<UserRow> = sqlx::query_as(
+                    "SELECT id, email, name, password_hash, mfa_enabled, superuser,
+                            created_at, updated_at
+                     FROM users WHERE email = $1",
+                )
+                .bind(email)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(User::from))
+            }
+
+            async fn list_users(&self, page: &Page) -> StoreResult<Vec<User>> {
+                let (after, limit) = page_bounds(page);
+                let rows: Vec<UserRow> = sqlx::query_as(
+                    "SELECT id, email, name, password_hash, mfa_enabled, superuser,
+                            created_at, updated_at
+                     FROM users WHERE id > $1 ORDER BY id LIMIT $2",
+                )
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows.into_iter().map(User::from).collect())
+            }
+
+            async fn set_password_hash(
+                &self,
+                id: &UserId,
+                hash: &str,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let updated = sqlx::query(
+                    "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3",
+                )
+                .bind(hash)
+                .bind(at.millis())
+                .bind(id.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(updated > 0)
+            }
+
+            async fn set_user_name(
+                &self,
+                id: &UserId,
+                name: &str,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let updated =
+                    sqlx::query("UPDATE users SET name = $1, updated_at = $2 WHERE id = $3")
+                        .bind(name)
+                        .bind(at.millis())
+                        .bind(id.as_str())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected();
+                Ok(updated > 0)
+            }
+
+            async fn set_superuser(
+                &self,
+                id: &UserId,
+                superuser: bool,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let updated =
+                    sqlx::query("UPDATE users SET superuser = $1, updated_at = $2 WHERE id = $3")
+                        .bind(superuser)
+                        .bind(at.millis())
+                        .bind(id.as_str())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected();
+                Ok(updated > 0)
+            }
+
+            // MFA
+            async fn mfa_state(&self, user: &UserId) -> StoreResult<MfaState> {
+                let row: Option<MfaRow> = sqlx::query_as(
+                    "SELECT mfa_secret, mfa_pending, mfa_last_step FROM users WHERE id = $1",
+                )
+                .bind(user.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                // A user that does not exist has no MFA.
+                Ok(row.map(MfaState::from).unwrap_or_default())
+            }
+
+            async fn set_mfa_pending(
+                &self,
+                user: &UserId,
+                sealed: Option<&str>,
+            ) -> StoreResult<()> {
+                let updated = sqlx::query("UPDATE users SET mfa_pending = $1 WHERE id = $2")
+                    .bind(sealed)
+                    .bind(user.as_str())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected();
+                if updated == 0 {
+                    return Err(no_such_user(user));
+                }
+                Ok(())
+            }
+
+            async fn enable_mfa(
+                &self,
+                user: &UserId,
+                sealed_secret: &str,
+                last_step: i64,
+                recovery_code_hashes: &[String],
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let updated = sqlx::query(
+                    "UPDATE users
+                     SET mfa_secret = $1, mfa_enabled = $2, mfa_pending = NULL,
+                         mfa_last_step = $3, updated_at = $4
+                     WHERE id = $5",
+                )
+                .bind(sealed_secret)
+                .bind(true)
+                .bind(last_step)
+                .bind(at.millis())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if updated == 0 {
+                    return Err(no_such_user(user));
+                }
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                for hash in recovery_code_hashes {
+                    sqlx::query(
+                        "INSERT INTO recovery_codes (user_id, code_hash, used_at, created_at)
+                         VALUES ($1, $2, NULL, $3)",
+                    )
+                    .bind(user.as_str())
+                    .bind(hash.as_str())
+                    .bind(at.millis())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                }
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn disable_mfa(&self, user: &UserId, at: Timestamp) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let updated = sqlx::query(
+                    "UPDATE users
+                     SET mfa_secret = NULL, mfa_enabled = $1, mfa_pending = NULL,
+                         mfa_last_step = NULL, updated_at = $2
+                     WHERE id = $3",
+                )
+                .bind(false)
+                .bind(at.millis())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if updated == 0 {
+                    return Err(no_such_user(user));
+                }
+                sqlx::query("DELETE FROM recovery_codes WHERE user_id = $1")
+                    .bind(user.as_str())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn advance_totp_step(&self, user: &UserId, step: i64) -> StoreResult<bool> {
+                // One conditional write: of two concurrent uses of a step, the second finds the
+                // step already stored and matches nothing.
+                let updated = sqlx::query(
+                    "UPDATE users SET mfa_last_step = $1
+                     WHERE id = $2 AND (mfa_last_step IS NULL OR mfa_last_step < $1)",
+                )
+                .bind(step)
+                .bind(user.as_str())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(updated > 0)
+            }
+
+            async fn use_recovery_code(
+                &self,
+                user: &UserId,
+                code_hash: &str,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let updated = sqlx::query(
+                    "UPDATE recovery_codes SET used_at = $1
+                     WHERE user_id = $2 AND code_hash = $3 AND used_at IS NULL",
+                )
+                .bind(at.millis())
+                .bind(user.as_str())
+                .bind(code_hash)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(updated > 0)
+            }
+
+            async fn unused_recovery_codes(&self, user: &UserId) -> StoreResult<u32> {
+                let n: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM recovery_codes WHERE user_id = $1 AND used_at IS NULL",
+                )
+                .bind(user.as_str())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(u32::try_from(n).unwrap_or(u32::MAX))
+            }
+
+            // login throttling
+            async fn login_throttle(&self, key: &str) -> StoreResult<Option<LoginThrottle>> {
+                let row: Option<ThrottleRow> = sqlx::query_as(
+                    "SELECT failures, window_start, locked_until FROM login_throttle
+                     WHERE key = $1",
+                )
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(LoginThrottle::from))
+            }
+
+            async fn record_login_failure(
+                &self,
+                key: &str,
+                now: Timestamp,
+                window_start_after: Timestamp,
+            ) -> StoreResult<LoginThrottle> {
+                // One statement, so concurrent failures are each counted: the row is created,
+                // or updated under its row lock (PostgreSQL) / the write lock (SQLite).
+                let row: ThrottleRow = sqlx::query_as(
+                    "INSERT INTO login_throttle (key, failures, window_start, locked_until)
+                     VALUES ($1, 1, $2, 0)
+                     ON CONFLICT (key) DO UPDATE SET
+                         failures = CASE WHEN login_throttle.window_start < $3 THEN 1
+                                         ELSE login_throttle.failures + 1 END,
+                         window_start = CASE WHEN login_throttle.window_start < $3 THEN $2
+                                             ELSE login_throttle.window_start END
+                     RETURNING failures, window_start, locked_until",
+                )
+                .bind(key)
+                .bind(now.millis())
+                .bind(window_start_after.millis())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(row.into())
+            }
+
+            async fn lock_login(&self, key: &str, until: Timestamp) -> StoreResult<()> {
+                // A key locked before any failure was counted has no window yet (0).
+                sqlx::query(
+                    "INSERT INTO login_throttle (key, failures, window_start, locked_until)
+                     VALUES ($1, 0, 0, $2)
+                     ON CONFLICT (key) DO UPDATE SET failures = 0, locked_until = $2",
+                )
+                .bind(key)
+                .bind(until.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn clear_login_throttle(&self, key: &str) -> StoreResult<()> {
+                sqlx::query("DELETE FROM login_throttle WHERE key = $1")
+                    .bind(key)
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?;
+                Ok(())
+            }
+
+            // sessions and refresh tokens
+            async fn insert_session(
+                &self,
+                session: &Session,
+                refresh_hash: &str,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO sessions
+                         (id, user_id, created_at, last_used_at, expires_at, revoked_at, ip,
+                          user_agent)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                )
+                .bind(session.id.as_str())
+                .bind(session.user_id.as_str())
+                .bind(session.created_at.millis())
+                .bind(session.last_used_at.millis())
+                .bind(session.expires_at.millis())
+                .bind(session.revoked_at.map(Timestamp::millis))
+                .bind(session.ip.as_deref())
+                .bind(session.user_agent.as_deref())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (hash, session_id, created_at, spent_at)
+                     VALUES ($1, $2, $3, NULL)",
+                )
+                .bind(refresh_hash)
+                .bind(session.id.as_str())
+                .bind(session.created_at.millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)
+            }
+
+            async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<Session>> {
+                let row: Option<SessionRow> = sqlx::query_as(
+                    "SELECT id, user_id, created_at, last_used_at, expires_at, revoked_at, ip,
+                            user_agent
+                     FROM sessions WHERE id = $1",
+                )
+                .bind(id.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(row.map(Session::from))
+            }
+
+            async fn active_sessions(
+                &self,
+                user: &UserId,
+                now: Timestamp,
+            ) -> StoreResult<Vec<Session>> {
+                let rows: Vec<SessionRow> = sqlx::query_as(
+                    "SELECT id, user_id, created_at, last_used_at, expires_at, revoked_at, ip,
+                            user_agent
+                     FROM sessions
+                     WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
+                     ORDER BY created_at DESC, id DESC",
+                )
+                .bind(user.as_str())
+                .bind(now.millis())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows.into_iter().map(Session::from).collect())
+            }
+
+            async fn rotate_refresh(
+                &self,
+                old_hash: &str,
+                new_hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<RefreshOutcome> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Spend first, conditionally. Of two concurrent rotations of one token, the
+                // second waits for the first (row lock / write lock) and then matches nothing,
+                // so it is told apart below as a reuse.
+                let spent: Option<String> = sqlx::query_scalar(
+                    "UPDATE refresh_tokens SET spent_at = $1
+                     WHERE hash = $2 AND spent_at IS NULL
+                     RETURNING session_id",
+                )
+                .bind(now.millis())
+                .bind(old_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+
+                if let Some(session_id) = spent {
+                    let session: Option<SessionRow> = sqlx::query_as(
+                        "UPDATE sessions SET last_used_at = $1
+                         WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1
+                         RETURNING id, user_id, created_at, last_used_at, expires_at,
+                                   revoked_at, ip, user_agent",
+                    )
+                    .bind(now.millis())
+                    .bind(session_id.as_str())
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    let Some(session) = session else {
+                        // Revoked or expired: nothing is written (dropping rolls back).
+                        return Ok(RefreshOutcome::Dead);
+                    };
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (hash, session_id, created_at, spent_at)
+                         VALUES ($1, $2, $3, NULL)",
+                    )
+                    .bind(new_hash)
+                    .bind(session_id.as_str())
+                    .bind(now.millis())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_err)?;
+                    tx.commit().await.map_err(map_err)?;
+                    return Ok(RefreshOutcome::Rotated(session.into()));
+                }
+
+                let found: Option<TokenSessionRow> = sqlx::query_as(
+                    "SELECT t.session_id, s.revoked_at, s.expires_at
+                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
+                     WHERE t.hash = $1",
+                )
+                .bind(old_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(found) = found else {
+                    return Ok(RefreshOutcome::Unknown);
+                };
+                if found.revoked_at.is_some() || found.expires_at <= now.millis() {
+                    return Ok(RefreshOutcome::Dead);
+                }
+                // The token exists and is spent, its session live: reuse. End the session.
+                let revoked = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
+                )
+                .bind(now.millis())
+                .bind(found.session_id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if revoked > 0 {
+                    Self::append_changes(&mut tx, now, SESSION_REVOKED, &[&found.session_id])
+                        .await?;
+                }
+                tx.commit().await.map_err(map_err)?;
+                Ok(RefreshOutcome::Reused(SessionId::from_trusted(
+                    found.session_id,
+                )))
+            }
+
+            async fn revoke_session(
+                &self,
+                user: &UserId,
+                id: &SessionId,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Expired sessions are revoked too: an access token issued shortly before the
+                // session expired outlives it, and the change log is how other nodes learn.
+                let revoked = sqlx::query(
+                    "UPDATE sessions SET revoked_at = $1
+                     WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
+                )
+                .bind(at.millis())
+                .bind(id.as_str())
+                .bind(user.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if revoked == 0 {
+                    return Ok(false);
+                }
+                Self::append_changes(&mut tx, at, SESSION_REVOKED, &[id.as_str()]).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn revoke_user_sessions(
+                &self,
+                user: &UserId,
+                at: Timestamp,
+            ) -> StoreResult<Vec<SessionId>> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let mut ids: Vec<String> = sqlx::query_scalar(
+                    "UPDATE sessions SET revoked_at = $1
+                     WHERE user_id = $2 AND revoked_at IS NULL
+                     RETURNING id",
+                )
+                .bind(at.millis())
+                .bind(user.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                ids.sort();
+                let subjects: Vec<&str> = ids.iter().map(String::as_str).collect();
+                Self::append_changes(&mut tx, at, SESSION_REVOKED, &subjects).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(ids.into_iter().map(SessionId::from_trusted).collect())
+            }
+
+            async fn sessions_revoked_since(
+                &self,
+                since: Timestamp,
+            ) -> StoreResult<Vec<SessionId>> {
+                let ids: Vec<String> = sqlx::query_scalar(
+                    "SELECT id FROM sessions WHERE revoked_at >= $1 ORDER BY revoked_at, id",
+                )
+                .bind(since.millis())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(ids.into_iter().map(SessionId::from_trusted).collect())
+            }
+
+            // single-use tokens: MFA challenges and password resets
+            async fn insert_mfa_challenge(
+                &self,
+                hash: &str,
+                user: &UserId,
+                expires_at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO mfa_challenges (hash, user_id, expires_at, used_at)
+                     VALUES ($1, $2, $3, NULL)",
+                )
+                .bind(hash)
+                .bind(user.as_str())
+                .bind(expires_at.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn mfa_challenge_user(
+                &self,
+                hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<Option<UserId>> {
+                let user: Option<String> = sqlx::query_scalar(
+                    "SELECT user_id FROM mfa_challenges
+                     WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
+                )
+                .bind(hash)
+                .bind(now.millis())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(user.map(UserId::from_trusted))
+            }
+
+            async fn consume_mfa_challenge(&self, hash: &str, now: Timestamp) -> StoreResult<bool> {
+                let updated = sqlx::query(
+                    "UPDATE mfa_challenges SET used_at = $1
+                     WHERE hash = $2 AND used_at IS NULL AND expires_at > $1",
+                )
+                .bind(now.millis())
+                .bind(hash)
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(updated > 0)
+            }
+
+            async fn insert_password_reset(
+                &self,
+                hash: &str,
+                user: &UserId,
+                expires_at: Timestamp,
+            ) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO password_resets (hash, user_id, expires_at, used_at)
+                     VALUES ($1, $2, $3, NULL)",
+                )
+                .bind(hash)
+                .bind(user.as_str())
+                .bind(expires_at.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn consume_password_reset(
+                &self,
+                hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<Option<UserId>> {
+                let user: Option<String> = sqlx::query_scalar(
+                    "UPDATE password_resets SET used_at = $1
+                     WHERE hash = $2 AND used_at IS NULL AND expires_at > $1
+                     RETURNING user_id",
+                )
+                .bind(now.millis())
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(user.map(UserId::from_trusted))
+            }
+
+            // JWT signing keys
+            async fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>> {
+                let rows: Vec<SigningKeyRow> = sqlx::query_as(
+                    "SELECT kid, sealed_private, created_at FROM signing_keys
+                     ORDER BY created_at, kid",
+                )
+                .fetch_all(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(rows.into_iter().map(StoredSigningKey::from).collect())
+            }
+
+            async fn insert_signing_key(&self, key: &StoredSigningKey) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO signing_keys (kid, sealed_private, created_at)
+                     VALUES ($1, $2, $3)",
+                )
+                .bind(key.kid.as_str())
+                .bind(key.sealed_private.as_str())
+                .bind(key.created_at.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+        }
+    };
+}
+
+identity_store!(SqliteStore);
+identity_store!(PgStore);
