@@ -54,26 +54,8 @@ macro_rules! audit_store {
         #[async_trait]
         impl AuditStore for $store {
             async fn insert_audit(&self, entry: &AuditEntry) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO audit_log
-                         (id, at, workspace_id, actor_type, actor_id, action, target, ip,
-                          user_agent, outcome)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .bind(entry.id.as_str())
-                .bind(entry.at.millis())
-                .bind(entry.workspace_id.as_ref().map(WorkspaceId::as_str))
-                .bind(entry.actor_type.as_str())
-                .bind(entry.actor_id.as_deref())
-                .bind(entry.action.as_str())
-                .bind(entry.target.as_deref())
-                .bind(entry.ip.as_deref())
-                .bind(entry.user_agent.as_deref())
-                .bind(entry.outcome.as_str())
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(())
+                let mut conn = self.pool.acquire().await.map_err(map_err)?;
+                Self::write_audit(&mut conn, entry).await
             }
 
             async fn list_audit(

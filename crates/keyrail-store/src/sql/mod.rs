@@ -17,7 +17,7 @@ use std::fmt;
 
 use async_trait::async_trait;
 use keyrail_core::id::WorkspaceId;
-use keyrail_core::model::Page;
+use keyrail_core::model::{AuditEntry, Page};
 use keyrail_core::store::{Store, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
 use sqlx::migrate::{Migrate, Migrator};
@@ -164,6 +164,31 @@ macro_rules! sql_common {
                         .await
                         .map_err(map_err)?;
                 }
+                Ok(())
+            }
+
+            /// Appends an audit entry inside the caller's transaction: a change and its audit
+            /// entry commit together or not at all.
+            async fn write_audit(conn: &mut $conn, entry: &AuditEntry) -> StoreResult<()> {
+                sqlx::query(
+                    "INSERT INTO audit_log
+                         (id, at, workspace_id, actor_type, actor_id, action, target, ip,
+                          user_agent, outcome)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .bind(entry.id.as_str())
+                .bind(entry.at.millis())
+                .bind(entry.workspace_id.as_ref().map(WorkspaceId::as_str))
+                .bind(entry.actor_type.as_str())
+                .bind(entry.actor_id.as_deref())
+                .bind(entry.action.as_str())
+                .bind(entry.target.as_deref())
+                .bind(entry.ip.as_deref())
+                .bind(entry.user_agent.as_deref())
+                .bind(entry.outcome.as_str())
+                .execute(&mut *conn)
+                .await
+                .map_err(map_err)?;
                 Ok(())
             }
 
