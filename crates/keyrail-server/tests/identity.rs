@@ -3,7 +3,9 @@
 
 mod common;
 
-use common::{Backend, FakeSmtp, PASSWORD, TestServer, json, reset_token_in, totp_now};
+use common::{
+    Backend, FakeSmtp, PASSWORD, TestServer, json, reset_token_in, set_cookie_value, totp_now,
+};
 use serde_json::{Value, json};
 
 fn b64_json(segment: &str) -> Value {
@@ -935,22 +937,8 @@ async fn cookie_writes_need_the_csrf_header() {
     assert_eq!(err(r).await.2, "csrf_failed");
     // Another session's token (the attacker's own, from their login) does not pass either.
     s.signup("eve@example.com").await;
-    let eve = s
-        .post_json(
-            "/api/v1/auth/login",
-            &json!({"email": "eve@example.com", "password": PASSWORD}),
-        )
-        .await;
-    let eve_csrf = eve
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find_map(|c| {
-            c.strip_prefix("keyrail_csrf=")
-                .map(|v| v.split(';').next().unwrap().to_owned())
-        })
-        .unwrap();
+    let eve = s.login_set_cookies("eve@example.com").await;
+    let eve_csrf = set_cookie_value(&eve, "keyrail_csrf").unwrap();
     assert_ne!(eve_csrf, csrf);
     let r = s
         .http
@@ -978,23 +966,8 @@ async fn over_https_the_session_cookies_are_host_prefixed() {
     .await
     .unwrap();
     s.signup("ada@example.com").await;
-    let resp = s
-        .post_json(
-            "/api/v1/auth/login",
-            &json!({"email": "ada@example.com", "password": PASSWORD}),
-        )
-        .await;
-    let set: Vec<String> = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .collect();
-    let value_of = |name: &str| {
-        set.iter()
-            .find_map(|c| c.strip_prefix(&format!("{name}=")))
-            .map(|v| v.split(';').next().unwrap().to_owned())
-    };
+    let set = s.login_set_cookies("ada@example.com").await;
+    let value_of = |name: &str| set_cookie_value(&set, name);
     let token = value_of("__Host-keyrail_token").expect("__Host- token cookie");
     let csrf = value_of("__Host-keyrail_csrf").expect("__Host- csrf cookie");
     assert!(

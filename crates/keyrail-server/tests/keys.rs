@@ -34,9 +34,25 @@ impl K {
     }
 
     async fn on(backend: Backend) -> Option<Self> {
+        Self::with_options(backend, |_| {}).await
+    }
+
+    /// With start options adjusted by `adjust` (events are recorded whatever it does).
+    async fn with_options(
+        backend: Backend,
+        adjust: impl FnOnce(&mut keyrail_server::StartOptions),
+    ) -> Option<Self> {
         let events = Arc::new(Recorded::default());
         let ev: Arc<dyn Events> = events.clone();
-        let s = TestServer::start_with_events(backend, ev).await?;
+        let s = TestServer::start_options(
+            backend,
+            |_| {},
+            |o| {
+                adjust(o);
+                o.events = Some(ev);
+            },
+        )
+        .await?;
         let owner = s.user("owner@example.com").await["access_token"]
             .as_str()
             .unwrap()
@@ -1214,50 +1230,23 @@ async fn nobody_acts_on_a_key_stronger_than_themselves() {
 async fn the_change_log_is_drained_however_long_it_grew() {
     use keyrail_core::id::{KeyId, WorkspaceId};
     // The follower polls hourly here; the test runs one catch-up itself.
-    let s = TestServer::start_options(
-        Backend::Sqlite,
-        |_| {},
-        |o| o.change_poll = std::time::Duration::from_secs(3600),
-    )
+    let k = K::with_options(Backend::Sqlite, |o| {
+        o.change_poll = std::time::Duration::from_secs(3600)
+    })
     .await
     .unwrap();
-    let owner = s.user("owner@example.com").await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let (_, ws) = json(
-        s.post_with("/api/v1/workspaces", &owner, &json!({"name": "Acme"}))
-            .await,
-    )
-    .await;
-    let ws = ws["id"].as_str().unwrap().to_owned();
-    let mut keys = Vec::new();
-    for name in ["busy", "victim"] {
-        let (_, k) = s
-            .call(
-                "POST",
-                &format!("/api/v1/w/{ws}/keys"),
-                &owner,
-                Some(&json!({"name": name})),
-            )
-            .await;
-        keys.push(k);
-    }
+    let (s, ws) = (&k.s, &k.ws);
+    let keys = [
+        k.create(json!({"name": "busy"})).await,
+        k.create(json!({"name": "victim"})).await,
+    ];
     let victim = keys[1]["key"].as_str().unwrap();
-    let verify = async |key: &str| {
-        json(
-            s.post_json("/api/v1/keys/verify", &json!({"key": key}))
-                .await,
-        )
-        .await
-        .1["code"]
-            .clone()
-    };
+    let verify = async |key: &str| k.code(key).await;
     assert_eq!(verify(victim).await, "VALID");
     // Another node writes 1,500 changes, then revokes the cached key: this node hears of it
     // only through the change log.
     let state = &s.server.as_ref().unwrap().state;
-    let ws_id = WorkspaceId::parse(&ws).unwrap();
+    let ws_id = WorkspaceId::parse(ws).unwrap();
     let busy = KeyId::parse(keys[0]["id"].as_str().unwrap()).unwrap();
     let seq = state.store.latest_change().await.unwrap();
     let now = state.clock.now();
@@ -1286,7 +1275,7 @@ async fn the_change_log_is_drained_however_long_it_grew() {
     result.unwrap();
     assert_eq!(reached, state.store.latest_change().await.unwrap());
     assert_eq!(verify(victim).await, "REVOKED");
-    s.stop().await;
+    k.s.stop().await;
 }
 
 #[tokio::test]

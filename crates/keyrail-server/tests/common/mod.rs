@@ -200,6 +200,22 @@ impl TestServer {
         (token, ws["id"].as_str().unwrap().to_owned())
     }
 
+    /// Logs in with [`PASSWORD`]; the answer's `Set-Cookie` values.
+    pub async fn login_set_cookies(&self, email: &str) -> Vec<String> {
+        let resp = self
+            .post_json(
+                "/api/v1/auth/login",
+                &serde_json::json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+        resp.headers()
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
     pub async fn user(&self, email: &str) -> Value {
         self.signup(email).await;
         let (status, body) = self.login_as(email, PASSWORD).await;
@@ -401,4 +417,11 @@ pub fn open_jwe(compact: &str, key: &[u8]) -> Option<(Value, Value)> {
         .ok()?;
     let payload = serde_json::from_slice(plain).expect("the plaintext is JSON");
     Some((header, payload))
+}
+
+/// The value of cookie `name` among `Set-Cookie` values.
+pub fn set_cookie_value(set: &[String], name: &str) -> Option<String> {
+    set.iter()
+        .find_map(|c| c.strip_prefix(&format!("{name}=")))
+        .map(|v| v.split(';').next().unwrap_or("").to_owned())
 }
