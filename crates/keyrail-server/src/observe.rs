@@ -95,8 +95,9 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     }
 
     let elapsed = start.elapsed();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    HttpMetrics::global().record(method.as_str(), route, status.as_u16(), elapsed);
+    let template = matched.as_ref().map(MatchedPath::as_str);
+    HttpMetrics::global().record(&method, template, status.as_u16(), elapsed);
+    let route = template.unwrap_or(crate::metrics::UNMATCHED);
 
     let rid = request_id.to_str().unwrap_or("");
     if let Some(InternalDetail(detail)) = resp.extensions().get::<InternalDetail>() {
