@@ -28,6 +28,9 @@ log_level = "info"
 log_format = "json"
 shutdown_grace = "30s"
 request_timeout = "30s"
+header_read_timeout = "10s"
+max_connections = 10000
+max_connections_per_ip = 1000
 
 [limits]
 global_per_principal = "6000/1m"
@@ -72,6 +75,16 @@ pub struct Config {
     pub shutdown_grace: Span,
     /// Requests running longer are answered 408.
     pub request_timeout: Span,
+    /// How long a client has to send a complete request head: the first one on a connection
+    /// (TLS handshake included) and each later one on a kept-alive connection, so it is also
+    /// how long an idle keep-alive connection stays open. Past it the connection is closed.
+    pub header_read_timeout: Span,
+    /// Open connections at most (lowered to fit the process's file-descriptor limit).
+    pub max_connections: usize,
+    /// Open connections from one client address at most (an IPv6 /64 counts as one address;
+    /// `trusted_proxies` are exempt). At either cap, the oldest connection that has not yet
+    /// sent a complete request is closed to make room; if there is none, the new one is.
+    pub max_connections_per_ip: usize,
     pub limits: Limits,
 }
 
@@ -147,6 +160,12 @@ impl Config {
             return Err("tls_cert and tls_key must be set together".into());
         }
         crate::proxies::TrustedProxies::parse(&self.trusted_proxies)?;
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err("max_connections_per_ip must be at least 1".into());
+        }
         if self.limits.account_lock_after == 0 {
             return Err("limits.account_lock_after must be at least 1".into());
         }
@@ -195,6 +214,11 @@ mod tests {
         assert_eq!(c.limits.failed_auth_block.secs(), 900);
         assert_eq!(c.limits.account_lock_after, 5);
         assert!(c.api_logs && !c.dev && !c.tls_enabled());
+        assert_eq!(c.header_read_timeout.secs(), 10);
+        assert_eq!(
+            (c.max_connections, c.max_connections_per_ip),
+            (10_000, 1_000)
+        );
     }
 
     #[test]

@@ -353,3 +353,51 @@ fn init_makes_a_superuser_idempotently() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], "NOT_FOUND");
 }
+
+/// Slowloris against a process with few file descriptors: 600 half-open connections (more than
+/// its 256 descriptors) must not keep `/healthz` from answering. Before, every descriptor ended
+/// up held by a connection that never finished its request and accept failed with EMFILE.
+#[test]
+fn half_open_sockets_beyond_the_file_limit_do_not_starve_the_server() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 256 && exec "$0" serve"#)
+        .arg(BIN)
+        .current_dir(dir.path())
+        .env("KEYRAIL_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYRAIL_") && k != "KEYRAIL_LISTEN" {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(port, "/healthz").is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut idle = Vec::new();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for i in 0..600 {
+        // A server that stopped accepting leaves the connection in its backlog, then in SYN
+        // retries once that is full.
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("connection {i} was not accepted: {e}"));
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        idle.push(s);
+    }
+    let started = Instant::now();
+    let answer = get(port, "/healthz");
+    let took = started.elapsed();
+    let _ = child.kill();
+    let _ = child.wait();
+    let answer = answer.unwrap_or_else(|e| panic!("/healthz failed after {took:?}: {e}"));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(took < Duration::from_secs(3), "/healthz took {took:?}");
+    drop(idle);
+}
