@@ -42,6 +42,7 @@ failed_auth_per_ip = "10/5m"
 failed_auth_block = "15m"
 account_lock_after = 5
 account_lock_for = "30m"
+verify_per_ip = ""
 "#;
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -100,6 +101,33 @@ pub struct Limits {
     pub failed_auth_block: Span,
     pub account_lock_after: u32,
     pub account_lock_for: Span,
+    /// A per-client-IP limit on `POST /api/v1/keys/verify`; `""` (the default) = none, since
+    /// its caller is usually one backend verifying for all of its clients.
+    #[serde(with = "optional_rate")]
+    pub verify_per_ip: Option<Rate>,
+}
+
+/// A rate that may be off: written `""` when it is.
+mod optional_rate {
+    use keyrail_core::limits::Rate;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(rate: &Option<Rate>, s: S) -> Result<S::Ok, S::Error> {
+        match rate {
+            Some(r) => s.collect_str(r),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|e: String| serde::de::Error::custom(format!("{e}, or \"\" for no limit")))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -215,6 +243,7 @@ mod tests {
         assert_eq!(c.limits.account_lock_after, 5);
         assert!(c.api_logs && !c.dev && !c.tls_enabled());
         assert_eq!(c.header_read_timeout.secs(), 10);
+        assert!(c.limits.verify_per_ip.is_none());
         assert_eq!(
             (c.max_connections, c.max_connections_per_ip),
             (10_000, 1_000)

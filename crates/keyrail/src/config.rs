@@ -93,4 +93,18 @@ mod tests {
         assert_eq!(c.limits.login_per_ip.count, 100);
         assert_eq!(c.limits.signup_per_ip.count, 10);
     }
+
+    #[test]
+    fn verify_per_ip_is_off_unless_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("keyrail.toml");
+        std::fs::write(&file, "").unwrap();
+        assert!(load(Some(&file)).unwrap().limits.verify_per_ip.is_none());
+        std::fs::write(&file, "[limits]\nverify_per_ip = \"100000/1m\"\n").unwrap();
+        let rate = load(Some(&file)).unwrap().limits.verify_per_ip.unwrap();
+        assert_eq!((rate.count, rate.window.secs()), (100_000, 60));
+        std::fs::write(&file, "[limits]\nverify_per_ip = \"lots\"\n").unwrap();
+        let e = load(Some(&file)).unwrap_err();
+        assert!(e.contains("limits.verify_per_ip"), "{e}");
+    }
 }

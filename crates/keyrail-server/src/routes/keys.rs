@@ -23,6 +23,13 @@ use crate::routes::common::{ApiQuery, Caller, List, ListParams, some_or_null};
 use crate::state::AppState;
 
 pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
+    // Failed verifies do not count toward the IP block, and no per-IP limit applies unless
+    // `limits.verify_per_ip` is set: the caller is usually one backend verifying for many.
+    let verify = OpenApiRouter::new().routes(routes!(verify));
+    let verify = match state.config.limits.verify_per_ip {
+        Some(rate) => crate::iplimit::ip_limited(verify, state, "verify", rate),
+        None => verify,
+    };
     OpenApiRouter::new()
         .routes(routes!(create_key, list_keys))
         .routes(routes!(get_key, patch_key))
@@ -35,13 +42,7 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
                 .routes(routes!(import_keys))
                 .route_layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
         )
-        // Failed verifies do not count toward the IP block; the global per-IP throttle applies.
-        .merge(crate::iplimit::ip_limited(
-            OpenApiRouter::new().routes(routes!(verify)),
-            state,
-            "global",
-            state.config.limits.global_per_principal,
-        ))
+        .merge(verify)
         // Any method: proxies forward the original one. Documented through `ApiDoc`.
         .route("/api/v1/forward-auth", any(forward_auth))
 }
@@ -547,7 +548,7 @@ pub fn verify_out(v: &Verification) -> VerifyOut<'_> {
     responses(
         (status = 200, description = "The outcome", body = VerifyOut<'static>),
         (status = 400, description = "Malformed request", body = ErrorBody),
-        (status = 429, description = "Too many requests from this client", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client IP: only when `limits.verify_per_ip` is set (off by default)", body = ErrorBody),
     ))]
 pub async fn verify(
     State(state): State<AppState>,
