@@ -224,6 +224,8 @@ impl RunningServer {
 /// Builds the state, binds `config.listen` and serves in the background.
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningServer, StartError> {
     let started = std::time::Instant::now();
+    config.validate().map_err(StartError::Config)?;
+    config.check_supported().map_err(StartError::Config)?;
     let listen = config.listen;
     let grace = Duration::from_secs(config.shutdown_grace.secs());
     let timeout = Duration::from_secs(config.request_timeout.secs());

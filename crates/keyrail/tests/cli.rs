@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_keyrail");
 
 /// A `keyrail` command with a clean environment: no stray `KEYRAIL_*` from the caller.
@@ -143,6 +145,42 @@ fn a_bad_limit_stops_the_server_with_a_message_naming_the_key() {
         !dir.path().join("keyrail-data").exists(),
         "nothing is created before the config is valid"
     );
+}
+
+/// Runs `cmd` until it exits, at most `limit`; `None` (and the process killed) if it is still
+/// running then.
+fn run_at_most(mut cmd: Command, limit: Duration) -> Option<std::process::Output> {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = common::Guard::new("keyrail", child);
+    let deadline = Instant::now() + limit;
+    while guard.exited().is_none() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard.take().map(|c| c.wait_with_output().unwrap())
+}
+
+#[test]
+fn serve_refuses_a_redis_url_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = keyrail(dir.path());
+    cmd.arg("serve")
+        .env("KEYRAIL_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("KEYRAIL_REDIS_URL", "redis://:redissecret@127.0.0.1:6379");
+    let out = run_at_most(cmd, Duration::from_secs(15)).expect("serve started with a redis_url");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("redis_url") && err.contains("not supported"),
+        "{err}"
+    );
+    assert!(!err.contains("redissecret"), "{err}");
 }
 
 #[test]
@@ -375,7 +413,7 @@ fn half_open_sockets_beyond_the_file_limit_do_not_starve_the_server() {
             cmd.env_remove(k);
         }
     }
-    let mut child = cmd.spawn().unwrap();
+    let mut child = common::Guard::new("keyrail", cmd.spawn().unwrap());
     let deadline = Instant::now() + Duration::from_secs(20);
     while get(port, "/healthz").is_err() {
         assert!(Instant::now() < deadline, "server did not start");
@@ -394,8 +432,7 @@ fn half_open_sockets_beyond_the_file_limit_do_not_starve_the_server() {
     let started = Instant::now();
     let answer = get(port, "/healthz");
     let took = started.elapsed();
-    let _ = child.kill();
-    let _ = child.wait();
+    child.stop();
     let answer = answer.unwrap_or_else(|e| panic!("/healthz failed after {took:?}: {e}"));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(took < Duration::from_secs(3), "/healthz took {took:?}");
