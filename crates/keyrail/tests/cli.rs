@@ -134,17 +134,42 @@ fn a_bad_limit_stops_the_server_with_a_message_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limits.signup_per_ip"), "{err}");
 
-    let out = keyrail(dir.path())
-        .arg("serve")
-        .env("KEYRAIL_LISTN", "x")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("listn"));
     assert!(
         !dir.path().join("keyrail-data").exists(),
         "nothing is created before the config is valid"
     );
+}
+
+/// Unknown keys in the file are errors (above); an environment variable `KEYRAIL_*` that names
+/// no key (`KEYRAIL_BIN` set by a wrapper script, a typo) is a warning naming it.
+#[test]
+fn unknown_environment_variables_are_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keyrail(dir.path())
+        .arg("config")
+        .env("KEYRAIL_LISTN", "x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KEYRAIL_LISTN") && err.contains("warning"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen = \"127.0.0.1:8080\""));
+
+    let (server, _) = Running::start(dir.path(), &[("KEYRAIL_BIN", "/usr/bin/keyrail")]);
+    let (status, log) = server.sigterm();
+    assert!(status.success(), "{log}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("KEYRAIL_BIN"))
+        .unwrap_or_else(|| panic!("no warning naming KEYRAIL_BIN:\n{log}"));
+    assert!(warning.contains("\"WARN\""), "{warning}");
 }
 
 /// Runs `cmd` until it exits, at most `limit`; `None` (and the process killed) if it is still
