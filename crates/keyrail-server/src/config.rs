@@ -22,6 +22,7 @@ api_logs = true
 tls_cert = ""
 tls_key = ""
 webhooks_allow_private = false
+allow_signup = true
 trusted_proxies = []
 master_key = ""
 log_level = "info"
@@ -64,6 +65,8 @@ pub struct Config {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub webhooks_allow_private: bool,
+    /// false: `POST /api/v1/auth/signup` answers 403 `signup_disabled` (superusers make users).
+    pub allow_signup: bool,
     /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<String>,
     /// 64 hex characters; `""` = the file `data_dir/master.key` (created on first start).
@@ -258,6 +261,7 @@ mod tests {
         assert!(c.api_logs && !c.dev && !c.tls_enabled());
         assert_eq!(c.header_read_timeout.secs(), 10);
         assert!(c.limits.verify_per_ip.is_none());
+        assert!(c.allow_signup);
         assert_eq!(
             (c.max_connections, c.max_connections_per_ip),
             (10_000, 1_000)

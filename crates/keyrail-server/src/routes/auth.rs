@@ -63,11 +63,12 @@ pub struct SignupOut {
     user: UserOut,
 }
 
-/// Create an account.
+/// Create an account (unless the server runs with `allow_signup = false`).
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupIn,
     responses(
         (status = 201, description = "Account created", body = SignupOut),
         (status = 400, description = "Invalid email, name or password (too short, too long, or breached)", body = ErrorBody),
+        (status = 403, description = "`signup_disabled`: the server runs with `allow_signup = false`; superusers create users", body = ErrorBody),
         (status = 409, description = "`email_taken`", body = ErrorBody),
         (status = 429, description = "Too many signups from this IP", body = ErrorBody),
     ))]
@@ -75,6 +76,9 @@ pub async fn signup(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SignupIn>,
 ) -> Result<(StatusCode, Json<SignupOut>), ApiError> {
+    if !state.config.allow_signup {
+        return Err(ApiError::signup_disabled());
+    }
     let user = state
         .identity
         .signup(&body.email, &body.password, &body.name)
