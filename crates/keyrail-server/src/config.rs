@@ -22,12 +22,16 @@ api_logs = true
 tls_cert = ""
 tls_key = ""
 webhooks_allow_private = false
+allow_signup = true
 trusted_proxies = []
 master_key = ""
 log_level = "info"
 log_format = "json"
 shutdown_grace = "30s"
 request_timeout = "30s"
+header_read_timeout = "10s"
+max_connections = 10000
+max_connections_per_ip = 1000
 
 [limits]
 global_per_principal = "6000/1m"
@@ -39,6 +43,7 @@ failed_auth_per_ip = "10/5m"
 failed_auth_block = "15m"
 account_lock_after = 5
 account_lock_for = "30m"
+verify_per_ip = ""
 "#;
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -60,6 +65,8 @@ pub struct Config {
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub webhooks_allow_private: bool,
+    /// false: `POST /api/v1/auth/signup` answers 403 `signup_disabled` (superusers make users).
+    pub allow_signup: bool,
     /// Reverse proxies (addresses or CIDR blocks) whose `X-Forwarded-For` names the client.
     pub trusted_proxies: Vec<String>,
     /// 64 hex characters; `""` = the file `data_dir/master.key` (created on first start).
@@ -72,6 +79,16 @@ pub struct Config {
     pub shutdown_grace: Span,
     /// Requests running longer are answered 408.
     pub request_timeout: Span,
+    /// How long a client has to send a complete request head: the first one on a connection
+    /// (TLS handshake included) and each later one on a kept-alive connection, so it is also
+    /// how long an idle keep-alive connection stays open. Past it the connection is closed.
+    pub header_read_timeout: Span,
+    /// Open connections at most (lowered to fit the process's file-descriptor limit).
+    pub max_connections: usize,
+    /// Open connections from one client address at most (an IPv6 /64 counts as one address;
+    /// `trusted_proxies` are exempt). At either cap, the oldest connection that has not yet
+    /// sent a complete request is closed to make room; if there is none, the new one is.
+    pub max_connections_per_ip: usize,
     pub limits: Limits,
 }
 
@@ -87,6 +104,33 @@ pub struct Limits {
     pub failed_auth_block: Span,
     pub account_lock_after: u32,
     pub account_lock_for: Span,
+    /// A per-client-IP limit on `POST /api/v1/keys/verify`; `""` (the default) = none, since
+    /// its caller is usually one backend verifying for all of its clients.
+    #[serde(with = "optional_rate")]
+    pub verify_per_ip: Option<Rate>,
+}
+
+/// A rate that may be off: written `""` when it is.
+mod optional_rate {
+    use keyrail_core::limits::Rate;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(rate: &Option<Rate>, s: S) -> Result<S::Ok, S::Error> {
+        match rate {
+            Some(r) => s.collect_str(r),
+            None => s.serialize_str(""),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Rate>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.trim().is_empty() {
+            return Ok(None);
+        }
+        text.parse()
+            .map(Some)
+            .map_err(|e: String| serde::de::Error::custom(format!("{e}, or \"\" for no limit")))
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,6 +191,12 @@ impl Config {
             return Err("tls_cert and tls_key must be set together".into());
         }
         crate::proxies::TrustedProxies::parse(&self.trusted_proxies)?;
+        if self.max_connections == 0 {
+            return Err("max_connections must be at least 1".into());
+        }
+        if self.max_connections_per_ip == 0 {
+            return Err("max_connections_per_ip must be at least 1".into());
+        }
         if self.limits.account_lock_after == 0 {
             return Err("limits.account_lock_after must be at least 1".into());
         }
@@ -167,6 +217,20 @@ impl Config {
             && !self.redis_url.starts_with("rediss://")
         {
             return Err("redis_url must be empty or redis://...".into());
+        }
+        Ok(())
+    }
+
+    /// Settings this version accepts but cannot honour yet: serving with them would quietly
+    /// behave otherwise than configured, so `serve` refuses to start. (Other commands, which
+    /// do not use them, go on.)
+    pub fn check_supported(&self) -> Result<(), String> {
+        if !self.redis_url.is_empty() {
+            return Err(
+                "redis_url is not supported yet by this version: rate limits and \
+                        credits would silently be per node; leave it empty"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -195,6 +259,13 @@ mod tests {
         assert_eq!(c.limits.failed_auth_block.secs(), 900);
         assert_eq!(c.limits.account_lock_after, 5);
         assert!(c.api_logs && !c.dev && !c.tls_enabled());
+        assert_eq!(c.header_read_timeout.secs(), 10);
+        assert!(c.limits.verify_per_ip.is_none());
+        assert!(c.allow_signup);
+        assert_eq!(
+            (c.max_connections, c.max_connections_per_ip),
+            (10_000, 1_000)
+        );
     }
 
     #[test]
@@ -232,6 +303,20 @@ mod tests {
         for secret in ["abababab", "hunter2secret", "smtpsecret", "redissecret"] {
             assert!(!text.contains(secret), "{secret} in {text}");
         }
+    }
+
+    #[test]
+    fn a_redis_url_is_refused_until_redis_is_supported() {
+        let mut c = Config::defaults();
+        c.check_supported().unwrap();
+        c.redis_url = "redis://:redissecret@cache:6379".into();
+        c.validate().unwrap();
+        let e = c.check_supported().unwrap_err();
+        assert!(
+            e.contains("redis_url") && e.contains("not supported"),
+            "{e}"
+        );
+        assert!(!e.contains("redissecret"), "{e}");
     }
 
     #[test]

@@ -69,6 +69,15 @@ impl ApiError {
         Self::for_status(StatusCode::NOT_FOUND)
     }
 
+    /// 403 `signup_disabled`: the server was configured with `allow_signup = false`.
+    pub fn signup_disabled() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "signup_disabled",
+            "Signup is disabled on this server",
+        )
+    }
+
     pub fn internal(detail: impl Into<String>) -> Self {
         let mut e = Self::for_status(StatusCode::INTERNAL_SERVER_ERROR);
         e.internal = Some(detail.into());

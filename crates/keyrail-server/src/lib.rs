@@ -5,6 +5,7 @@ pub mod auth;
 pub mod background;
 pub mod bootstrap;
 pub mod config;
+pub mod conn;
 pub mod docs;
 pub mod error;
 pub mod events;

@@ -1,6 +1,10 @@
 //! Prometheus metrics of the HTTP layer, kept in atomics: request counts by method, route
-//! template and status, and latency histograms by method and route template. The hot path does
-//! one read-locked map lookup and a few atomic adds; no allocation once a route has been seen.
+//! template and status, and latency histograms by method and route template.
+//!
+//! Every label comes from a fixed set, so no request can add a series: the method is one of
+//! [`METHODS`] (anything else is `OTHER`) and the route is a template of the router (anything
+//! unmatched is `unmatched`). The hot path does one read-locked map lookup and a few atomic adds;
+//! no allocation once a (route, method) pair has been seen.
 
 use std::collections::HashMap;
 use std::fmt::Write;
@@ -8,6 +12,8 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
+
+use axum::http::Method;
 
 /// Upper bounds of the latency buckets, in microseconds.
 const BUCKETS_US: [u64; 16] = [
@@ -21,6 +27,31 @@ const STATUSES: [u16; 20] = [
     503,
 ];
 
+/// The `method` label values; any other method is counted as `OTHER`.
+pub const METHODS: [&str; 8] = [
+    "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "OTHER",
+];
+
+/// The route label of a request that matched no route.
+pub const UNMATCHED: &str = "unmatched";
+
+/// Route templates come from the router, a fixed set; this bound only guards against a router
+/// that would produce templates without end. Past it, requests count as `unmatched`.
+const MAX_ROUTES: usize = 1024;
+
+fn method_index(m: &Method) -> usize {
+    match *m {
+        Method::GET => 0,
+        Method::HEAD => 1,
+        Method::POST => 2,
+        Method::PUT => 3,
+        Method::PATCH => 4,
+        Method::DELETE => 5,
+        Method::OPTIONS => 6,
+        _ => 7,
+    }
+}
+
 #[derive(Default)]
 struct RouteStats {
     by_status: [AtomicU64; STATUSES.len()],
@@ -30,14 +61,21 @@ struct RouteStats {
     sum_us: AtomicU64,
 }
 
-/// The methods seen on one route template (a handful) and their counters.
-type ByMethod = Vec<(String, Arc<RouteStats>)>;
+/// One route template's counters, one slot per method in [`METHODS`], made on first use.
+#[derive(Default)]
+struct ByMethod([OnceLock<Box<RouteStats>>; METHODS.len()]);
+
+impl ByMethod {
+    fn get(&self, method: usize) -> &RouteStats {
+        self.0[method].get_or_init(Box::default)
+    }
+}
 
 /// Counters for every (method, route template) seen.
 #[derive(Default)]
 pub struct HttpMetrics {
-    /// Route template -> the methods seen on it (a handful).
-    routes: RwLock<HashMap<String, ByMethod>>,
+    /// Route template -> its counters by method.
+    routes: RwLock<HashMap<String, Arc<ByMethod>>>,
 }
 
 impl HttpMetrics {
@@ -48,28 +86,26 @@ impl HttpMetrics {
         M.get_or_init(HttpMetrics::default)
     }
 
-    fn stats(&self, method: &str, route: &str) -> Arc<RouteStats> {
+    fn route(&self, route: &str) -> Arc<ByMethod> {
         {
             let map = self.routes.read().unwrap_or_else(|e| e.into_inner());
-            if let Some((_, s)) = map
-                .get(route)
-                .and_then(|methods| methods.iter().find(|(m, _)| m == method))
-            {
-                return s.clone();
+            if let Some(r) = map.get(route) {
+                return r.clone();
             }
         }
         let mut map = self.routes.write().unwrap_or_else(|e| e.into_inner());
-        let methods = map.entry(route.to_owned()).or_default();
-        if let Some((_, s)) = methods.iter().find(|(m, _)| m == method) {
-            return s.clone();
-        }
-        let stats = Arc::new(RouteStats::default());
-        methods.push((method.to_owned(), stats.clone()));
-        stats
+        let route = if map.len() >= MAX_ROUTES && !map.contains_key(route) {
+            UNMATCHED
+        } else {
+            route
+        };
+        map.entry(route.to_owned()).or_default().clone()
     }
 
-    pub fn record(&self, method: &str, route: &str, status: u16, elapsed: Duration) {
-        let s = self.stats(method, route);
+    /// Counts one answered request. `route` is the matched route template, or `None`.
+    pub fn record(&self, method: &Method, route: Option<&str>, status: u16, elapsed: Duration) {
+        let by_method = self.route(route.unwrap_or(UNMATCHED));
+        let s = by_method.get(method_index(method));
         match STATUSES.iter().position(|&x| x == status) {
             Some(i) => s.by_status[i].fetch_add(1, Ordering::Relaxed),
             None => s.by_class[usize::from(status / 100).min(5)].fetch_add(1, Ordering::Relaxed),
@@ -85,12 +121,13 @@ impl HttpMetrics {
     /// The Prometheus text exposition format.
     pub fn render(&self) -> String {
         let map = self.routes.read().unwrap_or_else(|e| e.into_inner());
-        let mut rows: Vec<((&str, &str), &Arc<RouteStats>)> = map
+        let mut rows: Vec<((&str, &str), &RouteStats)> = map
             .iter()
             .flat_map(|(route, methods)| {
-                methods
+                METHODS
                     .iter()
-                    .map(move |(m, s)| ((m.as_str(), route.as_str()), s))
+                    .zip(methods.0.iter())
+                    .filter_map(move |(m, s)| s.get().map(|s| ((*m, route.as_str()), s.as_ref())))
             })
             .collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
@@ -163,9 +200,10 @@ mod tests {
     #[test]
     fn renders_counters_and_cumulative_buckets() {
         let m = HttpMetrics::default();
-        m.record("GET", "/a/{id}", 200, Duration::from_micros(90));
-        m.record("GET", "/a/{id}", 200, Duration::from_micros(3_000));
-        m.record("GET", "/a/{id}", 418, Duration::from_micros(3_000));
+        let get = Method::GET;
+        m.record(&get, Some("/a/{id}"), 200, Duration::from_micros(90));
+        m.record(&get, Some("/a/{id}"), 200, Duration::from_micros(3_000));
+        m.record(&get, Some("/a/{id}"), 418, Duration::from_micros(3_000));
         let text = m.render();
         assert!(
             text.contains(
@@ -181,5 +219,28 @@ mod tests {
             text.contains(r#"_count{method="GET",route="/a/{id}"} 3"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn labels_come_from_a_fixed_set() {
+        let m = HttpMetrics::default();
+        for i in 0..500 {
+            let odd = Method::from_bytes(format!("M{i}").as_bytes()).unwrap();
+            m.record(&odd, None, 404, Duration::from_micros(10));
+            m.record(&odd, Some("/a/{id}"), 405, Duration::from_micros(10));
+        }
+        m.record(&Method::PATCH, None, 404, Duration::from_micros(10));
+        let text = m.render();
+        assert!(
+            text.contains(r#"{method="OTHER",route="unmatched",status="404"} 500"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{method="OTHER",route="/a/{id}",status="405"} 500"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"method="PATCH",route="unmatched""#));
+        assert!(!text.contains("M1"), "{text}");
+        assert_eq!(m.routes.read().unwrap().len(), 2);
     }
 }

@@ -1,6 +1,7 @@
 //! The request middleware: request ids, Prometheus counters and latency histograms by route
-//! template, one log line per request, and the contract's JSON body for errors the framework
-//! produced itself (404, 405, 408, 413, panics).
+//! template, one log line per request, the contract's JSON body for errors the framework
+//! produced itself (404, 405, 408, 413, panics), and `X-Content-Type-Options: nosniff` on every
+//! response.
 
 use std::time::Instant;
 
@@ -88,15 +89,21 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
         std::mem::swap(replaced.extensions_mut(), resp.extensions_mut());
         resp = replaced;
     }
-    resp.headers_mut()
-        .insert(X_REQUEST_ID.clone(), request_id.clone());
+    let headers = resp.headers_mut();
+    headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+    // API.md "Conventions": no response is content-sniffed.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     if let Some((limit, decision)) = rate_slot.and_then(|s| s.take()) {
         key_rate_headers(resp.headers_mut(), limit, &decision);
     }
 
     let elapsed = start.elapsed();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    HttpMetrics::global().record(method.as_str(), route, status.as_u16(), elapsed);
+    let template = matched.as_ref().map(MatchedPath::as_str);
+    HttpMetrics::global().record(&method, template, status.as_u16(), elapsed);
+    let route = template.unwrap_or(crate::metrics::UNMATCHED);
 
     let rid = request_id.to_str().unwrap_or("");
     if let Some(InternalDetail(detail)) = resp.extensions().get::<InternalDetail>() {

@@ -9,7 +9,7 @@ use crate::error::ErrorBody;
 #[openapi(
     info(
         title = "keyrail",
-        description = "Self-hosted API access management: API keys, logins, roles and app grants.\n\nEvery error has the shape `{\"error\": \"...\", \"code\": \"...\"}`. Unknown JSON fields are rejected with 400, bodies over 64 KiB with 413, bodies that are not JSON with 415.",
+        description = "Self-hosted API access management: API keys, logins, roles and app grants.\n\nEvery error has the shape `{\"error\": \"...\", \"code\": \"...\"}`. Unknown JSON fields are rejected with 400, bodies over 64 KiB with 413, bodies that are not JSON with 415. Every response carries `X-Content-Type-Options: nosniff`; every response that holds a secret (a key, a client secret, tokens, a TOTP secret, recovery codes) carries `Cache-Control: no-store`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(crate::routes::keys::forward_auth),

@@ -8,7 +8,6 @@ use std::time::Duration;
 use crate::events::LogEvents;
 use axum::Router;
 use axum::body::Bytes;
-use axum::serve::ListenerExt;
 use keyrail_core::apps::Apps;
 use keyrail_core::events::Events;
 use keyrail_core::identity::{Identity, IdentityConfig, Keyring, SessionRevocations};
@@ -179,15 +178,10 @@ pub struct RunningServer {
     addr: SocketAddr,
     tls: bool,
     grace: Duration,
-    stop: Stopper,
+    stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
     pub state: AppState,
-}
-
-enum Stopper {
-    Plain(Option<oneshot::Sender<()>>),
-    Tls(axum_server::Handle<SocketAddr>),
 }
 
 impl RunningServer {
@@ -206,13 +200,8 @@ impl RunningServer {
 
     /// Stops accepting, lets requests in flight finish (up to `shutdown_grace`), then returns.
     pub async fn shutdown(mut self) -> std::io::Result<()> {
-        match &mut self.stop {
-            Stopper::Plain(tx) => {
-                if let Some(tx) = tx.take() {
-                    let _ = tx.send(());
-                }
-            }
-            Stopper::Tls(handle) => handle.graceful_shutdown(Some(self.grace)),
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
         }
         let result = match tokio::time::timeout(self.grace + Duration::from_secs(1), &mut self.task)
             .await
@@ -236,6 +225,8 @@ impl RunningServer {
 /// Builds the state, binds `config.listen` and serves in the background.
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningServer, StartError> {
     let started = std::time::Instant::now();
+    config.validate().map_err(StartError::Config)?;
+    config.check_supported().map_err(StartError::Config)?;
     let listen = config.listen;
     let grace = Duration::from_secs(config.shutdown_grace.secs());
     let timeout = Duration::from_secs(config.request_timeout.secs());
@@ -257,51 +248,53 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
         routes = routes.merge(extra);
     }
     let router = app::finish(routes, state.clone(), timeout);
-    let make_service = router.into_make_service_with_connect_info::<SocketAddr>();
-    let bind_err = |source| StartError::Bind {
+    let fd_limit = crate::conn::raise_fd_limit();
+    let limits = crate::conn::ConnLimits {
+        max_connections: crate::conn::effective_max_connections(
+            state.config.max_connections,
+            fd_limit,
+        ),
+        max_per_ip: state.config.max_connections_per_ip,
+        header_read_timeout: Duration::from_secs(state.config.header_read_timeout.secs()),
+        trusted: crate::proxies::TrustedProxies::parse(&state.config.trusted_proxies)
+            .unwrap_or_default(),
+    };
+    if limits.max_connections < state.config.max_connections {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            configured = state.config.max_connections,
+            open_files_limit = fd_limit,
+            "max_connections lowered to fit the open-files limit (raise it with ulimit -n)"
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| StartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(|source| StartError::Bind {
         addr: listen,
         source,
-    };
-
-    let (addr, stop, task) = if let Some(tls) = tls {
-        let listener = std::net::TcpListener::bind(listen).map_err(bind_err)?;
-        listener.set_nonblocking(true).map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
-        let handle = axum_server::Handle::new();
-        let server = axum_server::from_tcp_rustls(listener, tls).map_err(bind_err)?;
-        let server = server.handle(handle.clone());
-        let task = tokio::spawn(async move { server.serve(make_service).await });
-        (addr, Stopper::Tls(handle), task)
-    } else {
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(bind_err)?;
-        let addr = listener.local_addr().map_err(bind_err)?;
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            axum::serve(listener, make_service)
-                .with_graceful_shutdown(async move {
-                    let _ = rx.await;
-                })
-                .await
-        });
-        (addr, Stopper::Plain(Some(tx)), task)
-    };
+    })?;
+    let tls_enabled = tls.is_some();
+    let max_connections = limits.max_connections;
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(crate::conn::serve(listener, router, tls, limits, rx));
     tracing::info!(
         %addr,
-        tls = matches!(stop, Stopper::Tls(_)),
+        tls = tls_enabled,
         store = state.store.backend(),
+        max_connections,
+        open_files_limit = fd_limit,
         startup_ms = started.elapsed().as_millis() as u64,
         "keyrail listening"
     );
     Ok(RunningServer {
         addr,
-        tls: matches!(stop, Stopper::Tls(_)),
+        tls: tls_enabled,
         grace,
-        stop,
+        stop: Some(tx),
         task,
         tasks,
         state,

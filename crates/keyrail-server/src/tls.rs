@@ -3,11 +3,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum_server::tls_rustls::RustlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-pub fn load(cert: &Path, key: &Path) -> Result<RustlsConfig, String> {
+pub fn load(cert: &Path, key: &Path) -> Result<Arc<rustls::ServerConfig>, String> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("cannot read tls_cert {}: {e}", cert.display()))?
         .collect::<Result<_, _>>()
@@ -25,5 +24,5 @@ pub fn load(cert: &Path, key: &Path) -> Result<RustlsConfig, String> {
         .with_single_cert(certs, key)
         .map_err(|e| format!("tls_cert and tls_key do not make a usable pair: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(RustlsConfig::from_config(Arc::new(config)))
+    Ok(Arc::new(config))
 }

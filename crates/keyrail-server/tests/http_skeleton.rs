@@ -518,6 +518,68 @@ async fn serves_https_when_cert_and_key_are_set() {
     s.stop().await;
 }
 
+/// The client preface of HTTP/2 and an empty SETTINGS frame; the server answers with its own
+/// SETTINGS frame (type 4) when it speaks HTTP/2.
+async fn speaks_http2<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .unwrap();
+    let mut head = [0u8; 9];
+    tokio::time::timeout(Duration::from_secs(3), s.read_exact(&mut head))
+        .await
+        .is_ok_and(|r| r.is_ok() && head[3] == 4)
+}
+
+#[tokio::test]
+async fn serves_http2_in_clear_text_and_over_tls() {
+    use std::sync::Arc;
+    use tokio_rustls::rustls::{
+        self, pki_types::CertificateDer, pki_types::ServerName, pki_types::pem::PemObject,
+    };
+
+    let plain = TestServer::start().await;
+    let tcp = tokio::net::TcpStream::connect(plain.server.as_ref().unwrap().local_addr())
+        .await
+        .unwrap();
+    assert!(speaks_http2(tcp).await, "h2c with prior knowledge");
+    plain.stop().await;
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        |c| {
+            c.tls_cert = fixtures.join("cert.pem");
+            c.tls_key = fixtures.join("key.pem");
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(fixtures.join("cert.pem")).unwrap())
+        .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    let tcp = tokio::net::TcpStream::connect(s.server.as_ref().unwrap().local_addr())
+        .await
+        .unwrap();
+    let stream = connector
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+        .unwrap();
+    assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert!(speaks_http2(stream).await, "h2 over TLS");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn bad_tls_files_stop_the_start_with_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
@@ -530,6 +592,21 @@ async fn bad_tls_files_stop_the_start_with_a_clear_error() {
     };
     assert!(
         err.contains("tls_cert") && err.contains("missing.pem"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_redis_url_stops_the_start_until_redis_is_supported() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = common::config_in(dir.path());
+    config.redis_url = "redis://127.0.0.1:6379".into();
+    let err = match keyrail_server::start(config, Default::default()).await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("started with a redis_url it would ignore"),
+    };
+    assert!(
+        err.contains("redis_url") && err.contains("not supported"),
         "{err}"
     );
 }

@@ -336,6 +336,35 @@ async fn login_attempts_per_ip_are_limited() {
 }
 
 #[tokio::test]
+async fn signup_can_be_turned_off() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.allow_signup = false, None)
+        .await
+        .unwrap();
+    let resp = s
+        .post_json(
+            "/api/v1/auth/signup",
+            &json!({"email": "ada@example.com", "password": PASSWORD, "name": "Ada"}),
+        )
+        .await;
+    assert_eq!(
+        err(resp).await,
+        (
+            403,
+            "Signup is disabled on this server".to_owned(),
+            "signup_disabled".to_owned()
+        )
+    );
+    let (status, _) = s.login_as("ada@example.com", PASSWORD).await;
+    assert_eq!(status, 401, "no account was made");
+    let (_, doc) = json(s.get("/api/v1/openapi.json").await).await;
+    let documented = doc["paths"]["/api/v1/auth/signup"]["post"]["responses"]["403"]["description"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(documented.contains("signup_disabled"), "{documented}");
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn signups_and_reset_requests_per_ip_are_limited() {
     let s = TestServer::start_with(
         Backend::Sqlite,

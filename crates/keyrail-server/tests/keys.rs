@@ -1098,7 +1098,7 @@ async fn shared_server() -> &'static common::Remote {
 }
 
 #[tokio::test]
-async fn the_global_limits_apply_per_principal_and_to_verify_per_ip() {
+async fn the_global_limit_applies_per_principal_and_not_to_verify() {
     let s = TestServer::start_with(
         Backend::Sqlite,
         |c| c.limits.global_per_principal = "3/1m".parse().unwrap(),
@@ -1122,23 +1122,41 @@ async fn the_global_limits_apply_per_principal_and_to_verify_per_ip() {
             .status(),
         200
     );
-    // Verify: unknown keys do not block the caller, but the per-IP throttle holds.
+    // Verify has no per-IP limit unless `verify_per_ip` is set: its caller is usually one
+    // backend verifying for all of its clients. Unknown keys do not block the caller either.
+    for _ in 0..20 {
+        let r = s
+            .post_json("/api/v1/keys/verify", &json!({"key": "kr_unknown"}))
+            .await;
+        assert_eq!(r.status(), 200);
+        assert!(!r.headers().contains_key("ratelimit-policy"), "{r:?}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn verify_per_ip_limits_verify_when_set() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        |c| c.limits.verify_per_ip = Some("3/1m".parse().unwrap()),
+        None,
+    )
+    .await
+    .unwrap();
     for _ in 0..3 {
         let r = s
             .post_json("/api/v1/keys/verify", &json!({"key": "kr_unknown"}))
             .await;
         assert_eq!(r.status(), 200);
-        assert!(
-            r.headers()["ratelimit-policy"]
-                .to_str()
-                .unwrap()
-                .starts_with("\"global\"")
-        );
+        assert_eq!(r.headers()["ratelimit-policy"], "\"verify\";q=3;w=60");
     }
     let r = s
         .post_json("/api/v1/keys/verify", &json!({"key": "kr_unknown"}))
         .await;
     assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    let (_, body) = json(r).await;
+    assert_eq!(body["code"], "too_many_requests");
     s.stop().await;
 }
 

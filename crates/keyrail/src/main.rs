@@ -226,14 +226,17 @@ async fn verify_key(
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match config::load(cli.config.as_deref()) {
-        Ok(c) => c,
+    let (config, warnings) = match config::load(cli.config.as_deref()) {
+        Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("keyrail: {e}");
             return ExitCode::from(2);
         }
     };
     if let Command::Config = cli.command {
+        for w in &warnings {
+            eprintln!("keyrail: warning: {w}");
+        }
         match toml::to_string_pretty(&config) {
             Ok(text) => print!("{text}"),
             Err(e) => {
@@ -244,6 +247,9 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     init_logging(&config, !matches!(cli.command, Command::Serve));
+    for w in &warnings {
+        tracing::warn!("{w}");
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -4,6 +4,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_keyrail");
 
 /// A `keyrail` command with a clean environment: no stray `KEYRAIL_*` from the caller.
@@ -132,17 +134,78 @@ fn a_bad_limit_stops_the_server_with_a_message_naming_the_key() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("limits.signup_per_ip"), "{err}");
 
-    let out = keyrail(dir.path())
-        .arg("serve")
-        .env("KEYRAIL_LISTN", "x")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("listn"));
     assert!(
         !dir.path().join("keyrail-data").exists(),
         "nothing is created before the config is valid"
     );
+}
+
+/// Unknown keys in the file are errors (above); an environment variable `KEYRAIL_*` that names
+/// no key (`KEYRAIL_BIN` set by a wrapper script, a typo) is a warning naming it.
+#[test]
+fn unknown_environment_variables_are_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = keyrail(dir.path())
+        .arg("config")
+        .env("KEYRAIL_LISTN", "x")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("KEYRAIL_LISTN") && err.contains("warning"),
+        "{err}"
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("listen = \"127.0.0.1:8080\""));
+
+    let (server, _) = Running::start(dir.path(), &[("KEYRAIL_BIN", "/usr/bin/keyrail")]);
+    let (status, log) = server.sigterm();
+    assert!(status.success(), "{log}");
+    let warning = log
+        .lines()
+        .find(|l| l.contains("KEYRAIL_BIN"))
+        .unwrap_or_else(|| panic!("no warning naming KEYRAIL_BIN:\n{log}"));
+    assert!(warning.contains("\"WARN\""), "{warning}");
+}
+
+/// Runs `cmd` until it exits, at most `limit`; `None` (and the process killed) if it is still
+/// running then.
+fn run_at_most(mut cmd: Command, limit: Duration) -> Option<std::process::Output> {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut guard = common::Guard::new("keyrail", child);
+    let deadline = Instant::now() + limit;
+    while guard.exited().is_none() {
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    guard.take().map(|c| c.wait_with_output().unwrap())
+}
+
+#[test]
+fn serve_refuses_a_redis_url_it_would_ignore() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = keyrail(dir.path());
+    cmd.arg("serve")
+        .env("KEYRAIL_LISTEN", format!("127.0.0.1:{}", free_port()))
+        .env("KEYRAIL_REDIS_URL", "redis://:redissecret@127.0.0.1:6379");
+    let out = run_at_most(cmd, Duration::from_secs(15)).expect("serve started with a redis_url");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("redis_url") && err.contains("not supported"),
+        "{err}"
+    );
+    assert!(!err.contains("redissecret"), "{err}");
 }
 
 #[test]
@@ -366,4 +429,51 @@ fn init_makes_a_superuser_idempotently() {
     assert_eq!(out.status.code(), Some(1));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["code"], "NOT_FOUND");
+}
+
+/// Slowloris against a process with few file descriptors: 600 half-open connections (more than
+/// its 256 descriptors) must not keep `/healthz` from answering. Before, every descriptor ended
+/// up held by a connection that never finished its request and accept failed with EMFILE.
+#[test]
+fn half_open_sockets_beyond_the_file_limit_do_not_starve_the_server() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut cmd = Command::new("sh");
+    cmd.arg("-c")
+        .arg(r#"ulimit -n 256 && exec "$0" serve"#)
+        .arg(BIN)
+        .current_dir(dir.path())
+        .env("KEYRAIL_LISTEN", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("KEYRAIL_") && k != "KEYRAIL_LISTEN" {
+            cmd.env_remove(k);
+        }
+    }
+    let mut child = common::Guard::new("keyrail", cmd.spawn().unwrap());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(port, "/healthz").is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let mut idle = Vec::new();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    for i in 0..600 {
+        // A server that stopped accepting leaves the connection in its backlog, then in SYN
+        // retries once that is full.
+        let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(3))
+            .unwrap_or_else(|e| panic!("connection {i} was not accepted: {e}"));
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+        idle.push(s);
+    }
+    let started = Instant::now();
+    let answer = get(port, "/healthz");
+    let took = started.elapsed();
+    child.stop();
+    let answer = answer.unwrap_or_else(|e| panic!("/healthz failed after {took:?}: {e}"));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(took < Duration::from_secs(3), "/healthz took {took:?}");
+    drop(idle);
 }

@@ -4,8 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::{HeaderMap, StatusCode, header};
 use keyrail_core::Timestamp;
 use keyrail_core::apps::{AppPatch, NewApp, invalid_client};
 use keyrail_core::model::{App, BuilderProfile, GrantView};
@@ -17,7 +16,7 @@ use utoipa_axum::routes;
 use crate::auth::{FailedAuth, Meta};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
-use crate::routes::common::{ApiQuery, Caller, List, ListParams, some_or_null};
+use crate::routes::common::{ApiQuery, Caller, List, ListParams, NoStore, some_or_null};
 use crate::state::AppState;
 
 pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
@@ -181,7 +180,7 @@ pub struct AppIn {
 #[utoipa::path(post, path = "/api/v1/apps", tag = "apps", request_body = AppIn,
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 201, description = "Created", body = CreatedApp),
+        (status = 201, description = "Created", body = CreatedApp, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 400, description = "Invalid field", body = ErrorBody),
         (status = 403, description = "API keys and app tokens cannot", body = ErrorBody),
     ))]
@@ -190,7 +189,7 @@ pub async fn create_app(
     Caller(actor): Caller,
     Meta(meta): Meta,
     ApiJson(body): ApiJson<AppIn>,
-) -> Result<(StatusCode, Json<CreatedApp>), ApiError> {
+) -> Result<NoStore<(StatusCode, Json<CreatedApp>)>, ApiError> {
     let (app, secret) = state
         .apps
         .create_app(
@@ -204,13 +203,13 @@ pub async fn create_app(
             },
         )
         .await?;
-    Ok((
+    Ok(NoStore((
         StatusCode::CREATED,
         Json(CreatedApp {
             client_secret: secret.expose().to_owned(),
             app: app.into(),
         }),
-    ))
+    )))
 }
 
 /// The caller's apps.
@@ -329,7 +328,7 @@ pub struct SecretOut {
     params(("client_id" = String, Path)),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "The new secret", body = SecretOut),
+        (status = 200, description = "The new secret", body = SecretOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 404, description = "No such app of the caller's", body = ErrorBody),
     ))]
 pub async fn rotate_secret(
@@ -337,12 +336,12 @@ pub async fn rotate_secret(
     Caller(actor): Caller,
     Meta(meta): Meta,
     Path(client_id): Path<String>,
-) -> Result<Json<SecretOut>, ApiError> {
+) -> Result<NoStore<Json<SecretOut>>, ApiError> {
     let secret = state.apps.rotate_secret(&actor, &meta, &client_id).await?;
-    Ok(Json(SecretOut {
+    Ok(NoStore(Json(SecretOut {
         client_id,
         client_secret: secret.expose().to_owned(),
-    }))
+    })))
 }
 
 // ---- tokens
@@ -386,7 +385,7 @@ fn client_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     params(("client_id" = String, Path)),
     security(("client_basic" = [])),
     responses(
-        (status = 200, description = "A token", body = TokenOut),
+        (status = 200, description = "A token", body = TokenOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 401, description = "`invalid_client`", body = ErrorBody),
         (status = 403, description = "`app_inactive`, `workspace_restricted` or `tenant_suspended`", body = ErrorBody),
         (status = 404, description = "No such grant of this app", body = ErrorBody),
@@ -397,7 +396,7 @@ pub async fn issue_token(
     parts: Parts,
     Path(client_id): Path<String>,
     ApiJson(body): ApiJson<TokenIn>,
-) -> Result<Response, ApiError> {
+) -> Result<NoStore<Json<TokenOut>>, ApiError> {
     let guard = FailedAuth::check(&state, &parts)?;
     let fail = |e: ApiError| guard.fail(e);
     let Some((id, secret)) = client_credentials(&parts.headers) else {
@@ -415,14 +414,10 @@ pub async fn issue_token(
         Err(e @ keyrail_core::Error::Unauthenticated { .. }) => return Err(fail(e.into())),
         Err(e) => return Err(e.into()),
     };
-    let mut resp = Json(TokenOut {
+    Ok(NoStore(Json(TokenOut {
         token: issued.token.expose().to_owned(),
         expires_in: issued.expires_in,
-    })
-    .into_response();
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(resp)
+    })))
 }
 
 // ---- grants
@@ -560,6 +555,7 @@ pub async fn revoke_grant(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::HeaderValue;
 
     #[test]
     fn reads_basic_client_credentials() {

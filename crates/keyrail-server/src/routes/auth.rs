@@ -3,7 +3,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use keyrail_core::identity::{LoginOutcome, Tokens};
 use keyrail_core::secret::Secret;
@@ -16,6 +16,7 @@ use crate::auth::{Meta, UserAuth, clear_cookies, login_cookies};
 use crate::error::{ApiError, ErrorBody};
 use crate::iplimit::ip_limited;
 use crate::json::ApiJson;
+use crate::routes::common::NoStore;
 use crate::routes::profile::UserOut;
 use crate::state::AppState;
 
@@ -63,11 +64,12 @@ pub struct SignupOut {
     user: UserOut,
 }
 
-/// Create an account.
+/// Create an account (unless the server runs with `allow_signup = false`).
 #[utoipa::path(post, path = "/api/v1/auth/signup", tag = "auth", request_body = SignupIn,
     responses(
         (status = 201, description = "Account created", body = SignupOut),
         (status = 400, description = "Invalid email, name or password (too short, too long, or breached)", body = ErrorBody),
+        (status = 403, description = "`signup_disabled`: the server runs with `allow_signup = false`; superusers create users", body = ErrorBody),
         (status = 409, description = "`email_taken`", body = ErrorBody),
         (status = 429, description = "Too many signups from this IP", body = ErrorBody),
     ))]
@@ -75,6 +77,9 @@ pub async fn signup(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<SignupIn>,
 ) -> Result<(StatusCode, Json<SignupOut>), ApiError> {
+    if !state.config.allow_signup {
+        return Err(ApiError::signup_disabled());
+    }
     let user = state
         .identity
         .signup(&body.email, &body.password, &body.name)
@@ -123,25 +128,17 @@ fn tokens_response(state: &AppState, tokens: Tokens) -> Response {
         expires_in: tokens.expires_in,
         user: tokens.user.into(),
     };
-    let mut resp = Json(body).into_response();
+    let mut resp = NoStore(Json(body)).into_response();
     for c in cookies {
         resp.headers_mut().append(header::SET_COOKIE, c);
     }
-    no_store(resp.headers_mut());
     resp
-}
-
-fn no_store(h: &mut HeaderMap) {
-    h.insert(
-        header::CACHE_CONTROL,
-        header::HeaderValue::from_static("no-store"),
-    );
 }
 
 /// Log in with email and password. Sets the `keyrail_token` and `keyrail_csrf` cookies too.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "auth", request_body = LoginIn,
     responses(
-        (status = 200, description = "Tokens, or the MFA step", body = TokensOut),
+        (status = 200, description = "Tokens, or the MFA step", body = TokensOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 401, description = "`invalid_login`: wrong email or password (same answer whether the email exists or not)", body = ErrorBody),
         (status = 429, description = "`account_locked` after repeated failures for this email, or too many attempts from this IP; `Retry-After` is set", body = ErrorBody),
     ))]
@@ -156,15 +153,11 @@ pub async fn login(
         .await?
     {
         LoginOutcome::Tokens(tokens) => Ok(tokens_response(&state, *tokens)),
-        LoginOutcome::MfaRequired { mfa_token } => {
-            let mut resp = Json(MfaRequiredOut {
-                mfa_required: true,
-                mfa_token: mfa_token.expose().to_owned(),
-            })
-            .into_response();
-            no_store(resp.headers_mut());
-            Ok(resp)
-        }
+        LoginOutcome::MfaRequired { mfa_token } => Ok(NoStore(Json(MfaRequiredOut {
+            mfa_required: true,
+            mfa_token: mfa_token.expose().to_owned(),
+        }))
+        .into_response()),
     }
 }
 
@@ -182,7 +175,7 @@ pub struct LoginMfaIn {
 /// once). 5 attempts per 5 minutes per user.
 #[utoipa::path(post, path = "/api/v1/auth/login/mfa", tag = "auth", request_body = LoginMfaIn,
     responses(
-        (status = 200, description = "Tokens", body = TokensOut),
+        (status = 200, description = "Tokens", body = TokensOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 401, description = "`invalid_mfa_code` or `invalid_mfa_token`", body = ErrorBody),
         (status = 429, description = "Too many attempts for this user", body = ErrorBody),
     ))]
@@ -209,7 +202,7 @@ pub struct RefreshIn {
 /// revokes its whole session.
 #[utoipa::path(post, path = "/api/v1/auth/refresh", tag = "auth", request_body = RefreshIn,
     responses(
-        (status = 200, description = "A new pair", body = TokensOut),
+        (status = 200, description = "A new pair", body = TokensOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 401, description = "`invalid_token`: unknown, spent (the session is now revoked) or expired", body = ErrorBody),
     ))]
 pub async fn refresh(

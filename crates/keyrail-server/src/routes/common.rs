@@ -3,6 +3,8 @@
 
 use axum::extract::{FromRequestParts, Query};
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
 use keyrail_core::Timestamp;
 use keyrail_core::model::{AuditEntry, Page};
 use keyrail_core::workspaces::Actor;
@@ -36,6 +38,19 @@ impl FromRequestParts<AppState> for Caller {
             })),
             Principal::App(app) => Ok(Caller(Actor::App(app))),
         }
+    }
+}
+
+/// A response that holds a secret (a key, a client secret, tokens, a TOTP secret, recovery
+/// codes): it carries `Cache-Control: no-store` (API.md "Conventions").
+pub struct NoStore<T>(pub T);
+
+impl<T: IntoResponse> IntoResponse for NoStore<T> {
+    fn into_response(self) -> Response {
+        let mut resp = self.0.into_response();
+        resp.headers_mut()
+            .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        resp
     }
 }
 

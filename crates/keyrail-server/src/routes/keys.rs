@@ -19,10 +19,17 @@ use crate::auth::{KeyCheck, Meta, Principal, authenticate};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, OptionalJson};
 use crate::keyauth::key_rate_headers;
-use crate::routes::common::{ApiQuery, Caller, List, ListParams, some_or_null};
+use crate::routes::common::{ApiQuery, Caller, List, ListParams, NoStore, some_or_null};
 use crate::state::AppState;
 
 pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
+    // Failed verifies do not count toward the IP block, and no per-IP limit applies unless
+    // `limits.verify_per_ip` is set: the caller is usually one backend verifying for many.
+    let verify = OpenApiRouter::new().routes(routes!(verify));
+    let verify = match state.config.limits.verify_per_ip {
+        Some(rate) => crate::iplimit::ip_limited(verify, state, "verify", rate),
+        None => verify,
+    };
     OpenApiRouter::new()
         .routes(routes!(create_key, list_keys))
         .routes(routes!(get_key, patch_key))
@@ -35,13 +42,7 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
                 .routes(routes!(import_keys))
                 .route_layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
         )
-        // Failed verifies do not count toward the IP block; the global per-IP throttle applies.
-        .merge(crate::iplimit::ip_limited(
-            OpenApiRouter::new().routes(routes!(verify)),
-            state,
-            "global",
-            state.config.limits.global_per_principal,
-        ))
+        .merge(verify)
         // Any method: proxies forward the original one. Documented through `ApiDoc`.
         .route("/api/v1/forward-auth", any(forward_auth))
 }
@@ -143,7 +144,7 @@ pub struct KeyIn {
     params(("workspace_id" = String, Path)),
     security(("bearer" = []), ("basic" = []), ("cookie" = [])),
     responses(
-        (status = 201, description = "Created; `key` is shown this once", body = NewKeyOut),
+        (status = 201, description = "Created; `key` is shown this once", body = NewKeyOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 400, description = "Invalid field (names it)", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
@@ -154,7 +155,7 @@ pub async fn create_key(
     Meta(meta): Meta,
     Path(ws): Path<String>,
     ApiJson(body): ApiJson<KeyIn>,
-) -> Result<(StatusCode, Json<NewKeyOut>), ApiError> {
+) -> Result<NoStore<(StatusCode, Json<NewKeyOut>)>, ApiError> {
     let access = state.workspaces.access(&actor, &ws).await?;
     let (key, secret) = state
         .keys
@@ -174,13 +175,13 @@ pub async fn create_key(
         )
         .await?;
     let now = state.clock.now();
-    Ok((
+    Ok(NoStore((
         StatusCode::CREATED,
         Json(NewKeyOut {
             key: secret.expose().to_owned(),
             meta: KeyOut::new(key, now),
         }),
-    ))
+    )))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -341,7 +342,7 @@ pub struct RotateIn {
     params(("workspace_id" = String, Path), ("key_id" = String, Path)),
     security(("bearer" = []), ("basic" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "The new key (`id`, `key`, `prefix`, ...), shown this once", body = NewKeyOut),
+        (status = 200, description = "The new key (`id`, `key`, `prefix`, ...), shown this once", body = NewKeyOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 400, description = "grace_seconds out of range", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
@@ -353,14 +354,14 @@ pub async fn rotate_key(
     Meta(meta): Meta,
     Path((ws, id)): Path<(String, String)>,
     OptionalJson(body): OptionalJson<RotateIn>,
-) -> Result<Json<NewKeyOut>, ApiError> {
+) -> Result<NoStore<Json<NewKeyOut>>, ApiError> {
     let grace = body.map_or(0, |b| b.grace_seconds);
     let access = state.workspaces.access(&actor, &ws).await?;
     let (key, secret) = state.keys.rotate(&access, &meta, &id, grace).await?;
-    Ok(Json(NewKeyOut {
+    Ok(NoStore(Json(NewKeyOut {
         key: secret.expose().to_owned(),
         meta: KeyOut::new(key, state.clock.now()),
-    }))
+    })))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -373,7 +374,7 @@ pub struct RevealOut {
     params(("workspace_id" = String, Path), ("key_id" = String, Path)),
     security(("bearer" = []), ("basic" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "The key", body = RevealOut),
+        (status = 200, description = "The key", body = RevealOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 403, description = "`insufficient_scope`", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
         (status = 409, description = "`not_recoverable`", body = ErrorBody),
@@ -383,18 +384,12 @@ pub async fn reveal_key(
     Caller(actor): Caller,
     Meta(meta): Meta,
     Path((ws, id)): Path<(String, String)>,
-) -> Result<Response, ApiError> {
+) -> Result<NoStore<Json<RevealOut>>, ApiError> {
     let access = state.workspaces.access(&actor, &ws).await?;
     let secret = state.keys.reveal(&access, &meta, &id).await?;
-    let mut resp = Json(RevealOut {
+    Ok(NoStore(Json(RevealOut {
         key: secret.expose().to_owned(),
-    })
-    .into_response();
-    resp.headers_mut().insert(
-        axum::http::header::CACHE_CONTROL,
-        HeaderValue::from_static("no-store"),
-    );
-    Ok(resp)
+    })))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -551,7 +546,7 @@ pub fn verify_out(v: &Verification) -> VerifyOut<'_> {
     responses(
         (status = 200, description = "The outcome", body = VerifyOut<'static>),
         (status = 400, description = "Malformed request", body = ErrorBody),
-        (status = 429, description = "Too many requests from this client", body = ErrorBody),
+        (status = 429, description = "Too many requests from this client IP: only when `limits.verify_per_ip` is set (off by default)", body = ErrorBody),
     ))]
 pub async fn verify(
     State(state): State<AppState>,

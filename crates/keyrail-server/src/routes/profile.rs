@@ -14,6 +14,7 @@ use utoipa_axum::routes;
 use crate::auth::{Meta, UserAuth};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::ApiJson;
+use crate::routes::common::NoStore;
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
@@ -129,18 +130,18 @@ pub struct MfaSetupOut {
 #[utoipa::path(post, path = "/api/v1/profile/mfa/setup", tag = "profile",
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "The secret to put in an authenticator app", body = MfaSetupOut),
+        (status = 200, description = "The secret to put in an authenticator app", body = MfaSetupOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 409, description = "`mfa_already_enabled`", body = ErrorBody),
     ))]
 pub async fn mfa_setup(
     State(state): State<AppState>,
     UserAuth(who): UserAuth,
-) -> Result<Json<MfaSetupOut>, ApiError> {
+) -> Result<NoStore<Json<MfaSetupOut>>, ApiError> {
     let setup = state.identity.mfa_setup(&who).await?;
-    Ok(Json(MfaSetupOut {
+    Ok(NoStore(Json(MfaSetupOut {
         secret: setup.secret.expose().to_owned(),
         otpauth_url: setup.otpauth_url.expose().to_owned(),
-    }))
+    })))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -160,7 +161,7 @@ pub struct RecoveryCodesOut {
 #[utoipa::path(post, path = "/api/v1/profile/mfa/verify", tag = "profile", request_body = CodeIn,
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "MFA enabled", body = RecoveryCodesOut),
+        (status = 200, description = "MFA enabled", body = RecoveryCodesOut, headers(("Cache-Control" = String, description = "`no-store`: the body holds a secret"))),
         (status = 400, description = "Invalid code", body = ErrorBody),
         (status = 409, description = "`mfa_already_enabled` or `mfa_not_set_up`", body = ErrorBody),
         (status = 429, description = "Too many attempts", body = ErrorBody),
@@ -170,11 +171,11 @@ pub async fn mfa_verify(
     UserAuth(who): UserAuth,
     Meta(meta): Meta,
     ApiJson(body): ApiJson<CodeIn>,
-) -> Result<Json<RecoveryCodesOut>, ApiError> {
+) -> Result<NoStore<Json<RecoveryCodesOut>>, ApiError> {
     let codes = state.identity.mfa_enable(&meta, &who, &body.code).await?;
-    Ok(Json(RecoveryCodesOut {
+    Ok(NoStore(Json(RecoveryCodesOut {
         recovery_codes: codes.iter().map(|c| c.expose().to_owned()).collect(),
-    }))
+    })))
 }
 
 /// Turn MFA off with a current TOTP code or a recovery code.

@@ -105,7 +105,11 @@ pub async fn metrics() -> Response {
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
         )],
-        crate::metrics::HttpMetrics::global().render(),
+        {
+            let mut text = crate::metrics::HttpMetrics::global().render();
+            crate::conn::ConnStats::global().render(&mut text);
+            text
+        },
     )
         .into_response()
 }

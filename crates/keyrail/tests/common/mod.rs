@@ -59,6 +59,11 @@ impl Guard {
             .and_then(|c| c.try_wait().ok().flatten())
     }
 
+    /// The child, no longer killed on drop.
+    pub fn take(&mut self) -> Option<Child> {
+        self.child.take()
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
