@@ -291,6 +291,87 @@ async fn wrong_logins_look_the_same_and_lock_after_five() {
     s.stop().await;
 }
 
+/// `n` logins with `password` for `email` sent all at once; each answer's status, code and
+/// Retry-After.
+async fn parallel_logins(
+    s: &TestServer,
+    email: &str,
+    password: &str,
+    n: usize,
+) -> Vec<(u16, String, Option<u64>)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (http, url) = (s.http.clone(), s.url("/api/v1/auth/login"));
+            let body = json!({"email": email, "password": password});
+            tokio::spawn(async move {
+                let resp = http.post(url).json(&body).send().await.unwrap();
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+                let (status, body) = json(resp).await;
+                (
+                    status,
+                    body["code"].as_str().unwrap_or("").to_owned(),
+                    retry,
+                )
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Fifty wrong passwords for one email at once: the lockout is reserved before each password is
+/// checked, so no more than the five a window allows are ever checked (each a 401); every other
+/// attempt is refused as locked, without hashing. Unknown emails answer the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_logins_check_at_most_five_passwords() {
+    use keyrail_core::model::{AuditFilter, Page};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(s) = TestServer::start_with(backend, |_| {}, None).await else {
+            continue;
+        };
+        s.signup("ada@example.com").await;
+        for email in ["ada@example.com", "nobody@example.com"] {
+            let answers = parallel_logins(&s, email, "wrong password here", 50).await;
+            let wrong = answers
+                .iter()
+                .filter(|a| (a.0, a.1.as_str()) == (401, "invalid_login"))
+                .count();
+            let locked: Vec<u64> = answers
+                .iter()
+                .filter(|a| (a.0, a.1.as_str()) == (429, "account_locked"))
+                .map(|a| a.2.expect("a 429 carries Retry-After"))
+                .collect();
+            assert_eq!(
+                (wrong, locked.len()),
+                (5, 45),
+                "{backend:?} {email}: {answers:?}"
+            );
+            assert!(locked.iter().all(|r| (1..=1800).contains(r)), "{locked:?}");
+            // Locked now, the right password included.
+            let (status, body) = s.login_as(email, PASSWORD).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (429, Some("account_locked"))
+            );
+        }
+        let store = &s.server.as_ref().unwrap().state.store;
+        let all = store
+            .list_audit(&AuditFilter::default(), &Page::first(200))
+            .await
+            .unwrap();
+        let count = |action: &str| all.iter().filter(|e| e.action == action).count();
+        assert_eq!(count("user.login_failed"), 10, "{backend:?}");
+        assert_eq!(count("user.locked"), 2, "{backend:?}");
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn login_attempts_per_ip_are_limited() {
     let s = TestServer::start_with(

@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use super::StoreResult;
 use crate::id::{SessionId, UserId};
 use crate::model::{
-    LoginThrottle, MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User,
+    LoginAttempt, LoginThrottle, MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User,
 };
 use crate::time::Timestamp;
 
@@ -57,16 +57,29 @@ pub trait IdentityStore: Send + Sync {
 
     // login throttling per email (keyed by a hash of the normalised email)
     async fn login_throttle(&self, key: &str) -> StoreResult<Option<LoginThrottle>>;
-    /// Counts one failure atomically: a failure older than `window_start_after` starts a new
-    /// window at `now` with 1 failure, else the count grows. Returns the state after.
-    async fn record_login_failure(
+    /// Reserves one password check for `key`, atomically (one statement: of any number of
+    /// concurrent callers, on any number of nodes, at most `limit` are granted per window).
+    /// Refused while `locked_until > now`, or when the window (started after
+    /// `window_start_after`) already holds `limit` attempts; otherwise a window that started at
+    /// or before `window_start_after` is over and a new one starts at `now` with this attempt,
+    /// else the attempt is counted in the current one. A reserved attempt stays counted as a
+    /// failure unless [`IdentityStore::clear_login_throttle`] forgets the key.
+    async fn reserve_login_attempt(
         &self,
         key: &str,
         now: Timestamp,
         window_start_after: Timestamp,
-    ) -> StoreResult<LoginThrottle>;
-    /// Locks the key until `until` and resets its failure count.
-    async fn lock_login(&self, key: &str, until: Timestamp) -> StoreResult<()>;
+        limit: u32,
+    ) -> StoreResult<LoginAttempt>;
+    /// Locks the key until `until` and resets its count, if its window is still the one that
+    /// started at `window_start` (one a correct password cleared meanwhile is not locked
+    /// again); `false` when nothing was locked.
+    async fn lock_login(
+        &self,
+        key: &str,
+        window_start: Timestamp,
+        until: Timestamp,
+    ) -> StoreResult<bool>;
     async fn clear_login_throttle(&self, key: &str) -> StoreResult<()>;
 
     // sessions and refresh tokens (stored as SHA-256 hex digests)

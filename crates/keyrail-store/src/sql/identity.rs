@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use keyrail_core::id::{SessionId, UserId};
 use keyrail_core::model::{
-    LoginThrottle, MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User,
+    LoginAttempt, LoginThrottle, MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User,
 };
 use keyrail_core::store::{IdentityStore, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
@@ -314,15 +314,19 @@ macro_rules! identity_store {
                 Ok(row.map(LoginThrottle::from))
             }
 
-            async fn record_login_failure(
+            async fn reserve_login_attempt(
                 &self,
                 key: &str,
                 now: Timestamp,
                 window_start_after: Timestamp,
-            ) -> StoreResult<LoginThrottle> {
-                // One statement, so concurrent failures are each counted: the row is created,
-                // or updated under its row lock (PostgreSQL) / the write lock (SQLite).
-                let row: ThrottleRow = sqlx::query_as(
+                limit: u32,
+            ) -> StoreResult<LoginAttempt> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // One statement decides, under the row lock (PostgreSQL) or the write lock
+                // (SQLite): the row is created, or updated only when neither locked nor full.
+                // A refused upsert updates and returns nothing (PostgreSQL still locks the row,
+                // so the read below sees the state that refused it).
+                let reserved: Option<ThrottleRow> = sqlx::query_as(
                     "INSERT INTO login_throttle (key, failures, window_start, locked_until)
                      VALUES ($1, 1, $2, 0)
                      ON CONFLICT (key) DO UPDATE SET
@@ -330,30 +334,54 @@ macro_rules! identity_store {
                                          ELSE login_throttle.failures + 1 END,
                          window_start = CASE WHEN login_throttle.window_start < $3 THEN $2
                                              ELSE login_throttle.window_start END
+                     WHERE login_throttle.locked_until <= $2
+                       AND (login_throttle.window_start < $3 OR login_throttle.failures < $4)
                      RETURNING failures, window_start, locked_until",
                 )
                 .bind(key)
                 .bind(now.millis())
                 .bind(window_start_after.millis())
-                .fetch_one(&self.pool)
+                .bind(i64::from(limit))
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(row.into())
-            }
-
-            async fn lock_login(&self, key: &str, until: Timestamp) -> StoreResult<()> {
-                // A key locked before any failure was counted has no window yet (0).
-                sqlx::query(
-                    "INSERT INTO login_throttle (key, failures, window_start, locked_until)
-                     VALUES ($1, 0, 0, $2)
-                     ON CONFLICT (key) DO UPDATE SET failures = 0, locked_until = $2",
+                if let Some(row) = reserved {
+                    tx.commit().await.map_err(map_err)?;
+                    return Ok(LoginAttempt::Reserved(row.into()));
+                }
+                let found: Option<ThrottleRow> = sqlx::query_as(
+                    "SELECT failures, window_start, locked_until FROM login_throttle
+                     WHERE key = $1",
                 )
                 .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                // The upsert conflicted, so the row exists in this transaction's view.
+                found
+                    .map(|row| LoginAttempt::Refused(row.into()))
+                    .ok_or_else(|| StoreError::Other("login throttle row vanished".into()))
+            }
+
+            async fn lock_login(
+                &self,
+                key: &str,
+                window_start: Timestamp,
+                until: Timestamp,
+            ) -> StoreResult<bool> {
+                let locked = sqlx::query(
+                    "UPDATE login_throttle SET failures = 0, locked_until = $3
+                     WHERE key = $1 AND window_start = $2",
+                )
+                .bind(key)
+                .bind(window_start.millis())
                 .bind(until.millis())
                 .execute(&self.pool)
                 .await
-                .map_err(map_err)?;
-                Ok(())
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(locked > 0)
             }
 
             async fn clear_login_throttle(&self, key: &str) -> StoreResult<()> {

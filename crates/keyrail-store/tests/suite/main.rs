@@ -46,7 +46,7 @@ async fn run_suite(store: &dyn Store) {
     identity::mfa(store).await;
     identity::concurrent_totp_uses_pass_once(store).await;
     identity::login_throttling(store).await;
-    identity::concurrent_login_failures_are_all_counted(store).await;
+    identity::concurrent_login_reservations_hold_the_limit(store).await;
     sessions::sessions_and_refresh_tokens(store).await;
     sessions::concurrent_rotations_of_one_token(store).await;
     sessions::mfa_challenges(store).await;
@@ -184,6 +184,16 @@ async fn sqlite_credits_are_exact_across_stores_on_one_file() {
     key_updates::credits_race_across_stores(stores).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_login_reservations_hold_across_stores_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(keyrail_store::open("", dir.path()).await.unwrap());
+    }
+    identity::login_reservations_across_stores(stores).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
 
@@ -291,6 +301,21 @@ async fn postgres_credits_are_exact_across_stores() {
         stores.push(keyrail_store::open(&pg.url, dir.path()).await.unwrap());
     }
     key_updates::credits_race_across_stores(stores.clone()).await;
+    drop(stores);
+    pg.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_login_reservations_hold_across_stores() {
+    let Some(pg) = TempPostgres::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(keyrail_store::open(&pg.url, dir.path()).await.unwrap());
+    }
+    identity::login_reservations_across_stores(stores.clone()).await;
     drop(stores);
     pg.drop_db().await;
 }
