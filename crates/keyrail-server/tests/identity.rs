@@ -1481,3 +1481,167 @@ async fn look_alike_emails_do_not_make_second_accounts() {
     assert_eq!(status, 200);
     s.stop().await;
 }
+
+/// A server that mails through a [`FakeSmtp`].
+async fn with_mail() -> (FakeSmtp, TestServer) {
+    let smtp = FakeSmtp::start().await;
+    let port = smtp.port;
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        move |c| {
+            c.smtp_url = format!("smtp://127.0.0.1:{port}");
+            c.dev = false;
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    (smtp, s)
+}
+
+/// Asks for a reset of ada@example.com; the token of the `n`-th mail.
+async fn reset_token(s: &TestServer, smtp: &FakeSmtp, n: usize) -> String {
+    let r = s
+        .post_json(
+            "/api/v1/auth/password/reset/request",
+            &json!({"email": "ada@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    reset_token_in(&smtp.message(n).await)
+}
+
+/// Resets the password with `token`: the status and the field an error names (null for none).
+async fn reset_with(s: &TestServer, token: &str, password: &str) -> (u16, Value) {
+    let resp = s
+        .post_json(
+            "/api/v1/auth/password/reset",
+            &json!({"token": token, "password": password}),
+        )
+        .await;
+    let status = resp.status().as_u16();
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null);
+    (status, body["field"].clone())
+}
+
+/// Resets the password with `token`: the status (a 204 has no body).
+async fn reset_status(s: &TestServer, token: &str, password: &str) -> u16 {
+    s.post_json(
+        "/api/v1/auth/password/reset",
+        &json!({"token": token, "password": password}),
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+#[tokio::test]
+async fn using_a_reset_token_spends_the_older_ones() {
+    let (smtp, s) = with_mail().await;
+    s.signup("ada@example.com").await;
+    let older = reset_token(&s, &smtp, 0).await;
+    let newer = reset_token(&s, &smtp, 1).await;
+    assert_ne!(older, newer);
+    assert_eq!(
+        reset_status(&s, &newer, "a brand new passphrase 9").await,
+        204
+    );
+    assert_eq!(
+        reset_with(&s, &older, "an attacker's passphrase 1").await,
+        (400, json!("token")),
+        "the older token died with the reset"
+    );
+    assert_eq!(
+        s.login_as("ada@example.com", "a brand new passphrase 9")
+            .await
+            .0,
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_change_spends_outstanding_reset_tokens() {
+    let (smtp, s) = with_mail().await;
+    let a = s.user("ada@example.com").await;
+    let token = reset_token(&s, &smtp, 0).await;
+    let changed = s
+        .post_with(
+            "/api/v1/profile/password",
+            a["access_token"].as_str().unwrap(),
+            &json!({"current_password": PASSWORD, "new_password": "another long passphrase 7"}),
+        )
+        .await;
+    assert_eq!(changed.status(), 204);
+    assert_eq!(
+        reset_with(&s, &token, "an attacker's passphrase 1").await,
+        (400, json!("token")),
+        "a reset token asked for before the change no longer works"
+    );
+    assert_eq!(
+        s.login_as("ada@example.com", "another long passphrase 7")
+            .await
+            .0,
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_reset_spends_pending_mfa_logins() {
+    let (smtp, s) = with_mail().await;
+    let a = s.user("ada@example.com").await;
+    let t = a["access_token"].as_str().unwrap();
+    let (_, setup) = json(
+        s.post_with("/api/v1/profile/mfa/setup", t, &json!({}))
+            .await,
+    )
+    .await;
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    let r = s
+        .post_with(
+            "/api/v1/profile/mfa/verify",
+            t,
+            &json!({"code": totp_now(&secret, &s.clock)}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // Whoever knew the old password got this far, but the reset comes first.
+    let (status, step) = s.login_as("ada@example.com", PASSWORD).await;
+    assert_eq!((status, step["mfa_required"].as_bool()), (200, Some(true)));
+    let token = reset_token(&s, &smtp, 0).await;
+    assert_eq!(
+        reset_status(&s, &token, "a brand new passphrase 9").await,
+        204
+    );
+    s.clock.advance_secs(30);
+    let late = s
+        .post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": step["mfa_token"], "code": totp_now(&secret, &s.clock)}),
+        )
+        .await;
+    assert_eq!(
+        err(late).await,
+        (
+            401,
+            "Invalid or expired MFA token".into(),
+            "invalid_mfa_token".into()
+        )
+    );
+    // The new password's own MFA login goes through.
+    let (_, step) = s
+        .login_as("ada@example.com", "a brand new passphrase 9")
+        .await;
+    s.clock.advance_secs(30);
+    let (status, _) = json(
+        s.post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": step["mfa_token"], "code": totp_now(&secret, &s.clock)}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}

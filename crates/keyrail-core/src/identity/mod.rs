@@ -279,20 +279,35 @@ impl Identity {
         };
         // A correct password forgets the failures (its own reservation included).
         self.store.clear_login_throttle(&key).await?;
+        // The hash the password was checked against: a change of password made meanwhile
+        // (which must spend whatever this login would hand out) is detected against it.
+        let mut checked = user.password_hash.clone();
         if check.needs_rehash {
-            let hash = self.hash(password.expose()).await?;
-            self.store.set_password_hash(&user.id, &hash, now).await?;
+            let hash = Secret::new(self.hash(password.expose()).await?);
+            if !self
+                .store
+                .upgrade_password_hash(&user.id, checked.expose(), hash.expose(), now)
+                .await?
+            {
+                return Err(invalid_login());
+            }
+            checked = hash;
         }
         if user.mfa_enabled {
             let mfa_token = token::random_token(32);
             let expires = now.plus_secs(self.config.mfa_challenge_ttl_secs);
-            self.store
+            if !self
+                .store
                 .insert_mfa_challenge(
                     &token::sha256_hex(mfa_token.expose().as_bytes()),
                     &user.id,
+                    checked.expose(),
                     expires,
                 )
-                .await?;
+                .await?
+            {
+                return Err(invalid_login());
+            }
             return Ok(LoginOutcome::MfaRequired { mfa_token });
         }
         let tokens = self.open_session(meta, user).await?;
@@ -567,7 +582,9 @@ impl Identity {
         Ok(())
     }
 
-    /// Sets a new password with a reset token; unlocks the account and ends every session.
+    /// Sets a new password with a reset token; unlocks the account and ends every session. The
+    /// token is spent with the password write, in one transaction that also spends every other
+    /// reset token and pending MFA login of the user.
     pub async fn reset_password(
         &self,
         meta: &RequestMeta,
@@ -576,18 +593,25 @@ impl Identity {
     ) -> Result<(), Error> {
         policy(password.expose(), "password", &[])?;
         let now = self.now();
+        let digest = token::sha256_hex(reset_token.expose().as_bytes());
+        let bad_token = || Error::invalid("token", "The reset token is invalid or expired");
+        // Checked before hashing, so that a made-up token costs no Argon2 run.
         let user_id = self
             .store
-            .consume_password_reset(&token::sha256_hex(reset_token.expose().as_bytes()), now)
+            .password_reset_user(&digest, now)
             .await?
-            .ok_or_else(|| Error::invalid("token", "The reset token is invalid or expired"))?;
+            .ok_or_else(bad_token)?;
         let user = self
             .store
             .user_by_id(&user_id)
             .await?
             .ok_or(Error::NotFound { what: "user" })?;
         let hash = self.hash(password.expose()).await?;
-        self.store.set_password_hash(&user.id, &hash, now).await?;
+        // `None`: the token was spent meanwhile (by a concurrent reset, or a password change).
+        self.store
+            .consume_password_reset(&digest, &hash, now)
+            .await?
+            .ok_or_else(bad_token)?;
         self.end_all_sessions(&user.id, now).await?;
         self.store
             .clear_login_throttle(&throttle_key(&user.email))
@@ -625,7 +649,8 @@ impl Identity {
     }
 
     /// Changes the password. Every session of the user ends, this one included: whoever knew
-    /// the old password is logged out everywhere, and the caller logs in again.
+    /// the old password is logged out everywhere, and the caller logs in again. Reset tokens and
+    /// pending MFA logins of the user are spent with the password write.
     pub async fn change_password(
         &self,
         who: &UserSession,

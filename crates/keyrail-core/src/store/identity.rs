@@ -20,8 +20,21 @@ pub trait IdentityStore: Send + Sync {
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self, page: &Page) -> StoreResult<Vec<User>>;
 
-    /// Sets a new password hash (PHC string).
+    /// Sets a new password (a PHC string): a change of credentials. In the same transaction it
+    /// spends every outstanding password reset token and pending MFA challenge of the user, so
+    /// that nothing issued under the old password outlives it. `false` when there is no such
+    /// user.
     async fn set_password_hash(&self, id: &UserId, hash: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Replaces the hash of the same password (stronger parameters), only while the stored hash
+    /// is still `old_hash`: a password changed meanwhile stays changed. Spends nothing. `false`
+    /// when the stored hash is another (or there is no such user).
+    async fn upgrade_password_hash(
+        &self,
+        id: &UserId,
+        old_hash: &str,
+        new_hash: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
     async fn set_user_name(&self, id: &UserId, name: &str, at: Timestamp) -> StoreResult<bool>;
     /// Grants or removes platform superuser rights.
     async fn set_superuser(&self, id: &UserId, superuser: bool, at: Timestamp)
@@ -114,12 +127,16 @@ pub trait IdentityStore: Send + Sync {
     async fn sessions_revoked_since(&self, since: Timestamp) -> StoreResult<Vec<SessionId>>;
 
     // single-use tokens: MFA challenges and password resets (SHA-256 hex digests)
+    /// Stores a challenge for a login whose password was checked against `password_hash`, only
+    /// while that is still the user's password: a login racing a password change gets no
+    /// challenge (`false`, as for a user that does not exist).
     async fn insert_mfa_challenge(
         &self,
         hash: &str,
         user: &UserId,
+        password_hash: &str,
         expires_at: Timestamp,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     /// The user of a live (unexpired, unused) challenge.
     async fn mfa_challenge_user(&self, hash: &str, now: Timestamp) -> StoreResult<Option<UserId>>;
     /// Spends the challenge; `false` if it was already spent or expired.
@@ -130,10 +147,16 @@ pub trait IdentityStore: Send + Sync {
         user: &UserId,
         expires_at: Timestamp,
     ) -> StoreResult<()>;
-    /// Spends a live reset token and returns its user; `None` when unknown, used or expired.
+    /// The user of a live (unexpired, unused) reset token.
+    async fn password_reset_user(&self, hash: &str, now: Timestamp) -> StoreResult<Option<UserId>>;
+    /// Spends a live reset token and sets its user's password to `password_hash`, which (as
+    /// [`IdentityStore::set_password_hash`]) spends every other reset token and pending MFA
+    /// challenge of the user, all in one transaction. Returns the user; `None` when the token is
+    /// unknown, used or expired, and then nothing is written.
     async fn consume_password_reset(
         &self,
         hash: &str,
+        password_hash: &str,
         now: Timestamp,
     ) -> StoreResult<Option<UserId>>;
 

@@ -27,9 +27,36 @@ fn no_such_user(id: &UserId) -> StoreError {
     StoreError::Other(format!("user {id} does not exist"))
 }
 
-/// Implements [`IdentityStore`] for `$store` (one body of SQL, the same on both backends).
+/// Implements [`IdentityStore`] for `$store`, whose connections are `$conn` (one body of SQL,
+/// the same on both backends).
 macro_rules! identity_store {
-    ($store:ident) => {
+    ($store:ident, $conn:ty) => {
+        impl $store {
+            /// Spends every live reset token and pending MFA challenge of `user`, inside the
+            /// caller's transaction, after its password write: what was issued under the old
+            /// password dies with it.
+            async fn spend_password_tokens(
+                conn: &mut $conn,
+                user: &str,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                for spend in [
+                    "UPDATE password_resets SET used_at = $1
+                     WHERE user_id = $2 AND used_at IS NULL AND expires_at > $1",
+                    "UPDATE mfa_challenges SET used_at = $1
+                     WHERE user_id = $2 AND used_at IS NULL AND expires_at > $1",
+                ] {
+                    sqlx::query(spend)
+                        .bind(at.millis())
+                        .bind(user)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_err)?;
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait]
         impl IdentityStore for $store {
             // users
@@ -101,12 +128,40 @@ macro_rules! identity_store {
                 hash: &str,
                 at: Timestamp,
             ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let updated = sqlx::query(
                     "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3",
                 )
                 .bind(hash)
                 .bind(at.millis())
                 .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                Self::spend_password_tokens(&mut tx, id.as_str(), at).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn upgrade_password_hash(
+                &self,
+                id: &UserId,
+                old_hash: &str,
+                new_hash: &str,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let updated = sqlx::query(
+                    "UPDATE users SET password_hash = $1, updated_at = $2
+                     WHERE id = $3 AND password_hash = $4",
+                )
+                .bind(new_hash)
+                .bind(at.millis())
+                .bind(id.as_str())
+                .bind(old_hash)
                 .execute(&self.pool)
                 .await
                 .map_err(map_err)?
@@ -622,19 +677,23 @@ macro_rules! identity_store {
                 &self,
                 hash: &str,
                 user: &UserId,
+                password_hash: &str,
                 expires_at: Timestamp,
-            ) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO mfa_challenges (hash, user_id, expires_at, used_at)
-                     VALUES ($1, $2, $3, NULL)",
+            ) -> StoreResult<bool> {
+                // One statement: the password cannot change between the check and the insert.
+                let inserted = sqlx::query(
+                    "INSERT INTO mfa_challenges (hash, user_id, expires_at)
+                     SELECT $1, id, $3 FROM users WHERE id = $2 AND password_hash = $4",
                 )
                 .bind(hash)
                 .bind(user.as_str())
                 .bind(expires_at.millis())
+                .bind(password_hash)
                 .execute(&self.pool)
                 .await
-                .map_err(map_err)?;
-                Ok(())
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(inserted > 0)
             }
 
             async fn mfa_challenge_user(
@@ -687,22 +746,67 @@ macro_rules! identity_store {
                 Ok(())
             }
 
-            async fn consume_password_reset(
+            async fn password_reset_user(
                 &self,
                 hash: &str,
                 now: Timestamp,
             ) -> StoreResult<Option<UserId>> {
                 let user: Option<String> = sqlx::query_scalar(
-                    "UPDATE password_resets SET used_at = $1
-                     WHERE hash = $2 AND used_at IS NULL AND expires_at > $1
-                     RETURNING user_id",
+                    "SELECT user_id FROM password_resets
+                     WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
                 )
-                .bind(now.millis())
                 .bind(hash)
+                .bind(now.millis())
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(map_err)?;
                 Ok(user.map(UserId::from_trusted))
+            }
+
+            async fn consume_password_reset(
+                &self,
+                hash: &str,
+                password_hash: &str,
+                now: Timestamp,
+            ) -> StoreResult<Option<UserId>> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // The user's row first, as every password write takes it first (PostgreSQL: its
+                // row lock orders them; taking a token's row first would deadlock two resets
+                // racing with two tokens of one user).
+                let user: Option<String> = sqlx::query_scalar(
+                    "UPDATE users SET password_hash = $1, updated_at = $2
+                     WHERE id = (SELECT user_id FROM password_resets
+                                 WHERE hash = $3 AND used_at IS NULL AND expires_at > $2)
+                     RETURNING id",
+                )
+                .bind(password_hash)
+                .bind(now.millis())
+                .bind(hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some(user) = user else {
+                    return Ok(None);
+                };
+                // Then the token, conditionally: one spent meanwhile (by a racing reset with
+                // another token, which spends this one) fails the reset, and dropping the
+                // transaction rolls the password write back.
+                let spent = sqlx::query(
+                    "UPDATE password_resets SET used_at = $1
+                     WHERE hash = $2 AND used_at IS NULL AND expires_at > $1",
+                )
+                .bind(now.millis())
+                .bind(hash)
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if spent == 0 {
+                    return Ok(None);
+                }
+                Self::spend_password_tokens(&mut tx, &user, now).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(Some(UserId::from_trusted(user)))
             }
 
             // JWT signing keys
@@ -734,5 +838,5 @@ macro_rules! identity_store {
     };
 }
 
-identity_store!(SqliteStore);
-identity_store!(PgStore);
+identity_store!(SqliteStore, sqlx::SqliteConnection);
+identity_store!(PgStore, sqlx::PgConnection);

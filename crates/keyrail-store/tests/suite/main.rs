@@ -51,6 +51,7 @@ async fn run_suite(store: &dyn Store) {
     sessions::concurrent_rotations_of_one_token(store).await;
     sessions::mfa_challenges(store).await;
     sessions::password_resets(store).await;
+    sessions::password_changes_spend_tokens(store).await;
     sessions::signing_keys(store).await;
     audit::audit_log(store).await;
     // Workspace administration: counts changes from the latest seq, not from zero.
