@@ -1645,3 +1645,143 @@ async fn a_password_reset_spends_pending_mfa_logins() {
     assert_eq!(status, 200);
     s.stop().await;
 }
+
+/// The session id (`sid`) of an access token.
+fn sid_of(body: &Value) -> keyrail_core::id::SessionId {
+    let token = body["access_token"].as_str().unwrap();
+    let claims = b64_json(token.split('.').nth(1).unwrap());
+    keyrail_core::id::SessionId::parse(claims["sid"].as_str().unwrap()).unwrap()
+}
+
+/// Spends `body`'s refresh token: the new pair.
+async fn refreshed(s: &TestServer, body: &Value) -> Value {
+    let (status, next) = json(
+        s.post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": body["refresh_token"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    next
+}
+
+async fn logout(s: &TestServer, body: &Value) {
+    let r = s
+        .http
+        .post(s.url("/api/v1/auth/logout"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+/// The background cleanup, run once through the server's own function: refresh tokens of dead
+/// sessions, sessions dead for longer than the retention, old change-log entries, spent or
+/// expired MFA challenges and reset tokens, and finished lockout windows go; what lives keeps
+/// working, reuse detection of a live session included.
+#[tokio::test]
+async fn cleanup_removes_what_is_dead_and_keeps_what_lives() {
+    use keyrail_server::background::{Cleaned, cleanup};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(s) = TestServer::start_with(backend, |_| {}, None).await else {
+            continue;
+        };
+        // Bob, with MFA, leaves a login at its second step: a challenge that expires.
+        let bob = s.user("bob@example.com").await;
+        let t = bob["access_token"].as_str().unwrap();
+        let (_, setup) = json(
+            s.post_with("/api/v1/profile/mfa/setup", t, &json!({}))
+                .await,
+        )
+        .await;
+        let code = totp_now(setup["secret"].as_str().unwrap(), &s.clock);
+        let r = s
+            .post_with("/api/v1/profile/mfa/verify", t, &json!({"code": code}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let (_, step) = s.login_as("bob@example.com", PASSWORD).await;
+        assert_eq!(step["mfa_required"], true);
+        // Ada: session A rotated once and logged out (two dead tokens, a change-log entry);
+        // session B live and rotated once (a spent token kept for reuse detection).
+        let a = refreshed(&s, &s.user("ada@example.com").await).await;
+        logout(&s, &a).await;
+        let (_, b) = s.login_as("ada@example.com", PASSWORD).await;
+        let b2 = refreshed(&s, &b).await;
+        // A failed login of an unknown email; a reset token of Ada's.
+        assert_eq!(
+            s.login_as("nobody@example.com", "wrong password here")
+                .await
+                .0,
+            401
+        );
+        let r = s
+            .post_json(
+                "/api/v1/auth/password/reset/request",
+                &json!({"email": "ada@example.com"}),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+
+        // Eight days on, session C is logged out: the newest change-log entry.
+        s.clock.advance_secs(8 * 86_400);
+        let (_, c) = s.login_as("ada@example.com", PASSWORD).await;
+        logout(&s, &c).await;
+
+        let state = &s.server.as_ref().unwrap().state;
+        let done = cleanup(state).await.unwrap();
+        assert_eq!(
+            done,
+            Cleaned {
+                changes: 1,
+                refresh_tokens: 3,
+                sessions: 1,
+                login_throttle: 1,
+                mfa_challenges: 1,
+                password_resets: 1,
+            },
+            "{backend:?}"
+        );
+        let store = &state.store;
+        assert!(store.session_by_id(&sid_of(&a)).await.unwrap().is_none());
+        assert!(store.session_by_id(&sid_of(&c)).await.unwrap().is_some());
+        let log = store.changes_after(0, 100).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].subject, sid_of(&c).as_str());
+        let key = keyrail_core::identity::login_throttle_key("nobody@example.com");
+        assert_eq!(store.login_throttle(&key).await.unwrap(), None);
+        assert_eq!(cleanup(state).await.unwrap(), Cleaned::default());
+
+        // The live session goes on: it refreshes, and its spent token still ends it.
+        let b3 = refreshed(&s, &b2).await;
+        let reuse = s
+            .post_json(
+                "/api/v1/auth/refresh",
+                &json!({"refresh_token": b["refresh_token"]}),
+            )
+            .await;
+        assert_eq!(err(reuse).await.2, "invalid_token");
+        assert_eq!(
+            s.get_with("/api/v1/profile", b3["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            401
+        );
+        // Bob's new login completes.
+        s.clock.advance_secs(30);
+        let (_, step) = s.login_as("bob@example.com", PASSWORD).await;
+        let code = totp_now(setup["secret"].as_str().unwrap(), &s.clock);
+        let (status, _) = json(
+            s.post_json(
+                "/api/v1/auth/login/mfa",
+                &json!({"mfa_token": step["mfa_token"], "code": code}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        s.stop().await;
+    }
+}

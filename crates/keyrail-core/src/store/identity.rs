@@ -92,6 +92,15 @@ pub trait IdentityStore: Send + Sync {
         until: Timestamp,
     ) -> StoreResult<bool>;
     async fn clear_login_throttle(&self, key: &str) -> StoreResult<()>;
+    /// Deletes at most `limit` keys whose window started before `window_start_before` (it is
+    /// over) and whose lock, if any, is over at `now`: the next attempt of such a key starts
+    /// afresh with or without its row. Says how many went.
+    async fn purge_login_throttle(
+        &self,
+        window_start_before: Timestamp,
+        now: Timestamp,
+        limit: u32,
+    ) -> StoreResult<u64>;
 
     // JWT signing keys
     async fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>>;

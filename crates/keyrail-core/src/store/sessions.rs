@@ -76,4 +76,17 @@ pub trait SessionStore: Send + Sync {
         password_hash: &str,
         now: Timestamp,
     ) -> StoreResult<Option<UserId>>;
+
+    // cleanup: each deletes at most `limit` rows in one statement and says how many
+    /// Deletes refresh tokens of sessions revoked or expired at `now`: a dead session's token
+    /// gets a 401 with or without its row. A live session keeps all of its tokens, spent ones
+    /// included, since presenting a spent one is how reuse is detected.
+    async fn purge_refresh_tokens(&self, now: Timestamp, limit: u32) -> StoreResult<u64>;
+    /// Deletes sessions revoked or expired before `ended_before` (with any refresh tokens they
+    /// still have: purge those first, so that this never cascades far).
+    async fn purge_sessions(&self, ended_before: Timestamp, limit: u32) -> StoreResult<u64>;
+    /// Deletes MFA challenges used, or expired at `now`.
+    async fn purge_mfa_challenges(&self, now: Timestamp, limit: u32) -> StoreResult<u64>;
+    /// Deletes password reset tokens used, or expired at `now`.
+    async fn purge_password_resets(&self, now: Timestamp, limit: u32) -> StoreResult<u64>;
 }

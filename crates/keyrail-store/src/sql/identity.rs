@@ -447,6 +447,29 @@ macro_rules! identity_store {
                 Ok(())
             }
 
+            async fn purge_login_throttle(
+                &self,
+                window_start_before: Timestamp,
+                now: Timestamp,
+                limit: u32,
+            ) -> StoreResult<u64> {
+                // A window is over as reserve_login_attempt sees it: started strictly before.
+                let deleted = sqlx::query(
+                    "DELETE FROM login_throttle WHERE key IN (
+                         SELECT key FROM login_throttle
+                         WHERE window_start < $1 AND locked_until <= $2
+                         LIMIT $3)",
+                )
+                .bind(window_start_before.millis())
+                .bind(now.millis())
+                .bind(i64::from(limit))
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(deleted)
+            }
+
             // JWT signing keys
             async fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>> {
                 let rows: Vec<SigningKeyRow> = sqlx::query_as(

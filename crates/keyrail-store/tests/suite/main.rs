@@ -21,6 +21,7 @@ use fixtures::{assert_same_user, member, ts, user, workspace};
 mod apps;
 mod audit;
 mod changes;
+mod cleanup;
 mod fixtures;
 mod identity;
 mod key_updates;
@@ -119,7 +120,7 @@ async fn sqlite_url_with_path_and_missing_data_dir() {
 #[tokio::test]
 async fn sqlite_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 6);
+    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 7);
     assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 0);
 
     // Open the same file twice (as a server and `keyrail migrate` beside it would).
@@ -195,8 +196,33 @@ async fn sqlite_login_reservations_hold_across_stores_on_one_file() {
     identity::login_reservations_across_stores(stores).await;
 }
 
+#[tokio::test]
+async fn sqlite_cleanup() {
+    for check in 0..cleanup::CHECKS {
+        let dir = tempfile::tempdir().unwrap();
+        let store = keyrail_store::open("sqlite::memory:", dir.path())
+            .await
+            .unwrap();
+        cleanup::run_check(check, store.as_ref()).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
+
+#[tokio::test]
+async fn postgres_cleanup() {
+    for check in 0..cleanup::CHECKS {
+        let Some(pg) = TempPostgres::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = keyrail_store::open(&pg.url, dir.path()).await.unwrap();
+        cleanup::run_check(check, store.as_ref()).await;
+        drop(store);
+        pg.drop_db().await;
+    }
+}
 
 #[tokio::test]
 async fn postgres_suite() {
@@ -221,7 +247,7 @@ async fn postgres_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
-        6
+        7
     );
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),

@@ -21,7 +21,7 @@ fn ids(sessions: &[Session]) -> Vec<SessionId> {
     sessions.iter().map(|s| s.id.clone()).collect()
 }
 
-fn session(user: &User, created: i64, lifetime: i64) -> Session {
+pub(crate) fn session(user: &User, created: i64, lifetime: i64) -> Session {
     Session {
         id: SessionId::new(),
         user_id: user.id.clone(),
