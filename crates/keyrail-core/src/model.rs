@@ -298,6 +298,18 @@ pub struct LoginThrottle {
     pub locked_until: Timestamp,
 }
 
+/// What asking to check one more password of an email found
+/// (`IdentityStore::reserve_login_attempt`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginAttempt {
+    /// Counted in the window (the state after, `failures` including this attempt): the password
+    /// may be checked once.
+    Reserved(LoginThrottle),
+    /// Locked, or the window already holds as many attempts as it allows: nothing was counted
+    /// and no password may be checked. The state as found.
+    Refused(LoginThrottle),
+}
+
 /// A JWT signing key as stored: the private half sealed under the master key.
 #[derive(Clone)]
 pub struct StoredSigningKey {

@@ -1,5 +1,6 @@
 //! The server's background work: following the change log (so revocations made on other nodes
-//! take effect here within a second), purging expired limiter state, refreshing signing keys.
+//! take effect here within a second), purging expired limiter state, refreshing signing keys,
+//! and deleting from the store what no one needs any more ([`cleanup`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,6 +18,27 @@ const PURGE_EVERY: Duration = Duration::from_secs(60);
 const KEYS_EVERY: Duration = Duration::from_secs(3600);
 const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 const FORMATS_EVERY: Duration = Duration::from_secs(30);
+/// How often [`cleanup`] runs (first a minute after start).
+const CLEANUP_EVERY: Duration = Duration::from_secs(600);
+const CLEANUP_FIRST_AFTER: Duration = Duration::from_secs(60);
+
+/// Rows [`cleanup`] deletes per statement: each delete is a short transaction that holds its
+/// locks briefly, however much there is to delete.
+pub const CLEANUP_BATCH: u32 = 500;
+
+/// How long a session is kept once it has ended (revoked, or expired), before [`cleanup`]
+/// deletes it: 7 days. Nothing needs it that long (its refresh tokens go as soon as it ends;
+/// a node starting up reloads only revocations of the last access-token lifetime, see
+/// [`warm_up`]; its access tokens outlive it by at most 15 minutes); the week keeps recent
+/// sign-ins at hand for whoever investigates one.
+pub const SESSION_RETENTION_SECS: i64 = 7 * 86_400;
+
+/// How long change-log entries are kept before [`cleanup`] deletes them: 24 hours, far longer
+/// than any node needs them. A running node reads the log every second; a node that starts
+/// follows from the newest entry ([`warm_up`]), never from older ones; and what an entry tells
+/// expires much sooner anyway (cached keys are looked up again after 5 minutes, access tokens of
+/// a revoked session expire within 15). The newest entry is always kept.
+pub const CHANGE_LOG_RETENTION_SECS: i64 = 86_400;
 
 /// Applies one change-log entry to this node's in-memory state.
 fn apply(state: &AppState, kind: &str, subject: &str, now: Timestamp) {
@@ -75,8 +97,65 @@ pub async fn flush_last_used(state: &AppState) {
     }
 }
 
+/// Rows deleted by one [`cleanup`], per table.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Cleaned {
+    pub changes: u64,
+    pub refresh_tokens: u64,
+    pub sessions: u64,
+    pub login_throttle: u64,
+    pub mfa_challenges: u64,
+    pub password_resets: u64,
+}
+
+/// Runs one delete of at most [`CLEANUP_BATCH`] rows after another until one deletes fewer;
+/// the rows deleted in all.
+async fn drain<F, Fut>(mut batch: F) -> Result<u64, keyrail_core::StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, keyrail_core::StoreError>>,
+{
+    let mut total = 0;
+    loop {
+        let deleted = batch().await?;
+        total += deleted;
+        if deleted < u64::from(CLEANUP_BATCH) {
+            return Ok(total);
+        }
+        // Let requests waiting for the database go first.
+        tokio::task::yield_now().await;
+    }
+}
+
+/// Deletes, in batches of [`CLEANUP_BATCH`] rows, what the tables would otherwise keep
+/// forever: spent or expired MFA challenges and reset tokens, refresh tokens of dead sessions
+/// (those of live sessions stay, spent ones too: reuse detection needs them), sessions dead for
+/// [`SESSION_RETENTION_SECS`], login throttle rows whose window and lock are over, and
+/// change-log entries older than [`CHANGE_LOG_RETENTION_SECS`]. Every node runs it every 10
+/// minutes; two at once only find less to do. Stops at the first error.
+pub async fn cleanup(state: &AppState) -> Result<Cleaned, keyrail_core::StoreError> {
+    let store = state.store.as_ref();
+    let now = state.clock.now();
+    let lock_for = state.identity.config.lock_for.secs() as i64;
+    let (batch, mut done) = (CLEANUP_BATCH, Cleaned::default());
+    done.mfa_challenges = drain(|| store.purge_mfa_challenges(now, batch)).await?;
+    done.password_resets = drain(|| store.purge_password_resets(now, batch)).await?;
+    // Tokens before their sessions: deleting a session then cascades to nothing.
+    done.refresh_tokens = drain(|| store.purge_refresh_tokens(now, batch)).await?;
+    let ended_before = now.plus_secs(-SESSION_RETENTION_SECS);
+    done.sessions = drain(|| store.purge_sessions(ended_before, batch)).await?;
+    let window_start_before = now.plus_secs(-lock_for);
+    done.login_throttle =
+        drain(|| store.purge_login_throttle(window_start_before, now, batch)).await?;
+    let changes_before = now.plus_secs(-CHANGE_LOG_RETENTION_SECS);
+    done.changes = drain(|| store.purge_changes(changes_before, batch)).await?;
+    Ok(done)
+}
+
 /// Loads what must be in memory before serving: sessions revoked recently. Returns the change
-/// log position to follow from.
+/// log position to follow from: the newest entry, read first (so nothing appended while the
+/// revocations load is missed), never an older one, so [`cleanup`]'s pruning of old entries
+/// cannot leave a starting node a gap.
 pub async fn warm_up(state: &AppState) -> Result<i64, keyrail_core::StoreError> {
     let seq = state.store.latest_change().await?;
     let now = state.clock.now();
@@ -168,6 +247,24 @@ pub fn spawn(state: AppState, mut seq: i64, poll_every: Duration) -> Vec<JoinHan
             }
         })
     };
+    let cleaning = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let first = tokio::time::Instant::now() + CLEANUP_FIRST_AFTER;
+            let mut tick = tokio::time::interval_at(first, CLEANUP_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                match cleanup(&state).await {
+                    Ok(done) if done != Cleaned::default() => {
+                        tracing::info!(?done, "deleted what no one needs any more");
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "cleanup stopped; will retry"),
+                }
+            }
+        })
+    };
     let keys = tokio::spawn(async move {
         let mut tick = tokio::time::interval(KEYS_EVERY);
         tick.tick().await;
@@ -186,5 +283,5 @@ pub fn spawn(state: AppState, mut seq: i64, poll_every: Duration) -> Vec<JoinHan
             }
         }
     });
-    vec![listen, follow, purge, keys, last_used, formats]
+    vec![listen, follow, purge, keys, last_used, formats, cleaning]
 }

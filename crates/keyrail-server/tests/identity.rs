@@ -293,6 +293,87 @@ async fn wrong_logins_look_the_same_and_lock_after_five() {
     s.stop().await;
 }
 
+/// `n` logins with `password` for `email` sent all at once; each answer's status, code and
+/// Retry-After.
+async fn parallel_logins(
+    s: &TestServer,
+    email: &str,
+    password: &str,
+    n: usize,
+) -> Vec<(u16, String, Option<u64>)> {
+    let tasks: Vec<_> = (0..n)
+        .map(|_| {
+            let (http, url) = (s.http.clone(), s.url("/api/v1/auth/login"));
+            let body = json!({"email": email, "password": password});
+            tokio::spawn(async move {
+                let resp = http.post(url).json(&body).send().await.unwrap();
+                let retry = resp
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+                let (status, body) = json(resp).await;
+                (
+                    status,
+                    body["code"].as_str().unwrap_or("").to_owned(),
+                    retry,
+                )
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.unwrap());
+    }
+    out
+}
+
+/// Fifty wrong passwords for one email at once: the lockout is reserved before each password is
+/// checked, so no more than the five a window allows are ever checked (each a 401); every other
+/// attempt is refused as locked, without hashing. Unknown emails answer the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_wrong_logins_check_at_most_five_passwords() {
+    use keyrail_core::model::{AuditFilter, Page};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(s) = TestServer::start_with(backend, |_| {}, None).await else {
+            continue;
+        };
+        s.signup("ada@example.com").await;
+        for email in ["ada@example.com", "nobody@example.com"] {
+            let answers = parallel_logins(&s, email, "wrong password here", 50).await;
+            let wrong = answers
+                .iter()
+                .filter(|a| (a.0, a.1.as_str()) == (401, "invalid_login"))
+                .count();
+            let locked: Vec<u64> = answers
+                .iter()
+                .filter(|a| (a.0, a.1.as_str()) == (429, "account_locked"))
+                .map(|a| a.2.expect("a 429 carries Retry-After"))
+                .collect();
+            assert_eq!(
+                (wrong, locked.len()),
+                (5, 45),
+                "{backend:?} {email}: {answers:?}"
+            );
+            assert!(locked.iter().all(|r| (1..=1800).contains(r)), "{locked:?}");
+            // Locked now, the right password included.
+            let (status, body) = s.login_as(email, PASSWORD).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (429, Some("account_locked"))
+            );
+        }
+        let store = &s.server.as_ref().unwrap().state.store;
+        let all = store
+            .list_audit(&AuditFilter::default(), &Page::first(200))
+            .await
+            .unwrap();
+        let count = |action: &str| all.iter().filter(|e| e.action == action).count();
+        assert_eq!(count("user.login_failed"), 10, "{backend:?}");
+        assert_eq!(count("user.locked"), 2, "{backend:?}");
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn login_attempts_per_ip_are_limited() {
     let s = TestServer::start_with(
@@ -1401,4 +1482,308 @@ async fn look_alike_emails_do_not_make_second_accounts() {
     let (status, _) = s.login_as("ａｄａ@example.com", PASSWORD).await;
     assert_eq!(status, 200);
     s.stop().await;
+}
+
+/// A server that mails through a [`FakeSmtp`].
+async fn with_mail() -> (FakeSmtp, TestServer) {
+    let smtp = FakeSmtp::start().await;
+    let port = smtp.port;
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        move |c| {
+            c.smtp_url = format!("smtp://127.0.0.1:{port}");
+            c.dev = false;
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    (smtp, s)
+}
+
+/// Asks for a reset of ada@example.com; the token of the `n`-th mail.
+async fn reset_token(s: &TestServer, smtp: &FakeSmtp, n: usize) -> String {
+    let r = s
+        .post_json(
+            "/api/v1/auth/password/reset/request",
+            &json!({"email": "ada@example.com"}),
+        )
+        .await;
+    assert_eq!(r.status(), 202);
+    reset_token_in(&smtp.message(n).await)
+}
+
+/// Resets the password with `token`: the status and the field an error names (null for none).
+async fn reset_with(s: &TestServer, token: &str, password: &str) -> (u16, Value) {
+    let resp = s
+        .post_json(
+            "/api/v1/auth/password/reset",
+            &json!({"token": token, "password": password}),
+        )
+        .await;
+    let status = resp.status().as_u16();
+    let body: Value = serde_json::from_str(&resp.text().await.unwrap()).unwrap_or(Value::Null);
+    (status, body["field"].clone())
+}
+
+/// Resets the password with `token`: the status (a 204 has no body).
+async fn reset_status(s: &TestServer, token: &str, password: &str) -> u16 {
+    s.post_json(
+        "/api/v1/auth/password/reset",
+        &json!({"token": token, "password": password}),
+    )
+    .await
+    .status()
+    .as_u16()
+}
+
+#[tokio::test]
+async fn using_a_reset_token_spends_the_older_ones() {
+    let (smtp, s) = with_mail().await;
+    s.signup("ada@example.com").await;
+    let older = reset_token(&s, &smtp, 0).await;
+    let newer = reset_token(&s, &smtp, 1).await;
+    assert_ne!(older, newer);
+    assert_eq!(
+        reset_status(&s, &newer, "a brand new passphrase 9").await,
+        204
+    );
+    assert_eq!(
+        reset_with(&s, &older, "an attacker's passphrase 1").await,
+        (400, json!("token")),
+        "the older token died with the reset"
+    );
+    assert_eq!(
+        s.login_as("ada@example.com", "a brand new passphrase 9")
+            .await
+            .0,
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_change_spends_outstanding_reset_tokens() {
+    let (smtp, s) = with_mail().await;
+    let a = s.user("ada@example.com").await;
+    let token = reset_token(&s, &smtp, 0).await;
+    let changed = s
+        .post_with(
+            "/api/v1/profile/password",
+            a["access_token"].as_str().unwrap(),
+            &json!({"current_password": PASSWORD, "new_password": "another long passphrase 7"}),
+        )
+        .await;
+    assert_eq!(changed.status(), 204);
+    assert_eq!(
+        reset_with(&s, &token, "an attacker's passphrase 1").await,
+        (400, json!("token")),
+        "a reset token asked for before the change no longer works"
+    );
+    assert_eq!(
+        s.login_as("ada@example.com", "another long passphrase 7")
+            .await
+            .0,
+        200
+    );
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_password_reset_spends_pending_mfa_logins() {
+    let (smtp, s) = with_mail().await;
+    let a = s.user("ada@example.com").await;
+    let t = a["access_token"].as_str().unwrap();
+    let (_, setup) = json(
+        s.post_with("/api/v1/profile/mfa/setup", t, &json!({}))
+            .await,
+    )
+    .await;
+    let secret = setup["secret"].as_str().unwrap().to_owned();
+    let r = s
+        .post_with(
+            "/api/v1/profile/mfa/verify",
+            t,
+            &json!({"code": totp_now(&secret, &s.clock)}),
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    // Whoever knew the old password got this far, but the reset comes first.
+    let (status, step) = s.login_as("ada@example.com", PASSWORD).await;
+    assert_eq!((status, step["mfa_required"].as_bool()), (200, Some(true)));
+    let token = reset_token(&s, &smtp, 0).await;
+    assert_eq!(
+        reset_status(&s, &token, "a brand new passphrase 9").await,
+        204
+    );
+    s.clock.advance_secs(30);
+    let late = s
+        .post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": step["mfa_token"], "code": totp_now(&secret, &s.clock)}),
+        )
+        .await;
+    assert_eq!(
+        err(late).await,
+        (
+            401,
+            "Invalid or expired MFA token".into(),
+            "invalid_mfa_token".into()
+        )
+    );
+    // The new password's own MFA login goes through.
+    let (_, step) = s
+        .login_as("ada@example.com", "a brand new passphrase 9")
+        .await;
+    s.clock.advance_secs(30);
+    let (status, _) = json(
+        s.post_json(
+            "/api/v1/auth/login/mfa",
+            &json!({"mfa_token": step["mfa_token"], "code": totp_now(&secret, &s.clock)}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200);
+    s.stop().await;
+}
+
+/// The session id (`sid`) of an access token.
+fn sid_of(body: &Value) -> keyrail_core::id::SessionId {
+    let token = body["access_token"].as_str().unwrap();
+    let claims = b64_json(token.split('.').nth(1).unwrap());
+    keyrail_core::id::SessionId::parse(claims["sid"].as_str().unwrap()).unwrap()
+}
+
+/// Spends `body`'s refresh token: the new pair.
+async fn refreshed(s: &TestServer, body: &Value) -> Value {
+    let (status, next) = json(
+        s.post_json(
+            "/api/v1/auth/refresh",
+            &json!({"refresh_token": body["refresh_token"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    next
+}
+
+async fn logout(s: &TestServer, body: &Value) {
+    let r = s
+        .http
+        .post(s.url("/api/v1/auth/logout"))
+        .bearer_auth(body["access_token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+}
+
+/// The background cleanup, run once through the server's own function: refresh tokens of dead
+/// sessions, sessions dead for longer than the retention, old change-log entries, spent or
+/// expired MFA challenges and reset tokens, and finished lockout windows go; what lives keeps
+/// working, reuse detection of a live session included.
+#[tokio::test]
+async fn cleanup_removes_what_is_dead_and_keeps_what_lives() {
+    use keyrail_server::background::{Cleaned, cleanup};
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(s) = TestServer::start_with(backend, |_| {}, None).await else {
+            continue;
+        };
+        // Bob, with MFA, leaves a login at its second step: a challenge that expires.
+        let bob = s.user("bob@example.com").await;
+        let t = bob["access_token"].as_str().unwrap();
+        let (_, setup) = json(
+            s.post_with("/api/v1/profile/mfa/setup", t, &json!({}))
+                .await,
+        )
+        .await;
+        let code = totp_now(setup["secret"].as_str().unwrap(), &s.clock);
+        let r = s
+            .post_with("/api/v1/profile/mfa/verify", t, &json!({"code": code}))
+            .await;
+        assert_eq!(r.status(), 200);
+        let (_, step) = s.login_as("bob@example.com", PASSWORD).await;
+        assert_eq!(step["mfa_required"], true);
+        // Ada: session A rotated once and logged out (two dead tokens, a change-log entry);
+        // session B live and rotated once (a spent token kept for reuse detection).
+        let a = refreshed(&s, &s.user("ada@example.com").await).await;
+        logout(&s, &a).await;
+        let (_, b) = s.login_as("ada@example.com", PASSWORD).await;
+        let b2 = refreshed(&s, &b).await;
+        // A failed login of an unknown email; a reset token of Ada's.
+        assert_eq!(
+            s.login_as("nobody@example.com", "wrong password here")
+                .await
+                .0,
+            401
+        );
+        let r = s
+            .post_json(
+                "/api/v1/auth/password/reset/request",
+                &json!({"email": "ada@example.com"}),
+            )
+            .await;
+        assert_eq!(r.status(), 202);
+
+        // Eight days on, session C is logged out: the newest change-log entry.
+        s.clock.advance_secs(8 * 86_400);
+        let (_, c) = s.login_as("ada@example.com", PASSWORD).await;
+        logout(&s, &c).await;
+
+        let state = &s.server.as_ref().unwrap().state;
+        let done = cleanup(state).await.unwrap();
+        assert_eq!(
+            done,
+            Cleaned {
+                changes: 1,
+                refresh_tokens: 3,
+                sessions: 1,
+                login_throttle: 1,
+                mfa_challenges: 1,
+                password_resets: 1,
+            },
+            "{backend:?}"
+        );
+        let store = &state.store;
+        assert!(store.session_by_id(&sid_of(&a)).await.unwrap().is_none());
+        assert!(store.session_by_id(&sid_of(&c)).await.unwrap().is_some());
+        let log = store.changes_after(0, 100).await.unwrap();
+        assert_eq!(log.len(), 1);
+        assert_eq!(log[0].subject, sid_of(&c).as_str());
+        let key = keyrail_core::identity::login_throttle_key("nobody@example.com");
+        assert_eq!(store.login_throttle(&key).await.unwrap(), None);
+        assert_eq!(cleanup(state).await.unwrap(), Cleaned::default());
+
+        // The live session goes on: it refreshes, and its spent token still ends it.
+        let b3 = refreshed(&s, &b2).await;
+        let reuse = s
+            .post_json(
+                "/api/v1/auth/refresh",
+                &json!({"refresh_token": b["refresh_token"]}),
+            )
+            .await;
+        assert_eq!(err(reuse).await.2, "invalid_token");
+        assert_eq!(
+            s.get_with("/api/v1/profile", b3["access_token"].as_str().unwrap())
+                .await
+                .status(),
+            401
+        );
+        // Bob's new login completes.
+        s.clock.advance_secs(30);
+        let (_, step) = s.login_as("bob@example.com", PASSWORD).await;
+        let code = totp_now(setup["secret"].as_str().unwrap(), &s.clock);
+        let (status, _) = json(
+            s.post_json(
+                "/api/v1/auth/login/mfa",
+                &json!({"mfa_token": step["mfa_token"], "code": code}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        s.stop().await;
+    }
 }

@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::id::{SessionId, UserId};
 use crate::limits::{Rate, Span};
 use crate::mail::{Mail, Mailer};
-use crate::model::{ActorType, RefreshOutcome, Session, User};
+use crate::model::{ActorType, LoginAttempt, RefreshOutcome, Session, User};
 use crate::ratelimit::RateLimiter;
 use crate::secret::{MasterKey, Secret};
 use crate::store::Store;
@@ -219,8 +219,11 @@ impl Identity {
         }
     }
 
-    /// Password check with the per-email lockout. Known and unknown emails take the same path:
-    /// one Argon2 verification, one throttle update.
+    /// Password check with the per-email lockout. The attempt is reserved in the throttle
+    /// before the password is checked (one atomic store statement), so that however many
+    /// attempts arrive at once, on however many nodes, at most `lock_after` passwords are
+    /// checked per window; the others are refused as locked without hashing. Known and unknown
+    /// emails take the same path: one reservation, then one Argon2 verification.
     pub async fn login(
         &self,
         meta: &RequestMeta,
@@ -230,56 +233,81 @@ impl Identity {
         let email = normalize_email(email).unwrap_or_else(|| email.trim().to_lowercase());
         let key = throttle_key(&email);
         let now = self.now();
-        if let Some(t) = self.store.login_throttle(&key).await?
-            && t.locked_until > now
+        let lock_for_ms = self.config.lock_for.secs() as i64 * 1000;
+        let window_start_after = Timestamp::from_millis(now.millis() - lock_for_ms);
+        let reserved = match self
+            .store
+            .reserve_login_attempt(&key, now, window_start_after, self.config.lock_after)
+            .await?
         {
-            let secs = (t.locked_until.millis() - now.millis() + 999) / 1000;
-            return Err(Error::rate_limited(
-                "account_locked",
-                "Account locked",
-                secs as u64,
-            ));
-        }
+            LoginAttempt::Reserved(t) => t,
+            LoginAttempt::Refused(t) => {
+                // Locked, or every attempt of the window is taken (by failures, or by checks
+                // still running, whose failures will lock it): until the later of the two ends.
+                let until = t
+                    .locked_until
+                    .millis()
+                    .max(t.window_start.millis() + lock_for_ms);
+                let secs = (until - now.millis() + 999) / 1000;
+                return Err(Error::rate_limited(
+                    "account_locked",
+                    "Account locked",
+                    u64::try_from(secs).unwrap_or(1),
+                ));
+            }
+        };
         let user = self.store.user_by_email(&email).await?;
+        let target = user.as_ref().map(|u| u.id.to_string());
         let check = self
             .verify(password, user.as_ref().map(|u| &u.password_hash))
             .await?;
         let Some(user) = user.filter(|_| check.valid) else {
-            let window_start_after =
-                Timestamp::from_millis(now.millis() - self.config.lock_for.secs() as i64 * 1000);
-            let state = self
-                .store
-                .record_login_failure(&key, now, window_start_after)
-                .await?;
-            let target = self
-                .store
-                .user_by_email(&email)
-                .await?
-                .map(|u| u.id.to_string());
+            // The reserved attempt stays counted: it was a failure.
             self.audit(meta, None, "user.login_failed", target.clone(), false)
                 .await?;
-            if state.failures >= self.config.lock_after {
+            if reserved.failures >= self.config.lock_after {
                 let until = now.plus_secs(self.config.lock_for.secs() as i64);
-                self.store.lock_login(&key, until).await?;
-                self.audit(meta, None, "user.locked", target, true).await?;
+                if self
+                    .store
+                    .lock_login(&key, reserved.window_start, until)
+                    .await?
+                {
+                    self.audit(meta, None, "user.locked", target, true).await?;
+                }
             }
             return Err(invalid_login());
         };
+        // A correct password forgets the failures (its own reservation included).
         self.store.clear_login_throttle(&key).await?;
+        // The hash the password was checked against: a change of password made meanwhile
+        // (which must spend whatever this login would hand out) is detected against it.
+        let mut checked = user.password_hash.clone();
         if check.needs_rehash {
-            let hash = self.hash(password.expose()).await?;
-            self.store.set_password_hash(&user.id, &hash, now).await?;
+            let hash = Secret::new(self.hash(password.expose()).await?);
+            if !self
+                .store
+                .upgrade_password_hash(&user.id, checked.expose(), hash.expose(), now)
+                .await?
+            {
+                return Err(invalid_login());
+            }
+            checked = hash;
         }
         if user.mfa_enabled {
             let mfa_token = token::random_token(32);
             let expires = now.plus_secs(self.config.mfa_challenge_ttl_secs);
-            self.store
+            if !self
+                .store
                 .insert_mfa_challenge(
                     &token::sha256_hex(mfa_token.expose().as_bytes()),
                     &user.id,
+                    checked.expose(),
                     expires,
                 )
-                .await?;
+                .await?
+            {
+                return Err(invalid_login());
+            }
             return Ok(LoginOutcome::MfaRequired { mfa_token });
         }
         let tokens = self.open_session(meta, user).await?;
@@ -554,7 +582,9 @@ impl Identity {
         Ok(())
     }
 
-    /// Sets a new password with a reset token; unlocks the account and ends every session.
+    /// Sets a new password with a reset token; unlocks the account and ends every session. The
+    /// token is spent with the password write, in one transaction that also spends every other
+    /// reset token and pending MFA login of the user.
     pub async fn reset_password(
         &self,
         meta: &RequestMeta,
@@ -563,18 +593,25 @@ impl Identity {
     ) -> Result<(), Error> {
         policy(password.expose(), "password", &[])?;
         let now = self.now();
+        let digest = token::sha256_hex(reset_token.expose().as_bytes());
+        let bad_token = || Error::invalid("token", "The reset token is invalid or expired");
+        // Checked before hashing, so that a made-up token costs no Argon2 run.
         let user_id = self
             .store
-            .consume_password_reset(&token::sha256_hex(reset_token.expose().as_bytes()), now)
+            .password_reset_user(&digest, now)
             .await?
-            .ok_or_else(|| Error::invalid("token", "The reset token is invalid or expired"))?;
+            .ok_or_else(bad_token)?;
         let user = self
             .store
             .user_by_id(&user_id)
             .await?
             .ok_or(Error::NotFound { what: "user" })?;
         let hash = self.hash(password.expose()).await?;
-        self.store.set_password_hash(&user.id, &hash, now).await?;
+        // `None`: the token was spent meanwhile (by a concurrent reset, or a password change).
+        self.store
+            .consume_password_reset(&digest, &hash, now)
+            .await?
+            .ok_or_else(bad_token)?;
         self.end_all_sessions(&user.id, now).await?;
         self.store
             .clear_login_throttle(&throttle_key(&user.email))
@@ -612,7 +649,8 @@ impl Identity {
     }
 
     /// Changes the password. Every session of the user ends, this one included: whoever knew
-    /// the old password is logged out everywhere, and the caller logs in again.
+    /// the old password is logged out everywhere, and the caller logs in again. Reset tokens and
+    /// pending MFA logins of the user are spent with the password write.
     pub async fn change_password(
         &self,
         who: &UserSession,

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 
 use super::StoreResult;
 use crate::model::Change;
+use crate::time::Timestamp;
 
 /// The monotonic change log and its announcements.
 #[async_trait]
@@ -13,6 +14,11 @@ pub trait ChangeStore: Send + Sync {
     async fn changes_after(&self, after: i64, limit: u32) -> StoreResult<Vec<Change>>;
     /// The highest `seq` written so far (0 when empty).
     async fn latest_change(&self) -> StoreResult<i64>;
+    /// Deletes at most `limit` of the oldest entries written before `before`, never the newest
+    /// entry (so [`ChangeStore::latest_change`] keeps telling where the log stands; a `seq` is
+    /// never reused). Says how many went. A node starts following from `latest_change`, so only
+    /// one that fell behind by more than the retention would miss what is deleted.
+    async fn purge_changes(&self, before: Timestamp, limit: u32) -> StoreResult<u64>;
     /// Follows change-log appends as they commit, on every node (PostgreSQL `LISTEN/NOTIFY`):
     /// calls `wake.notify_one()` once listening (appends made before may have been missed), for
     /// every announcement, and after the connection was lost and remade. Runs until it cannot

@@ -1,16 +1,14 @@
-//! Users, MFA, login throttling, sessions and refresh tokens, single-use tokens and the JWT
-//! signing keys.
+//! Users, MFA, login throttling and the JWT signing keys.
 
 use async_trait::async_trait;
 
 use super::StoreResult;
-use crate::id::{SessionId, UserId};
-use crate::model::{
-    LoginThrottle, MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User,
-};
+use crate::id::UserId;
+use crate::model::{LoginAttempt, LoginThrottle, MfaState, Page, StoredSigningKey, User};
 use crate::time::Timestamp;
 
-/// Who may sign in, and how: accounts, second factors, sessions and the keys that sign tokens.
+/// Who may sign in, and how: accounts, second factors, the login lockout and the keys that sign
+/// tokens. What a sign-in hands out is [`super::SessionStore`]'s.
 #[async_trait]
 pub trait IdentityStore: Send + Sync {
     // users
@@ -20,8 +18,21 @@ pub trait IdentityStore: Send + Sync {
     async fn user_by_email(&self, email: &str) -> StoreResult<Option<User>>;
     async fn list_users(&self, page: &Page) -> StoreResult<Vec<User>>;
 
-    /// Sets a new password hash (PHC string).
+    /// Sets a new password (a PHC string): a change of credentials. In the same transaction it
+    /// spends every outstanding password reset token and pending MFA challenge of the user
+    /// ([`super::SessionStore`]'s), so that nothing issued under the old password outlives it. `false` when there is no such
+    /// user.
     async fn set_password_hash(&self, id: &UserId, hash: &str, at: Timestamp) -> StoreResult<bool>;
+    /// Replaces the hash of the same password (stronger parameters), only while the stored hash
+    /// is still `old_hash`: a password changed meanwhile stays changed. Spends nothing. `false`
+    /// when the stored hash is another (or there is no such user).
+    async fn upgrade_password_hash(
+        &self,
+        id: &UserId,
+        old_hash: &str,
+        new_hash: &str,
+        at: Timestamp,
+    ) -> StoreResult<bool>;
     async fn set_user_name(&self, id: &UserId, name: &str, at: Timestamp) -> StoreResult<bool>;
     /// Grants or removes platform superuser rights.
     async fn set_superuser(&self, id: &UserId, superuser: bool, at: Timestamp)
@@ -57,72 +68,39 @@ pub trait IdentityStore: Send + Sync {
 
     // login throttling per email (keyed by a hash of the normalised email)
     async fn login_throttle(&self, key: &str) -> StoreResult<Option<LoginThrottle>>;
-    /// Counts one failure atomically: a failure older than `window_start_after` starts a new
-    /// window at `now` with 1 failure, else the count grows. Returns the state after.
-    async fn record_login_failure(
+    /// Reserves one password check for `key`, atomically (one statement: of any number of
+    /// concurrent callers, on any number of nodes, at most `limit` are granted per window).
+    /// Refused while `locked_until > now`, or when the window (started after
+    /// `window_start_after`) already holds `limit` attempts; otherwise a window that started at
+    /// or before `window_start_after` is over and a new one starts at `now` with this attempt,
+    /// else the attempt is counted in the current one. A reserved attempt stays counted as a
+    /// failure unless [`IdentityStore::clear_login_throttle`] forgets the key.
+    async fn reserve_login_attempt(
         &self,
         key: &str,
         now: Timestamp,
         window_start_after: Timestamp,
-    ) -> StoreResult<LoginThrottle>;
-    /// Locks the key until `until` and resets its failure count.
-    async fn lock_login(&self, key: &str, until: Timestamp) -> StoreResult<()>;
-    async fn clear_login_throttle(&self, key: &str) -> StoreResult<()>;
-
-    // sessions and refresh tokens (stored as SHA-256 hex digests)
-    /// Creates a session with its first refresh token.
-    async fn insert_session(&self, session: &Session, refresh_hash: &str) -> StoreResult<()>;
-    async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<Session>>;
-    /// The user's sessions that are neither revoked nor expired at `now`, newest first.
-    async fn active_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<Vec<Session>>;
-    /// Spends `old_hash` and stores `new_hash` in the same session, atomically. A spent token
-    /// revokes its session (and appends `session.revoked` to the change log).
-    async fn rotate_refresh(
+        limit: u32,
+    ) -> StoreResult<LoginAttempt>;
+    /// Locks the key until `until` and resets its count, if its window is still the one that
+    /// started at `window_start` (one a correct password cleared meanwhile is not locked
+    /// again); `false` when nothing was locked.
+    async fn lock_login(
         &self,
-        old_hash: &str,
-        new_hash: &str,
-        now: Timestamp,
-    ) -> StoreResult<RefreshOutcome>;
-    /// Revokes one session of `user` (+ `session.revoked` change); `false` when there is no such
-    /// live session of that user.
-    async fn revoke_session(
-        &self,
-        user: &UserId,
-        id: &SessionId,
-        at: Timestamp,
+        key: &str,
+        window_start: Timestamp,
+        until: Timestamp,
     ) -> StoreResult<bool>;
-    /// Revokes every live session of the user (+ one change each); returns their ids.
-    async fn revoke_user_sessions(
+    async fn clear_login_throttle(&self, key: &str) -> StoreResult<()>;
+    /// Deletes at most `limit` keys whose window started before `window_start_before` (it is
+    /// over) and whose lock, if any, is over at `now`: the next attempt of such a key starts
+    /// afresh with or without its row. Says how many went.
+    async fn purge_login_throttle(
         &self,
-        user: &UserId,
-        at: Timestamp,
-    ) -> StoreResult<Vec<SessionId>>;
-    /// Sessions revoked at or after `since` (to rebuild the in-memory revocation set at start).
-    async fn sessions_revoked_since(&self, since: Timestamp) -> StoreResult<Vec<SessionId>>;
-
-    // single-use tokens: MFA challenges and password resets (SHA-256 hex digests)
-    async fn insert_mfa_challenge(
-        &self,
-        hash: &str,
-        user: &UserId,
-        expires_at: Timestamp,
-    ) -> StoreResult<()>;
-    /// The user of a live (unexpired, unused) challenge.
-    async fn mfa_challenge_user(&self, hash: &str, now: Timestamp) -> StoreResult<Option<UserId>>;
-    /// Spends the challenge; `false` if it was already spent or expired.
-    async fn consume_mfa_challenge(&self, hash: &str, now: Timestamp) -> StoreResult<bool>;
-    async fn insert_password_reset(
-        &self,
-        hash: &str,
-        user: &UserId,
-        expires_at: Timestamp,
-    ) -> StoreResult<()>;
-    /// Spends a live reset token and returns its user; `None` when unknown, used or expired.
-    async fn consume_password_reset(
-        &self,
-        hash: &str,
+        window_start_before: Timestamp,
         now: Timestamp,
-    ) -> StoreResult<Option<UserId>>;
+        limit: u32,
+    ) -> StoreResult<u64>;
 
     // JWT signing keys
     async fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>>;

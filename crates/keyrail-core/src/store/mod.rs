@@ -1,10 +1,11 @@
 //! What the domain needs from persistence. `keyrail-store` implements it for SQLite and
 //! PostgreSQL from one body of SQL.
 //!
-//! [`Store`] is the sum of one small trait per resource ([`IdentityStore`], [`WorkspaceStore`],
-//! [`KeyStore`], [`AppStore`], [`AuditStore`], [`ChangeStore`]). A `dyn Store` answers all of
-//! their methods with only `Store` in scope; on a concrete store (or a generic `S: Store`) they
-//! are called with the traits in scope: `use keyrail_core::store::prelude::*;`.
+//! [`Store`] is the sum of one small trait per resource ([`IdentityStore`], [`SessionStore`],
+//! [`WorkspaceStore`], [`KeyStore`], [`AppStore`], [`AuditStore`], [`ChangeStore`]). A
+//! `dyn Store` answers all of their methods with only `Store` in scope; on a concrete store (or a
+//! generic `S: Store`) they are called with the traits in scope:
+//! `use keyrail_core::store::prelude::*;`.
 
 use async_trait::async_trait;
 
@@ -13,6 +14,7 @@ mod audit;
 mod changes;
 mod identity;
 mod keys;
+mod sessions;
 mod workspaces;
 
 pub use apps::AppStore;
@@ -20,12 +22,14 @@ pub use audit::AuditStore;
 pub use changes::ChangeStore;
 pub use identity::IdentityStore;
 pub use keys::KeyStore;
+pub use sessions::SessionStore;
 pub use workspaces::WorkspaceStore;
 
 /// [`Store`] and every resource trait, for calling their methods on a concrete store.
 pub mod prelude {
     pub use super::{
-        AppStore, AuditStore, ChangeStore, IdentityStore, KeyStore, Store, WorkspaceStore,
+        AppStore, AuditStore, ChangeStore, IdentityStore, KeyStore, SessionStore, Store,
+        WorkspaceStore,
     };
 }
 
@@ -46,6 +50,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 #[async_trait]
 pub trait Store:
     IdentityStore
+    + SessionStore
     + WorkspaceStore
     + KeyStore
     + AppStore

@@ -1,14 +1,14 @@
-//! [`IdentityStore`] for both backends: users, MFA, login throttling, sessions and refresh
-//! tokens, MFA challenges, password resets and the JWT signing keys.
+//! [`IdentityStore`] for both backends: users, MFA, login throttling and the JWT signing keys.
+//! [`sessions`] holds the other half of signing in, [`SessionStore`]: sessions and refresh
+//! tokens, MFA challenges and password resets.
 //!
-//! Where the backends differ: revoking sessions appends to the change log in the same
-//! transaction (`append_changes`, which on PostgreSQL first takes the change-log lock).
+//! The backends run the same SQL here; where they differ in [`sessions`] is said there.
+//!
+//! [`SessionStore`]: keyrail_core::store::SessionStore
 
 use async_trait::async_trait;
-use keyrail_core::id::{SessionId, UserId};
-use keyrail_core::model::{
-    LoginThrottle, MfaState, Page, RefreshOutcome, Session, StoredSigningKey, User,
-};
+use keyrail_core::id::UserId;
+use keyrail_core::model::{LoginAttempt, LoginThrottle, MfaState, Page, StoredSigningKey, User};
 use keyrail_core::store::{IdentityStore, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
 
@@ -16,20 +16,46 @@ use super::{PgStore, SqliteStore, page_bounds};
 use crate::error::map_err;
 
 mod rows;
+mod sessions;
 
-use rows::{MfaRow, SessionRow, SigningKeyRow, ThrottleRow, TokenSessionRow, UserRow};
-
-/// The change-log kind of a revoked session (its subject is the session id).
-const SESSION_REVOKED: &str = "session.revoked";
+use rows::{MfaRow, SigningKeyRow, ThrottleRow, UserRow};
 
 /// What a write on a user that is not there reports: the trait gives such writes no `false`.
 fn no_such_user(id: &UserId) -> StoreError {
     StoreError::Other(format!("user {id} does not exist"))
 }
 
-/// Implements [`IdentityStore`] for `$store` (one body of SQL, the same on both backends).
+/// Implements [`IdentityStore`] for `$store`, whose connections are `$conn` (one body of SQL,
+/// the same on both backends).
 macro_rules! identity_store {
-    ($store:ident) => {
+    ($store:ident, $conn:ty) => {
+        impl $store {
+            /// Spends every live reset token and pending MFA challenge of `user`, inside the
+            /// caller's transaction, after its password write (which took the user's row first:
+            /// every password write does, so they queue on it): what was issued under the old
+            /// password dies with it. Used by [`sessions`] too.
+            async fn spend_password_tokens(
+                conn: &mut $conn,
+                user: &str,
+                at: Timestamp,
+            ) -> StoreResult<()> {
+                for spend in [
+                    "UPDATE password_resets SET used_at = $1
+                     WHERE user_id = $2 AND used_at IS NULL AND expires_at > $1",
+                    "UPDATE mfa_challenges SET used_at = $1
+                     WHERE user_id = $2 AND used_at IS NULL AND expires_at > $1",
+                ] {
+                    sqlx::query(spend)
+                        .bind(at.millis())
+                        .bind(user)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(map_err)?;
+                }
+                Ok(())
+            }
+        }
+
         #[async_trait]
         impl IdentityStore for $store {
             // users
@@ -101,12 +127,40 @@ macro_rules! identity_store {
                 hash: &str,
                 at: Timestamp,
             ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let updated = sqlx::query(
                     "UPDATE users SET password_hash = $1, updated_at = $2 WHERE id = $3",
                 )
                 .bind(hash)
                 .bind(at.millis())
                 .bind(id.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                if updated == 0 {
+                    return Ok(false);
+                }
+                Self::spend_password_tokens(&mut tx, id.as_str(), at).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+
+            async fn upgrade_password_hash(
+                &self,
+                id: &UserId,
+                old_hash: &str,
+                new_hash: &str,
+                at: Timestamp,
+            ) -> StoreResult<bool> {
+                let updated = sqlx::query(
+                    "UPDATE users SET password_hash = $1, updated_at = $2
+                     WHERE id = $3 AND password_hash = $4",
+                )
+                .bind(new_hash)
+                .bind(at.millis())
+                .bind(id.as_str())
+                .bind(old_hash)
                 .execute(&self.pool)
                 .await
                 .map_err(map_err)?
@@ -314,15 +368,19 @@ macro_rules! identity_store {
                 Ok(row.map(LoginThrottle::from))
             }
 
-            async fn record_login_failure(
+            async fn reserve_login_attempt(
                 &self,
                 key: &str,
                 now: Timestamp,
                 window_start_after: Timestamp,
-            ) -> StoreResult<LoginThrottle> {
-                // One statement, so concurrent failures are each counted: the row is created,
-                // or updated under its row lock (PostgreSQL) / the write lock (SQLite).
-                let row: ThrottleRow = sqlx::query_as(
+                limit: u32,
+            ) -> StoreResult<LoginAttempt> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // One statement decides, under the row lock (PostgreSQL) or the write lock
+                // (SQLite): the row is created, or updated only when neither locked nor full.
+                // A refused upsert updates and returns nothing (PostgreSQL still locks the row,
+                // so the read below sees the state that refused it).
+                let reserved: Option<ThrottleRow> = sqlx::query_as(
                     "INSERT INTO login_throttle (key, failures, window_start, locked_until)
                      VALUES ($1, 1, $2, 0)
                      ON CONFLICT (key) DO UPDATE SET
@@ -330,30 +388,54 @@ macro_rules! identity_store {
                                          ELSE login_throttle.failures + 1 END,
                          window_start = CASE WHEN login_throttle.window_start < $3 THEN $2
                                              ELSE login_throttle.window_start END
+                     WHERE login_throttle.locked_until <= $2
+                       AND (login_throttle.window_start < $3 OR login_throttle.failures < $4)
                      RETURNING failures, window_start, locked_until",
                 )
                 .bind(key)
                 .bind(now.millis())
                 .bind(window_start_after.millis())
-                .fetch_one(&self.pool)
+                .bind(i64::from(limit))
+                .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(row.into())
-            }
-
-            async fn lock_login(&self, key: &str, until: Timestamp) -> StoreResult<()> {
-                // A key locked before any failure was counted has no window yet (0).
-                sqlx::query(
-                    "INSERT INTO login_throttle (key, failures, window_start, locked_until)
-                     VALUES ($1, 0, 0, $2)
-                     ON CONFLICT (key) DO UPDATE SET failures = 0, locked_until = $2",
+                if let Some(row) = reserved {
+                    tx.commit().await.map_err(map_err)?;
+                    return Ok(LoginAttempt::Reserved(row.into()));
+                }
+                let found: Option<ThrottleRow> = sqlx::query_as(
+                    "SELECT failures, window_start, locked_until FROM login_throttle
+                     WHERE key = $1",
                 )
                 .bind(key)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                tx.commit().await.map_err(map_err)?;
+                // The upsert conflicted, so the row exists in this transaction's view.
+                found
+                    .map(|row| LoginAttempt::Refused(row.into()))
+                    .ok_or_else(|| StoreError::Other("login throttle row vanished".into()))
+            }
+
+            async fn lock_login(
+                &self,
+                key: &str,
+                window_start: Timestamp,
+                until: Timestamp,
+            ) -> StoreResult<bool> {
+                let locked = sqlx::query(
+                    "UPDATE login_throttle SET failures = 0, locked_until = $3
+                     WHERE key = $1 AND window_start = $2",
+                )
+                .bind(key)
+                .bind(window_start.millis())
                 .bind(until.millis())
                 .execute(&self.pool)
                 .await
-                .map_err(map_err)?;
-                Ok(())
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(locked > 0)
             }
 
             async fn clear_login_throttle(&self, key: &str) -> StoreResult<()> {
@@ -365,316 +447,27 @@ macro_rules! identity_store {
                 Ok(())
             }
 
-            // sessions and refresh tokens
-            async fn insert_session(
+            async fn purge_login_throttle(
                 &self,
-                session: &Session,
-                refresh_hash: &str,
-            ) -> StoreResult<()> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
-                sqlx::query(
-                    "INSERT INTO sessions
-                         (id, user_id, created_at, last_used_at, expires_at, revoked_at, ip,
-                          user_agent)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                )
-                .bind(session.id.as_str())
-                .bind(session.user_id.as_str())
-                .bind(session.created_at.millis())
-                .bind(session.last_used_at.millis())
-                .bind(session.expires_at.millis())
-                .bind(session.revoked_at.map(Timestamp::millis))
-                .bind(session.ip.as_deref())
-                .bind(session.user_agent.as_deref())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                sqlx::query(
-                    "INSERT INTO refresh_tokens (hash, session_id, created_at, spent_at)
-                     VALUES ($1, $2, $3, NULL)",
-                )
-                .bind(refresh_hash)
-                .bind(session.id.as_str())
-                .bind(session.created_at.millis())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                tx.commit().await.map_err(map_err)
-            }
-
-            async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<Session>> {
-                let row: Option<SessionRow> = sqlx::query_as(
-                    "SELECT id, user_id, created_at, last_used_at, expires_at, revoked_at, ip,
-                            user_agent
-                     FROM sessions WHERE id = $1",
-                )
-                .bind(id.as_str())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(row.map(Session::from))
-            }
-
-            async fn active_sessions(
-                &self,
-                user: &UserId,
+                window_start_before: Timestamp,
                 now: Timestamp,
-            ) -> StoreResult<Vec<Session>> {
-                let rows: Vec<SessionRow> = sqlx::query_as(
-                    "SELECT id, user_id, created_at, last_used_at, expires_at, revoked_at, ip,
-                            user_agent
-                     FROM sessions
-                     WHERE user_id = $1 AND revoked_at IS NULL AND expires_at > $2
-                     ORDER BY created_at DESC, id DESC",
+                limit: u32,
+            ) -> StoreResult<u64> {
+                // A window is over as reserve_login_attempt sees it: started strictly before.
+                let deleted = sqlx::query(
+                    "DELETE FROM login_throttle WHERE key IN (
+                         SELECT key FROM login_throttle
+                         WHERE window_start < $1 AND locked_until <= $2
+                         LIMIT $3)",
                 )
-                .bind(user.as_str())
+                .bind(window_start_before.millis())
                 .bind(now.millis())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(rows.into_iter().map(Session::from).collect())
-            }
-
-            async fn rotate_refresh(
-                &self,
-                old_hash: &str,
-                new_hash: &str,
-                now: Timestamp,
-            ) -> StoreResult<RefreshOutcome> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
-                // Spend first, conditionally. Of two concurrent rotations of one token, the
-                // second waits for the first (row lock / write lock) and then matches nothing,
-                // so it is told apart below as a reuse.
-                let spent: Option<String> = sqlx::query_scalar(
-                    "UPDATE refresh_tokens SET spent_at = $1
-                     WHERE hash = $2 AND spent_at IS NULL
-                     RETURNING session_id",
-                )
-                .bind(now.millis())
-                .bind(old_hash)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?;
-
-                if let Some(session_id) = spent {
-                    let session: Option<SessionRow> = sqlx::query_as(
-                        "UPDATE sessions SET last_used_at = $1
-                         WHERE id = $2 AND revoked_at IS NULL AND expires_at > $1
-                         RETURNING id, user_id, created_at, last_used_at, expires_at,
-                                   revoked_at, ip, user_agent",
-                    )
-                    .bind(now.millis())
-                    .bind(session_id.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                    let Some(session) = session else {
-                        // Revoked or expired: nothing is written (dropping rolls back).
-                        return Ok(RefreshOutcome::Dead);
-                    };
-                    sqlx::query(
-                        "INSERT INTO refresh_tokens (hash, session_id, created_at, spent_at)
-                         VALUES ($1, $2, $3, NULL)",
-                    )
-                    .bind(new_hash)
-                    .bind(session_id.as_str())
-                    .bind(now.millis())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(map_err)?;
-                    tx.commit().await.map_err(map_err)?;
-                    return Ok(RefreshOutcome::Rotated(session.into()));
-                }
-
-                let found: Option<TokenSessionRow> = sqlx::query_as(
-                    "SELECT t.session_id, s.revoked_at, s.expires_at
-                     FROM refresh_tokens t JOIN sessions s ON s.id = t.session_id
-                     WHERE t.hash = $1",
-                )
-                .bind(old_hash)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                let Some(found) = found else {
-                    return Ok(RefreshOutcome::Unknown);
-                };
-                if found.revoked_at.is_some() || found.expires_at <= now.millis() {
-                    return Ok(RefreshOutcome::Dead);
-                }
-                // The token exists and is spent, its session live: reuse. End the session.
-                let revoked = sqlx::query(
-                    "UPDATE sessions SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-                )
-                .bind(now.millis())
-                .bind(found.session_id.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-                if revoked > 0 {
-                    Self::append_changes(&mut tx, now, SESSION_REVOKED, &[&found.session_id])
-                        .await?;
-                }
-                tx.commit().await.map_err(map_err)?;
-                Ok(RefreshOutcome::Reused(SessionId::from_trusted(
-                    found.session_id,
-                )))
-            }
-
-            async fn revoke_session(
-                &self,
-                user: &UserId,
-                id: &SessionId,
-                at: Timestamp,
-            ) -> StoreResult<bool> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
-                // Expired sessions are revoked too: an access token issued shortly before the
-                // session expired outlives it, and the change log is how other nodes learn.
-                let revoked = sqlx::query(
-                    "UPDATE sessions SET revoked_at = $1
-                     WHERE id = $2 AND user_id = $3 AND revoked_at IS NULL",
-                )
-                .bind(at.millis())
-                .bind(id.as_str())
-                .bind(user.as_str())
-                .execute(&mut *tx)
-                .await
-                .map_err(map_err)?
-                .rows_affected();
-                if revoked == 0 {
-                    return Ok(false);
-                }
-                Self::append_changes(&mut tx, at, SESSION_REVOKED, &[id.as_str()]).await?;
-                tx.commit().await.map_err(map_err)?;
-                Ok(true)
-            }
-
-            async fn revoke_user_sessions(
-                &self,
-                user: &UserId,
-                at: Timestamp,
-            ) -> StoreResult<Vec<SessionId>> {
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
-                let mut ids: Vec<String> = sqlx::query_scalar(
-                    "UPDATE sessions SET revoked_at = $1
-                     WHERE user_id = $2 AND revoked_at IS NULL
-                     RETURNING id",
-                )
-                .bind(at.millis())
-                .bind(user.as_str())
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(map_err)?;
-                if ids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                ids.sort();
-                let subjects: Vec<&str> = ids.iter().map(String::as_str).collect();
-                Self::append_changes(&mut tx, at, SESSION_REVOKED, &subjects).await?;
-                tx.commit().await.map_err(map_err)?;
-                Ok(ids.into_iter().map(SessionId::from_trusted).collect())
-            }
-
-            async fn sessions_revoked_since(
-                &self,
-                since: Timestamp,
-            ) -> StoreResult<Vec<SessionId>> {
-                let ids: Vec<String> = sqlx::query_scalar(
-                    "SELECT id FROM sessions WHERE revoked_at >= $1 ORDER BY revoked_at, id",
-                )
-                .bind(since.millis())
-                .fetch_all(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(ids.into_iter().map(SessionId::from_trusted).collect())
-            }
-
-            // single-use tokens: MFA challenges and password resets
-            async fn insert_mfa_challenge(
-                &self,
-                hash: &str,
-                user: &UserId,
-                expires_at: Timestamp,
-            ) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO mfa_challenges (hash, user_id, expires_at, used_at)
-                     VALUES ($1, $2, $3, NULL)",
-                )
-                .bind(hash)
-                .bind(user.as_str())
-                .bind(expires_at.millis())
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(())
-            }
-
-            async fn mfa_challenge_user(
-                &self,
-                hash: &str,
-                now: Timestamp,
-            ) -> StoreResult<Option<UserId>> {
-                let user: Option<String> = sqlx::query_scalar(
-                    "SELECT user_id FROM mfa_challenges
-                     WHERE hash = $1 AND used_at IS NULL AND expires_at > $2",
-                )
-                .bind(hash)
-                .bind(now.millis())
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(user.map(UserId::from_trusted))
-            }
-
-            async fn consume_mfa_challenge(&self, hash: &str, now: Timestamp) -> StoreResult<bool> {
-                let updated = sqlx::query(
-                    "UPDATE mfa_challenges SET used_at = $1
-                     WHERE hash = $2 AND used_at IS NULL AND expires_at > $1",
-                )
-                .bind(now.millis())
-                .bind(hash)
+                .bind(i64::from(limit))
                 .execute(&self.pool)
                 .await
                 .map_err(map_err)?
                 .rows_affected();
-                Ok(updated > 0)
-            }
-
-            async fn insert_password_reset(
-                &self,
-                hash: &str,
-                user: &UserId,
-                expires_at: Timestamp,
-            ) -> StoreResult<()> {
-                sqlx::query(
-                    "INSERT INTO password_resets (hash, user_id, expires_at, used_at)
-                     VALUES ($1, $2, $3, NULL)",
-                )
-                .bind(hash)
-                .bind(user.as_str())
-                .bind(expires_at.millis())
-                .execute(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(())
-            }
-
-            async fn consume_password_reset(
-                &self,
-                hash: &str,
-                now: Timestamp,
-            ) -> StoreResult<Option<UserId>> {
-                let user: Option<String> = sqlx::query_scalar(
-                    "UPDATE password_resets SET used_at = $1
-                     WHERE hash = $2 AND used_at IS NULL AND expires_at > $1
-                     RETURNING user_id",
-                )
-                .bind(now.millis())
-                .bind(hash)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(map_err)?;
-                Ok(user.map(UserId::from_trusted))
+                Ok(deleted)
             }
 
             // JWT signing keys
@@ -706,5 +499,5 @@ macro_rules! identity_store {
     };
 }
 
-identity_store!(SqliteStore);
-identity_store!(PgStore);
+identity_store!(SqliteStore, sqlx::SqliteConnection);
+identity_store!(PgStore, sqlx::PgConnection);

@@ -1,7 +1,9 @@
 //! Users, MFA and login throttling.
 
 use keyrail_core::id::UserId;
-use keyrail_core::model::{LoginThrottle, MfaState, Page};
+use std::sync::Arc;
+
+use keyrail_core::model::{LoginAttempt, LoginThrottle, MfaState, Page};
 use keyrail_core::{Store, StoreError, Timestamp};
 
 use crate::fixtures::*;
@@ -331,74 +333,102 @@ pub(crate) async fn concurrent_totp_uses_pass_once(store: &dyn Store) {
     assert_eq!(store.mfa_state(&u.id).await.unwrap().last_step, Some(11));
 }
 
+/// A throttle state; `locked_until` `None` is "never locked" (stored as 0).
+fn throttle(failures: u32, window_start: i64, locked_until: Option<i64>) -> LoginThrottle {
+    LoginThrottle {
+        failures,
+        window_start: ts(window_start),
+        locked_until: locked_until.map_or(Timestamp::from_millis(0), ts),
+    }
+}
+
 pub(crate) async fn login_throttling(store: &dyn Store) {
     let key = digest("throttle@example.com");
     let other = digest("throttle-other@example.com");
     assert_eq!(store.login_throttle(&key).await.unwrap(), None);
 
-    let window = 1000;
-    let fail = |at: i64| store.record_login_failure(&key, ts(at), ts(at - window));
-    let t = fail(0).await.unwrap();
+    let (window, limit) = (1000, 3);
+    let reserve = |key: String, at: i64| async move {
+        store
+            .reserve_login_attempt(&key, ts(at), ts(at - window), limit)
+            .await
+            .unwrap()
+    };
+    use LoginAttempt::{Refused, Reserved};
     assert_eq!(
-        t,
-        LoginThrottle {
-            failures: 1,
-            window_start: ts(0),
-            locked_until: Timestamp::from_millis(0),
-        }
+        reserve(key.clone(), 0).await,
+        Reserved(throttle(1, 0, None))
     );
-    assert_eq!(fail(10).await.unwrap().failures, 2);
-    // Exactly at the window's edge the window still counts.
-    let t = fail(window).await.unwrap();
-    assert_eq!((t.failures, t.window_start), (3, ts(0)));
-    assert_eq!(store.login_throttle(&key).await.unwrap(), Some(t));
-    // Past it, a new window starts with this failure.
-    let t = fail(window + 1).await.unwrap();
-    assert_eq!((t.failures, t.window_start), (1, ts(window + 1)));
-    assert_eq!(fail(window + 2).await.unwrap().failures, 2);
+    assert_eq!(
+        reserve(key.clone(), 10).await,
+        Reserved(throttle(2, 0, None))
+    );
+    // Exactly at the window's edge the window still counts; then it is full, and a refusal
+    // counts nothing.
+    assert_eq!(
+        reserve(key.clone(), window).await,
+        Reserved(throttle(3, 0, None))
+    );
+    assert_eq!(
+        reserve(key.clone(), window).await,
+        Refused(throttle(3, 0, None))
+    );
+    assert_eq!(
+        store.login_throttle(&key).await.unwrap(),
+        Some(throttle(3, 0, None))
+    );
+    // Past it, a new window starts with this attempt.
+    assert_eq!(
+        reserve(key.clone(), window + 1).await,
+        Reserved(throttle(1, window + 1, None))
+    );
+    assert_eq!(
+        reserve(key.clone(), window + 2).await,
+        Reserved(throttle(2, window + 1, None))
+    );
 
     // Other keys are counted apart.
-    let o = store
-        .record_login_failure(&other, ts(5), ts(-995))
-        .await
-        .unwrap();
-    assert_eq!(o.failures, 1);
+    assert_eq!(
+        reserve(other.clone(), 5).await,
+        Reserved(throttle(1, 5, None))
+    );
     assert_eq!(
         store.login_throttle(&key).await.unwrap().unwrap().failures,
         2
     );
 
-    // Locking resets the count and keeps the window.
-    store.lock_login(&key, ts(9000)).await.unwrap();
-    let t = store.login_throttle(&key).await.unwrap().unwrap();
-    assert_eq!(
-        t,
-        LoginThrottle {
-            failures: 0,
-            window_start: ts(window + 1),
-            locked_until: ts(9000),
-        }
+    // Locking takes the window it names only; it resets the count and keeps the window.
+    assert!(
+        !store.lock_login(&key, ts(0), ts(9000)).await.unwrap(),
+        "a past window"
     );
-    // Failures while locked count again from zero; the lock stays.
-    let t = fail(window + 3).await.unwrap();
-    assert_eq!((t.failures, t.locked_until), (1, ts(9000)));
-
-    // A key locked with no failures counted.
-    let fresh = digest("locked-first@example.com");
-    store.lock_login(&fresh, ts(500)).await.unwrap();
-    assert_eq!(
-        store.login_throttle(&fresh).await.unwrap(),
-        Some(LoginThrottle {
-            failures: 0,
-            window_start: Timestamp::from_millis(0),
-            locked_until: ts(500),
-        })
+    let unseen = digest("never-tried@example.com");
+    assert!(!store.lock_login(&unseen, ts(0), ts(9000)).await.unwrap());
+    assert_eq!(store.login_throttle(&unseen).await.unwrap(), None);
+    assert!(
+        store
+            .lock_login(&key, ts(window + 1), ts(9000))
+            .await
+            .unwrap()
     );
-    let t = store
-        .record_login_failure(&fresh, ts(600), ts(-400))
-        .await
-        .unwrap();
-    assert_eq!((t.failures, t.window_start), (1, ts(600)));
+    assert_eq!(
+        store.login_throttle(&key).await.unwrap(),
+        Some(throttle(0, window + 1, Some(9000)))
+    );
+    // While locked, every attempt is refused, in a later window too; from the lock's end a new
+    // window starts.
+    assert_eq!(
+        reserve(key.clone(), window + 3).await,
+        Refused(throttle(0, window + 1, Some(9000)))
+    );
+    assert_eq!(
+        reserve(key.clone(), 8999).await,
+        Refused(throttle(0, window + 1, Some(9000)))
+    );
+    assert_eq!(
+        reserve(key.clone(), 9000).await,
+        Reserved(throttle(1, 9000, Some(9000)))
+    );
 
     // Clearing forgets everything about the key, and only that key.
     store.clear_login_throttle(&key).await.unwrap();
@@ -413,20 +443,65 @@ pub(crate) async fn login_throttling(store: &dyn Store) {
             .failures,
         1
     );
-    assert_eq!(fail(window + 4).await.unwrap().failures, 1);
+    assert_eq!(
+        reserve(key.clone(), 9001).await,
+        Reserved(throttle(1, 9001, None))
+    );
+    // A window cleared by a correct password is not locked by a late failure of it.
+    assert!(!store.lock_login(&key, ts(9000), ts(20_000)).await.unwrap());
 }
 
-/// Concurrent failures for one key are each counted: none is lost to a race.
-pub(crate) async fn concurrent_login_failures_are_all_counted(store: &dyn Store) {
+/// Many attempts for one key at once: exactly `limit` are reserved, numbered 1 to `limit`; all
+/// the others are refused, and counted nowhere.
+pub(crate) async fn concurrent_login_reservations_hold_the_limit(store: &dyn Store) {
     let key = digest("concurrent-throttle@example.com");
-    let results =
-        join_all((0..20).map(|i| store.record_login_failure(&key, ts(100 + i), ts(-1_000_000))))
-            .await;
-    let mut counts: Vec<u32> = results.into_iter().map(|r| r.unwrap().failures).collect();
-    counts.sort_unstable();
-    assert_eq!(counts, (1..=20).collect::<Vec<u32>>());
+    let results = join_all(
+        (0..50).map(|i| store.reserve_login_attempt(&key, ts(100 + i), ts(-1_000_000), 5)),
+    )
+    .await;
+    check_reservations(results.into_iter().map(Result::unwrap).collect(), 5);
     assert_eq!(
         store.login_throttle(&key).await.unwrap().unwrap().failures,
-        20
+        5
     );
+}
+
+/// Attempts for one key from several stores (nodes) on one database: the limit holds across
+/// them.
+pub(crate) async fn login_reservations_across_stores(stores: Vec<Arc<dyn Store>>) {
+    let key = digest("nodes-throttle@example.com");
+    let tasks: Vec<_> = (0..60)
+        .map(|i| {
+            let store = stores[i % stores.len()].clone();
+            let key = key.clone();
+            tokio::spawn(async move {
+                store
+                    .reserve_login_attempt(&key, ts(200), ts(-1_000_000), 5)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    check_reservations(results, 5);
+}
+
+fn check_reservations(results: Vec<LoginAttempt>, limit: u32) {
+    let mut reserved: Vec<u32> = Vec::new();
+    let mut refused = 0;
+    for r in &results {
+        match r {
+            LoginAttempt::Reserved(t) => reserved.push(t.failures),
+            LoginAttempt::Refused(t) => {
+                assert_eq!(t.failures, limit, "{r:?}");
+                refused += 1;
+            }
+        }
+    }
+    reserved.sort_unstable();
+    assert_eq!(reserved, (1..=limit).collect::<Vec<u32>>(), "{results:?}");
+    assert_eq!(refused, results.len() - limit as usize);
 }

@@ -21,6 +21,7 @@ use fixtures::{assert_same_user, member, ts, user, workspace};
 mod apps;
 mod audit;
 mod changes;
+mod cleanup;
 mod fixtures;
 mod identity;
 mod key_updates;
@@ -46,11 +47,12 @@ async fn run_suite(store: &dyn Store) {
     identity::mfa(store).await;
     identity::concurrent_totp_uses_pass_once(store).await;
     identity::login_throttling(store).await;
-    identity::concurrent_login_failures_are_all_counted(store).await;
+    identity::concurrent_login_reservations_hold_the_limit(store).await;
     sessions::sessions_and_refresh_tokens(store).await;
     sessions::concurrent_rotations_of_one_token(store).await;
     sessions::mfa_challenges(store).await;
     sessions::password_resets(store).await;
+    sessions::password_changes_spend_tokens(store).await;
     sessions::signing_keys(store).await;
     audit::audit_log(store).await;
     // Workspace administration: counts changes from the latest seq, not from zero.
@@ -118,7 +120,7 @@ async fn sqlite_url_with_path_and_missing_data_dir() {
 #[tokio::test]
 async fn sqlite_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 6);
+    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 7);
     assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 0);
 
     // Open the same file twice (as a server and `keyrail migrate` beside it would).
@@ -184,8 +186,43 @@ async fn sqlite_credits_are_exact_across_stores_on_one_file() {
     key_updates::credits_race_across_stores(stores).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_login_reservations_hold_across_stores_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(keyrail_store::open("", dir.path()).await.unwrap());
+    }
+    identity::login_reservations_across_stores(stores).await;
+}
+
+#[tokio::test]
+async fn sqlite_cleanup() {
+    for check in 0..cleanup::CHECKS {
+        let dir = tempfile::tempdir().unwrap();
+        let store = keyrail_store::open("sqlite::memory:", dir.path())
+            .await
+            .unwrap();
+        cleanup::run_check(check, store.as_ref()).await;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
+
+#[tokio::test]
+async fn postgres_cleanup() {
+    for check in 0..cleanup::CHECKS {
+        let Some(pg) = TempPostgres::create().await else {
+            return;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = keyrail_store::open(&pg.url, dir.path()).await.unwrap();
+        cleanup::run_check(check, store.as_ref()).await;
+        drop(store);
+        pg.drop_db().await;
+    }
+}
 
 #[tokio::test]
 async fn postgres_suite() {
@@ -210,7 +247,7 @@ async fn postgres_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
-        6
+        7
     );
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
@@ -291,6 +328,21 @@ async fn postgres_credits_are_exact_across_stores() {
         stores.push(keyrail_store::open(&pg.url, dir.path()).await.unwrap());
     }
     key_updates::credits_race_across_stores(stores.clone()).await;
+    drop(stores);
+    pg.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_login_reservations_hold_across_stores() {
+    let Some(pg) = TempPostgres::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(keyrail_store::open(&pg.url, dir.path()).await.unwrap());
+    }
+    identity::login_reservations_across_stores(stores.clone()).await;
     drop(stores);
     pg.drop_db().await;
 }

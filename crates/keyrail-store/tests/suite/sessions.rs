@@ -21,7 +21,7 @@ fn ids(sessions: &[Session]) -> Vec<SessionId> {
     sessions.iter().map(|s| s.id.clone()).collect()
 }
 
-fn session(user: &User, created: i64, lifetime: i64) -> Session {
+pub(crate) fn session(user: &User, created: i64, lifetime: i64) -> Session {
     Session {
         id: SessionId::new(),
         user_id: user.id.clone(),
@@ -440,26 +440,45 @@ pub(crate) async fn concurrent_rotations_of_one_token(store: &dyn Store) {
 
 pub(crate) async fn mfa_challenges(store: &dyn Store) {
     let u = new_user(store, "challenge@example.com", 7000).await;
+    let pw = u.password_hash.expose();
     let (c1, c2) = (digest("challenge-1"), digest("challenge-2"));
-    store
-        .insert_mfa_challenge(&c1, &u.id, ts(7300))
-        .await
-        .unwrap();
-    store
-        .insert_mfa_challenge(&c2, &u.id, ts(7300))
-        .await
-        .unwrap();
+    assert!(
+        store
+            .insert_mfa_challenge(&c1, &u.id, pw, ts(7300))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .insert_mfa_challenge(&c2, &u.id, pw, ts(7300))
+            .await
+            .unwrap()
+    );
     assert_conflict(
-        store.insert_mfa_challenge(&c1, &u.id, ts(9000)).await,
+        store.insert_mfa_challenge(&c1, &u.id, pw, ts(9000)).await,
         "mfa challenge",
     );
-    let ghost = UserId::new();
-    assert!(matches!(
+    // No challenge for a user that does not exist, nor for a password that is no longer the
+    // user's (a login that raced a password change).
+    assert!(
+        !store
+            .insert_mfa_challenge(&digest("ghost-challenge"), &UserId::new(), pw, ts(9000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_mfa_challenge(&digest("stale"), &u.id, "$argon2id$old", ts(9000))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
         store
-            .insert_mfa_challenge(&digest("ghost-challenge"), &ghost, ts(9000))
-            .await,
-        Err(StoreError::Other(_))
-    ));
+            .mfa_challenge_user(&digest("stale"), ts(7000))
+            .await
+            .unwrap(),
+        None
+    );
 
     assert_eq!(
         store.mfa_challenge_user(&c1, ts(7299)).await.unwrap(),
@@ -487,10 +506,12 @@ pub(crate) async fn mfa_challenges(store: &dyn Store) {
     assert_eq!(store.mfa_challenge_user(&c2, ts(7102)).await.unwrap(), None);
     // Concurrent spends of one challenge: one wins.
     let c3 = digest("challenge-3");
-    store
-        .insert_mfa_challenge(&c3, &u.id, ts(7300))
-        .await
-        .unwrap();
+    assert!(
+        store
+            .insert_mfa_challenge(&c3, &u.id, pw, ts(7300))
+            .await
+            .unwrap()
+    );
     let spent = join_all((0..5).map(|_| store.consume_mfa_challenge(&c3, ts(7200)))).await;
     assert_eq!(
         spent.into_iter().filter(|r| *r.as_ref().unwrap()).count(),
@@ -525,29 +546,233 @@ pub(crate) async fn password_resets(store: &dyn Store) {
         Err(StoreError::Other(_))
     ));
 
+    // Looking a token up spends nothing.
     assert_eq!(
-        store.consume_password_reset(&r1, ts(8100)).await.unwrap(),
+        store.password_reset_user(&r1, ts(8100)).await.unwrap(),
         Some(u.id.clone())
     );
     assert_eq!(
-        store.consume_password_reset(&r1, ts(8101)).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        store.consume_password_reset(&r2, ts(8300)).await.unwrap(),
+        store.password_reset_user(&r1, ts(8300)).await.unwrap(),
         None,
         "expired at its expiry"
     );
     assert_eq!(
         store
-            .consume_password_reset(&digest("unknown"), ts(8100))
+            .password_reset_user(&digest("unknown"), ts(8100))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // An expired or unknown token writes nothing.
+    assert_eq!(
+        store
+            .consume_password_reset(&r2, "$argon2id$expired", ts(8300))
+            .await
+            .unwrap(),
+        None,
+    );
+    assert_eq!(
+        store
+            .consume_password_reset(&digest("unknown"), "$argon2id$unknown", ts(8100))
             .await
             .unwrap(),
         None
     );
     assert_eq!(
-        store.consume_password_reset(&r3, ts(8299)).await.unwrap(),
+        store
+            .user_by_id(&u.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .expose(),
+        u.password_hash.expose()
+    );
+
+    // A live one sets the password and spends itself and every other token of its user only.
+    assert_eq!(
+        store
+            .consume_password_reset(&r1, "$argon2id$reset", ts(8100))
+            .await
+            .unwrap(),
+        Some(u.id.clone())
+    );
+    let got = store.user_by_id(&u.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.password_hash.expose(), got.updated_at),
+        ("$argon2id$reset", ts(8100))
+    );
+    for r in [&r1, &r2] {
+        assert_eq!(store.password_reset_user(r, ts(8101)).await.unwrap(), None);
+        assert_eq!(
+            store
+                .consume_password_reset(r, "$argon2id$again", ts(8101))
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        store
+            .user_by_id(&u.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .expose(),
+        "$argon2id$reset"
+    );
+    assert_eq!(
+        store
+            .consume_password_reset(&r3, "$argon2id$other", ts(8299))
+            .await
+            .unwrap(),
         Some(other.id.clone())
+    );
+
+    // Two tokens of one user used at once: one reset wins, the other finds its token spent.
+    let (r4, r5) = (digest("reset-4"), digest("reset-5"));
+    for r in [&r4, &r5] {
+        store
+            .insert_password_reset(r, &u.id, ts(8500))
+            .await
+            .unwrap();
+    }
+    let results = join_all([
+        store.consume_password_reset(&r4, "$argon2id$four", ts(8400)),
+        store.consume_password_reset(&r5, "$argon2id$five", ts(8400)),
+    ])
+    .await;
+    let won: Vec<usize> = results
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.as_ref().unwrap().is_some())
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(won.len(), 1, "{results:?}");
+    let winner = ["$argon2id$four", "$argon2id$five"][won[0]];
+    assert_eq!(
+        store
+            .user_by_id(&u.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash
+            .expose(),
+        winner
+    );
+}
+
+/// A change of password spends what was issued under the old one: reset tokens and pending MFA
+/// challenges of that user (not another's); an upgrade of the hash spends nothing and only
+/// replaces the hash it names.
+pub(crate) async fn password_changes_spend_tokens(store: &dyn Store) {
+    let u = new_user(store, "spend@example.com", 8600).await;
+    let other = new_user(store, "spend-other@example.com", 8600).await;
+    let (reset, challenge) = (digest("spend-reset"), digest("spend-challenge"));
+    let (other_reset, other_challenge) = (digest("spend-reset-o"), digest("spend-challenge-o"));
+    let issue = |user: User, reset: String, challenge: String| async move {
+        store
+            .insert_password_reset(&reset, &user.id, ts(9600))
+            .await
+            .unwrap();
+        let pw = store
+            .user_by_id(&user.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash;
+        assert!(
+            store
+                .insert_mfa_challenge(&challenge, &user.id, pw.expose(), ts(9600))
+                .await
+                .unwrap()
+        );
+    };
+    issue(u.clone(), reset.clone(), challenge.clone()).await;
+    issue(other.clone(), other_reset.clone(), other_challenge.clone()).await;
+
+    // An upgrade names the hash it replaces; it spends nothing.
+    assert!(
+        !store
+            .upgrade_password_hash(&u.id, "$argon2id$not-it", "$argon2id$up", ts(8700))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .upgrade_password_hash(&u.id, u.password_hash.expose(), "$argon2id$up", ts(8700))
+            .await
+            .unwrap()
+    );
+    let got = store.user_by_id(&u.id).await.unwrap().unwrap();
+    assert_eq!(
+        (got.password_hash.expose(), got.updated_at),
+        ("$argon2id$up", ts(8700))
+    );
+    assert_eq!(
+        store.password_reset_user(&reset, ts(8701)).await.unwrap(),
+        Some(u.id.clone())
+    );
+    assert_eq!(
+        store
+            .mfa_challenge_user(&challenge, ts(8701))
+            .await
+            .unwrap(),
+        Some(u.id.clone())
+    );
+    assert!(
+        !store
+            .upgrade_password_hash(&UserId::new(), "$argon2id$up", "$argon2id$x", ts(8700))
+            .await
+            .unwrap()
+    );
+
+    // A change spends both, for this user only.
+    assert!(
+        store
+            .set_password_hash(&u.id, "$argon2id$changed", ts(8800))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.password_reset_user(&reset, ts(8801)).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .mfa_challenge_user(&challenge, ts(8801))
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !store
+            .consume_mfa_challenge(&challenge, ts(8801))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store
+            .password_reset_user(&other_reset, ts(8801))
+            .await
+            .unwrap(),
+        Some(other.id.clone())
+    );
+    assert_eq!(
+        store
+            .mfa_challenge_user(&other_challenge, ts(8801))
+            .await
+            .unwrap(),
+        Some(other.id.clone())
+    );
+    // A challenge checked against the old hash is not stored any more.
+    assert!(
+        !store
+            .insert_mfa_challenge(&digest("late"), &u.id, "$argon2id$up", ts(9600))
+            .await
+            .unwrap()
     );
 }
 
