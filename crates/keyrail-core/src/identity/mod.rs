@@ -17,7 +17,7 @@ use crate::error::Error;
 use crate::id::{SessionId, UserId};
 use crate::limits::{Rate, Span};
 use crate::mail::{Mail, Mailer};
-use crate::model::{ActorType, LoginAttempt, RefreshOutcome, Session, User};
+use crate::model::{ActorType, AuditEntry, LoginAttempt, RefreshOutcome, Session, User};
 use crate::ratelimit::RateLimiter;
 use crate::secret::{MasterKey, Secret};
 use crate::store::Store;
@@ -143,6 +143,24 @@ impl Identity {
         self.clock.now()
     }
 
+    /// An audit entry of identity; a change hands it to the store, which writes it in the
+    /// change's own transaction.
+    fn audit_entry(
+        &self,
+        meta: &RequestMeta,
+        actor: Option<&UserId>,
+        action: &str,
+        target: Option<String>,
+        success: bool,
+    ) -> AuditEntry {
+        let actor = match actor {
+            Some(id) => (ActorType::User, Some(id.to_string())),
+            None => (ActorType::Anonymous, None),
+        };
+        audit::entry(self.now(), meta, None, actor, action, target, success)
+    }
+
+    /// Records an event that changes nothing (a failed login).
     async fn audit(
         &self,
         meta: &RequestMeta,
@@ -151,11 +169,7 @@ impl Identity {
         target: Option<String>,
         success: bool,
     ) -> Result<(), Error> {
-        let actor = match actor {
-            Some(id) => (ActorType::User, Some(id.to_string())),
-            None => (ActorType::Anonymous, None),
-        };
-        let entry = audit::entry(self.now(), meta, None, actor, action, target, success);
+        let entry = self.audit_entry(meta, actor, action, target, success);
         self.store.insert_audit(&entry).await?;
         Ok(())
     }
@@ -267,13 +281,10 @@ impl Identity {
                 .await?;
             if reserved.failures >= self.config.lock_after {
                 let until = now.plus_secs(self.config.lock_for.secs() as i64);
-                if self
-                    .store
-                    .lock_login(&key, reserved.window_start, until)
-                    .await?
-                {
-                    self.audit(meta, None, "user.locked", target, true).await?;
-                }
+                let entry = self.audit_entry(meta, None, "user.locked", target, true);
+                self.store
+                    .lock_login(&key, reserved.window_start, until, &entry)
+                    .await?;
             }
             return Err(invalid_login());
         };
@@ -450,18 +461,21 @@ impl Identity {
                 .map(|ua| ua.chars().take(512).collect()),
         };
         let refresh = token::random_token(32);
-        self.store
-            .insert_session(&session, &token::sha256_hex(refresh.expose().as_bytes()))
-            .await?;
         let access = self.access_token(&user.id, &session, now)?;
-        self.audit(
+        let entry = self.audit_entry(
             meta,
             Some(&user.id),
             "user.login",
             Some(user.id.to_string()),
             true,
-        )
-        .await?;
+        );
+        self.store
+            .insert_session(
+                &session,
+                &token::sha256_hex(refresh.expose().as_bytes()),
+                &entry,
+            )
+            .await?;
         Ok(Tokens {
             access_token: access,
             refresh_token: refresh,
@@ -607,23 +621,23 @@ impl Identity {
             .await?
             .ok_or(Error::NotFound { what: "user" })?;
         let hash = self.hash(password.expose()).await?;
+        let entry = self.audit_entry(
+            meta,
+            Some(&user.id),
+            "user.password_reset",
+            Some(user.id.to_string()),
+            true,
+        );
         // `None`: the token was spent meanwhile (by a concurrent reset, or a password change).
         self.store
-            .consume_password_reset(&digest, &hash, now)
+            .consume_password_reset(&digest, &hash, now, &entry)
             .await?
             .ok_or_else(bad_token)?;
         self.end_all_sessions(&user.id, now).await?;
         self.store
             .clear_login_throttle(&throttle_key(&user.email))
             .await?;
-        self.audit(
-            meta,
-            Some(&user.id),
-            "user.password_reset",
-            Some(user.id.to_string()),
-            true,
-        )
-        .await
+        Ok(())
     }
 
     async fn end_all_sessions(&self, user: &UserId, now: Timestamp) -> Result<(), Error> {
@@ -748,17 +762,23 @@ impl Identity {
             .iter()
             .map(|c| token::sha256_hex(token::normalize_recovery_code(c.expose()).as_bytes()))
             .collect();
-        self.store
-            .enable_mfa(&who.user_id, &sealed, step as i64, &hashes, self.now())
-            .await?;
-        self.audit(
+        let entry = self.audit_entry(
             meta,
             Some(&who.user_id),
             "user.mfa_enabled",
             Some(who.user_id.to_string()),
             true,
-        )
-        .await?;
+        );
+        self.store
+            .enable_mfa(
+                &who.user_id,
+                &sealed,
+                step as i64,
+                &hashes,
+                self.now(),
+                &entry,
+            )
+            .await?;
         Ok(codes)
     }
 

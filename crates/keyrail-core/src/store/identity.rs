@@ -4,7 +4,9 @@ use async_trait::async_trait;
 
 use super::StoreResult;
 use crate::id::UserId;
-use crate::model::{LoginAttempt, LoginThrottle, MfaState, Page, StoredSigningKey, User};
+use crate::model::{
+    AuditEntry, LoginAttempt, LoginThrottle, MfaState, Page, StoredSigningKey, User,
+};
 use crate::time::Timestamp;
 
 /// Who may sign in, and how: accounts, second factors, the login lockout and the keys that sign
@@ -51,6 +53,7 @@ pub trait IdentityStore: Send + Sync {
         last_step: i64,
         recovery_code_hashes: &[String],
         at: Timestamp,
+        audit: &AuditEntry,
     ) -> StoreResult<()>;
     /// Turns MFA off and deletes the secret and the recovery codes.
     async fn disable_mfa(&self, user: &UserId, at: Timestamp) -> StoreResult<()>;
@@ -90,6 +93,7 @@ pub trait IdentityStore: Send + Sync {
         key: &str,
         window_start: Timestamp,
         until: Timestamp,
+        audit: &AuditEntry,
     ) -> StoreResult<bool>;
     async fn clear_login_throttle(&self, key: &str) -> StoreResult<()>;
     /// Deletes at most `limit` keys whose window started before `window_start_before` (it is

@@ -5,7 +5,7 @@ use async_trait::async_trait;
 
 use super::StoreResult;
 use crate::id::{SessionId, UserId};
-use crate::model::{RefreshOutcome, Session};
+use crate::model::{AuditEntry, RefreshOutcome, Session};
 use crate::time::Timestamp;
 
 /// What signing in hands out, and what it takes to finish or recover one: sessions with their
@@ -14,7 +14,13 @@ use crate::time::Timestamp;
 pub trait SessionStore: Send + Sync {
     // sessions and refresh tokens (stored as SHA-256 hex digests)
     /// Creates a session with its first refresh token.
-    async fn insert_session(&self, session: &Session, refresh_hash: &str) -> StoreResult<()>;
+    /// With its audit entry (`user.login`), in the same transaction.
+    async fn insert_session(
+        &self,
+        session: &Session,
+        refresh_hash: &str,
+        audit: &AuditEntry,
+    ) -> StoreResult<()>;
     async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<Session>>;
     /// The user's sessions that are neither revoked nor expired at `now`, newest first.
     async fn active_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<Vec<Session>>;
@@ -75,6 +81,7 @@ pub trait SessionStore: Send + Sync {
         hash: &str,
         password_hash: &str,
         now: Timestamp,
+        audit: &AuditEntry,
     ) -> StoreResult<Option<UserId>>;
 
     // cleanup: each deletes at most `limit` rows in one statement and says how many

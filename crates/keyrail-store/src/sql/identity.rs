@@ -8,7 +8,9 @@
 
 use async_trait::async_trait;
 use keyrail_core::id::UserId;
-use keyrail_core::model::{LoginAttempt, LoginThrottle, MfaState, Page, StoredSigningKey, User};
+use keyrail_core::model::{
+    AuditEntry, LoginAttempt, LoginThrottle, MfaState, Page, StoredSigningKey, User,
+};
 use keyrail_core::store::{IdentityStore, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
 
@@ -242,6 +244,7 @@ macro_rules! identity_store {
                 last_step: i64,
                 recovery_code_hashes: &[String],
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let updated = sqlx::query(
@@ -279,6 +282,7 @@ macro_rules! identity_store {
                     .await
                     .map_err(map_err)?;
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(map_err)
             }
 
@@ -423,7 +427,9 @@ macro_rules! identity_store {
                 key: &str,
                 window_start: Timestamp,
                 until: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let locked = sqlx::query(
                     "UPDATE login_throttle SET failures = 0, locked_until = $3
                      WHERE key = $1 AND window_start = $2",
@@ -431,10 +437,15 @@ macro_rules! identity_store {
                 .bind(key)
                 .bind(window_start.millis())
                 .bind(until.millis())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?
                 .rows_affected();
+                // Audited only when this call locked it (a cleared window locks nothing).
+                if locked > 0 {
+                    Self::write_audit(&mut tx, audit).await?;
+                }
+                tx.commit().await.map_err(map_err)?;
                 Ok(locked > 0)
             }
 

@@ -151,3 +151,42 @@ pub(crate) async fn audit_log(store: &dyn Store) {
             .is_empty()
     );
 }
+
+/// A change and its audit entry commit together: when the entry cannot be written (here its
+/// id exists already), the change is not made either.
+pub(crate) async fn identity_changes_and_their_audit_are_one(store: &dyn Store) {
+    let user = new_user(store, "atomic@example.com", 40_000).await;
+    let taken = audit_of("user.login");
+    store.insert_audit(&taken).await.unwrap();
+
+    let s = crate::sessions::session(&user, 40_001, 60_000);
+    assert!(
+        store
+            .insert_session(&s, &"aa".repeat(32), &taken)
+            .await
+            .is_err()
+    );
+    assert!(store.session_by_id(&s.id).await.unwrap().is_none());
+    store
+        .insert_session(&s, &"aa".repeat(32), &audit_of("user.login"))
+        .await
+        .unwrap();
+    assert!(store.session_by_id(&s.id).await.unwrap().is_some());
+
+    assert!(
+        store
+            .enable_mfa(
+                &user.id,
+                "v1.sealed",
+                1,
+                &["bb".repeat(32)],
+                ts(40_002),
+                &taken
+            )
+            .await
+            .is_err()
+    );
+    let state = store.mfa_state(&user.id).await.unwrap();
+    assert!(state.secret.is_none(), "MFA stays off");
+    assert_eq!(store.unused_recovery_codes(&user.id).await.unwrap(), 0);
+}

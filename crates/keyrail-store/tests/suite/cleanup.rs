@@ -57,7 +57,11 @@ async fn change_log(store: &dyn Store) {
     {
         let s = session(&u, i as i64, 30 * DAY);
         store
-            .insert_session(&s, &digest(&format!("changes-{i}")))
+            .insert_session(
+                &s,
+                &digest(&format!("changes-{i}")),
+                &audit_of("user.login"),
+            )
             .await
             .unwrap();
         assert!(
@@ -88,7 +92,7 @@ async fn change_log(store: &dyn Store) {
     // A new entry comes after every deleted one; then the older one can go.
     let s = session(&u, 10, 30 * DAY);
     store
-        .insert_session(&s, &digest("changes-new"))
+        .insert_session(&s, &digest("changes-new"), &audit_of("user.login"))
         .await
         .unwrap();
     store
@@ -119,7 +123,7 @@ async fn sessions_and_refresh_tokens(store: &dyn Store) {
     // Live, rotated once: a spent token and a live one.
     let live = session(&u, 0, month);
     store
-        .insert_session(&live, &digest("live-0"))
+        .insert_session(&live, &digest("live-0"), &audit_of("user.login"))
         .await
         .unwrap();
     assert!(matches!(
@@ -132,7 +136,7 @@ async fn sessions_and_refresh_tokens(store: &dyn Store) {
     // Revoked before the cut, after two rotations: three tokens.
     let revoked_old = session(&u, 1, month);
     store
-        .insert_session(&revoked_old, &digest("rev-old-0"))
+        .insert_session(&revoked_old, &digest("rev-old-0"), &audit_of("user.login"))
         .await
         .unwrap();
     for (old, new) in [("rev-old-0", "rev-old-1"), ("rev-old-1", "rev-old-2")] {
@@ -152,18 +156,21 @@ async fn sessions_and_refresh_tokens(store: &dyn Store) {
         (&revoked_at_cut, cut, "rev-cut-0"),
         (&revoked_new, 9 * DAY, "rev-new-0"),
     ] {
-        store.insert_session(s, &digest(token)).await.unwrap();
+        store
+            .insert_session(s, &digest(token), &audit_of("user.login"))
+            .await
+            .unwrap();
         store.revoke_session(&u.id, &s.id, ts(at)).await.unwrap();
     }
     // Expired before the cut; expired after it (kept, without tokens).
     let expired_old = session(&u, 4, DAY);
     let expired_new = session(&u, 5 * DAY, 4 * DAY);
     store
-        .insert_session(&expired_old, &digest("exp-old-0"))
+        .insert_session(&expired_old, &digest("exp-old-0"), &audit_of("user.login"))
         .await
         .unwrap();
     store
-        .insert_session(&expired_new, &digest("exp-new-0"))
+        .insert_session(&expired_new, &digest("exp-new-0"), &audit_of("user.login"))
         .await
         .unwrap();
 
@@ -244,11 +251,21 @@ async fn login_throttle(store: &dyn Store) {
         reserve(key, 0).await;
     }
     store
-        .lock_login(&digest("locked"), ts(0), ts(now + 1))
+        .lock_login(
+            &digest("locked"),
+            ts(0),
+            ts(now + 1),
+            &audit_of("user.locked"),
+        )
         .await
         .unwrap();
     store
-        .lock_login(&digest("lock-over"), ts(0), ts(now))
+        .lock_login(
+            &digest("lock-over"),
+            ts(0),
+            ts(now),
+            &audit_of("user.locked"),
+        )
         .await
         .unwrap();
     // A window starting exactly at the cut still counts (as for reserve_login_attempt).
@@ -330,7 +347,12 @@ async fn password_resets(store: &dyn Store) {
     }
     assert_eq!(
         store
-            .consume_password_reset(&digest("r-used"), "$argon2id$reset", ts(200))
+            .consume_password_reset(
+                &digest("r-used"),
+                "$argon2id$reset",
+                ts(200),
+                &audit_of("user.password_reset")
+            )
             .await
             .unwrap(),
         Some(used_by.id.clone())

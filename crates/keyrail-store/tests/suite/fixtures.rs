@@ -239,3 +239,19 @@ pub(crate) async fn join_all<T, F: std::future::Future<Output = T>>(
         .map(|o| o.expect("polled to completion"))
         .collect()
 }
+
+/// A fresh audit entry of `action` (each call a new id), for writes that carry their entry.
+pub(crate) fn audit_of(action: &str) -> keyrail_core::model::AuditEntry {
+    keyrail_core::model::AuditEntry {
+        id: keyrail_core::id::AuditId::new(),
+        at: ts(0),
+        workspace_id: None,
+        actor_type: keyrail_core::model::ActorType::Anonymous,
+        actor_id: None,
+        action: action.to_owned(),
+        target: None,
+        ip: None,
+        user_agent: None,
+        outcome: "success".into(),
+    }
+}

@@ -158,7 +158,14 @@ pub(crate) async fn mfa(store: &dyn Store) {
     ));
     assert!(matches!(
         store
-            .enable_mfa(&nobody, "s", 1, &[digest("n1")], ts(3001))
+            .enable_mfa(
+                &nobody,
+                "s",
+                1,
+                &[digest("n1")],
+                ts(3001),
+                &audit_of("user.mfa_enabled")
+            )
             .await,
         Err(StoreError::Other(_))
     ));
@@ -191,7 +198,14 @@ pub(crate) async fn mfa(store: &dyn Store) {
     // Enable: secret set, pending cleared, last step recorded, codes stored.
     let codes: Vec<String> = (0..3).map(|i| digest(&format!("code{i}"))).collect();
     store
-        .enable_mfa(&u.id, "sealed-secret-1", 1000, &codes, ts(3002))
+        .enable_mfa(
+            &u.id,
+            "sealed-secret-1",
+            1000,
+            &codes,
+            ts(3002),
+            &audit_of("user.mfa_enabled"),
+        )
         .await
         .unwrap();
     assert_mfa(
@@ -247,7 +261,14 @@ pub(crate) async fn mfa(store: &dyn Store) {
     // Enabling again replaces the codes and the step.
     let new_codes = vec![digest("fresh0"), digest("fresh1")];
     store
-        .enable_mfa(&u.id, "sealed-secret-2", 2000, &new_codes, ts(3005))
+        .enable_mfa(
+            &u.id,
+            "sealed-secret-2",
+            2000,
+            &new_codes,
+            ts(3005),
+            &audit_of("user.mfa_enabled"),
+        )
         .await
         .unwrap();
     assert_mfa(
@@ -265,7 +286,14 @@ pub(crate) async fn mfa(store: &dyn Store) {
     );
     // The same code may serve two users.
     store
-        .enable_mfa(&other.id, "sealed-other", 8, &new_codes, ts(3006))
+        .enable_mfa(
+            &other.id,
+            "sealed-other",
+            8,
+            &new_codes,
+            ts(3006),
+            &audit_of("user.mfa_enabled"),
+        )
         .await
         .unwrap();
     assert_eq!(store.unused_recovery_codes(&other.id).await.unwrap(), 2);
@@ -278,7 +306,14 @@ pub(crate) async fn mfa(store: &dyn Store) {
     let dup = vec![digest("dup"), digest("dup")];
     assert_conflict(
         store
-            .enable_mfa(&u.id, "sealed-secret-3", 3000, &dup, ts(3007))
+            .enable_mfa(
+                &u.id,
+                "sealed-secret-3",
+                3000,
+                &dup,
+                ts(3007),
+                &audit_of("user.mfa_enabled"),
+            )
             .await,
         "recovery code",
     );
@@ -324,7 +359,14 @@ pub(crate) async fn mfa(store: &dyn Store) {
 pub(crate) async fn concurrent_totp_uses_pass_once(store: &dyn Store) {
     let u = new_user(store, "totp-race@example.com", 3100).await;
     store
-        .enable_mfa(&u.id, "sealed", 10, &[], ts(3100))
+        .enable_mfa(
+            &u.id,
+            "sealed",
+            10,
+            &[],
+            ts(3100),
+            &audit_of("user.mfa_enabled"),
+        )
         .await
         .unwrap();
     let results = join_all((0..10).map(|_| store.advance_totp_step(&u.id, 11))).await;
@@ -399,15 +441,23 @@ pub(crate) async fn login_throttling(store: &dyn Store) {
 
     // Locking takes the window it names only; it resets the count and keeps the window.
     assert!(
-        !store.lock_login(&key, ts(0), ts(9000)).await.unwrap(),
+        !store
+            .lock_login(&key, ts(0), ts(9000), &audit_of("user.locked"))
+            .await
+            .unwrap(),
         "a past window"
     );
     let unseen = digest("never-tried@example.com");
-    assert!(!store.lock_login(&unseen, ts(0), ts(9000)).await.unwrap());
+    assert!(
+        !store
+            .lock_login(&unseen, ts(0), ts(9000), &audit_of("user.locked"))
+            .await
+            .unwrap()
+    );
     assert_eq!(store.login_throttle(&unseen).await.unwrap(), None);
     assert!(
         store
-            .lock_login(&key, ts(window + 1), ts(9000))
+            .lock_login(&key, ts(window + 1), ts(9000), &audit_of("user.locked"))
             .await
             .unwrap()
     );
@@ -448,7 +498,12 @@ pub(crate) async fn login_throttling(store: &dyn Store) {
         Reserved(throttle(1, 9001, None))
     );
     // A window cleared by a correct password is not locked by a late failure of it.
-    assert!(!store.lock_login(&key, ts(9000), ts(20_000)).await.unwrap());
+    assert!(
+        !store
+            .lock_login(&key, ts(9000), ts(20_000), &audit_of("user.locked"))
+            .await
+            .unwrap()
+    );
 }
 
 /// Many attempts for one key at once: exactly `limit` are reserved, numbered 1 to `limit`; all

@@ -47,14 +47,20 @@ pub(crate) async fn sessions_and_refresh_tokens(store: &dyn Store) {
     s2.user_agent = None;
     let s_old = session(&alice, 4000, 50); // expires at 4050
     let s_bob = session(&bob, 4300, day);
-    store.insert_session(&s1, &digest("s1-r0")).await.unwrap();
-    store.insert_session(&s2, &digest("s2-r0")).await.unwrap();
     store
-        .insert_session(&s_old, &digest("old-r0"))
+        .insert_session(&s1, &digest("s1-r0"), &audit_of("user.login"))
         .await
         .unwrap();
     store
-        .insert_session(&s_bob, &digest("bob-r0"))
+        .insert_session(&s2, &digest("s2-r0"), &audit_of("user.login"))
+        .await
+        .unwrap();
+    store
+        .insert_session(&s_old, &digest("old-r0"), &audit_of("user.login"))
+        .await
+        .unwrap();
+    store
+        .insert_session(&s_bob, &digest("bob-r0"), &audit_of("user.login"))
         .await
         .unwrap();
     assert_same_session(&store.session_by_id(&s1.id).await.unwrap().unwrap(), &s1);
@@ -71,19 +77,23 @@ pub(crate) async fn sessions_and_refresh_tokens(store: &dyn Store) {
     let mut dup_id = session(&alice, 4400, day);
     dup_id.id = s1.id.clone();
     assert_conflict(
-        store.insert_session(&dup_id, &digest("dup-id")).await,
+        store
+            .insert_session(&dup_id, &digest("dup-id"), &audit_of("user.login"))
+            .await,
         "session id",
     );
     let dup_token = session(&alice, 4400, day);
     assert_conflict(
-        store.insert_session(&dup_token, &digest("s1-r0")).await,
+        store
+            .insert_session(&dup_token, &digest("s1-r0"), &audit_of("user.login"))
+            .await,
         "refresh token",
     );
     assert!(store.session_by_id(&dup_token.id).await.unwrap().is_none());
     let ghost = user("ghost-session@example.com", "Ghost", 0);
     let orphan = session(&ghost, 4400, day);
     let err = store
-        .insert_session(&orphan, &digest("orphan"))
+        .insert_session(&orphan, &digest("orphan"), &audit_of("user.login"))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
@@ -311,8 +321,14 @@ pub(crate) async fn sessions_and_refresh_tokens(store: &dyn Store) {
     // access tokens may still be valid), one change each; bob's are untouched.
     let s3 = session(&alice, 5100, day);
     let s4 = session(&alice, 5200, day);
-    store.insert_session(&s3, &digest("s3-r0")).await.unwrap();
-    store.insert_session(&s4, &digest("s4-r0")).await.unwrap();
+    store
+        .insert_session(&s3, &digest("s3-r0"), &audit_of("user.login"))
+        .await
+        .unwrap();
+    store
+        .insert_session(&s4, &digest("s4-r0"), &audit_of("user.login"))
+        .await
+        .unwrap();
     let mut ended = store
         .revoke_user_sessions(&alice.id, ts(now + 300))
         .await
@@ -395,7 +411,10 @@ pub(crate) async fn concurrent_rotations_of_one_token(store: &dyn Store) {
     for round in 0..5 {
         let s = session(&u, 6000 + round, 86_400_000);
         let old = digest(&format!("race-{round}"));
-        store.insert_session(&s, &old).await.unwrap();
+        store
+            .insert_session(&s, &old, &audit_of("user.login"))
+            .await
+            .unwrap();
         let new_a = digest(&format!("race-{round}-a"));
         let new_b = digest(&format!("race-{round}-b"));
         let outcomes = join_all([
@@ -567,14 +586,24 @@ pub(crate) async fn password_resets(store: &dyn Store) {
     // An expired or unknown token writes nothing.
     assert_eq!(
         store
-            .consume_password_reset(&r2, "$argon2id$expired", ts(8300))
+            .consume_password_reset(
+                &r2,
+                "$argon2id$expired",
+                ts(8300),
+                &audit_of("user.password_reset")
+            )
             .await
             .unwrap(),
         None,
     );
     assert_eq!(
         store
-            .consume_password_reset(&digest("unknown"), "$argon2id$unknown", ts(8100))
+            .consume_password_reset(
+                &digest("unknown"),
+                "$argon2id$unknown",
+                ts(8100),
+                &audit_of("user.password_reset")
+            )
             .await
             .unwrap(),
         None
@@ -593,7 +622,12 @@ pub(crate) async fn password_resets(store: &dyn Store) {
     // A live one sets the password and spends itself and every other token of its user only.
     assert_eq!(
         store
-            .consume_password_reset(&r1, "$argon2id$reset", ts(8100))
+            .consume_password_reset(
+                &r1,
+                "$argon2id$reset",
+                ts(8100),
+                &audit_of("user.password_reset")
+            )
             .await
             .unwrap(),
         Some(u.id.clone())
@@ -607,7 +641,12 @@ pub(crate) async fn password_resets(store: &dyn Store) {
         assert_eq!(store.password_reset_user(r, ts(8101)).await.unwrap(), None);
         assert_eq!(
             store
-                .consume_password_reset(r, "$argon2id$again", ts(8101))
+                .consume_password_reset(
+                    r,
+                    "$argon2id$again",
+                    ts(8101),
+                    &audit_of("user.password_reset")
+                )
                 .await
                 .unwrap(),
             None
@@ -625,7 +664,12 @@ pub(crate) async fn password_resets(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .consume_password_reset(&r3, "$argon2id$other", ts(8299))
+            .consume_password_reset(
+                &r3,
+                "$argon2id$other",
+                ts(8299),
+                &audit_of("user.password_reset")
+            )
             .await
             .unwrap(),
         Some(other.id.clone())
@@ -640,8 +684,18 @@ pub(crate) async fn password_resets(store: &dyn Store) {
             .unwrap();
     }
     let results = join_all([
-        store.consume_password_reset(&r4, "$argon2id$four", ts(8400)),
-        store.consume_password_reset(&r5, "$argon2id$five", ts(8400)),
+        store.consume_password_reset(
+            &r4,
+            "$argon2id$four",
+            ts(8400),
+            &audit_of("user.password_reset"),
+        ),
+        store.consume_password_reset(
+            &r5,
+            "$argon2id$five",
+            ts(8400),
+            &audit_of("user.password_reset"),
+        ),
     ])
     .await;
     let won: Vec<usize> = results

@@ -6,7 +6,7 @@
 
 use async_trait::async_trait;
 use keyrail_core::id::{SessionId, UserId};
-use keyrail_core::model::{RefreshOutcome, Session};
+use keyrail_core::model::{AuditEntry, RefreshOutcome, Session};
 use keyrail_core::store::{SessionStore, StoreResult};
 use keyrail_core::time::Timestamp;
 
@@ -27,6 +27,7 @@ macro_rules! session_store {
                 &self,
                 session: &Session,
                 refresh_hash: &str,
+                audit: &AuditEntry,
             ) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(
@@ -56,6 +57,7 @@ macro_rules! session_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+                Self::write_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(map_err)
             }
 
@@ -342,6 +344,7 @@ macro_rules! session_store {
                 hash: &str,
                 password_hash: &str,
                 now: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<Option<UserId>> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // The user's row first, as every password write takes it first (PostgreSQL: its
@@ -379,6 +382,7 @@ macro_rules! session_store {
                     return Ok(None);
                 }
                 Self::spend_password_tokens(&mut tx, &user, now).await?;
+                Self::write_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(Some(UserId::from_trusted(user)))
             }
