@@ -784,3 +784,199 @@ async fn assigning_a_builtin_role_counts_the_workspace_scopes_it_gives() {
     );
     c.s.stop().await;
 }
+
+/// Names in `GET path` (`data[].field`).
+async fn names(c: &Ctx, token: &str, path: &str, field: &str) -> Vec<String> {
+    let (status, list) = c.call("GET", path, token, None).await;
+    assert_eq!(status, 200, "{list}");
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x[field].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A change to a workspace, its members, roles or scopes and its audit entry commit together
+/// or not at all: when the entry cannot be written, nothing changes (500); when the change
+/// fails, no entry claims it happened.
+#[tokio::test]
+async fn a_workspace_change_whose_audit_entry_fails_is_not_made() {
+    for backend in [common::Backend::Sqlite, common::Backend::Postgres] {
+        let Some(s) = TestServer::start_with(backend, |_| {}, None).await else {
+            return;
+        };
+        let c = Ctx { s };
+        workspace_changes_fail_with_their_audit(&c).await;
+        c.s.stop().await;
+    }
+}
+
+async fn workspace_changes_fail_with_their_audit(c: &Ctx) {
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    let root = superuser(c).await;
+    c.token("pat@example.com").await;
+    let w = |rest: &str| format!("/api/v1/w/{ws}{rest}");
+    let refused_500 = async |action: &str, method: &str, path: String, body: Option<Value>| {
+        let trigger = c.s.refuse_audit(action).await;
+        let token = if path.starts_with("/api/v1/admin") {
+            &root
+        } else {
+            &owner
+        };
+        let (status, b) = c.call(method, &path, token, body).await;
+        assert_eq!(status, 500, "{action}: {b}");
+        c.s.allow(&trigger).await;
+    };
+
+    refused_500(
+        "member.add",
+        "POST",
+        w("/members"),
+        Some(json!({"email": "pat@example.com", "role": "viewer"})),
+    )
+    .await;
+    assert_eq!(names(c, &owner, &w("/members"), "email").await.len(), 1);
+    let (status, m) = c.add(&ws, &owner, "pat@example.com", "viewer").await;
+    assert_eq!(status, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_owned();
+    refused_500(
+        "member.update",
+        "PATCH",
+        w(&format!("/members/{mid}")),
+        Some(json!({"role": "member"})),
+    )
+    .await;
+    let roles = names(c, &owner, &w("/members"), "role").await;
+    assert!(roles.contains(&"viewer".to_owned()), "{roles:?}");
+    refused_500(
+        "member.remove",
+        "DELETE",
+        w(&format!("/members/{mid}")),
+        None,
+    )
+    .await;
+    assert_eq!(names(c, &owner, &w("/members"), "email").await.len(), 2);
+
+    refused_500(
+        "role.create",
+        "POST",
+        w("/roles"),
+        Some(json!({"name": "r1", "scopes": ["keys:read"]})),
+    )
+    .await;
+    assert!(
+        !names(c, &owner, &w("/roles"), "name")
+            .await
+            .contains(&"r1".to_owned())
+    );
+    let (status, role) = c
+        .call(
+            "POST",
+            &w("/roles"),
+            &owner,
+            Some(json!({"name": "r1", "scopes": ["keys:read"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{role}");
+    let rid = role["id"].as_str().unwrap().to_owned();
+    refused_500(
+        "role.update",
+        "PATCH",
+        w(&format!("/roles/{rid}")),
+        Some(json!({"name": "r2"})),
+    )
+    .await;
+    refused_500("role.delete", "DELETE", w(&format!("/roles/{rid}")), None).await;
+    let role_names = names(c, &owner, &w("/roles"), "name").await;
+    assert!(role_names.contains(&"r1".to_owned()), "{role_names:?}");
+    assert!(!role_names.contains(&"r2".to_owned()), "{role_names:?}");
+
+    refused_500(
+        "scope.create",
+        "POST",
+        w("/scopes"),
+        Some(json!({"name": "chats:read"})),
+    )
+    .await;
+    assert!(
+        !names(c, &owner, &w("/scopes"), "name")
+            .await
+            .contains(&"chats:read".to_owned())
+    );
+    let (status, _) = c
+        .call(
+            "POST",
+            &w("/scopes"),
+            &owner,
+            Some(json!({"name": "chats:read"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    refused_500("scope.delete", "DELETE", w("/scopes/chats:read"), None).await;
+    assert!(
+        names(c, &owner, &w("/scopes"), "name")
+            .await
+            .contains(&"chats:read".to_owned())
+    );
+
+    refused_500(
+        "workspace.update",
+        "PATCH",
+        w(""),
+        Some(json!({"name": "Acme 2"})),
+    )
+    .await;
+    let (_, got) = c.call("GET", &w(""), &owner, None).await;
+    assert_eq!(got["name"], "Acme");
+    let admin = |verb: &str| format!("/api/v1/admin/workspaces/{ws}/{verb}");
+    refused_500("workspace.suspend", "POST", admin("suspend"), None).await;
+    let (status, _) = c.call("GET", &w(""), &owner, None).await;
+    assert_eq!(status, 200, "still active");
+    let (status, _) = c.call("POST", &admin("suspend"), &root, None).await;
+    assert_eq!(status, 200);
+    refused_500("workspace.activate", "POST", admin("activate"), None).await;
+    let (status, _) = c.call("GET", &w(""), &owner, None).await;
+    assert_eq!(status, 403, "still suspended");
+    let (status, _) = c.call("POST", &admin("activate"), &root, None).await;
+    assert_eq!(status, 200);
+
+    refused_500("workspace.delete", "DELETE", w(""), None).await;
+    let (status, _) = c.call("GET", &w(""), &owner, None).await;
+    assert_eq!(status, 200, "not deleted");
+    // The deletion itself fails: no entry says it happened.
+    let trigger =
+        c.s.refuse("workspaces", "DELETE", &format!("OLD.id = '{ws}'"))
+            .await;
+    let (status, _) = c.call("DELETE", &w(""), &owner, None).await;
+    assert_eq!(status, 500);
+    c.s.allow(&trigger).await;
+
+    let actions = names(c, &owner, &w("/audit"), "action").await;
+    assert_eq!(
+        actions,
+        [
+            "workspace.activate",
+            "workspace.suspend",
+            "scope.create",
+            "role.create",
+            "member.add"
+        ],
+        "newest first"
+    );
+    // Deleted for real: its entry is written with it, and stays.
+    let (status, _) = c.call("DELETE", &w(""), &owner, None).await;
+    assert_eq!(status, 204);
+    let (_, log) = c
+        .call(
+            "GET",
+            "/api/v1/admin/audit?action=workspace.delete",
+            &root,
+            None,
+        )
+        .await;
+    let entries = log["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{log}");
+    assert_eq!(entries[0]["target"], json!(ws));
+}

@@ -1,10 +1,12 @@
-//! Credits are written apart from the rest of a key: `update_key` never touches them (verifies
-//! spend them concurrently), `set_key_remaining` sets them and announces the change.
+//! Credits are spent by verifies while keys are changed: a change writes only what it names (a
+//! rename never puts spent credits back).
 
 use keyrail_core::Store;
 use keyrail_core::Timestamp;
-use keyrail_core::id::{KeyId, MemberId, UserId, WorkspaceId};
-use keyrail_core::model::{ApiKey, KeyFormat, Member, User, Workspace, WorkspaceStatus};
+use keyrail_core::id::{AuditId, KeyId, MemberId, UserId, WorkspaceId};
+use keyrail_core::model::{
+    ActorType, ApiKey, AuditEntry, KeyChanges, KeyFormat, Member, User, Workspace, WorkspaceStatus,
+};
 use keyrail_core::secret::Secret;
 use keyrail_store::testing::TempPostgres;
 
@@ -58,69 +60,73 @@ async fn check(store: &dyn Store) {
         sealed_key: None,
         replaced_by: None,
     };
-    store.insert_key(&key).await.unwrap();
-    // A verify spends 3 while someone edits a stale copy of the key.
+    store.insert_key(&key, None).await.unwrap();
+    // A verify spends 3 while someone renames the key: the rename writes the name only.
     assert_eq!(store.consume_credits(&key.id, 3).await.unwrap(), Some(7));
-    let mut stale = key.clone();
-    stale.name = "renamed".into();
-    stale.remaining = Some(10);
-    assert!(store.update_key(&stale).await.unwrap());
-    let got = store.key_by_id(&ws.id, &key.id).await.unwrap().unwrap();
+    let rename = KeyChanges {
+        name: Some("renamed".into()),
+        ..KeyChanges::default()
+    };
+    let got = store
+        .patch_key(&ws.id, &key.id, &rename, now, &entry("key.update"))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (got.name.as_str(), got.remaining),
         ("renamed", Some(7)),
         "spent credits stay spent"
     );
 
+    // Setting the credits is a change like any other: written, announced.
     let before = store.latest_change().await.unwrap();
-    assert!(
-        store
-            .set_key_remaining(&ws.id, &key.id, Some(77), Timestamp::from_millis(2_000))
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store
-            .key_by_id(&ws.id, &key.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .remaining,
-        Some(77)
-    );
+    let set = |remaining: Option<i64>| KeyChanges {
+        remaining: Some(remaining),
+        ..KeyChanges::default()
+    };
+    let at = Timestamp::from_millis(2_000);
+    let got = store
+        .patch_key(&ws.id, &key.id, &set(Some(77)), at, &entry("key.update"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((got.name.as_str(), got.remaining), ("renamed", Some(77)));
     let changes = store.changes_after(before, 10).await.unwrap();
     assert_eq!(changes.len(), 1);
     assert_eq!(
         (changes[0].kind.as_str(), changes[0].subject.as_str()),
         ("key.changed", key.hash.as_str())
     );
-    assert!(
-        store
-            .set_key_remaining(&ws.id, &key.id, None, now)
-            .await
-            .unwrap()
-    );
-    assert_eq!(
-        store
-            .key_by_id(&ws.id, &key.id)
-            .await
-            .unwrap()
-            .unwrap()
-            .remaining,
-        None
-    );
-    assert!(
-        !store
-            .set_key_remaining(&ws.id, &KeyId::new(), Some(1), now)
-            .await
-            .unwrap()
-    );
-    assert!(
-        !store
-            .set_key_remaining(&WorkspaceId::new(), &key.id, Some(1), now)
-            .await
-            .unwrap()
-    );
+    let got = store
+        .patch_key(&ws.id, &key.id, &set(None), at, &entry("key.update"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(got.remaining, None);
+    for (ws_id, id) in [(&ws.id, &KeyId::new()), (&WorkspaceId::new(), &key.id)] {
+        assert!(
+            store
+                .patch_key(ws_id, id, &set(Some(1)), at, &entry("key.update"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+}
+
+fn entry(action: &str) -> AuditEntry {
+    AuditEntry {
+        id: AuditId::new(),
+        at: Timestamp::from_millis(1_000),
+        workspace_id: None,
+        actor_type: ActorType::User,
+        actor_id: None,
+        action: action.to_owned(),
+        target: None,
+        ip: None,
+        user_agent: None,
+        outcome: "success".to_owned(),
+    }
 }
 
 #[tokio::test]

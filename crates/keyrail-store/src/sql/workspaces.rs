@@ -1,6 +1,10 @@
 //! [`WorkspaceStore`] for both backends: workspaces and their key formats, custom scopes and
 //! roles, and members (with the last-owner guard).
 //!
+//! Every audited write takes its audit entry and writes it (`write_audit`) in its own
+//! transaction, after the change and before the change-log append: the change, its
+//! announcement and its audit entry commit together or not at all.
+//!
 //! Where the backends differ: every transaction that writes or counts a workspace's members
 //! first takes the workspace lock (`lock_workspace`, PostgreSQL only; SQLite's first write takes
 //! the database's write lock), and appending to the change log (`append_changes`) takes the
@@ -9,8 +13,8 @@
 use async_trait::async_trait;
 use keyrail_core::id::{MemberId, RoleId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    CustomRole, KeyFormat, Member, MemberView, OwnerGuarded, Page, StoredScope, Workspace,
-    WorkspaceStatus,
+    AuditEntry, CustomRole, KeyFormat, Member, MemberView, OwnerGuarded, Page, StoredScope,
+    Workspace, WorkspaceStatus,
 };
 use keyrail_core::store::{StoreError, StoreResult, WorkspaceStore};
 use keyrail_core::time::Timestamp;
@@ -135,6 +139,7 @@ macro_rules! workspace_store {
                 id: &WorkspaceId,
                 status: WorkspaceStatus,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let updated =
@@ -150,12 +155,17 @@ macro_rules! workspace_store {
                     // Dropping the transaction rolls it back.
                     return Ok(false);
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(&mut tx, at, "workspace.status", &[id.as_str()]).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
             }
 
-            async fn update_workspace(&self, ws: &Workspace) -> StoreResult<bool> {
+            async fn update_workspace(
+                &self,
+                ws: &Workspace,
+                audit: &AuditEntry,
+            ) -> StoreResult<bool> {
                 let key_format = key_format_json(&ws.key_format)?;
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let updated = sqlx::query(
@@ -174,6 +184,7 @@ macro_rules! workspace_store {
                     return Ok(false);
                 }
                 Self::remember_format(&mut tx, &key_format).await?;
+                Self::write_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
             }
@@ -193,7 +204,12 @@ macro_rules! workspace_store {
                     .collect()
             }
 
-            async fn delete_workspace(&self, id: &WorkspaceId, at: Timestamp) -> StoreResult<bool> {
+            async fn delete_workspace(
+                &self,
+                id: &WorkspaceId,
+                at: Timestamp,
+                audit: &AuditEntry,
+            ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // Members, roles and scopes go with it: every table under a workspace references
                 // it ON DELETE CASCADE (see the migrations). The audit log has no foreign key.
@@ -206,6 +222,8 @@ macro_rules! workspace_store {
                 if deleted == 0 {
                     return Ok(false);
                 }
+                // Written with the deletion, and kept after it (no foreign key).
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(&mut tx, at, "workspace.deleted", &[id.as_str()]).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
@@ -247,7 +265,13 @@ macro_rules! workspace_store {
             }
 
             // custom scopes of a workspace
-            async fn insert_scope(&self, ws: &WorkspaceId, scope: &StoredScope) -> StoreResult<()> {
+            async fn insert_scope(
+                &self,
+                ws: &WorkspaceId,
+                scope: &StoredScope,
+                audit: &AuditEntry,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(
                     "INSERT INTO scopes (workspace_id, name, description, dangerous, created_at)
                      VALUES ($1, $2, $3, $4, $5)",
@@ -257,10 +281,11 @@ macro_rules! workspace_store {
                 .bind(scope.description.as_str())
                 .bind(scope.dangerous)
                 .bind(scope.created_at.millis())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(())
+                Self::write_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(map_err)
             }
 
             async fn scopes_of(&self, ws: &WorkspaceId) -> StoreResult<Vec<StoredScope>> {
@@ -280,6 +305,7 @@ macro_rules! workspace_store {
                 ws: &WorkspaceId,
                 name: &str,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let deleted =
@@ -293,6 +319,7 @@ macro_rules! workspace_store {
                 if deleted == 0 {
                     return Ok(false);
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 let subject = format!("{}:{name}", ws.as_str());
                 Self::append_changes(&mut tx, at, "scope.deleted", &[&subject]).await?;
                 tx.commit().await.map_err(map_err)?;
@@ -300,8 +327,9 @@ macro_rules! workspace_store {
             }
 
             // custom roles
-            async fn insert_role(&self, role: &CustomRole) -> StoreResult<()> {
+            async fn insert_role(&self, role: &CustomRole, audit: &AuditEntry) -> StoreResult<()> {
                 let scopes = scopes_json(&role.scopes)?;
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(
                     "INSERT INTO roles (id, workspace_id, name, scopes, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6)",
@@ -312,10 +340,11 @@ macro_rules! workspace_store {
                 .bind(scopes)
                 .bind(role.created_at.millis())
                 .bind(role.updated_at.millis())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(())
+                Self::write_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(map_err)
             }
 
             async fn roles_of(&self, ws: &WorkspaceId) -> StoreResult<Vec<CustomRole>> {
@@ -347,7 +376,11 @@ macro_rules! workspace_store {
                 row.map(CustomRole::try_from).transpose()
             }
 
-            async fn update_role(&self, role: &CustomRole) -> StoreResult<bool> {
+            async fn update_role(
+                &self,
+                role: &CustomRole,
+                audit: &AuditEntry,
+            ) -> StoreResult<bool> {
                 let scopes = scopes_json(&role.scopes)?;
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // A name taken by another role of the workspace fails here as a Conflict, and
@@ -368,6 +401,7 @@ macro_rules! workspace_store {
                 if updated == 0 {
                     return Ok(false);
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(
                     &mut tx,
                     role.updated_at,
@@ -384,6 +418,7 @@ macro_rules! workspace_store {
                 ws: &WorkspaceId,
                 id: &RoleId,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<Option<u32>> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // Every member write takes the workspace lock (PostgreSQL) or the write lock
@@ -403,6 +438,7 @@ macro_rules! workspace_store {
                 .map_err(map_err)?
                 .rows_affected();
                 if deleted > 0 {
+                    Self::write_audit(&mut tx, audit).await?;
                     Self::append_changes(&mut tx, at, "role.deleted", &[id.as_str()]).await?;
                     tx.commit().await.map_err(map_err)?;
                     return Ok(Some(0));
@@ -435,6 +471,7 @@ macro_rules! workspace_store {
                 id: &MemberId,
                 role: &str,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<OwnerGuarded> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 Self::lock_workspace(&mut tx, ws).await?;
@@ -459,6 +496,7 @@ macro_rules! workspace_store {
                 if updated == 0 {
                     return Self::refused(&mut tx, ws, id).await;
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(&mut tx, at, "member.updated", &[id.as_str()]).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(OwnerGuarded::Done)
@@ -469,6 +507,7 @@ macro_rules! workspace_store {
                 ws: &WorkspaceId,
                 id: &MemberId,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<OwnerGuarded> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 Self::lock_workspace(&mut tx, ws).await?;
@@ -489,12 +528,13 @@ macro_rules! workspace_store {
                 if deleted == 0 {
                     return Self::refused(&mut tx, ws, id).await;
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(&mut tx, at, "member.removed", &[id.as_str()]).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(OwnerGuarded::Done)
             }
 
-            async fn insert_member(&self, member: &Member) -> StoreResult<()> {
+            async fn insert_member(&self, member: &Member, audit: &AuditEntry) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // Ordered with delete_role, which counts the holders of a role.
                 Self::lock_workspace(&mut tx, &member.workspace_id).await?;
@@ -510,6 +550,7 @@ macro_rules! workspace_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+                Self::write_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(map_err)
             }
 
