@@ -1600,3 +1600,78 @@ async fn concurrent_patches(k: &K) {
         );
     }
 }
+
+/// Rotation moves the credits to the new key; during the grace period the old key spends from
+/// the same counter, so the two together never get more than the key had.
+#[tokio::test]
+async fn rotation_moves_the_credits_and_the_old_key_shares_them() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(k) = K::on(backend).await else {
+            return;
+        };
+        rotation_shares_credits(&k).await;
+        k.s.stop().await;
+    }
+}
+
+async fn rotation_shares_credits(k: &K) {
+    let old = k.create(json!({"name": "metered", "remaining": 10})).await;
+    let (status, new) = k
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/w/{}/keys/{}/rotate",
+                k.ws,
+                old["id"].as_str().unwrap()
+            ),
+            &k.owner,
+            Some(json!({"grace_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(status, 200, "{new}");
+    assert_eq!(new["remaining"], 10, "the credits moved: {new}");
+    let mut tasks = Vec::new();
+    for secret in [&old["key"], &new["key"]] {
+        for _ in 0..6 {
+            let http = k.s.http.clone();
+            let url = k.s.url("/api/v1/keys/verify");
+            let body = json!({ "key": secret });
+            tasks.push(tokio::spawn(async move {
+                let v: Value = http
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                v["code"].as_str().unwrap().to_owned()
+            }));
+        }
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    let valid = codes.iter().filter(|c| *c == "VALID").count();
+    let exceeded = codes.iter().filter(|c| *c == "USAGE_EXCEEDED").count();
+    assert_eq!((valid, exceeded), (10, 2), "{codes:?}");
+    let remaining = async |key: &Value| {
+        let (_, got) = k
+            .call(
+                "GET",
+                &format!("/api/v1/w/{}/keys/{}", k.ws, key["id"].as_str().unwrap()),
+                &k.owner,
+                None,
+            )
+            .await;
+        got["remaining"].clone()
+    };
+    assert_eq!(remaining(&new).await, 0);
+    assert_eq!(
+        remaining(&old).await,
+        0,
+        "the old key shows no credits of its own"
+    );
+}

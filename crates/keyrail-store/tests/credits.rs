@@ -1,5 +1,6 @@
-//! Credits are spent by verifies while keys are changed: a change writes only what it names (a
-//! rename never puts spent credits back).
+//! Credits are spent by verifies while keys are changed and rotated: a change writes only what
+//! it names (a rename never puts spent credits back), and a rotation moves the credits to the
+//! new key, whose counter the old key spends from during its grace period.
 
 use keyrail_core::Store;
 use keyrail_core::Timestamp;
@@ -112,6 +113,93 @@ async fn check(store: &dyn Store) {
                 .is_none()
         );
     }
+
+    rotation_moves_credits(store, &ws, &key).await;
+}
+
+/// Rotating a key with credits moves them to the new key; during the grace period the old
+/// key spends from the new key's counter, exactly, while both are used at once; a second
+/// rotation moves them on again, and the first key follows.
+async fn rotation_moves_credits(store: &dyn Store, ws: &Workspace, template: &ApiKey) {
+    let fresh = |remaining: Option<i64>| ApiKey {
+        id: KeyId::new(),
+        hash: keyrail_core::crypto::token::sha256_hex(KeyId::new().as_str().as_bytes()),
+        remaining,
+        ..template.clone()
+    };
+    let old = fresh(Some(10));
+    store.insert_key(&old, None).await.unwrap();
+    assert_eq!(store.consume_credits(&old.id, 1).await.unwrap(), Some(9));
+    // The caller's copy says 10: the store moves what is left.
+    let new = fresh(Some(10));
+    let grace = Timestamp::from_millis(1_000 + 3_600_000);
+    let stored = store
+        .rotate_key(&old.id, &new, grace, &entry("key.rotate"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.remaining, Some(9));
+    let remaining = async |id: &KeyId| {
+        store
+            .key_by_id(&ws.id, id)
+            .await
+            .unwrap()
+            .unwrap()
+            .remaining
+    };
+    assert_eq!(remaining(&new.id).await, Some(9));
+    assert_eq!(remaining(&old.id).await, Some(0), "nothing of its own");
+    // 12 spenders, 6 on each key, 9 credits: exactly 9 succeed.
+    let results = join_all((0..12).map(|i| {
+        let id = if i % 2 == 0 { &old.id } else { &new.id };
+        async move { store.consume_credits(id, 1).await.unwrap() }
+    }))
+    .await;
+    let mut left: Vec<i64> = results.iter().filter_map(|r| *r).collect();
+    left.sort_unstable();
+    assert_eq!(left, (0..9).collect::<Vec<_>>(), "{results:?}");
+    assert_eq!(remaining(&new.id).await, Some(0));
+    assert_eq!(remaining(&old.id).await, Some(0));
+
+    // Topped up on the new key, rotated again: the first key now spends from the third.
+    let top_up = KeyChanges {
+        remaining: Some(Some(5)),
+        ..KeyChanges::default()
+    };
+    store
+        .patch_key(&ws.id, &new.id, &top_up, grace, &entry("key.update"))
+        .await
+        .unwrap()
+        .unwrap();
+    let third = fresh(None);
+    let stored = store
+        .rotate_key(&new.id, &third, grace, &entry("key.rotate"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.remaining, Some(5));
+    assert_eq!(store.consume_credits(&old.id, 2).await.unwrap(), Some(3));
+    assert_eq!(store.consume_credits(&new.id, 2).await.unwrap(), Some(1));
+    assert_eq!(store.consume_credits(&third.id, 2).await.unwrap(), None);
+    assert_eq!(store.consume_credits(&third.id, 1).await.unwrap(), Some(0));
+    // A look at the spent counter through the first key.
+    assert_eq!(store.consume_credits(&old.id, 0).await.unwrap(), Some(0));
+
+    // Unlimited keys stay unlimited on both sides.
+    let free = fresh(None);
+    store.insert_key(&free, None).await.unwrap();
+    let free_new = fresh(Some(3));
+    let stored = store
+        .rotate_key(&free.id, &free_new, grace, &entry("key.rotate"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.remaining, None);
+    assert_eq!(remaining(&free.id).await, None);
+    assert_eq!(
+        store.consume_credits(&free.id, 100).await.unwrap(),
+        Some(i64::MAX)
+    );
 }
 
 fn entry(action: &str) -> AuditEntry {
@@ -127,6 +215,35 @@ fn entry(action: &str) -> AuditEntry {
         user_agent: None,
         outcome: "success".to_owned(),
     }
+}
+
+/// Polls the futures together on this task; their outputs in the order given.
+async fn join_all<T, F: std::future::Future<Output = T>>(
+    futs: impl IntoIterator<Item = F>,
+) -> Vec<T> {
+    let mut futs: Vec<_> = futs.into_iter().map(|f| Some(Box::pin(f))).collect();
+    let mut outputs: Vec<Option<T>> = futs.iter().map(|_| None).collect();
+    std::future::poll_fn(|cx| {
+        let mut pending = false;
+        for (slot, out) in futs.iter_mut().zip(outputs.iter_mut()) {
+            if let Some(f) = slot {
+                match f.as_mut().poll(cx) {
+                    std::task::Poll::Ready(v) => {
+                        *out = Some(v);
+                        *slot = None;
+                    }
+                    std::task::Poll::Pending => pending = true,
+                }
+            }
+        }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
+    })
+    .await;
+    outputs.into_iter().map(|o| o.expect("polled")).collect()
 }
 
 #[tokio::test]

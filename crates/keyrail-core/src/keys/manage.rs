@@ -438,7 +438,7 @@ impl Keys {
         let until = now.plus_secs(i64::from(grace_seconds));
         let rotated = self.store.rotate_key(&old.id, &new, until, &entry).await;
         self.verifier.evict_hex(&old.hash);
-        // The new key as stored.
+        // The new key as stored: it holds the credits the old one had left at that moment.
         let Some(new) = rotated? else {
             // Deleted or revoked meanwhile, or a concurrent rotation won.
             return Err(match self.find(access, id).await {

@@ -61,6 +61,11 @@ pub trait KeyStore: Send + Sync {
     /// `replaced_by`), revokes it from `old_until` on (or keeps an earlier revocation), inserts
     /// `new`, appends `key.changed` for the old key's hash and writes `audit`.
     ///
+    /// The credits move: `new` gets what `old` has left at that moment (whatever `new` says),
+    /// and `old` keeps 0 (or unlimited, if it was). During its grace period the old key spends
+    /// from its replacement's counter (see [`KeyStore::consume_credits`]), so the two never
+    /// spend more than the key had.
+    ///
     /// The new key as stored; `None` (nothing written) when `old` is gone, revoked at
     /// `new.created_at`, or replaced already, also by a concurrent rotation: a key is rotated
     /// at most once.
@@ -73,7 +78,9 @@ pub trait KeyStore: Send + Sync {
     ) -> StoreResult<Option<ApiKey>>;
     /// Spends `cost` credits if at least that many remain; the credits left after, or `None`
     /// when there were not enough (nothing spent). Exact under concurrency, across nodes.
-    /// Keys with unlimited credits (`remaining` NULL) answer `Some(i64::MAX)`.
+    /// Keys with unlimited credits (`remaining` NULL) answer `Some(i64::MAX)`. A rotated key
+    /// spends from the counter of the last key of its chain of replacements (rotation moved
+    /// its credits there).
     async fn consume_credits(&self, id: &KeyId, cost: i64) -> StoreResult<Option<i64>>;
     /// Sets `last_used_at` of many keys in one statement or transaction (never earlier than
     /// what is stored).

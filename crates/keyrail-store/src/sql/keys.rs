@@ -35,6 +35,29 @@ use rows::{
 /// hash: the verify cache is keyed by it).
 const KEY_CHANGED: &str = "key.changed";
 
+/// The key whose credit counter key `$1` spends: the key itself, or, once it was rotated, the
+/// last key of its chain of replacements (rotation moved the credits there). The chain is
+/// followed by primary key, at most 64 links (a key is rotated once, so a chain grows by one
+/// per rotation; a key rotated during its grace period is itself revoked soon after).
+macro_rules! credit_owner {
+    () => {
+        "WITH RECURSIVE chain (id, next, hops) AS (
+             SELECT id, replaced_by, 0 FROM keys WHERE id = $1
+             UNION ALL
+             SELECT k.id, k.replaced_by, chain.hops + 1
+             FROM keys k JOIN chain ON k.id = chain.next
+             WHERE chain.hops < 64
+         ) "
+    };
+}
+
+/// The id the chain of [`credit_owner!`] ends at.
+macro_rules! chain_end {
+    () => {
+        "(SELECT id FROM chain ORDER BY hops DESC LIMIT 1)"
+    };
+}
+
 /// Implements [`KeyStore`] for `$store`, whose connections are `$conn` (one body of SQL; the
 /// key row locks of `touch_keys` are PostgreSQL's only).
 macro_rules! key_store {
@@ -292,8 +315,10 @@ macro_rules! key_store {
                 // Claims the old key for this replacement first: of concurrent rotations of
                 // one key, one finds it unclaimed (the others wait for its row or write lock,
                 // then find it claimed); a key revoked meanwhile is not replaced either. The
-                // revocation only ever moves earlier.
-                let claimed: Option<String> = sqlx::query_scalar(
+                // revocation only ever moves earlier. Holding the row, the credits read here
+                // are the last word: a concurrent spender of the old key waits, then finds
+                // them moved and follows `replaced_by` to the new key.
+                let claimed: Option<(String, Option<i64>)> = sqlx::query_as(
                     "UPDATE keys SET replaced_by = $1, updated_at = $2,
                          revoked_at = CASE
                              WHEN revoked_at IS NULL OR revoked_at > $3 THEN $3
@@ -301,7 +326,7 @@ macro_rules! key_store {
                          END
                      WHERE id = $4 AND workspace_id = $5 AND replaced_by IS NULL
                        AND (revoked_at IS NULL OR revoked_at > $2)
-                     RETURNING hash",
+                     RETURNING hash, remaining",
                 )
                 .bind(new.id.as_str())
                 .bind(now.millis())
@@ -311,17 +336,29 @@ macro_rules! key_store {
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                let Some(old_hash) = claimed else {
+                let Some((old_hash, credits)) = claimed else {
                     // Gone, revoked, or replaced already: nothing was written.
                     return Ok(None);
                 };
+                if credits.is_some() {
+                    // The old key keeps 0 of its own (never unlimited: NULL would be).
+                    sqlx::query("UPDATE keys SET remaining = 0 WHERE id = $1")
+                        .bind(old.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                let new = ApiKey {
+                    remaining: credits,
+                    ..new.clone()
+                };
                 // A colliding new key fails here as a Conflict; the claim is rolled back with
                 // the transaction.
-                let p = KeyParams::new(new)?;
+                let p = KeyParams::new(&new)?;
                 Self::insert_key_rows(&mut tx, std::slice::from_ref(&p)).await?;
                 Self::audit_and_announce(&mut tx, Some(audit), now, &[&old_hash]).await?;
                 tx.commit().await.map_err(map_err)?;
-                Ok(Some(new.clone()))
+                Ok(Some(new))
             }
 
             async fn consume_credits(&self, id: &KeyId, cost: i64) -> StoreResult<Option<i64>> {
@@ -331,16 +368,19 @@ macro_rules! key_store {
                     )));
                 }
                 // A few rounds at most: a round only repeats when the credits grew (an update)
-                // between its two statements.
+                // or moved (a rotation) between its two statements.
                 for _ in 0..3 {
-                    // One conditional write: concurrent spenders queue on the row lock
-                    // (PostgreSQL) or the write lock (SQLite), each seeing what the previous one
-                    // left, so no more than the credits are ever spent.
-                    let left: Option<i64> = sqlx::query_scalar(
+                    // One conditional write on the counter's owner: concurrent spenders queue
+                    // on its row lock (PostgreSQL) or the write lock (SQLite), each seeing what
+                    // the previous one left, so no more than the credits are ever spent.
+                    let left: Option<i64> = sqlx::query_scalar(concat!(
+                        credit_owner!(),
                         "UPDATE keys SET remaining = remaining - $2
-                         WHERE id = $1 AND remaining >= $2
-                         RETURNING remaining",
-                    )
+                         WHERE id = ",
+                        chain_end!(),
+                        " AND remaining >= $2
+                         RETURNING remaining"
+                    ))
                     .bind(id.as_str())
                     .bind(cost)
                     .fetch_optional(&self.pool)
@@ -349,13 +389,17 @@ macro_rules! key_store {
                     if left.is_some() {
                         return Ok(left);
                     }
-                    // Nothing spent: unlimited, too few credits, or no such key.
-                    let remaining: Option<Option<i64>> =
-                        sqlx::query_scalar("SELECT remaining FROM keys WHERE id = $1")
-                            .bind(id.as_str())
-                            .fetch_optional(&self.pool)
-                            .await
-                            .map_err(map_err)?;
+                    // Nothing spent: unlimited, too few credits, moved by a rotation that
+                    // committed meanwhile, or no such key.
+                    let remaining: Option<Option<i64>> = sqlx::query_scalar(concat!(
+                        credit_owner!(),
+                        "SELECT remaining FROM keys WHERE id = ",
+                        chain_end!()
+                    ))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
                     match remaining {
                         None => return Ok(None),
                         Some(None) => return Ok(Some(i64::MAX)),

@@ -303,29 +303,39 @@ pub(crate) async fn keys_rotate(store: &dyn Store) {
     let (ws, _) = new_workspace(store, "rotate", 33_000).await;
     let (other_ws, _) = new_workspace(store, "rotate-other", 33_000).await;
     let mut old = api_key(&ws, "rot-old", 33_001);
+    old.remaining = Some(40);
     old.meta = Some(serde_json::json!({"a": 1}));
     store.insert_key(&old, None).await.unwrap();
+    assert_eq!(store.consume_credits(&old.id, 4).await.unwrap(), Some(36));
     let before = store.latest_change().await.unwrap();
 
-    // With a grace period of a minute.
+    // With a grace period of a minute. The caller's copy of the credits is stale: the store
+    // moves what the old key has left.
     let mut new = api_key(&ws, "rot-new", 33_010);
     new.scopes = old.scopes.clone();
+    new.remaining = Some(40);
     let e = entry("key.rotate");
     let stored = store
         .rotate_key(&old.id, &new, ts(33_010 + 60_000), &e)
         .await
         .unwrap()
         .unwrap();
+    let new = ApiKey {
+        remaining: Some(36),
+        ..new
+    };
     assert_eq!(stored, new);
     assert_eq!(
         store.key_by_hash(&new.hash).await.unwrap(),
         Some(new.clone())
     );
-    // The old key: replaced, revoked after the grace period; nothing else of it changes.
+    // The old key: replaced, revoked after the grace period, no credits of its own; nothing
+    // else of it changes.
     let retired = ApiKey {
         revoked_at: Some(ts(33_010 + 60_000)),
         replaced_by: Some(new.id.clone()),
         updated_at: ts(33_010),
+        remaining: Some(0),
         ..old.clone()
     };
     assert_eq!(
@@ -337,6 +347,13 @@ pub(crate) async fn keys_rotate(store: &dyn Store) {
         changes_since(store, before).await,
         [change("key.changed", &old.hash, ts(33_010))]
     );
+    // The old key spends from the new key's counter.
+    assert_eq!(store.consume_credits(&old.id, 6).await.unwrap(), Some(30));
+    assert_eq!(store.consume_credits(&new.id, 0).await.unwrap(), Some(30));
+    let new = ApiKey {
+        remaining: Some(30),
+        ..new
+    };
     // Both work during the grace period; then only the new one.
     let ws_id = &ws.id;
     let active = |t: i64| async move {
@@ -451,13 +468,14 @@ pub(crate) async fn keys_rotate(store: &dyn Store) {
         "the rotation, and the second key's revocation"
     );
 
-    // Immediately, without grace.
+    // Immediately, without grace; the credits move on again.
     let newer = api_key(&ws, "rot-newer", 33_040);
-    store
+    let stored = store
         .rotate_key(&new.id, &newer, ts(33_040), &entry("key.rotate"))
         .await
         .unwrap()
         .unwrap();
+    assert_eq!(stored.remaining, Some(30));
     assert_eq!(
         store
             .key_by_hash(&new.hash)
