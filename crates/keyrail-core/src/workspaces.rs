@@ -714,27 +714,15 @@ impl Workspaces {
     ) -> Result<(), Error> {
         access.require(&["workspace:write"])?;
         access.catalog.check_deletable(name)?;
-        let in_use = self
-            .store
-            .roles_of(&access.workspace.id)
-            .await?
-            .into_iter()
-            .filter(|r| r.scopes.iter().any(|s| s == name))
-            .map(|r| r.name)
-            .collect::<Vec<_>>();
-        if !in_use.is_empty() {
-            return Err(Error::conflict(
-                "scope_in_use",
-                format!("Roles still use this scope: {}", in_use.join(", ")),
-            ));
-        }
         let now = self.clock.now();
         let entry = self.audit_entry(access, meta, "scope.delete", name.to_owned(), now);
+        // The scope goes from every key, grant and custom role of the workspace with it: a
+        // scope made again under the same name gives them nothing.
         let deleted = self
             .store
             .delete_scope(&access.workspace.id, name, now, &entry)
             .await;
-        // Keys carrying the scope lose it now.
+        // Keys carrying the scope lose it now (other nodes: through `scope.deleted`).
         self.verifier.evict_workspace(&access.workspace.id);
         if !deleted? {
             return Err(Error::NotFound { what: "scope" });

@@ -63,8 +63,10 @@ pub trait WorkspaceStore: Send + Sync {
     ) -> StoreResult<()>;
     /// By name.
     async fn scopes_of(&self, ws: &WorkspaceId) -> StoreResult<Vec<StoredScope>>;
-    /// Appends `scope.deleted` (subject `ws_id:name`) and writes `audit`, atomically; `false`
-    /// when no such scope.
+    /// Deletes the scope and takes its name off every key, grant and custom role of the
+    /// workspace (a scope made again under that name gives them nothing), appends
+    /// `scope.deleted` (subject `ws_id:name`) and writes `audit`, atomically; `false` when no
+    /// such scope.
     async fn delete_scope(
         &self,
         ws: &WorkspaceId,

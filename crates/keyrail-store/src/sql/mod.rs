@@ -54,10 +54,11 @@ const PG_CHANGES_CHANNEL: &str = "keyrail_changes";
 /// Without it, two owners demoting each other would each count two owners and both succeed.
 const PG_WORKSPACE_LOCK: &str = "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE";
 
-/// Taken by a transaction that updates many keys in batch statements (`touch_keys`) before each
-/// batch: locks the keys' rows (`$1`, a JSON array of ids) in id order, so that two such
-/// transactions over overlapping keys (two nodes flushing at once) wait for each other instead of
-/// locking in the order their joins happen to visit rows and deadlocking.
+/// Taken by a transaction that updates many keys in batch statements (`touch_keys`, and
+/// `delete_scope` taking a name off a workspace's keys) before each batch: locks the keys' rows
+/// (`$1`, a JSON array of ids) in id order, so that two such transactions over overlapping keys
+/// (two nodes flushing at once) wait for each other instead of locking in the order their joins
+/// happen to visit rows and deadlocking.
 const PG_KEYS_LOCK: &str = "SELECT id FROM keys
      WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))
      ORDER BY id FOR UPDATE";

@@ -7,7 +7,8 @@
 //!
 //! Where the backends differ: every transaction that writes or counts a workspace's members
 //! first takes the workspace lock (`lock_workspace`, PostgreSQL only; SQLite's first write takes
-//! the database's write lock), and appending to the change log (`append_changes`) takes the
+//! the database's write lock), deleting a scope locks the keys it changes in id order
+//! (`lock_keys`, PostgreSQL only), and appending to the change log (`append_changes`) takes the
 //! change-log lock on PostgreSQL.
 
 use async_trait::async_trait;
@@ -28,7 +29,7 @@ mod rows;
 
 use rows::{
     MemberRow, MemberViewRow, MembershipRow, RoleRow, ScopeRow, WorkspaceRow, key_format_json,
-    owner_role, workspaces,
+    owner_role, scope_patterns, without_scope, workspaces,
 };
 
 /// Implements [`WorkspaceStore`] for `$store`, whose connections are `$conn` (one body of SQL;
@@ -319,7 +320,69 @@ macro_rules! workspace_store {
                 if deleted == 0 {
                     return Ok(false);
                 }
+                // The name goes from every key, grant and custom role of the workspace in the
+                // same transaction. Only rows that held it are written (the others compare
+                // equal to themselves with the name taken out).
+                let [only, first, later] = scope_patterns(name)?;
+                // The keys to change are locked in id order first (PostgreSQL), the order in
+                // which `touch_keys` locks keys too, so the two never wait for each other in a
+                // circle.
+                let held: Vec<String> = sqlx::query_scalar(concat!(
+                    "SELECT id FROM keys WHERE workspace_id = $1 AND scopes <> ",
+                    without_scope!(),
+                    " ORDER BY id"
+                ))
+                .bind(ws.as_str())
+                .bind(only.as_str())
+                .bind(first.as_str())
+                .bind(later.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if !held.is_empty() {
+                    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+                    Self::lock_keys(&mut tx, &held).await?;
+                }
+                for sql in [
+                    concat!(
+                        "UPDATE keys SET scopes = ",
+                        without_scope!(),
+                        ", updated_at = $5 WHERE workspace_id = $1 AND scopes <> ",
+                        without_scope!()
+                    ),
+                    concat!(
+                        "UPDATE roles SET scopes = ",
+                        without_scope!(),
+                        ", updated_at = $5 WHERE workspace_id = $1 AND scopes <> ",
+                        without_scope!()
+                    ),
+                ] {
+                    sqlx::query(sql)
+                        .bind(ws.as_str())
+                        .bind(only.as_str())
+                        .bind(first.as_str())
+                        .bind(later.as_str())
+                        .bind(at.millis())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                // Grants have no `updated_at`.
+                sqlx::query(concat!(
+                    "UPDATE grants SET scopes = ",
+                    without_scope!(),
+                    " WHERE workspace_id = $1 AND scopes <> ",
+                    without_scope!()
+                ))
+                .bind(ws.as_str())
+                .bind(only.as_str())
+                .bind(first.as_str())
+                .bind(later.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
                 Self::write_audit(&mut tx, audit).await?;
+                // Every node drops the workspace's cached keys on this entry.
                 let subject = format!("{}:{name}", ws.as_str());
                 Self::append_changes(&mut tx, at, "scope.deleted", &[&subject]).await?;
                 tx.commit().await.map_err(map_err)?;

@@ -58,6 +58,7 @@ async fn run_suite(store: &dyn Store) {
     // Workspace administration: counts changes from the latest seq, not from zero.
     workspaces::workspace_updates_and_listing(store).await;
     roles::custom_scopes(store).await;
+    roles::deleted_scope_leaves_no_trace(store).await;
     roles::custom_roles(store).await;
     members::guarded_member_changes(store).await;
     members::owner_guard_under_concurrency(store).await;

@@ -405,3 +405,139 @@ pub(crate) async fn custom_roles(store: &dyn Store) {
         Some(again)
     );
 }
+
+/// Deleting a scope takes its name off every key, grant and custom role of the workspace, in
+/// the transaction of the deletion, wherever it stands in their lists; other names, and the
+/// same name in other workspaces, stay. A scope made again under the name gives them nothing.
+pub(crate) async fn deleted_scope_leaves_no_trace(store: &dyn Store) {
+    let (a, owner_a) = new_workspace(store, "scope-trace-a", 21_500).await;
+    let (b, owner_b) = new_workspace(store, "scope-trace-b", 21_500).await;
+    let app = crate::apps::new_app(store, "scope_trace", 21_500).await;
+    for ws in [&a, &b] {
+        for name in ["chats:read", "chats:reader"] {
+            store
+                .insert_scope(
+                    &ws.id,
+                    &scope(name, "", false, 21_501),
+                    &entry("scope.create"),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let lists: [&[&str]; 5] = [
+        &["chats:read"],
+        &["chats:read", "keys:read"],
+        &["keys:read", "chats:read"],
+        &["chats:reader", "chats:read", "keys:read"],
+        &["chats:reader", "keys:read"],
+    ];
+    let strings = |l: &[&str]| l.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+    let without = |l: &[&str]| {
+        strings(l)
+            .into_iter()
+            .filter(|s| s != "chats:read")
+            .collect::<Vec<_>>()
+    };
+    let mut keys = Vec::new();
+    let mut roles = Vec::new();
+    for ws in [&a, &b] {
+        for (i, l) in lists.iter().enumerate() {
+            let mut k = api_key(ws, &format!("trace-{}-{i}", ws.name), 21_502);
+            k.scopes = strings(l);
+            store.insert_key(&k, None).await.unwrap();
+            keys.push(k);
+            let r = role(ws, &format!("trace-{i}"), l, 21_502);
+            store.insert_role(&r, &entry("role.create")).await.unwrap();
+            roles.push(r);
+        }
+    }
+    // One shared grant per app and workspace: one grant each, plus personal ones of members.
+    let mut grants = Vec::new();
+    for (ws, owner) in [(&a, &owner_a), (&b, &owner_b)] {
+        for (i, l) in lists.iter().enumerate() {
+            let m = if i == 0 {
+                owner.clone()
+            } else {
+                new_member(
+                    store,
+                    ws,
+                    &format!("trace-{}-{i}@example.com", ws.name),
+                    "viewer",
+                    21_503,
+                )
+                .await
+            };
+            let g = crate::apps::grant(&app, &m, l, i == 0, 21_503);
+            store
+                .insert_grant(&g, &entry("grant.create"))
+                .await
+                .unwrap();
+            grants.push(g);
+        }
+    }
+    let before = store.latest_change().await.unwrap();
+    assert!(
+        store
+            .delete_scope(&a.id, "chats:read", ts(21_510), &entry("scope.delete"))
+            .await
+            .unwrap()
+    );
+    // Announced once, for the workspace (every node drops the workspace's cached keys).
+    assert_eq!(
+        changes_since(store, before).await,
+        [change(
+            "scope.deleted",
+            format!("{}:chats:read", a.id),
+            ts(21_510)
+        )]
+    );
+    store
+        .insert_scope(
+            &a.id,
+            &scope("chats:read", "again", false, 21_511),
+            &entry("scope.create"),
+        )
+        .await
+        .unwrap();
+    for (n, k) in keys.iter().enumerate() {
+        let got = store
+            .key_by_id(&k.workspace_id, &k.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let (want, updated) = if k.workspace_id == a.id {
+            (without(lists[n % 5]), lists[n % 5].contains(&"chats:read"))
+        } else {
+            (k.scopes.clone(), false)
+        };
+        assert_eq!(got.scopes, want, "key {n}");
+        assert_eq!(
+            got.updated_at,
+            if updated { ts(21_510) } else { k.updated_at },
+            "key {n}"
+        );
+    }
+    for (n, r) in roles.iter().enumerate() {
+        let got = store
+            .role_by_id(&r.workspace_id, &r.id)
+            .await
+            .unwrap()
+            .unwrap();
+        let want = if r.workspace_id == a.id {
+            without(lists[n % 5])
+        } else {
+            r.scopes.clone()
+        };
+        assert_eq!(got.scopes, want, "role {n}");
+    }
+    for (n, g) in grants.iter().enumerate() {
+        let got = store.grant_by_id(&g.id).await.unwrap().unwrap().grant;
+        let want = if g.workspace_id == a.id {
+            without(lists[n % 5])
+        } else {
+            g.scopes.clone()
+        };
+        assert_eq!(got.scopes, want, "grant {n}");
+    }
+}
