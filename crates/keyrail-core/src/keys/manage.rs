@@ -593,6 +593,8 @@ impl Keys {
             }
             Err(e) => return Err(e.into()),
         }
+        // This node forgets its unknown digests now; the others when they read the
+        // `key.changed` entries the import appended.
         self.verifier.forget_unknown();
         Ok(records.into_iter().map(|r| r.id).collect())
     }

@@ -16,11 +16,12 @@ use crate::time::Timestamp;
 #[async_trait]
 pub trait KeyStore: Send + Sync {
     // API keys
-    /// A key whose hash exists already is a `Conflict`. Writes `audit`, which is `None` only
+    /// A key whose hash exists already is a `Conflict`. Appends `key.changed` for the new hash
+    /// (so every node forgets that it was unknown) and writes `audit`. `audit` is `None` only
     /// for the platform's own bootstrap key (`keyrail init`), which no request made.
     async fn insert_key(&self, key: &ApiKey, audit: Option<&AuditEntry>) -> StoreResult<()>;
     /// All or nothing; any hash that exists already (or repeats in the batch) is a `Conflict`.
-    /// Writes `audit` (one entry for the batch).
+    /// Appends `key.changed` for every new hash and writes `audit` (one entry for the batch).
     async fn insert_keys(&self, keys: &[ApiKey], audit: &AuditEntry) -> StoreResult<()>;
     async fn key_by_id(&self, ws: &WorkspaceId, id: &KeyId) -> StoreResult<Option<ApiKey>>;
     /// The verify path's lookup (one indexed query).

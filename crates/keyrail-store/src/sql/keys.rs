@@ -31,8 +31,8 @@ use rows::{
     bind_key, key_columns, key_insert_chunks, key_status_at, latest_uses, padded_batches,
 };
 
-/// The change-log kind of a key that was changed, revoked or rotated (its subject is the key's
-/// hash: the verify cache is keyed by it).
+/// The change-log kind of a key that was created, changed, revoked or rotated (its subject is
+/// the key's hash: the verify cache, and its memory of unknown keys, are keyed by it).
 const KEY_CHANGED: &str = "key.changed";
 
 /// The key whose credit counter key `$1` spends: the key itself, or, once it was rotated, the
@@ -105,9 +105,9 @@ macro_rules! key_store {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // A duplicate fails here as a Conflict; dropping the transaction rolls back.
                 Self::insert_key_rows(&mut tx, std::slice::from_ref(&p)).await?;
-                if let Some(entry) = audit {
-                    Self::write_audit(&mut tx, entry).await?;
-                }
+                // Announced although new: a node that looked the key up before (a guess, or a
+                // key made elsewhere by its owner) forgets that it was unknown.
+                Self::audit_and_announce(&mut tx, audit, key.created_at, &[&key.hash]).await?;
                 tx.commit().await.map_err(map_err)
             }
 
@@ -127,7 +127,10 @@ macro_rules! key_store {
                 // Any duplicate, in the table or within the batch, fails a statement as a
                 // Conflict; the transaction is then rolled back as it is dropped.
                 Self::insert_key_rows(&mut tx, &params).await?;
-                Self::write_audit(&mut tx, audit).await?;
+                // Imported keys are the ones other nodes may remember as unknown (they were in
+                // use elsewhere): one entry per key, so each node drops exactly those.
+                let hashes: Vec<&str> = params.iter().map(|p| p.key.hash.as_str()).collect();
+                Self::audit_and_announce(&mut tx, Some(audit), audit.at, &hashes).await?;
                 tx.commit().await.map_err(map_err)
             }
 

@@ -233,7 +233,10 @@ pub(crate) async fn workspace_changes_and_their_audit_entries(store: &dyn Store)
         .into_iter()
         .map(|(kind, _, _)| kind)
         .collect();
-    assert_eq!(kinds, ["member.updated", "workspace.deleted"]);
+    assert_eq!(
+        kinds,
+        ["member.updated", "key.changed", "workspace.deleted"]
+    );
 }
 
 pub(crate) async fn app_changes_and_their_audit_entries(store: &dyn Store) {

@@ -165,8 +165,16 @@ pub(crate) async fn keys_insert_and_lookup(store: &dyn Store) {
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
     assert!(store.key_by_hash(&digest("ghost")).await.unwrap().is_none());
 
-    // Creating keys announces nothing.
-    assert!(changes_since(store, before).await.is_empty());
+    // Each new key is announced under its hash (a node that remembers it as unknown forgets
+    // that); refused ones are not.
+    assert_eq!(
+        changes_since(store, before).await,
+        [
+            change("key.changed", &full.hash, full.created_at),
+            change("key.changed", &bare.hash, bare.created_at),
+            change("key.changed", &null_meta.hash, null_meta.created_at),
+        ]
+    );
 
     // The key and its audit entry are written together, or neither: an entry whose id is taken
     // fails the insert as a Conflict on the audit entry, and leaves no key and no change.
@@ -361,7 +369,31 @@ pub(crate) async fn keys_import(store: &dyn Store) {
             .is_empty()
     );
     assert!(!audited(store, &taken).await);
-    assert!(changes_since(store, before).await.is_empty());
+
+    // Every key that went in was announced under its hash, once; the failed imports announced
+    // nothing.
+    let announced = changes_since(store, before).await;
+    assert!(announced.iter().all(|(kind, _, _)| kind == "key.changed"));
+    let mut subjects: Vec<String> = announced.into_iter().map(|(_, s, _)| s).collect();
+    let mut hashes: Vec<String> = expected
+        .iter()
+        .chain(small.iter())
+        .map(|k| k.hash.clone())
+        .collect();
+    // The holders of the other workspace went in too.
+    hashes.extend(
+        all_keys(store, &other_ws.id, &KeyFilter::default(), ts(30_400), 200)
+            .await
+            .into_iter()
+            .map(|k| k.hash),
+    );
+    subjects.sort();
+    hashes.sort();
+    assert_eq!(subjects.len(), 1000 + 1 + 4 + 2);
+    assert!(
+        subjects == hashes,
+        "announced hashes differ from the keys inserted"
+    );
 }
 
 /// (label, revoked_at, disabled, expires_at, status at the listing's `now`)
