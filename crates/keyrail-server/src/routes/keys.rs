@@ -76,8 +76,8 @@ pub struct KeyOut {
     revoked_at: Option<Timestamp>,
     #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<KeyRateLimit>,
-    /// Usage credits left; null = unlimited. A rotated key shows 0: its credits moved to its
-    /// replacement, which it spends from during the grace period.
+    /// Usage credits left; null = unlimited. A rotated key that had credits shows 0: they moved
+    /// to its replacement, which it spends from during the grace period.
     remaining: Option<i64>,
     #[schema(value_type = Option<Object>)]
     meta: Option<serde_json::Value>,
