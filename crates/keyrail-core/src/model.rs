@@ -522,6 +522,19 @@ impl fmt::Debug for ApiKey {
     }
 }
 
+/// What a change of a key writes (`PATCH W/keys/{id}`): only the fields that are `Some`
+/// (`Some(None)` clears an optional one); everything else stays as stored, whatever a
+/// concurrent change wrote meanwhile.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeyChanges {
+    pub name: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub meta: Option<Option<serde_json::Value>>,
+    pub rate_limit: Option<Option<KeyRateLimit>>,
+    pub remaining: Option<Option<i64>>,
+    pub disabled: Option<bool>,
+}
+
 /// Filters of a key listing.
 #[derive(Debug, Clone, Default)]
 pub struct KeyFilter {

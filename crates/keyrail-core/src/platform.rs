@@ -125,7 +125,9 @@ pub async fn init_superuser(
         sealed_key: None,
         replaced_by: None,
     };
-    store.insert_key(&key).await?;
+    // Made by `keyrail init` from a shell, not by a request: no audit entry (none was ever
+    // written for it).
+    store.insert_key(&key, None).await?;
     Ok(InitOutcome {
         user,
         workspace,
@@ -202,12 +204,6 @@ impl Admin {
         require_superuser(actor)?;
         let id = WorkspaceId::parse(ws_id).ok_or(Error::NotFound { what: "workspace" })?;
         let now = self.clock.now();
-        let changed = self.store.set_workspace_status(&id, status, now).await;
-        // Keys of the workspace answer TENANT_SUSPENDED (or work again) from now on.
-        self.verifier.evict_workspace(&id);
-        if !changed? {
-            return Err(Error::NotFound { what: "workspace" });
-        }
         let action = match status {
             WorkspaceStatus::Suspended => "workspace.suspend",
             WorkspaceStatus::Active => "workspace.activate",
@@ -221,7 +217,15 @@ impl Admin {
             Some(id.to_string()),
             true,
         );
-        self.store.insert_audit(&entry).await?;
+        let changed = self
+            .store
+            .set_workspace_status(&id, status, now, &entry)
+            .await;
+        // Keys of the workspace answer TENANT_SUSPENDED (or work again) from now on.
+        self.verifier.evict_workspace(&id);
+        if !changed? {
+            return Err(Error::NotFound { what: "workspace" });
+        }
         self.store
             .workspace_by_id(&id)
             .await?

@@ -17,6 +17,7 @@ use crate::model::{
     Page, StoredScope, User, Workspace, WorkspaceStatus,
 };
 use crate::store::{Store, StoreError};
+use crate::time::Timestamp;
 
 /// Who is acting. Later credentials (API keys bound to one workspace, app grants) add variants.
 #[derive(Debug, Clone)]
@@ -133,28 +134,24 @@ pub struct RoleView {
 }
 
 impl Workspaces {
-    async fn audit_entry(&self, entry: AuditEntry) -> Result<(), Error> {
-        self.store.insert_audit(&entry).await?;
-        Ok(())
-    }
-
-    async fn audit(
+    /// The audit entry of an action in the workspace, for the store to write with the change.
+    fn audit_entry(
         &self,
         access: &Access,
         meta: &RequestMeta,
         action: &str,
-        target: Option<String>,
-    ) -> Result<(), Error> {
-        self.audit_entry(audit::entry(
-            self.clock.now(),
+        target: String,
+        at: Timestamp,
+    ) -> AuditEntry {
+        audit::entry(
+            at,
             meta,
             Some(access.workspace.id.clone()),
             access.actor.audit_actor(),
             action,
-            target,
+            Some(target),
             true,
-        ))
-        .await
+        )
     }
 
     /// The workspace's catalog: built-in scopes and its own.
@@ -361,23 +358,29 @@ impl Workspaces {
         }
         let new_format = ws.key_format.clone();
         ws.updated_at = self.clock.now();
-        if !self.store.update_workspace(&ws).await? {
+        let entry = self.audit_entry(
+            access,
+            meta,
+            "workspace.update",
+            ws.id.to_string(),
+            ws.updated_at,
+        );
+        if !self.store.update_workspace(&ws, &entry).await? {
             return Err(not_found_ws());
         }
         if format_changed {
             self.verifier.add_format(&new_format);
         }
-        self.audit(access, meta, "workspace.update", Some(ws.id.to_string()))
-            .await?;
         Ok(ws)
     }
 
     pub async fn delete(&self, access: &Access, meta: &RequestMeta) -> Result<(), Error> {
         access.require(&["workspace:delete"])?;
         let id = access.workspace.id.clone();
-        self.audit(access, meta, "workspace.delete", Some(id.to_string()))
-            .await?;
-        let deleted = self.store.delete_workspace(&id, self.clock.now()).await;
+        let now = self.clock.now();
+        // Written with the deletion (audit entries outlive their workspace).
+        let entry = self.audit_entry(access, meta, "workspace.delete", id.to_string(), now);
+        let deleted = self.store.delete_workspace(&id, now, &entry).await;
         self.verifier.evict_workspace(&id);
         if !deleted? {
             return Err(not_found_ws());
@@ -449,9 +452,16 @@ impl Workspaces {
             role: role.reference().to_owned(),
             created_at: self.clock.now(),
         };
-        match self.store.insert_member(&member).await {
+        let entry = self.audit_entry(
+            access,
+            meta,
+            "member.add",
+            member.id.to_string(),
+            member.created_at,
+        );
+        match self.store.insert_member(&member, &entry).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
+            Err(StoreError::Conflict(what)) if what == "member" => {
                 return Err(Error::conflict(
                     "member_exists",
                     "This user is already a member of the workspace",
@@ -459,8 +469,6 @@ impl Workspaces {
             }
             Err(e) => return Err(e.into()),
         }
-        self.audit(access, meta, "member.add", Some(member.id.to_string()))
-            .await?;
         Ok((member, user, role.name().to_owned()))
     }
 
@@ -481,13 +489,16 @@ impl Workspaces {
             &role.effective(&access.catalog),
             &access.catalog,
         )?;
+        let now = self.clock.now();
+        let entry = self.audit_entry(access, meta, "member.update", member.id.to_string(), now);
         match self
             .store
             .set_member_role(
                 &access.workspace.id,
                 &member.id,
                 role.reference(),
-                self.clock.now(),
+                now,
+                &entry,
             )
             .await?
         {
@@ -496,8 +507,6 @@ impl Workspaces {
             OwnerGuarded::LastOwner => return Err(last_owner()),
         }
         member.role = role.reference().to_owned();
-        self.audit(access, meta, "member.update", Some(member.id.to_string()))
-            .await?;
         Ok(member)
     }
 
@@ -510,17 +519,17 @@ impl Workspaces {
         access.require(&["members:write"])?;
         let member = self.member(access, id).await?;
         self.require_outranks(access, &member).await?;
+        let now = self.clock.now();
+        let entry = self.audit_entry(access, meta, "member.remove", member.id.to_string(), now);
         match self
             .store
-            .remove_member(&access.workspace.id, &member.id, self.clock.now())
+            .remove_member(&access.workspace.id, &member.id, now, &entry)
             .await?
         {
-            OwnerGuarded::Done => {}
-            OwnerGuarded::NotFound => return Err(Error::NotFound { what: "member" }),
-            OwnerGuarded::LastOwner => return Err(last_owner()),
+            OwnerGuarded::Done => Ok(()),
+            OwnerGuarded::NotFound => Err(Error::NotFound { what: "member" }),
+            OwnerGuarded::LastOwner => Err(last_owner()),
         }
-        self.audit(access, meta, "member.remove", Some(member.id.to_string()))
-            .await
     }
 
     // roles
@@ -565,13 +574,14 @@ impl Workspaces {
             created_at: now,
             updated_at: now,
         };
-        match self.store.insert_role(&role).await {
+        let entry = self.audit_entry(access, meta, "role.create", role.id.to_string(), now);
+        match self.store.insert_role(&role, &entry).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => return Err(role_exists()),
+            Err(StoreError::Conflict(what)) if what.starts_with("role") => {
+                return Err(role_exists());
+            }
             Err(e) => return Err(e.into()),
         }
-        self.audit(access, meta, "role.create", Some(role.id.to_string()))
-            .await?;
         Ok(role)
     }
 
@@ -606,14 +616,21 @@ impl Workspaces {
             role.scopes = set.names();
         }
         role.updated_at = self.clock.now();
-        match self.store.update_role(&role).await {
+        let entry = self.audit_entry(
+            access,
+            meta,
+            "role.update",
+            role.id.to_string(),
+            role.updated_at,
+        );
+        match self.store.update_role(&role, &entry).await {
             Ok(true) => {}
             Ok(false) => return Err(Error::NotFound { what: "role" }),
-            Err(StoreError::Conflict(_)) => return Err(role_exists()),
+            Err(StoreError::Conflict(what)) if what.starts_with("role") => {
+                return Err(role_exists());
+            }
             Err(e) => return Err(e.into()),
         }
-        self.audit(access, meta, "role.update", Some(role.id.to_string()))
-            .await?;
         Ok(role)
     }
 
@@ -625,22 +642,20 @@ impl Workspaces {
     ) -> Result<(), Error> {
         access.require(&["members:admin"])?;
         let role = self.custom_role(access, id).await?;
+        let now = self.clock.now();
+        let entry = self.audit_entry(access, meta, "role.delete", role.id.to_string(), now);
         match self
             .store
-            .delete_role(&access.workspace.id, &role.id, self.clock.now())
+            .delete_role(&access.workspace.id, &role.id, now, &entry)
             .await?
         {
-            None => return Err(Error::NotFound { what: "role" }),
-            Some(0) => {}
-            Some(n) => {
-                return Err(Error::conflict(
-                    "role_in_use",
-                    format!("{n} member(s) hold this role; give them another role first"),
-                ));
-            }
+            None => Err(Error::NotFound { what: "role" }),
+            Some(0) => Ok(()),
+            Some(n) => Err(Error::conflict(
+                "role_in_use",
+                format!("{n} member(s) hold this role; give them another role first"),
+            )),
         }
-        self.audit(access, meta, "role.delete", Some(role.id.to_string()))
-            .await
     }
 
     // scopes
@@ -666,15 +681,24 @@ impl Workspaces {
             dangerous: scope.dangerous,
             created_at: self.clock.now(),
         };
-        match self.store.insert_scope(&access.workspace.id, &stored).await {
+        let entry = self.audit_entry(
+            access,
+            meta,
+            "scope.create",
+            stored.name.clone(),
+            stored.created_at,
+        );
+        match self
+            .store
+            .insert_scope(&access.workspace.id, &stored, &entry)
+            .await
+        {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
+            Err(StoreError::Conflict(what)) if what == "scope" => {
                 return Err(Error::conflict("scope_exists", "This scope already exists"));
             }
             Err(e) => return Err(e.into()),
         }
-        self.audit(access, meta, "scope.create", Some(stored.name.clone()))
-            .await?;
         let catalog = self.catalog(&access.workspace.id).await?;
         catalog
             .get(&stored.name)
@@ -690,31 +714,20 @@ impl Workspaces {
     ) -> Result<(), Error> {
         access.require(&["workspace:write"])?;
         access.catalog.check_deletable(name)?;
-        let in_use = self
-            .store
-            .roles_of(&access.workspace.id)
-            .await?
-            .into_iter()
-            .filter(|r| r.scopes.iter().any(|s| s == name))
-            .map(|r| r.name)
-            .collect::<Vec<_>>();
-        if !in_use.is_empty() {
-            return Err(Error::conflict(
-                "scope_in_use",
-                format!("Roles still use this scope: {}", in_use.join(", ")),
-            ));
-        }
+        let now = self.clock.now();
+        let entry = self.audit_entry(access, meta, "scope.delete", name.to_owned(), now);
+        // The scope goes from every key, grant and custom role of the workspace with it: a
+        // scope made again under the same name gives them nothing.
         let deleted = self
             .store
-            .delete_scope(&access.workspace.id, name, self.clock.now())
+            .delete_scope(&access.workspace.id, name, now, &entry)
             .await;
-        // Keys carrying the scope lose it now.
+        // Keys carrying the scope lose it now (other nodes: through `scope.deleted`).
         self.verifier.evict_workspace(&access.workspace.id);
         if !deleted? {
             return Err(Error::NotFound { what: "scope" });
         }
-        self.audit(access, meta, "scope.delete", Some(name.to_owned()))
-            .await
+        Ok(())
     }
 
     // audit

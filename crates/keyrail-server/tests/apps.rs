@@ -1824,3 +1824,85 @@ async fn apps_on_postgres() {
     assert_eq!(t.s.login_as("owner@example.com", PASSWORD).await.0, 200);
     t.s.stop().await;
 }
+
+/// An app or grant change and its audit entry commit together or not at all: when the entry
+/// cannot be written nothing changes (500), and the old secret or grant keeps working.
+#[tokio::test]
+async fn an_app_change_whose_audit_entry_fails_is_not_made() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(t) = T::on(backend).await else {
+            return;
+        };
+        app_changes_fail_with_their_audit(&t).await;
+        t.s.stop().await;
+    }
+}
+
+async fn app_changes_fail_with_their_audit(t: &T) {
+    let refused_500 = async |action: &str, method: &str, path: &str, body: Option<Value>| {
+        let trigger = t.s.refuse_audit(action).await;
+        let (status, b) = t.call(method, path, &t.owner, body).await;
+        assert_eq!(status, 500, "{action}: {b}");
+        t.s.allow(&trigger).await;
+    };
+    let apps = async || -> Vec<Value> {
+        let (status, list) = t.call("GET", "/api/v1/apps", &t.owner, None).await;
+        assert_eq!(status, 200, "{list}");
+        list["data"].as_array().unwrap().clone()
+    };
+    let profile = t.profile(&t.owner).await;
+    refused_500(
+        "app.create",
+        "POST",
+        "/api/v1/apps",
+        Some(json!({"name": "Lost", "builder_profile_id": profile})),
+    )
+    .await;
+    assert!(apps().await.is_empty());
+
+    let app = t.app(&t.owner, Value::Null).await;
+    let one = format!("/api/v1/apps/{}", app.client_id);
+    refused_500(
+        "app.update",
+        "PATCH",
+        &one,
+        Some(json!({"name": "Renamed"})),
+    )
+    .await;
+    assert_eq!(apps().await[0]["name"], "Acme Sync");
+    refused_500("app.secret_rotate", "POST", &format!("{one}/secret"), None).await;
+    refused_500(
+        "grant.create",
+        "POST",
+        &t.w("/grants"),
+        Some(json!({"client_id": app.client_id, "scopes": ["workspace:read"], "shared": false})),
+    )
+    .await;
+    assert!(t.grants(&t.owner, "").await.is_empty());
+    let grant = t.grant_ok(&t.owner, &app, &["workspace:read"]).await;
+    // The secret did not change: it still mints tokens for the grant.
+    let minted = t.token(&app, &grant).await;
+    t.assert_live(&minted.api_token, "the old secret stands")
+        .await;
+    refused_500(
+        "grant.revoke",
+        "DELETE",
+        &t.w(&format!("/grants/{grant}")),
+        None,
+    )
+    .await;
+    assert_eq!(t.grants(&t.owner, "").await.len(), 1);
+    t.assert_live(&minted.api_token, "the grant stands").await;
+    refused_500("app.delete", "DELETE", &one, None).await;
+    assert_eq!(apps().await.len(), 1);
+    t.assert_live(&minted.api_token, "the app stands").await;
+
+    let (_, log) = t.call("GET", &t.w("/audit"), &t.owner, None).await;
+    let actions: Vec<&str> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["grant.create"], "{log}");
+}

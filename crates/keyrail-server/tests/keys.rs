@@ -1268,26 +1268,40 @@ async fn the_change_log_is_drained_however_long_it_grew() {
     let busy = KeyId::parse(keys[0]["id"].as_str().unwrap()).unwrap();
     let seq = state.store.latest_change().await.unwrap();
     let now = state.clock.now();
+    let entry = |action: &str| {
+        keyrail_core::audit::entry(
+            now,
+            &keyrail_core::audit::RequestMeta::default(),
+            Some(ws_id.clone()),
+            (keyrail_core::model::ActorType::User, None),
+            action,
+            None,
+            true,
+        )
+    };
     for n in 0..1_500 {
+        let credits = keyrail_core::model::KeyChanges {
+            remaining: Some(Some(n)),
+            ..Default::default()
+        };
         assert!(
             state
                 .store
-                .set_key_remaining(&ws_id, &busy, Some(n), now)
+                .patch_key(&ws_id, &busy, &credits, now, &entry("key.update"))
                 .await
                 .unwrap()
+                .is_some()
         );
     }
-    let mut revoked = state
-        .store
-        .key_by_id(
-            &ws_id,
-            &KeyId::parse(keys[1]["id"].as_str().unwrap()).unwrap(),
-        )
-        .await
-        .unwrap()
-        .unwrap();
-    revoked.revoked_at = Some(now);
-    assert!(state.store.update_key(&revoked).await.unwrap());
+    let victim_id = KeyId::parse(keys[1]["id"].as_str().unwrap()).unwrap();
+    assert!(
+        state
+            .store
+            .revoke_key(&ws_id, &victim_id, now, &entry("key.revoke"))
+            .await
+            .unwrap()
+            .is_some()
+    );
     assert_eq!(verify(victim).await, "VALID", "still cached");
     let (reached, result) = keyrail_server::background::catch_up(state, seq).await;
     result.unwrap();
@@ -1440,4 +1454,231 @@ async fn answer(resp: reqwest::Response) -> (u16, Value) {
     let status = resp.status().as_u16();
     let text = resp.text().await.unwrap();
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// A key change and its audit entry commit together or not at all: when the audit entry cannot
+/// be written, the change is not made either (and the caller hears 500, not a secret that was
+/// never recorded).
+#[tokio::test]
+async fn a_key_change_whose_audit_entry_fails_is_not_made() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(k) = K::on(backend).await else {
+            return;
+        };
+        key_changes_fail_with_their_audit(&k).await;
+        k.s.stop().await;
+    }
+}
+
+async fn key_changes_fail_with_their_audit(k: &K) {
+    let keys = format!("/api/v1/w/{}/keys", k.ws);
+    let listed = async || -> Vec<Value> {
+        let (status, list) = k.call("GET", &keys, &k.owner, None).await;
+        assert_eq!(status, 200, "{list}");
+        list["data"].as_array().unwrap().clone()
+    };
+    let kept = k.create(json!({"name": "kept"})).await;
+    let secret = kept["key"].as_str().unwrap().to_owned();
+    let one = format!("{keys}/{}", kept["id"].as_str().unwrap());
+
+    let refused = k.s.refuse_audit("key.create").await;
+    let (status, b) = k
+        .call("POST", &keys, &k.owner, Some(json!({"name": "lost"})))
+        .await;
+    assert_eq!(status, 500, "{b}");
+    assert_eq!(listed().await.len(), 1, "no key without its audit entry");
+    k.s.allow(&refused).await;
+
+    let refused = k.s.refuse_audit("key.import").await;
+    let imported = "sk_live_audit_0123456789abcdef";
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!("{keys}/import"),
+            &k.owner,
+            Some(json!({"keys": [{"key": imported, "name": "imp"}]})),
+        )
+        .await;
+    assert_eq!(status, 500, "{b}");
+    assert_eq!(k.code(imported).await, "NOT_FOUND");
+    assert_eq!(listed().await.len(), 1);
+    k.s.allow(&refused).await;
+
+    let refused = k.s.refuse_audit("key.update").await;
+    let (status, b) = k
+        .call(
+            "PATCH",
+            &one,
+            &k.owner,
+            Some(json!({"name": "renamed", "enabled": false})),
+        )
+        .await;
+    assert_eq!(status, 500, "{b}");
+    let (_, got) = k.call("GET", &one, &k.owner, None).await;
+    assert_eq!(
+        (&got["name"], &got["status"]),
+        (&json!("kept"), &json!("active"))
+    );
+    assert_eq!(k.code(&secret).await, "VALID");
+    k.s.allow(&refused).await;
+
+    let refused = k.s.refuse_audit("key.revoke").await;
+    let (status, b) = k
+        .call("POST", &format!("{one}/revoke"), &k.owner, None)
+        .await;
+    assert_eq!(status, 500, "{b}");
+    assert_eq!(k.code(&secret).await, "VALID");
+    k.s.allow(&refused).await;
+
+    let refused = k.s.refuse_audit("key.rotate").await;
+    let (status, b) = k
+        .call(
+            "POST",
+            &format!("{one}/rotate"),
+            &k.owner,
+            Some(json!({"grace_seconds": 0})),
+        )
+        .await;
+    assert_eq!(status, 500, "{b}");
+    assert_eq!(k.code(&secret).await, "VALID");
+    let keys_now = listed().await;
+    assert_eq!(keys_now.len(), 1, "no replacement: {keys_now:?}");
+    assert_eq!(keys_now[0]["replaced_by"], Value::Null);
+    k.s.allow(&refused).await;
+
+    // With the audit log writable again, each of them works and is recorded.
+    let (status, _) = k
+        .call("PATCH", &one, &k.owner, Some(json!({"name": "renamed"})))
+        .await;
+    assert_eq!(status, 200);
+    let (status, _) = k
+        .call("POST", &format!("{one}/rotate"), &k.owner, Some(json!({})))
+        .await;
+    assert_eq!(status, 200);
+    let (_, log) = k
+        .call("GET", &format!("/api/v1/w/{}/audit", k.ws), &k.owner, None)
+        .await;
+    let actions: Vec<&str> = log["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["key.rotate", "key.update", "key.create"]);
+}
+
+/// PATCH writes only what the request names: a concurrent `enabled: false` and renames never
+/// leave the key enabled, and a concurrent scope reduction is never undone by a rename.
+#[tokio::test]
+async fn concurrent_patches_of_one_key_lose_nothing() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(k) = K::on(backend).await else {
+            return;
+        };
+        concurrent_patches(&k).await;
+        k.s.stop().await;
+    }
+}
+
+async fn concurrent_patches(k: &K) {
+    let key = k
+        .create(json!({"name": "k", "scopes": ["keys:read", "members:read"]}))
+        .await;
+    let path = format!("/api/v1/w/{}/keys/{}", k.ws, key["id"].as_str().unwrap());
+    let patch = async |body: Value| {
+        let (status, b) = k.call("PATCH", &path, &k.owner, Some(body)).await;
+        assert_eq!(status, 200, "{b}");
+    };
+    for round in 0..25 {
+        patch(json!({"enabled": true, "scopes": ["keys:read", "members:read"]})).await;
+        tokio::join!(
+            patch(json!({"name": format!("a{round}")})),
+            patch(json!({"enabled": false})),
+            patch(json!({"name": format!("b{round}")})),
+            patch(json!({"scopes": ["keys:read"]})),
+            patch(json!({"name": format!("c{round}")})),
+        );
+        let (_, got) = k.call("GET", &path, &k.owner, None).await;
+        assert_eq!(
+            (&got["status"], &got["scopes"]),
+            (&json!("disabled"), &json!(["keys:read"])),
+            "{:?} round {round}: {got}",
+            k.s.pg.is_some()
+        );
+    }
+}
+
+/// Rotation moves the credits to the new key; during the grace period the old key spends from
+/// the same counter, so the two together never get more than the key had.
+#[tokio::test]
+async fn rotation_moves_the_credits_and_the_old_key_shares_them() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let Some(k) = K::on(backend).await else {
+            return;
+        };
+        rotation_shares_credits(&k).await;
+        k.s.stop().await;
+    }
+}
+
+async fn rotation_shares_credits(k: &K) {
+    let old = k.create(json!({"name": "metered", "remaining": 10})).await;
+    let (status, new) = k
+        .call(
+            "POST",
+            &format!(
+                "/api/v1/w/{}/keys/{}/rotate",
+                k.ws,
+                old["id"].as_str().unwrap()
+            ),
+            &k.owner,
+            Some(json!({"grace_seconds": 3600})),
+        )
+        .await;
+    assert_eq!(status, 200, "{new}");
+    assert_eq!(new["remaining"], 10, "the credits moved: {new}");
+    let mut tasks = Vec::new();
+    for secret in [&old["key"], &new["key"]] {
+        for _ in 0..6 {
+            let http = k.s.http.clone();
+            let url = k.s.url("/api/v1/keys/verify");
+            let body = json!({ "key": secret });
+            tasks.push(tokio::spawn(async move {
+                let v: Value = http
+                    .post(url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                v["code"].as_str().unwrap().to_owned()
+            }));
+        }
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    let valid = codes.iter().filter(|c| *c == "VALID").count();
+    let exceeded = codes.iter().filter(|c| *c == "USAGE_EXCEEDED").count();
+    assert_eq!((valid, exceeded), (10, 2), "{codes:?}");
+    let remaining = async |key: &Value| {
+        let (_, got) = k
+            .call(
+                "GET",
+                &format!("/api/v1/w/{}/keys/{}", k.ws, key["id"].as_str().unwrap()),
+                &k.owner,
+                None,
+            )
+            .await;
+        got["remaining"].clone()
+    };
+    assert_eq!(remaining(&new).await, 0);
+    assert_eq!(
+        remaining(&old).await,
+        0,
+        "the old key shows no credits of its own"
+    );
 }

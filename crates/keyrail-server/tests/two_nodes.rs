@@ -265,3 +265,35 @@ async fn announced_revocations_need_no_poll() {
     b.stop().await;
     a.stop().await;
 }
+
+/// A key node B has looked up and found unknown (and so remembers briefly as unknown) works on
+/// B as soon as node A imports it, and a new key as soon as A creates it: creation and import
+/// announce the new keys through the change log, which drops B's negative entries.
+#[tokio::test]
+async fn imported_keys_work_on_the_other_node_at_once() {
+    let Some((a, b)) = two_nodes().await else {
+        return;
+    };
+    let (token, ws) = a.owner_with_workspace("import@example.com").await;
+    let imported = "sk_live_two_nodes_0123456789abcdef";
+    assert_eq!(b.verify_code(imported).await, "NOT_FOUND");
+    assert_eq!(b.verify_code(imported).await, "NOT_FOUND", "now remembered");
+    let (status, body) = json(
+        a.post_with(
+            &format!("/api/v1/w/{ws}/keys/import"),
+            &token,
+            &json!({"keys": [{"key": imported, "name": "legacy"}]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let took = wait_until("an imported key", async || {
+        b.verify_code(imported).await == "VALID"
+    })
+    .await;
+    eprintln!("the import reached node B after {took:?}");
+    assert!(took < Duration::from_millis(1000), "{took:?}");
+    b.stop().await;
+    a.stop().await;
+}

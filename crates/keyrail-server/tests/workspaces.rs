@@ -371,7 +371,8 @@ async fn custom_scopes_join_the_catalog() {
         (400, Some("invalid_request")),
         "{b}"
     );
-    let (status, b) = c
+    // A scope a role holds can be deleted: the role loses it.
+    let (status, _) = c
         .call(
             "DELETE",
             &format!("/api/v1/w/{ws}/scopes/chats:read"),
@@ -379,7 +380,7 @@ async fn custom_scopes_join_the_catalog() {
             None,
         )
         .await;
-    assert_eq!((status, b["code"].as_str()), (409, Some("scope_in_use")));
+    assert_eq!(status, 204);
     let (status, _) = c
         .call(
             "DELETE",
@@ -782,5 +783,315 @@ async fn assigning_a_builtin_role_counts_the_workspace_scopes_it_gives() {
         (403, Some("insufficient_scope")),
         "{b}"
     );
+    c.s.stop().await;
+}
+
+/// Names in `GET path` (`data[].field`).
+async fn names(c: &Ctx, token: &str, path: &str, field: &str) -> Vec<String> {
+    let (status, list) = c.call("GET", path, token, None).await;
+    assert_eq!(status, 200, "{list}");
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x[field].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// A change to a workspace, its members, roles or scopes and its audit entry commit together
+/// or not at all: when the entry cannot be written, nothing changes (500); when the change
+/// fails, no entry claims it happened.
+#[tokio::test]
+async fn a_workspace_change_whose_audit_entry_fails_is_not_made() {
+    for backend in [common::Backend::Sqlite, common::Backend::Postgres] {
+        let Some(s) = TestServer::start_with(backend, |_| {}, None).await else {
+            return;
+        };
+        let c = Ctx { s };
+        workspace_changes_fail_with_their_audit(&c).await;
+        c.s.stop().await;
+    }
+}
+
+async fn workspace_changes_fail_with_their_audit(c: &Ctx) {
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    let root = superuser(c).await;
+    c.token("pat@example.com").await;
+    let w = |rest: &str| format!("/api/v1/w/{ws}{rest}");
+    let refused_500 = async |action: &str, method: &str, path: String, body: Option<Value>| {
+        let trigger = c.s.refuse_audit(action).await;
+        let token = if path.starts_with("/api/v1/admin") {
+            &root
+        } else {
+            &owner
+        };
+        let (status, b) = c.call(method, &path, token, body).await;
+        assert_eq!(status, 500, "{action}: {b}");
+        c.s.allow(&trigger).await;
+    };
+
+    refused_500(
+        "member.add",
+        "POST",
+        w("/members"),
+        Some(json!({"email": "pat@example.com", "role": "viewer"})),
+    )
+    .await;
+    assert_eq!(names(c, &owner, &w("/members"), "email").await.len(), 1);
+    let (status, m) = c.add(&ws, &owner, "pat@example.com", "viewer").await;
+    assert_eq!(status, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_owned();
+    refused_500(
+        "member.update",
+        "PATCH",
+        w(&format!("/members/{mid}")),
+        Some(json!({"role": "member"})),
+    )
+    .await;
+    let roles = names(c, &owner, &w("/members"), "role").await;
+    assert!(roles.contains(&"viewer".to_owned()), "{roles:?}");
+    refused_500(
+        "member.remove",
+        "DELETE",
+        w(&format!("/members/{mid}")),
+        None,
+    )
+    .await;
+    assert_eq!(names(c, &owner, &w("/members"), "email").await.len(), 2);
+
+    refused_500(
+        "role.create",
+        "POST",
+        w("/roles"),
+        Some(json!({"name": "r1", "scopes": ["keys:read"]})),
+    )
+    .await;
+    assert!(
+        !names(c, &owner, &w("/roles"), "name")
+            .await
+            .contains(&"r1".to_owned())
+    );
+    let (status, role) = c
+        .call(
+            "POST",
+            &w("/roles"),
+            &owner,
+            Some(json!({"name": "r1", "scopes": ["keys:read"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{role}");
+    let rid = role["id"].as_str().unwrap().to_owned();
+    refused_500(
+        "role.update",
+        "PATCH",
+        w(&format!("/roles/{rid}")),
+        Some(json!({"name": "r2"})),
+    )
+    .await;
+    refused_500("role.delete", "DELETE", w(&format!("/roles/{rid}")), None).await;
+    let role_names = names(c, &owner, &w("/roles"), "name").await;
+    assert!(role_names.contains(&"r1".to_owned()), "{role_names:?}");
+    assert!(!role_names.contains(&"r2".to_owned()), "{role_names:?}");
+
+    refused_500(
+        "scope.create",
+        "POST",
+        w("/scopes"),
+        Some(json!({"name": "chats:read"})),
+    )
+    .await;
+    assert!(
+        !names(c, &owner, &w("/scopes"), "name")
+            .await
+            .contains(&"chats:read".to_owned())
+    );
+    let (status, _) = c
+        .call(
+            "POST",
+            &w("/scopes"),
+            &owner,
+            Some(json!({"name": "chats:read"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    refused_500("scope.delete", "DELETE", w("/scopes/chats:read"), None).await;
+    assert!(
+        names(c, &owner, &w("/scopes"), "name")
+            .await
+            .contains(&"chats:read".to_owned())
+    );
+
+    refused_500(
+        "workspace.update",
+        "PATCH",
+        w(""),
+        Some(json!({"name": "Acme 2"})),
+    )
+    .await;
+    let (_, got) = c.call("GET", &w(""), &owner, None).await;
+    assert_eq!(got["name"], "Acme");
+    let admin = |verb: &str| format!("/api/v1/admin/workspaces/{ws}/{verb}");
+    refused_500("workspace.suspend", "POST", admin("suspend"), None).await;
+    let (status, _) = c.call("GET", &w(""), &owner, None).await;
+    assert_eq!(status, 200, "still active");
+    let (status, _) = c.call("POST", &admin("suspend"), &root, None).await;
+    assert_eq!(status, 200);
+    refused_500("workspace.activate", "POST", admin("activate"), None).await;
+    let (status, _) = c.call("GET", &w(""), &owner, None).await;
+    assert_eq!(status, 403, "still suspended");
+    let (status, _) = c.call("POST", &admin("activate"), &root, None).await;
+    assert_eq!(status, 200);
+
+    refused_500("workspace.delete", "DELETE", w(""), None).await;
+    let (status, _) = c.call("GET", &w(""), &owner, None).await;
+    assert_eq!(status, 200, "not deleted");
+    // The deletion itself fails: no entry says it happened.
+    let trigger =
+        c.s.refuse("workspaces", "DELETE", &format!("OLD.id = '{ws}'"))
+            .await;
+    let (status, _) = c.call("DELETE", &w(""), &owner, None).await;
+    assert_eq!(status, 500);
+    c.s.allow(&trigger).await;
+
+    let actions = names(c, &owner, &w("/audit"), "action").await;
+    assert_eq!(
+        actions,
+        [
+            "workspace.activate",
+            "workspace.suspend",
+            "scope.create",
+            "role.create",
+            "member.add"
+        ],
+        "newest first"
+    );
+    // Deleted for real: its entry is written with it, and stays.
+    let (status, _) = c.call("DELETE", &w(""), &owner, None).await;
+    assert_eq!(status, 204);
+    let (_, log) = c
+        .call(
+            "GET",
+            "/api/v1/admin/audit?action=workspace.delete",
+            &root,
+            None,
+        )
+        .await;
+    let entries = log["data"].as_array().unwrap();
+    assert_eq!(entries.len(), 1, "{log}");
+    assert_eq!(entries[0]["target"], json!(ws));
+}
+
+/// Deleting a custom scope takes it off every key, grant and custom role of the workspace, so
+/// a scope made again under the same name gives nothing to what held the old one.
+#[tokio::test]
+async fn a_deleted_scope_leaves_no_trace() {
+    let c = ctx().await;
+    let owner = c.token("owner@example.com").await;
+    let ws = c.workspace(&owner).await;
+    let w = |rest: &str| format!("/api/v1/w/{ws}{rest}");
+    let create_scope = async || {
+        let (status, b) = c
+            .call(
+                "POST",
+                &w("/scopes"),
+                &owner,
+                Some(json!({"name": "chats:read"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{b}");
+    };
+    create_scope().await;
+    let (status, key) = c
+        .call(
+            "POST",
+            &w("/keys"),
+            &owner,
+            Some(json!({"name": "bot", "scopes": ["chats:read", "keys:read"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{key}");
+    let secret = key["key"].as_str().unwrap().to_owned();
+    let verify = async |scopes: Value| {
+        let (status, v) = json(
+            c.s.post_json(
+                "/api/v1/keys/verify",
+                &json!({"key": secret, "scopes": scopes}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{v}");
+        v["code"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(verify(json!(["chats:read"])).await, "VALID");
+    let (status, role) = c
+        .call(
+            "POST",
+            &w("/roles"),
+            &owner,
+            Some(json!({"name": "chatter", "scopes": ["chats:read", "keys:read"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{role}");
+    let (_, profile) = c
+        .call(
+            "POST",
+            "/api/v1/builder-profiles",
+            &owner,
+            Some(json!({"name": "Dev"})),
+        )
+        .await;
+    let (status, app) = c
+        .call(
+            "POST",
+            "/api/v1/apps",
+            &owner,
+            Some(json!({"name": "Sync", "builder_profile_id": profile["id"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let (status, grant) = c
+        .call(
+            "POST",
+            &w("/grants"),
+            &owner,
+            Some(json!({"client_id": app["client_id"], "scopes": ["chats:read", "keys:read"], "shared": true})),
+        )
+        .await;
+    assert_eq!(status, 201, "{grant}");
+
+    let (status, b) = c
+        .call("DELETE", &w("/scopes/chats:read"), &owner, None)
+        .await;
+    assert_eq!(status, 204, "{b}");
+    create_scope().await;
+
+    assert_eq!(verify(json!(["chats:read"])).await, "INSUFFICIENT_SCOPE");
+    assert_eq!(verify(json!(["keys:read"])).await, "VALID");
+    let (_, got) = c
+        .call(
+            "GET",
+            &w(&format!("/keys/{}", key["id"].as_str().unwrap())),
+            &owner,
+            None,
+        )
+        .await;
+    assert_eq!(got["scopes"], json!(["keys:read"]), "{got}");
+    let (_, grants) = c.call("GET", &w("/grants"), &owner, None).await;
+    assert_eq!(
+        grants["data"][0]["scopes"],
+        json!(["keys:read"]),
+        "{grants}"
+    );
+    let (_, roles) = c.call("GET", &w("/roles"), &owner, None).await;
+    let chatter = roles["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == "chatter")
+        .unwrap()
+        .clone();
+    assert_eq!(chatter["scopes"], json!(["keys:read"]), "{chatter}");
     c.s.stop().await;
 }

@@ -21,7 +21,9 @@ use crate::crypto::{b64url_decode, b64url_encode, ct_eq, fill_random_or_panic, s
 use crate::error::Error;
 use crate::events::{Event, Events};
 use crate::id::{BuilderProfileId, GrantId, MemberId, WorkspaceId};
-use crate::model::{App, BuilderProfile, Grant, GrantFilter, GrantView, Page, WorkspaceStatus};
+use crate::model::{
+    App, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, Page, WorkspaceStatus,
+};
 use crate::secret::{MasterKey, Secret};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
@@ -208,25 +210,24 @@ impl Apps {
             .await
     }
 
-    async fn audit(
-        &self,
+    /// The audit entry of an action, for the store to write with the change.
+    fn audit_entry(
         actor: &Actor,
         meta: &RequestMeta,
         workspace: Option<WorkspaceId>,
         action: &str,
         target: String,
-    ) -> Result<(), Error> {
-        let entry = audit::entry(
-            self.clock.now(),
+        at: Timestamp,
+    ) -> AuditEntry {
+        audit::entry(
+            at,
             meta,
             workspace,
             actor.audit_actor(),
             action,
             Some(target),
             true,
-        );
-        self.store.insert_audit(&entry).await?;
-        Ok(())
+        )
     }
 
     async fn emit(&self, workspace_id: WorkspaceId, kind: &'static str, data: serde_json::Value) {
@@ -325,9 +326,8 @@ impl Apps {
             created_at: now,
             updated_at: now,
         };
-        self.store.insert_app(&app).await?;
-        self.audit(actor, meta, None, "app.create", app.client_id.clone())
-            .await?;
+        let entry = Self::audit_entry(actor, meta, None, "app.create", app.client_id.clone(), now);
+        self.store.insert_app(&app, &entry).await?;
         Ok((app, shown))
     }
 
@@ -362,11 +362,17 @@ impl Apps {
             app.active = active;
         }
         app.updated_at = self.clock.now();
-        if !self.store.update_app(&app).await? {
+        let entry = Self::audit_entry(
+            actor,
+            meta,
+            None,
+            "app.update",
+            app.client_id.clone(),
+            app.updated_at,
+        );
+        if !self.store.update_app(&app, &entry).await? {
             return Err(app_not_found());
         }
-        self.audit(actor, meta, None, "app.update", app.client_id.clone())
-            .await?;
         Ok(app)
     }
 
@@ -378,11 +384,18 @@ impl Apps {
         client_id: &str,
     ) -> Result<(), Error> {
         let app = self.owned(actor, client_id).await?;
-        if !self.store.delete_app(&app.client_id).await? {
+        let entry = Self::audit_entry(
+            actor,
+            meta,
+            None,
+            "app.delete",
+            app.client_id.clone(),
+            self.clock.now(),
+        );
+        if !self.store.delete_app(&app.client_id, &entry).await? {
             return Err(app_not_found());
         }
-        self.audit(actor, meta, None, "app.delete", app.client_id)
-            .await
+        Ok(())
     }
 
     /// A new client secret; the old one and every token made with it stop at once.
@@ -395,22 +408,23 @@ impl Apps {
         let app = self.owned(actor, client_id).await?;
         let (raw, shown) = new_secret();
         let sealed = seal::seal(&self.master, SECRET_PURPOSE, raw.as_ref());
-        if self
-            .store
-            .set_app_secret(&app.client_id, &sealed, self.clock.now())
-            .await?
-            .is_none()
-        {
-            return Err(app_not_found());
-        }
-        self.audit(
+        let now = self.clock.now();
+        let entry = Self::audit_entry(
             actor,
             meta,
             None,
             "app.secret_rotate",
             app.client_id.clone(),
-        )
-        .await?;
+            now,
+        );
+        if self
+            .store
+            .set_app_secret(&app.client_id, &sealed, now, &entry)
+            .await?
+            .is_none()
+        {
+            return Err(app_not_found());
+        }
         for ws in self.store.workspaces_granting(&app.client_id).await? {
             self.emit(
                 ws,
@@ -479,7 +493,15 @@ impl Apps {
             shared,
             created_at: self.clock.now(),
         };
-        match self.store.insert_grant(&grant).await {
+        let entry = Self::audit_entry(
+            &access.actor,
+            meta,
+            Some(access.workspace.id.clone()),
+            "grant.create",
+            grant.id.to_string(),
+            grant.created_at,
+        );
+        match self.store.insert_grant(&grant, &entry).await {
             Ok(()) => {}
             Err(StoreError::Conflict(what)) if what.ends_with("grant") => {
                 return Err(Error::conflict(
@@ -493,14 +515,6 @@ impl Apps {
             }
             Err(e) => return Err(e.into()),
         }
-        self.audit(
-            &access.actor,
-            meta,
-            Some(access.workspace.id.clone()),
-            "grant.create",
-            grant.id.to_string(),
-        )
-        .await?;
         self.emit(
             access.workspace.id.clone(),
             "grant.created",
@@ -569,17 +583,21 @@ impl Apps {
                 access.require(&["apps:write"])?;
             }
         }
-        if !self.store.delete_grant(&access.workspace.id, &id).await? {
-            return Err(grant_not_found());
-        }
-        self.audit(
+        let entry = Self::audit_entry(
             &access.actor,
             meta,
             Some(access.workspace.id.clone()),
             "grant.revoke",
             id.to_string(),
-        )
-        .await?;
+            self.clock.now(),
+        );
+        if !self
+            .store
+            .delete_grant(&access.workspace.id, &id, &entry)
+            .await?
+        {
+            return Err(grant_not_found());
+        }
         self.emit(
             access.workspace.id.clone(),
             "grant.revoked",

@@ -15,7 +15,7 @@ use crate::events::{Event, Events};
 use crate::id::KeyId;
 use crate::keys::format;
 use crate::keys::verify::KeyVerifier;
-use crate::model::{ApiKey, KeyFilter, KeyRateLimit, Page};
+use crate::model::{ApiKey, AuditEntry, KeyChanges, KeyFilter, KeyRateLimit, Page};
 use crate::secret::{MasterKey, Secret};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
@@ -81,6 +81,10 @@ fn already_rotated() -> Error {
 
 fn not_found() -> Error {
     Error::NotFound { what: "key" }
+}
+
+fn revoked_key() -> Error {
+    Error::conflict("key_revoked", "A revoked key cannot be rotated")
 }
 
 fn check_name(name: &str, field: &str) -> Result<String, Error> {
@@ -165,24 +169,24 @@ fn live_scopes(access: &Access, key: &ApiKey) -> authz::ScopeSet {
 }
 
 impl Keys {
-    async fn audit(
+    /// The audit entry of an action on a key, for the store to write with the change.
+    fn audit_entry(
         &self,
         access: &Access,
         meta: &RequestMeta,
         action: &str,
-        target: &KeyId,
-    ) -> Result<(), Error> {
-        let entry = audit::entry(
-            self.clock.now(),
+        target: Option<String>,
+        at: Timestamp,
+    ) -> AuditEntry {
+        audit::entry(
+            at,
             meta,
             Some(access.workspace.id.clone()),
             access.actor.audit_actor(),
             action,
-            Some(target.to_string()),
+            target,
             true,
-        );
-        self.store.insert_audit(&entry).await?;
-        Ok(())
+        )
     }
 
     async fn emit(&self, access: &Access, kind: &'static str, data: serde_json::Value) {
@@ -267,9 +271,9 @@ impl Keys {
                 .then(|| seal::seal(&self.master, SEAL_PURPOSE, secret.expose().as_bytes())),
             replaced_by: None,
         };
-        self.store.insert_key(&key).await?;
+        let entry = self.audit_entry(access, meta, "key.create", Some(key.id.to_string()), now);
+        self.store.insert_key(&key, Some(&entry)).await?;
         self.verifier.evict_hex(&key.hash);
-        self.audit(access, meta, "key.create", &key.id).await?;
         self.emit(
             access,
             "key.created",
@@ -305,16 +309,6 @@ impl Keys {
         self.find(access, id).await
     }
 
-    async fn save(&self, key: &ApiKey) -> Result<(), Error> {
-        let saved = self.store.update_key(key).await;
-        // Evict whatever happened: the cache must not outlive a change, even a failed one.
-        self.verifier.evict_hex(&key.hash);
-        if !saved? {
-            return Err(not_found());
-        }
-        Ok(())
-    }
-
     pub async fn update(
         &self,
         access: &Access,
@@ -323,45 +317,41 @@ impl Keys {
         patch: KeyPatch,
     ) -> Result<ApiKey, Error> {
         access.require(&["keys:write"])?;
-        let mut key = self.find(access, id).await?;
+        let key = self.find(access, id).await?;
         self.require_holds(access, &key)?;
+        // Only what the request names is written: a concurrent change of another field (a
+        // disable, a scope reduction, credits spent by verifies) stays.
+        let mut changes = KeyChanges::default();
         if let Some(name) = &patch.name {
-            key.name = check_name(name, "name")?;
+            changes.name = Some(check_name(name, "name")?);
         }
         if let Some(scopes) = &patch.scopes {
-            key.scopes = self.validate_scopes(access, scopes, "scopes")?;
+            changes.scopes = Some(self.validate_scopes(access, scopes, "scopes")?);
         }
         if let Some(m) = patch.meta {
             check_meta(&m, "meta")?;
-            key.meta = m;
+            changes.meta = Some(m);
         }
         if let Some(r) = patch.rate_limit {
             check_rate(&r, "rate_limit")?;
-            key.rate_limit = r;
+            changes.rate_limit = Some(r);
         }
-        let new_remaining = patch.remaining;
-        if let Some(r) = &new_remaining {
-            check_remaining(r, "remaining")?;
+        if let Some(r) = patch.remaining {
+            check_remaining(&r, "remaining")?;
+            changes.remaining = Some(r);
         }
         if let Some(enabled) = patch.enabled {
-            key.disabled = !enabled;
+            changes.disabled = Some(!enabled);
         }
-        key.updated_at = self.clock.now();
-        self.save(&key).await?;
-        if let Some(r) = new_remaining {
-            let set = self
-                .store
-                .set_key_remaining(&key.workspace_id, &key.id, r, key.updated_at)
-                .await;
-            self.verifier.evict_hex(&key.hash);
-            if !set? {
-                return Err(not_found());
-            }
-        }
-        // Read back: credits may have moved since the key was read.
-        let key = self.find(access, key.id.as_str()).await?;
-        self.audit(access, meta, "key.update", &key.id).await?;
-        Ok(key)
+        let now = self.clock.now();
+        let entry = self.audit_entry(access, meta, "key.update", Some(key.id.to_string()), now);
+        let saved = self
+            .store
+            .patch_key(&key.workspace_id, &key.id, &changes, now, &entry)
+            .await;
+        // Evict whatever happened: the cache must not outlive a change, even a failed one.
+        self.verifier.evict_hex(&key.hash);
+        saved?.ok_or_else(not_found)
     }
 
     /// Irreversible and immediate.
@@ -372,21 +362,28 @@ impl Keys {
         id: &str,
     ) -> Result<ApiKey, Error> {
         access.require(&["keys:delete"])?;
-        let mut key = self.find(access, id).await?;
+        let key = self.find(access, id).await?;
         self.require_holds(access, &key)?;
         let now = self.clock.now();
-        if key.revoked_at.is_none_or(|t| t > now) {
-            key.revoked_at = Some(now);
-            key.updated_at = now;
-            self.save(&key).await?;
-            self.audit(access, meta, "key.revoke", &key.id).await?;
-            self.emit(
-                access,
-                "key.revoked",
-                json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}),
-            )
-            .await;
+        if key.revoked_at.is_some_and(|t| t <= now) {
+            return Ok(key);
         }
+        let entry = self.audit_entry(access, meta, "key.revoke", Some(key.id.to_string()), now);
+        let revoked = self
+            .store
+            .revoke_key(&key.workspace_id, &key.id, now, &entry)
+            .await;
+        self.verifier.evict_hex(&key.hash);
+        let Some(key) = revoked? else {
+            // Revoked meanwhile (by a concurrent request, which announced it), or gone.
+            return self.find(access, id).await;
+        };
+        self.emit(
+            access,
+            "key.revoked",
+            json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}),
+        )
+        .await;
         Ok(key)
     }
 
@@ -405,13 +402,10 @@ impl Keys {
                 "grace_seconds must be 0 to 86400",
             ));
         }
-        let mut old = self.find(access, id).await?;
+        let old = self.find(access, id).await?;
         let now = self.clock.now();
         if old.revoked_at.is_some_and(|t| t <= now) {
-            return Err(Error::conflict(
-                "key_revoked",
-                "A revoked key cannot be rotated",
-            ));
+            return Err(revoked_key());
         }
         if old.replaced_by.is_some() {
             return Err(already_rotated());
@@ -440,19 +434,19 @@ impl Keys {
                 .map(|_| seal::seal(&self.master, SEAL_PURPOSE, secret.expose().as_bytes())),
             ..old.clone()
         };
-        old.revoked_at = Some(now.plus_secs(i64::from(grace_seconds)));
-        old.replaced_by = Some(new.id.clone());
-        old.updated_at = now;
-        let rotated = self.store.rotate_key(&old, &new).await;
+        let entry = self.audit_entry(access, meta, "key.rotate", Some(old.id.to_string()), now);
+        let until = now.plus_secs(i64::from(grace_seconds));
+        let rotated = self.store.rotate_key(&old.id, &new, until, &entry).await;
         self.verifier.evict_hex(&old.hash);
-        if !rotated? {
-            // Deleted meanwhile, or a concurrent rotation won.
+        // The new key as stored: it holds the credits the old one had left at that moment.
+        let Some(new) = rotated? else {
+            // Deleted or revoked meanwhile, or a concurrent rotation won.
             return Err(match self.find(access, id).await {
+                Ok(k) if k.replaced_by.is_none() => revoked_key(),
                 Ok(_) => already_rotated(),
                 Err(e) => e,
             });
-        }
-        self.audit(access, meta, "key.rotate", &old.id).await?;
+        };
         self.emit(
             access,
             "key.rotated",
@@ -482,7 +476,15 @@ impl Keys {
             .map_err(|e| Error::Internal(e.to_string()))?;
         let text = String::from_utf8(plain.to_vec())
             .map_err(|_| Error::Internal("sealed key is not UTF-8".into()))?;
-        self.audit(access, meta, "key.reveal", &key.id).await?;
+        // A reveal changes nothing but is recorded before the secret is handed out.
+        let entry = self.audit_entry(
+            access,
+            meta,
+            "key.reveal",
+            Some(key.id.to_string()),
+            self.clock.now(),
+        );
+        self.store.insert_audit(&entry).await?;
         Ok(Secret::new(text))
     }
 
@@ -568,9 +570,16 @@ impl Keys {
                 replaced_by: None,
             });
         }
-        match self.store.insert_keys(&records).await {
+        let entry = self.audit_entry(
+            access,
+            meta,
+            "key.import",
+            Some(format!("{} keys", records.len())),
+            now,
+        );
+        match self.store.insert_keys(&records, &entry).await {
             Ok(()) => {}
-            Err(StoreError::Conflict(_)) => {
+            Err(StoreError::Conflict(what)) if what == "key hash" => {
                 let hashes: Vec<String> = records.iter().map(|r| r.hash.clone()).collect();
                 let existing = self.store.existing_key_hashes(&hashes).await?;
                 let index = records.iter().position(|r| existing.contains(&r.hash));
@@ -584,17 +593,9 @@ impl Keys {
             }
             Err(e) => return Err(e.into()),
         }
+        // This node forgets its unknown digests now; the others when they read the
+        // `key.changed` entries the import appended.
         self.verifier.forget_unknown();
-        let entry = audit::entry(
-            now,
-            meta,
-            Some(access.workspace.id.clone()),
-            access.actor.audit_actor(),
-            "key.import",
-            Some(format!("{} keys", records.len())),
-            true,
-        );
-        self.store.insert_audit(&entry).await?;
         Ok(records.into_iter().map(|r| r.id).collect())
     }
 }

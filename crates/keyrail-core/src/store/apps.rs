@@ -4,10 +4,15 @@ use async_trait::async_trait;
 
 use super::StoreResult;
 use crate::id::{BuilderProfileId, GrantId, UserId, WorkspaceId};
-use crate::model::{App, BuilderProfile, Grant, GrantFilter, GrantView, Page, StoredTokenKey};
+use crate::model::{
+    App, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, Page, StoredTokenKey,
+};
 use crate::time::Timestamp;
 
 /// Apps built by users and granted to workspaces.
+///
+/// Every audited write takes its audit entry and writes it in the transaction of the change:
+/// the two commit together or not at all.
 #[async_trait]
 pub trait AppStore: Send + Sync {
     // builder profiles
@@ -24,31 +29,33 @@ pub trait AppStore: Send + Sync {
     ) -> StoreResult<Option<BuilderProfile>>;
 
     // apps
-    /// A client id that exists already is a `Conflict`.
-    async fn insert_app(&self, app: &App) -> StoreResult<()>;
+    /// A client id that exists already is a `Conflict`. Writes `audit`.
+    async fn insert_app(&self, app: &App, audit: &AuditEntry) -> StoreResult<()>;
     async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<App>>;
     /// By client id; `owner` `None` lists every app (platform administration).
     async fn list_apps(&self, owner: Option<&UserId>, page: &Page) -> StoreResult<Vec<App>>;
-    /// Saves name, description, workspace_restrictions, active and updated_at; `false` when no
-    /// such app. The secret is changed only by [`AppStore::set_app_secret`].
-    async fn update_app(&self, app: &App) -> StoreResult<bool>;
-    /// Stores a new sealed secret and adds one to the generation, atomically; the new
-    /// generation, or `None` when no such app.
+    /// Saves name, description, workspace_restrictions, active and updated_at and writes
+    /// `audit`; `false` when no such app. The secret is changed only by
+    /// [`AppStore::set_app_secret`].
+    async fn update_app(&self, app: &App, audit: &AuditEntry) -> StoreResult<bool>;
+    /// Stores a new sealed secret, adds one to the generation and writes `audit`, atomically;
+    /// the new generation, or `None` when no such app.
     async fn set_app_secret(
         &self,
         client_id: &str,
         sealed_secret: &str,
         at: Timestamp,
+        audit: &AuditEntry,
     ) -> StoreResult<Option<i64>>;
-    /// Deletes the app and its grants; `false` when no such app.
-    async fn delete_app(&self, client_id: &str) -> StoreResult<bool>;
+    /// Deletes the app and its grants and writes `audit`; `false` when no such app.
+    async fn delete_app(&self, client_id: &str, audit: &AuditEntry) -> StoreResult<bool>;
     /// The workspaces holding at least one grant of the app.
     async fn workspaces_granting(&self, client_id: &str) -> StoreResult<Vec<WorkspaceId>>;
 
     // grants
     /// A second shared grant of an app in a workspace, or a second personal grant of an app by
-    /// one member, is a `Conflict`.
-    async fn insert_grant(&self, grant: &Grant) -> StoreResult<()>;
+    /// one member, is a `Conflict`. Writes `audit`.
+    async fn insert_grant(&self, grant: &Grant, audit: &AuditEntry) -> StoreResult<()>;
     async fn grant_by_id(&self, id: &GrantId) -> StoreResult<Option<GrantView>>;
     /// A workspace's grants by id.
     async fn list_grants(
@@ -57,8 +64,13 @@ pub trait AppStore: Send + Sync {
         filter: &GrantFilter,
         page: &Page,
     ) -> StoreResult<Vec<GrantView>>;
-    /// `false` when no such grant in the workspace.
-    async fn delete_grant(&self, ws: &WorkspaceId, id: &GrantId) -> StoreResult<bool>;
+    /// Deletes the grant and writes `audit`; `false` when no such grant in the workspace.
+    async fn delete_grant(
+        &self,
+        ws: &WorkspaceId,
+        id: &GrantId,
+        audit: &AuditEntry,
+    ) -> StoreResult<bool>;
 
     // server keys of the inner app tokens
     async fn token_keys(&self) -> StoreResult<Vec<StoredTokenKey>>;

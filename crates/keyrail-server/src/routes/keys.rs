@@ -77,6 +77,8 @@ pub struct KeyOut {
     revoked_at: Option<Timestamp>,
     #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<KeyRateLimit>,
+    /// Usage credits left; null = unlimited. A rotated key that had credits shows 0: they moved
+    /// to its replacement, which it spends from during the grace period.
     remaining: Option<i64>,
     #[schema(value_type = Option<Object>)]
     meta: Option<serde_json::Value>,
@@ -337,7 +339,9 @@ pub struct RotateIn {
 }
 
 /// Rotate a key: a new key with the same settings; the old one stops now or after the grace
-/// period. [keys:write]
+/// period. Usage credits move to the new key: during the grace period the old key spends from
+/// the new key's credits (its own `remaining` shows 0), so the two never spend more than the
+/// key had. [keys:write]
 #[utoipa::path(post, path = "/api/v1/w/{workspace_id}/keys/{key_id}/rotate", tag = "keys", request_body = RotateIn,
     params(("workspace_id" = String, Path), ("key_id" = String, Path)),
     security(("bearer" = []), ("basic" = []), ("cookie" = [])),

@@ -604,7 +604,8 @@ pub async fn create_scope(
     Ok((StatusCode::CREATED, Json(entry.into())))
 }
 
-/// Delete a custom scope no role uses. [workspace:write]
+/// Delete a custom scope. Its name is taken off every key, grant and custom role of the
+/// workspace at once: a scope made again under the same name gives them nothing. [workspace:write]
 #[utoipa::path(delete, path = "/api/v1/w/{workspace_id}/scopes/{name}", tag = "scopes",
     params(("workspace_id" = String, Path), ("name" = String, Path)),
     security(("bearer" = []), ("cookie" = [])),
@@ -613,7 +614,6 @@ pub async fn create_scope(
         (status = 400, description = "Built-in scopes cannot be deleted", body = ErrorBody),
         (status = 403, description = "`insufficient_scope`", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
-        (status = 409, description = "`scope_in_use`", body = ErrorBody),
     ))]
 pub async fn delete_scope(
     State(state): State<AppState>,

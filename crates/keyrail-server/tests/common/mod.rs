@@ -265,6 +265,89 @@ impl TestServer {
 
 use serde_json::Value;
 
+// ---------------------------------------------------------------------------------------------
+// failing writes on purpose
+
+impl TestServer {
+    /// Runs one statement on the server's database, beside the server (a second connection).
+    pub async fn exec_sql(&self, sql: &str) {
+        use sqlx::Connection as _;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.pg {
+            Some(pg) => {
+                let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+            None => {
+                let file = self
+                    .dir
+                    .path()
+                    .join("data")
+                    .join(keyrail_store::SQLITE_FILE_NAME);
+                let url = format!("sqlite://{}", file.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                sqlx::query(sql).execute(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+            }
+        }
+    }
+
+    /// From now on the database refuses `op` (`INSERT`, `UPDATE` or `DELETE`) on rows of
+    /// `table` for which `when` holds (SQL over `NEW` / `OLD`), as a full disk or a lost
+    /// connection would at the worst moment. Returns the trigger's name, for [`Self::allow`].
+    pub async fn refuse(&self, table: &str, op: &str, when: &str) -> String {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "test_refuse_{}",
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        if self.pg.is_some() {
+            self.exec_sql(
+                "CREATE OR REPLACE FUNCTION test_refuse() RETURNS trigger LANGUAGE plpgsql
+                 AS $$ BEGIN RAISE EXCEPTION 'refused by the test'; END $$",
+            )
+            .await;
+            self.exec_sql(&format!(
+                "CREATE TRIGGER {name} BEFORE {op} ON {table} FOR EACH ROW WHEN ({when})
+                 EXECUTE FUNCTION test_refuse()"
+            ))
+            .await;
+        } else {
+            self.exec_sql(&format!(
+                "CREATE TRIGGER {name} BEFORE {op} ON {table} FOR EACH ROW WHEN ({when})
+                 BEGIN SELECT RAISE(ABORT, 'refused by the test'); END"
+            ))
+            .await;
+        }
+        name
+    }
+
+    /// From now on the database refuses audit entries of `action`.
+    pub async fn refuse_audit(&self, action: &str) -> String {
+        self.refuse("audit_log", "INSERT", &format!("NEW.action = '{action}'"))
+            .await
+    }
+
+    /// Drops a trigger made by [`Self::refuse`].
+    pub async fn allow(&self, trigger: &str) {
+        if self.pg.is_some() {
+            // The table is part of the name of a PostgreSQL trigger; every one made here is
+            // on a table named in the statement that made it, so look it up.
+            self.exec_sql(&format!(
+                "DO $$ DECLARE t text; BEGIN
+                     SELECT event_object_table INTO t FROM information_schema.triggers
+                      WHERE trigger_name = '{trigger}' LIMIT 1;
+                     EXECUTE format('DROP TRIGGER {trigger} ON %I', t);
+                 END $$"
+            ))
+            .await;
+        } else {
+            self.exec_sql(&format!("DROP TRIGGER {trigger}")).await;
+        }
+    }
+}
+
 /// A minimal SMTP server on loopback that keeps every message it receives.
 pub struct FakeSmtp {
     pub port: u16,

@@ -1,14 +1,17 @@
 //! [`AppStore`] for both backends: builder profiles, apps, grants and the server keys of the
-//! inner app tokens.
+//! inner app tokens. Every audited write writes its audit entry (`write_audit`) in the
+//! transaction of the change.
 
 use async_trait::async_trait;
 use keyrail_core::id::{BuilderProfileId, GrantId, MemberId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    App, BuilderProfile, Grant, GrantFilter, GrantView, Page, StoredTokenKey,
+    App, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, Page, StoredTokenKey,
 };
 use keyrail_core::store::{AppStore, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
 use sqlx::AssertSqlSafe;
+use sqlx::postgres::PgConnection;
+use sqlx::sqlite::SqliteConnection;
 
 use super::{PgStore, SqliteStore, page_bounds, scopes_json};
 use crate::error::map_err;
@@ -139,9 +142,28 @@ struct TokenKeyRow {
     created_at: i64,
 }
 
-/// Implements [`AppStore`] for `$store` (one body of SQL, the same on both backends).
+/// Implements [`AppStore`] for `$store`, whose connections are `$conn` (one body of SQL, the
+/// same on both backends).
 macro_rules! app_store {
-    ($store:ident) => {
+    ($store:ident, $conn:ty) => {
+        impl $store {
+            /// Ends a transaction that changed one row, or found none to change: writes `audit`
+            /// and commits when `changed`, else rolls back (nothing was written). `changed`.
+            async fn audited(
+                mut tx: sqlx::Transaction<'_, <$conn as sqlx::Connection>::Database>,
+                changed: bool,
+                audit: &AuditEntry,
+            ) -> StoreResult<bool> {
+                if !changed {
+                    tx.rollback().await.map_err(map_err)?;
+                    return Ok(false);
+                }
+                Self::write_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
+            }
+        }
+
         #[async_trait]
         impl AppStore for $store {
             // builder profiles
@@ -196,7 +218,8 @@ macro_rules! app_store {
             }
 
             // apps
-            async fn insert_app(&self, app: &App) -> StoreResult<()> {
+            async fn insert_app(&self, app: &App, audit: &AuditEntry) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(AssertSqlSafe(format!(
                     "INSERT INTO apps ({APP_COLUMNS})
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
@@ -212,10 +235,11 @@ macro_rules! app_store {
                 .bind(app.secret_generation)
                 .bind(app.created_at.millis())
                 .bind(app.updated_at.millis())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(())
+                Self::write_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(map_err)
             }
 
             async fn app_by_client_id(&self, client_id: &str) -> StoreResult<Option<App>> {
@@ -249,7 +273,8 @@ macro_rules! app_store {
                 rows.into_iter().map(App::try_from).collect()
             }
 
-            async fn update_app(&self, app: &App) -> StoreResult<bool> {
+            async fn update_app(&self, app: &App, audit: &AuditEntry) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let done = sqlx::query(
                     "UPDATE apps SET name = $2, description = $3, workspace_restrictions = $4,
                             active = $5, updated_at = $6
@@ -261,10 +286,10 @@ macro_rules! app_store {
                 .bind(restrictions_json(app)?)
                 .bind(app.active)
                 .bind(app.updated_at.millis())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(done.rows_affected() == 1)
+                Self::audited(tx, done.rows_affected() == 1, audit).await
             }
 
             async fn set_app_secret(
@@ -272,8 +297,10 @@ macro_rules! app_store {
                 client_id: &str,
                 sealed_secret: &str,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<Option<i64>> {
-                sqlx::query_scalar(
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let generation: Option<i64> = sqlx::query_scalar(
                     "UPDATE apps SET sealed_secret = $2,
                             secret_generation = secret_generation + 1, updated_at = $3
                      WHERE client_id = $1 RETURNING secret_generation",
@@ -281,18 +308,23 @@ macro_rules! app_store {
                 .bind(client_id)
                 .bind(sealed_secret)
                 .bind(at.millis())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *tx)
                 .await
-                .map_err(map_err)
+                .map_err(map_err)?;
+                // Audited only when there was an app to change.
+                Self::audited(tx, generation.is_some(), audit).await?;
+                Ok(generation)
             }
 
-            async fn delete_app(&self, client_id: &str) -> StoreResult<bool> {
+            async fn delete_app(&self, client_id: &str, audit: &AuditEntry) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Its grants go with it (ON DELETE CASCADE).
                 let done = sqlx::query("DELETE FROM apps WHERE client_id = $1")
                     .bind(client_id)
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                Ok(done.rows_affected() == 1)
+                Self::audited(tx, done.rows_affected() == 1, audit).await
             }
 
             async fn workspaces_granting(&self, client_id: &str) -> StoreResult<Vec<WorkspaceId>> {
@@ -308,7 +340,8 @@ macro_rules! app_store {
             }
 
             // grants
-            async fn insert_grant(&self, g: &Grant) -> StoreResult<()> {
+            async fn insert_grant(&self, g: &Grant, audit: &AuditEntry) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(
                     "INSERT INTO grants
                         (id, client_id, workspace_id, member_id, scopes, shared, created_at)
@@ -321,10 +354,11 @@ macro_rules! app_store {
                 .bind(scopes_json(&g.scopes)?)
                 .bind(g.shared)
                 .bind(g.created_at.millis())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(())
+                Self::write_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(map_err)
             }
 
             async fn grant_by_id(&self, id: &GrantId) -> StoreResult<Option<GrantView>> {
@@ -362,14 +396,20 @@ macro_rules! app_store {
                 rows.into_iter().map(GrantView::try_from).collect()
             }
 
-            async fn delete_grant(&self, ws: &WorkspaceId, id: &GrantId) -> StoreResult<bool> {
+            async fn delete_grant(
+                &self,
+                ws: &WorkspaceId,
+                id: &GrantId,
+                audit: &AuditEntry,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let done = sqlx::query("DELETE FROM grants WHERE id = $1 AND workspace_id = $2")
                     .bind(id.as_str())
                     .bind(ws.as_str())
-                    .execute(&self.pool)
+                    .execute(&mut *tx)
                     .await
                     .map_err(map_err)?;
-                Ok(done.rows_affected() == 1)
+                Self::audited(tx, done.rows_affected() == 1, audit).await
             }
 
             // server keys of the inner app tokens
@@ -406,5 +446,5 @@ macro_rules! app_store {
     };
 }
 
-app_store!(SqliteStore);
-app_store!(PgStore);
+app_store!(SqliteStore, SqliteConnection);
+app_store!(PgStore, PgConnection);

@@ -1,5 +1,10 @@
 //! [`KeyStore`] for both backends: API keys.
 //!
+//! Every write is one transaction holding the change, its `key.changed` announcement and its
+//! audit entry. Nothing here rewrites a key from a copy read earlier: each statement names the
+//! columns it changes, so concurrent changes of other columns (a disable, a revocation, credits
+//! spent by verifies) are never undone.
+//!
 //! Where the backends differ: `touch_keys` locks the keys' rows before each batch
 //! (`lock_keys`, PostgreSQL only; SQLite has a single writer), and appending to the change log
 //! (`append_changes`) takes the change-log lock on PostgreSQL.
@@ -9,7 +14,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use keyrail_core::id::{KeyId, WorkspaceId};
-use keyrail_core::model::{ApiKey, KeyFilter, Page};
+use keyrail_core::model::{ApiKey, AuditEntry, KeyChanges, KeyFilter, Page};
 use keyrail_core::store::{KeyStore, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
 use sqlx::AssertSqlSafe;
@@ -22,13 +27,36 @@ use crate::error::map_err;
 mod rows;
 
 use rows::{
-    EXISTING_HASHES_SQL, INSERT_KEYS_SQL, KeyParams, KeyRow, TOUCH_KEYS_SQL, bind_key, key_columns,
-    key_insert_chunks, key_status_at, latest_uses, padded_batches,
+    EXISTING_HASHES_SQL, INSERT_KEYS_SQL, KeyChangeParams, KeyParams, KeyRow, TOUCH_KEYS_SQL,
+    bind_key, key_columns, key_insert_chunks, key_status_at, latest_uses, padded_batches,
 };
 
-/// The change-log kind of a key that was changed, revoked or rotated (its subject is the key's
-/// hash: the verify cache is keyed by it).
+/// The change-log kind of a key that was created, changed, revoked or rotated (its subject is
+/// the key's hash: the verify cache, and its memory of unknown keys, are keyed by it).
 const KEY_CHANGED: &str = "key.changed";
+
+/// The key whose credit counter key `$1` spends: the key itself, or, once it was rotated, the
+/// last key of its chain of replacements (rotation moved the credits there). The chain is
+/// followed by primary key, at most 64 links (a key is rotated once, so a chain grows by one
+/// per rotation; a key rotated during its grace period is itself revoked soon after).
+macro_rules! credit_owner {
+    () => {
+        "WITH RECURSIVE chain (id, next, hops) AS (
+             SELECT id, replaced_by, 0 FROM keys WHERE id = $1
+             UNION ALL
+             SELECT k.id, k.replaced_by, chain.hops + 1
+             FROM keys k JOIN chain ON k.id = chain.next
+             WHERE chain.hops < 64
+         ) "
+    };
+}
+
+/// The id the chain of [`credit_owner!`] ends at.
+macro_rules! chain_end {
+    () => {
+        "(SELECT id FROM chain ORDER BY hops DESC LIMIT 1)"
+    };
+}
 
 /// Implements [`KeyStore`] for `$store`, whose connections are `$conn` (one body of SQL; the
 /// key row locks of `touch_keys` are PostgreSQL's only).
@@ -50,63 +78,40 @@ macro_rules! key_store {
                 Ok(())
             }
 
-            /// Saves what may change in a key (see [`KeyStore::update_key`]) inside the caller's
-            /// transaction; returns the key's hash, or `None` when there is no such key.
-            async fn save_key(conn: &mut $conn, p: &KeyParams<'_>) -> StoreResult<Option<String>> {
-                let k = p.key;
-                sqlx::query_scalar(
-                    // A revocation is irreversible: `revoked_at` only ever moves earlier and
-                    // `replaced_by` is set once, whatever the (maybe stale) copy says, so an
-                    // edit racing a revoke or a rotation cannot bring the key back.
-                    "UPDATE keys
-                     SET name = $1, scopes = $2, meta = $3, rate_limit_limit = $4,
-                         rate_limit_window = $5, disabled = $6, updated_at = $7,
-                         expires_at = $8,
-                         revoked_at = CASE
-                             WHEN revoked_at IS NULL THEN $9
-                             WHEN $9 IS NULL OR revoked_at <= $9 THEN revoked_at
-                             ELSE $9
-                         END,
-                         replaced_by = COALESCE(replaced_by, $10)
-                     WHERE id = $11 AND workspace_id = $12
-                     RETURNING hash",
-                )
-                .bind(k.name.as_str())
-                .bind(p.scopes.as_str())
-                .bind(p.meta.as_deref())
-                .bind(p.rate_limit_limit())
-                .bind(p.rate_limit_window())
-                .bind(k.disabled)
-                .bind(k.updated_at.millis())
-                .bind(k.expires_at.map(Timestamp::millis))
-                .bind(k.revoked_at.map(Timestamp::millis))
-                .bind(k.replaced_by.as_ref().map(KeyId::as_str))
-                .bind(k.id.as_str())
-                .bind(k.workspace_id.as_str())
-                .fetch_optional(&mut *conn)
-                .await
-                .map_err(map_err)
+            /// Writes the audit entry, then announces the keys (the change-log lock is taken
+            /// last, so it is held only until the commit that follows), inside the caller's
+            /// transaction.
+            async fn audit_and_announce(
+                conn: &mut $conn,
+                audit: Option<&AuditEntry>,
+                at: Timestamp,
+                hashes: &[&str],
+            ) -> StoreResult<()> {
+                if let Some(entry) = audit {
+                    Self::write_audit(conn, entry).await?;
+                }
+                Self::append_changes(conn, at, KEY_CHANGED, hashes).await
             }
         }
 
         #[async_trait]
         impl KeyStore for $store {
-            async fn insert_key(&self, key: &ApiKey) -> StoreResult<()> {
+            async fn insert_key(
+                &self,
+                key: &ApiKey,
+                audit: Option<&AuditEntry>,
+            ) -> StoreResult<()> {
                 let p = KeyParams::new(key)?;
-                let query = sqlx::query(concat!(
-                    "INSERT INTO keys (",
-                    key_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                     $16, $17, $18, $19, $20)"
-                ));
-                bind_key!(query, &p)
-                    .execute(&self.pool)
-                    .await
-                    .map_err(map_err)?;
-                Ok(())
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // A duplicate fails here as a Conflict; dropping the transaction rolls back.
+                Self::insert_key_rows(&mut tx, std::slice::from_ref(&p)).await?;
+                // Announced although new: a node that looked the key up before (a guess, or a
+                // key made elsewhere by its owner) forgets that it was unknown.
+                Self::audit_and_announce(&mut tx, audit, key.created_at, &[&key.hash]).await?;
+                tx.commit().await.map_err(map_err)
             }
 
-            async fn insert_keys(&self, keys: &[ApiKey]) -> StoreResult<()> {
+            async fn insert_keys(&self, keys: &[ApiKey], audit: &AuditEntry) -> StoreResult<()> {
                 let mut params = keys
                     .iter()
                     .map(KeyParams::new)
@@ -122,6 +127,10 @@ macro_rules! key_store {
                 // Any duplicate, in the table or within the batch, fails a statement as a
                 // Conflict; the transaction is then rolled back as it is dropped.
                 Self::insert_key_rows(&mut tx, &params).await?;
+                // Imported keys are the ones other nodes may remember as unknown (they were in
+                // use elsewhere): one entry per key, so each node drops exactly those.
+                let hashes: Vec<&str> = params.iter().map(|p| p.key.hash.as_str()).collect();
+                Self::audit_and_announce(&mut tx, Some(audit), audit.at, &hashes).await?;
                 tx.commit().await.map_err(map_err)
             }
 
@@ -211,81 +220,148 @@ macro_rules! key_store {
                 rows.into_iter().map(ApiKey::try_from).collect()
             }
 
-            async fn update_key(&self, key: &ApiKey) -> StoreResult<bool> {
-                let p = KeyParams::new(key)?;
-                let mut tx = self.pool.begin().await.map_err(map_err)?;
-                let Some(hash) = Self::save_key(&mut tx, &p).await? else {
-                    return Ok(false);
-                };
-                Self::append_changes(&mut tx, key.updated_at, KEY_CHANGED, &[&hash]).await?;
-                tx.commit().await.map_err(map_err)?;
-                Ok(true)
-            }
-
-            async fn set_key_remaining(
+            async fn patch_key(
                 &self,
                 ws: &WorkspaceId,
                 id: &KeyId,
-                remaining: Option<i64>,
+                changes: &KeyChanges,
                 at: Timestamp,
-            ) -> StoreResult<bool> {
+                audit: &AuditEntry,
+            ) -> StoreResult<Option<ApiKey>> {
+                let c = KeyChangeParams::new(changes)?;
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
-                let hash: Option<String> = sqlx::query_scalar(
-                    "UPDATE keys SET remaining = $1, updated_at = $2
-                     WHERE id = $3 AND workspace_id = $4
-                     RETURNING hash",
-                )
-                .bind(remaining)
+                // One statement: each column is the value given when the change names it,
+                // else what is stored at the moment it is written (under the row lock on
+                // PostgreSQL, the write lock on SQLite). Revocation and replacement are not
+                // columns a change can write: a revoked key stays revoked.
+                let row: Option<KeyRow> = sqlx::query_as(concat!(
+                    "UPDATE keys SET
+                         name = COALESCE($1, name),
+                         scopes = COALESCE($2, scopes),
+                         meta = CASE WHEN $3 THEN $4 ELSE meta END,
+                         rate_limit_limit = CASE WHEN $5 THEN $6 ELSE rate_limit_limit END,
+                         rate_limit_window = CASE WHEN $5 THEN $7 ELSE rate_limit_window END,
+                         remaining = CASE WHEN $8 THEN $9 ELSE remaining END,
+                         disabled = COALESCE($10, disabled),
+                         updated_at = $11
+                     WHERE id = $12 AND workspace_id = $13
+                     RETURNING ",
+                    key_columns!()
+                ))
+                .bind(changes.name.as_deref())
+                .bind(c.scopes.as_deref())
+                .bind(changes.meta.is_some())
+                .bind(c.meta.as_deref())
+                .bind(changes.rate_limit.is_some())
+                .bind(c.rate_limit_limit())
+                .bind(c.rate_limit_window())
+                .bind(changes.remaining.is_some())
+                .bind(changes.remaining.flatten())
+                .bind(changes.disabled)
                 .bind(at.millis())
                 .bind(id.as_str())
                 .bind(ws.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                let Some(hash) = hash else {
-                    return Ok(false);
+                let Some(row) = row else {
+                    // No such key: nothing written (dropping the transaction rolls back).
+                    return Ok(None);
                 };
-                Self::append_changes(&mut tx, at, KEY_CHANGED, &[&hash]).await?;
+                let key = ApiKey::try_from(row)?;
+                Self::audit_and_announce(&mut tx, Some(audit), at, &[&key.hash]).await?;
                 tx.commit().await.map_err(map_err)?;
-                Ok(true)
+                Ok(Some(key))
             }
 
-            async fn rotate_key(&self, old: &ApiKey, new: &ApiKey) -> StoreResult<bool> {
-                if new.workspace_id != old.workspace_id {
-                    return Err(StoreError::Other(
-                        "a key's replacement belongs to another workspace".into(),
-                    ));
-                }
-                let old_params = KeyParams::new(old)?;
-                let new_params = KeyParams::new(new)?;
+            async fn revoke_key(
+                &self,
+                ws: &WorkspaceId,
+                id: &KeyId,
+                at: Timestamp,
+                audit: &AuditEntry,
+            ) -> StoreResult<Option<ApiKey>> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
-                // Claims the old key for this replacement first: of concurrent rotations of
-                // one key, one finds it unclaimed (the others wait for its row or write lock,
-                // then find it claimed).
-                let claimed: Option<String> = sqlx::query_scalar(
-                    "UPDATE keys SET replaced_by = $1
-                     WHERE id = $2 AND workspace_id = $3 AND replaced_by IS NULL
-                     RETURNING id",
-                )
-                .bind(new.id.as_str())
-                .bind(old.id.as_str())
-                .bind(old.workspace_id.as_str())
+                // Only ever earlier: a key revoked by `at` already (also a rotated key whose
+                // grace period is over) is left as it is, and nothing is announced or audited.
+                let row: Option<KeyRow> = sqlx::query_as(concat!(
+                    "UPDATE keys SET revoked_at = $1, updated_at = $1
+                     WHERE id = $2 AND workspace_id = $3
+                       AND (revoked_at IS NULL OR revoked_at > $1)
+                     RETURNING ",
+                    key_columns!()
+                ))
+                .bind(at.millis())
+                .bind(id.as_str())
+                .bind(ws.as_str())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                if claimed.is_none() {
-                    // Gone, or replaced already: nothing was written (dropping rolls back).
-                    return Ok(false);
-                }
-                let Some(hash) = Self::save_key(&mut tx, &old_params).await? else {
-                    return Ok(false);
+                let Some(row) = row else {
+                    return Ok(None);
                 };
-                // A colliding new key fails here as a Conflict; the old key's save is rolled
-                // back with the transaction.
-                Self::insert_key_rows(&mut tx, std::slice::from_ref(&new_params)).await?;
-                Self::append_changes(&mut tx, old.updated_at, KEY_CHANGED, &[&hash]).await?;
+                let key = ApiKey::try_from(row)?;
+                Self::audit_and_announce(&mut tx, Some(audit), at, &[&key.hash]).await?;
                 tx.commit().await.map_err(map_err)?;
-                Ok(true)
+                Ok(Some(key))
+            }
+
+            async fn rotate_key(
+                &self,
+                old: &KeyId,
+                new: &ApiKey,
+                old_until: Timestamp,
+                audit: &AuditEntry,
+            ) -> StoreResult<Option<ApiKey>> {
+                let now = new.created_at;
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                // Claims the old key for this replacement first: of concurrent rotations of
+                // one key, one finds it unclaimed (the others wait for its row or write lock,
+                // then find it claimed); a key revoked meanwhile is not replaced either. The
+                // revocation only ever moves earlier. Holding the row, the credits read here
+                // are the last word: a concurrent spender of the old key waits, then finds
+                // them moved and follows `replaced_by` to the new key.
+                let claimed: Option<(String, Option<i64>)> = sqlx::query_as(
+                    "UPDATE keys SET replaced_by = $1, updated_at = $2,
+                         revoked_at = CASE
+                             WHEN revoked_at IS NULL OR revoked_at > $3 THEN $3
+                             ELSE revoked_at
+                         END
+                     WHERE id = $4 AND workspace_id = $5 AND replaced_by IS NULL
+                       AND (revoked_at IS NULL OR revoked_at > $2)
+                     RETURNING hash, remaining",
+                )
+                .bind(new.id.as_str())
+                .bind(now.millis())
+                .bind(old_until.millis())
+                .bind(old.as_str())
+                .bind(new.workspace_id.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                let Some((old_hash, credits)) = claimed else {
+                    // Gone, revoked, or replaced already: nothing was written.
+                    return Ok(None);
+                };
+                if credits.is_some() {
+                    // The old key keeps 0 of its own (never unlimited: NULL would be).
+                    sqlx::query("UPDATE keys SET remaining = 0 WHERE id = $1")
+                        .bind(old.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                let new = ApiKey {
+                    remaining: credits,
+                    ..new.clone()
+                };
+                // A colliding new key fails here as a Conflict; the claim is rolled back with
+                // the transaction.
+                let p = KeyParams::new(&new)?;
+                Self::insert_key_rows(&mut tx, std::slice::from_ref(&p)).await?;
+                Self::audit_and_announce(&mut tx, Some(audit), now, &[&old_hash]).await?;
+                tx.commit().await.map_err(map_err)?;
+                Ok(Some(new))
             }
 
             async fn consume_credits(&self, id: &KeyId, cost: i64) -> StoreResult<Option<i64>> {
@@ -295,16 +371,19 @@ macro_rules! key_store {
                     )));
                 }
                 // A few rounds at most: a round only repeats when the credits grew (an update)
-                // between its two statements.
+                // or moved (a rotation) between its two statements.
                 for _ in 0..3 {
-                    // One conditional write: concurrent spenders queue on the row lock
-                    // (PostgreSQL) or the write lock (SQLite), each seeing what the previous one
-                    // left, so no more than the credits are ever spent.
-                    let left: Option<i64> = sqlx::query_scalar(
+                    // One conditional write on the counter's owner: concurrent spenders queue
+                    // on its row lock (PostgreSQL) or the write lock (SQLite), each seeing what
+                    // the previous one left, so no more than the credits are ever spent.
+                    let left: Option<i64> = sqlx::query_scalar(concat!(
+                        credit_owner!(),
                         "UPDATE keys SET remaining = remaining - $2
-                         WHERE id = $1 AND remaining >= $2
-                         RETURNING remaining",
-                    )
+                         WHERE id = ",
+                        chain_end!(),
+                        " AND remaining >= $2
+                         RETURNING remaining"
+                    ))
                     .bind(id.as_str())
                     .bind(cost)
                     .fetch_optional(&self.pool)
@@ -313,13 +392,17 @@ macro_rules! key_store {
                     if left.is_some() {
                         return Ok(left);
                     }
-                    // Nothing spent: unlimited, too few credits, or no such key.
-                    let remaining: Option<Option<i64>> =
-                        sqlx::query_scalar("SELECT remaining FROM keys WHERE id = $1")
-                            .bind(id.as_str())
-                            .fetch_optional(&self.pool)
-                            .await
-                            .map_err(map_err)?;
+                    // Nothing spent: unlimited, too few credits, moved by a rotation that
+                    // committed meanwhile, or no such key.
+                    let remaining: Option<Option<i64>> = sqlx::query_scalar(concat!(
+                        credit_owner!(),
+                        "SELECT remaining FROM keys WHERE id = ",
+                        chain_end!()
+                    ))
+                    .bind(id.as_str())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(map_err)?;
                     match remaining {
                         None => return Ok(None),
                         Some(None) => return Ok(Some(i64::MAX)),

@@ -14,12 +14,14 @@
 //! [`changes`]).
 
 use std::fmt;
+use std::sync::{Arc, LazyLock};
 
 use async_trait::async_trait;
 use keyrail_core::id::WorkspaceId;
 use keyrail_core::model::{AuditEntry, Page};
 use keyrail_core::store::{Store, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
+use sqlx::AssertSqlSafe;
 use sqlx::migrate::{Migrate, Migrator};
 use sqlx::postgres::{PgConnection, PgPool};
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
@@ -54,10 +56,11 @@ const PG_CHANGES_CHANNEL: &str = "keyrail_changes";
 /// Without it, two owners demoting each other would each count two owners and both succeed.
 const PG_WORKSPACE_LOCK: &str = "SELECT id FROM workspaces WHERE id = $1 FOR UPDATE";
 
-/// Taken by a transaction that updates many keys in batch statements (`touch_keys`) before each
-/// batch: locks the keys' rows (`$1`, a JSON array of ids) in id order, so that two such
-/// transactions over overlapping keys (two nodes flushing at once) wait for each other instead of
-/// locking in the order their joins happen to visit rows and deadlocking.
+/// Taken by a transaction that updates many keys in batch statements (`touch_keys`, and
+/// `delete_scope` taking a name off a workspace's keys) before each batch: locks the keys' rows
+/// (`$1`, a JSON array of ids) in id order, so that two such transactions over overlapping keys
+/// (two nodes flushing at once) wait for each other instead of locking in the order their joins
+/// happen to visit rows and deadlocking.
 const PG_KEYS_LOCK: &str = "SELECT id FROM keys
      WHERE id IN (SELECT jsonb_array_elements_text($1::jsonb))
      ORDER BY id FOR UPDATE";
@@ -85,6 +88,39 @@ impl fmt::Debug for PgStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("PgStore")
     }
+}
+
+/// The most rows of one insert into `changes` (a power of two; an import appends one entry per
+/// key, up to 1000).
+const CHANGES_INSERT_MAX_ROWS: usize = 128;
+
+/// `INSERT INTO changes` of 1, 2, 4, ... [`CHANGES_INSERT_MAX_ROWS`] entries of one time (`$1`)
+/// and kind (`$2`), the subjects from `$3` on: few shapes, each prepared once per connection.
+static INSERT_CHANGES_SQL: LazyLock<Vec<Arc<str>>> = LazyLock::new(|| {
+    (0..=CHANGES_INSERT_MAX_ROWS.trailing_zeros())
+        .map(|shift| {
+            let rows: Vec<String> = (0..1usize << shift)
+                .map(|i| format!("($1, $2, ${})", i + 3))
+                .collect();
+            format!(
+                "INSERT INTO changes (at, kind, subject) VALUES {}",
+                rows.join(", ")
+            )
+            .into()
+        })
+        .collect()
+});
+
+/// Splits `n` entries into runs of power-of-two lengths of at most
+/// [`CHANGES_INSERT_MAX_ROWS`], longest first.
+fn changes_chunks(mut n: usize) -> Vec<usize> {
+    let mut chunks = Vec::new();
+    while n > 0 {
+        let rows = (1usize << n.ilog2()).min(CHANGES_INSERT_MAX_ROWS);
+        chunks.push(rows);
+        n -= rows;
+    }
+    chunks
 }
 
 /// Keyset pagination bounds: ids are never empty, so `id > ''` is "from the start".
@@ -137,8 +173,10 @@ macro_rules! sql_common {
                 Ok(())
             }
 
-            /// Appends one `kind` entry per subject to the change log, inside the caller's
-            /// transaction (on PostgreSQL after taking the change-log lock, held until commit).
+            /// Appends one `kind` entry per subject to the change log, in order, inside the
+            /// caller's transaction (on PostgreSQL after taking the change-log lock, held until
+            /// commit; so the caller appends last, right before it commits). Many subjects
+            /// take a few multi-row statements.
             async fn append_changes(
                 conn: &mut $conn,
                 at: Timestamp,
@@ -155,14 +193,17 @@ macro_rules! sql_common {
                         .await
                         .map_err(map_err)?;
                 }
-                for subject in subjects {
-                    sqlx::query("INSERT INTO changes (at, kind, subject) VALUES ($1, $2, $3)")
-                        .bind(at.millis())
-                        .bind(kind)
-                        .bind(*subject)
-                        .execute(&mut *conn)
-                        .await
-                        .map_err(map_err)?;
+                let mut rest = subjects;
+                for rows in changes_chunks(subjects.len()) {
+                    let (chunk, tail) = rest.split_at(rows);
+                    rest = tail;
+                    // A power of two: its statement is the log2-th.
+                    let sql = Arc::clone(&INSERT_CHANGES_SQL[rows.trailing_zeros() as usize]);
+                    let mut query = sqlx::query(AssertSqlSafe(sql)).bind(at.millis()).bind(kind);
+                    for subject in chunk {
+                        query = query.bind(*subject);
+                    }
+                    query.execute(&mut *conn).await.map_err(map_err)?;
                 }
                 Ok(())
             }
@@ -285,6 +326,23 @@ mod tests {
     use keyrail_core::store::WorkspaceStore;
 
     use super::*;
+
+    #[test]
+    fn change_log_inserts_come_in_few_shapes() {
+        assert!(changes_chunks(0).is_empty());
+        assert_eq!(changes_chunks(1), [1]);
+        assert_eq!(changes_chunks(7), [4, 2, 1]);
+        assert_eq!(
+            changes_chunks(1000),
+            [128, 128, 128, 128, 128, 128, 128, 64, 32, 8]
+        );
+        assert_eq!(INSERT_CHANGES_SQL.len(), 8);
+        assert_eq!(
+            &*INSERT_CHANGES_SQL[1],
+            "INSERT INTO changes (at, kind, subject) VALUES ($1, $2, $3), ($1, $2, $4)"
+        );
+        assert!(INSERT_CHANGES_SQL[7].ends_with("($1, $2, $130)"));
+    }
 
     /// An existing deployment upgraded to migration 0006 knows the formats its workspaces use.
     #[tokio::test]

@@ -1,16 +1,21 @@
 //! [`WorkspaceStore`] for both backends: workspaces and their key formats, custom scopes and
 //! roles, and members (with the last-owner guard).
 //!
+//! Every audited write takes its audit entry and writes it (`write_audit`) in its own
+//! transaction, after the change and before the change-log append: the change, its
+//! announcement and its audit entry commit together or not at all.
+//!
 //! Where the backends differ: every transaction that writes or counts a workspace's members
 //! first takes the workspace lock (`lock_workspace`, PostgreSQL only; SQLite's first write takes
-//! the database's write lock), and appending to the change log (`append_changes`) takes the
+//! the database's write lock), deleting a scope locks the keys it changes in id order
+//! (`lock_keys`, PostgreSQL only), and appending to the change log (`append_changes`) takes the
 //! change-log lock on PostgreSQL.
 
 use async_trait::async_trait;
 use keyrail_core::id::{MemberId, RoleId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    CustomRole, KeyFormat, Member, MemberView, OwnerGuarded, Page, StoredScope, Workspace,
-    WorkspaceStatus,
+    AuditEntry, CustomRole, KeyFormat, Member, MemberView, OwnerGuarded, Page, StoredScope,
+    Workspace, WorkspaceStatus,
 };
 use keyrail_core::store::{StoreError, StoreResult, WorkspaceStore};
 use keyrail_core::time::Timestamp;
@@ -24,7 +29,7 @@ mod rows;
 
 use rows::{
     MemberRow, MemberViewRow, MembershipRow, RoleRow, ScopeRow, WorkspaceRow, key_format_json,
-    owner_role, workspaces,
+    owner_role, scope_patterns, without_scope, workspaces,
 };
 
 /// Implements [`WorkspaceStore`] for `$store`, whose connections are `$conn` (one body of SQL;
@@ -135,6 +140,7 @@ macro_rules! workspace_store {
                 id: &WorkspaceId,
                 status: WorkspaceStatus,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let updated =
@@ -150,12 +156,17 @@ macro_rules! workspace_store {
                     // Dropping the transaction rolls it back.
                     return Ok(false);
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(&mut tx, at, "workspace.status", &[id.as_str()]).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
             }
 
-            async fn update_workspace(&self, ws: &Workspace) -> StoreResult<bool> {
+            async fn update_workspace(
+                &self,
+                ws: &Workspace,
+                audit: &AuditEntry,
+            ) -> StoreResult<bool> {
                 let key_format = key_format_json(&ws.key_format)?;
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let updated = sqlx::query(
@@ -174,6 +185,7 @@ macro_rules! workspace_store {
                     return Ok(false);
                 }
                 Self::remember_format(&mut tx, &key_format).await?;
+                Self::write_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
             }
@@ -193,7 +205,12 @@ macro_rules! workspace_store {
                     .collect()
             }
 
-            async fn delete_workspace(&self, id: &WorkspaceId, at: Timestamp) -> StoreResult<bool> {
+            async fn delete_workspace(
+                &self,
+                id: &WorkspaceId,
+                at: Timestamp,
+                audit: &AuditEntry,
+            ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // Members, roles and scopes go with it: every table under a workspace references
                 // it ON DELETE CASCADE (see the migrations). The audit log has no foreign key.
@@ -206,6 +223,8 @@ macro_rules! workspace_store {
                 if deleted == 0 {
                     return Ok(false);
                 }
+                // Written with the deletion, and kept after it (no foreign key).
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(&mut tx, at, "workspace.deleted", &[id.as_str()]).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(true)
@@ -247,7 +266,13 @@ macro_rules! workspace_store {
             }
 
             // custom scopes of a workspace
-            async fn insert_scope(&self, ws: &WorkspaceId, scope: &StoredScope) -> StoreResult<()> {
+            async fn insert_scope(
+                &self,
+                ws: &WorkspaceId,
+                scope: &StoredScope,
+                audit: &AuditEntry,
+            ) -> StoreResult<()> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(
                     "INSERT INTO scopes (workspace_id, name, description, dangerous, created_at)
                      VALUES ($1, $2, $3, $4, $5)",
@@ -257,10 +282,11 @@ macro_rules! workspace_store {
                 .bind(scope.description.as_str())
                 .bind(scope.dangerous)
                 .bind(scope.created_at.millis())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(())
+                Self::write_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(map_err)
             }
 
             async fn scopes_of(&self, ws: &WorkspaceId) -> StoreResult<Vec<StoredScope>> {
@@ -280,6 +306,7 @@ macro_rules! workspace_store {
                 ws: &WorkspaceId,
                 name: &str,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 let deleted =
@@ -293,6 +320,69 @@ macro_rules! workspace_store {
                 if deleted == 0 {
                     return Ok(false);
                 }
+                // The name goes from every key, grant and custom role of the workspace in the
+                // same transaction. Only rows that held it are written (the others compare
+                // equal to themselves with the name taken out).
+                let [only, first, later] = scope_patterns(name)?;
+                // The keys to change are locked in id order first (PostgreSQL), the order in
+                // which `touch_keys` locks keys too, so the two never wait for each other in a
+                // circle.
+                let held: Vec<String> = sqlx::query_scalar(concat!(
+                    "SELECT id FROM keys WHERE workspace_id = $1 AND scopes <> ",
+                    without_scope!(),
+                    " ORDER BY id"
+                ))
+                .bind(ws.as_str())
+                .bind(only.as_str())
+                .bind(first.as_str())
+                .bind(later.as_str())
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if !held.is_empty() {
+                    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+                    Self::lock_keys(&mut tx, &held).await?;
+                }
+                for sql in [
+                    concat!(
+                        "UPDATE keys SET scopes = ",
+                        without_scope!(),
+                        ", updated_at = $5 WHERE workspace_id = $1 AND scopes <> ",
+                        without_scope!()
+                    ),
+                    concat!(
+                        "UPDATE roles SET scopes = ",
+                        without_scope!(),
+                        ", updated_at = $5 WHERE workspace_id = $1 AND scopes <> ",
+                        without_scope!()
+                    ),
+                ] {
+                    sqlx::query(sql)
+                        .bind(ws.as_str())
+                        .bind(only.as_str())
+                        .bind(first.as_str())
+                        .bind(later.as_str())
+                        .bind(at.millis())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                // Grants have no `updated_at`.
+                sqlx::query(concat!(
+                    "UPDATE grants SET scopes = ",
+                    without_scope!(),
+                    " WHERE workspace_id = $1 AND scopes <> ",
+                    without_scope!()
+                ))
+                .bind(ws.as_str())
+                .bind(only.as_str())
+                .bind(first.as_str())
+                .bind(later.as_str())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                Self::write_audit(&mut tx, audit).await?;
+                // Every node drops the workspace's cached keys on this entry.
                 let subject = format!("{}:{name}", ws.as_str());
                 Self::append_changes(&mut tx, at, "scope.deleted", &[&subject]).await?;
                 tx.commit().await.map_err(map_err)?;
@@ -300,8 +390,9 @@ macro_rules! workspace_store {
             }
 
             // custom roles
-            async fn insert_role(&self, role: &CustomRole) -> StoreResult<()> {
+            async fn insert_role(&self, role: &CustomRole, audit: &AuditEntry) -> StoreResult<()> {
                 let scopes = scopes_json(&role.scopes)?;
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(
                     "INSERT INTO roles (id, workspace_id, name, scopes, created_at, updated_at)
                      VALUES ($1, $2, $3, $4, $5, $6)",
@@ -312,10 +403,11 @@ macro_rules! workspace_store {
                 .bind(scopes)
                 .bind(role.created_at.millis())
                 .bind(role.updated_at.millis())
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
-                Ok(())
+                Self::write_audit(&mut tx, audit).await?;
+                tx.commit().await.map_err(map_err)
             }
 
             async fn roles_of(&self, ws: &WorkspaceId) -> StoreResult<Vec<CustomRole>> {
@@ -347,7 +439,11 @@ macro_rules! workspace_store {
                 row.map(CustomRole::try_from).transpose()
             }
 
-            async fn update_role(&self, role: &CustomRole) -> StoreResult<bool> {
+            async fn update_role(
+                &self,
+                role: &CustomRole,
+                audit: &AuditEntry,
+            ) -> StoreResult<bool> {
                 let scopes = scopes_json(&role.scopes)?;
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // A name taken by another role of the workspace fails here as a Conflict, and
@@ -368,6 +464,7 @@ macro_rules! workspace_store {
                 if updated == 0 {
                     return Ok(false);
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(
                     &mut tx,
                     role.updated_at,
@@ -384,6 +481,7 @@ macro_rules! workspace_store {
                 ws: &WorkspaceId,
                 id: &RoleId,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<Option<u32>> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // Every member write takes the workspace lock (PostgreSQL) or the write lock
@@ -403,6 +501,7 @@ macro_rules! workspace_store {
                 .map_err(map_err)?
                 .rows_affected();
                 if deleted > 0 {
+                    Self::write_audit(&mut tx, audit).await?;
                     Self::append_changes(&mut tx, at, "role.deleted", &[id.as_str()]).await?;
                     tx.commit().await.map_err(map_err)?;
                     return Ok(Some(0));
@@ -435,6 +534,7 @@ macro_rules! workspace_store {
                 id: &MemberId,
                 role: &str,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<OwnerGuarded> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 Self::lock_workspace(&mut tx, ws).await?;
@@ -459,6 +559,7 @@ macro_rules! workspace_store {
                 if updated == 0 {
                     return Self::refused(&mut tx, ws, id).await;
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(&mut tx, at, "member.updated", &[id.as_str()]).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(OwnerGuarded::Done)
@@ -469,6 +570,7 @@ macro_rules! workspace_store {
                 ws: &WorkspaceId,
                 id: &MemberId,
                 at: Timestamp,
+                audit: &AuditEntry,
             ) -> StoreResult<OwnerGuarded> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 Self::lock_workspace(&mut tx, ws).await?;
@@ -489,12 +591,13 @@ macro_rules! workspace_store {
                 if deleted == 0 {
                     return Self::refused(&mut tx, ws, id).await;
                 }
+                Self::write_audit(&mut tx, audit).await?;
                 Self::append_changes(&mut tx, at, "member.removed", &[id.as_str()]).await?;
                 tx.commit().await.map_err(map_err)?;
                 Ok(OwnerGuarded::Done)
             }
 
-            async fn insert_member(&self, member: &Member) -> StoreResult<()> {
+            async fn insert_member(&self, member: &Member, audit: &AuditEntry) -> StoreResult<()> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 // Ordered with delete_role, which counts the holders of a role.
                 Self::lock_workspace(&mut tx, &member.workspace_id).await?;
@@ -510,6 +613,7 @@ macro_rules! workspace_store {
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
+                Self::write_audit(&mut tx, audit).await?;
                 tx.commit().await.map_err(map_err)
             }
 

@@ -8,7 +8,7 @@ use keyrail_core::model::{
 
 use crate::fixtures::*;
 
-fn app(owner: &User, profile: &BuilderProfile, tag: &str, at: i64) -> App {
+pub(crate) fn app(owner: &User, profile: &BuilderProfile, tag: &str, at: i64) -> App {
     App {
         client_id: format!("kr_app_{tag}"),
         owner_id: owner.id.clone(),
@@ -24,7 +24,7 @@ fn app(owner: &User, profile: &BuilderProfile, tag: &str, at: i64) -> App {
     }
 }
 
-fn grant(app: &App, m: &Member, scopes: &[&str], shared: bool, at: i64) -> Grant {
+pub(crate) fn grant(app: &App, m: &Member, scopes: &[&str], shared: bool, at: i64) -> Grant {
     Grant {
         id: GrantId::new(),
         client_id: app.client_id.clone(),
@@ -34,6 +34,22 @@ fn grant(app: &App, m: &Member, scopes: &[&str], shared: bool, at: i64) -> Grant
         shared,
         created_at: ts(at),
     }
+}
+
+/// A builder profile of a new user and an app under it.
+pub(crate) async fn new_app(store: &dyn Store, tag: &str, at: i64) -> App {
+    let dev = new_user(store, &format!("{tag}-dev@example.com"), at).await;
+    let profile = BuilderProfile {
+        id: BuilderProfileId::new(),
+        user_id: dev.id.clone(),
+        name: tag.to_owned(),
+        website: None,
+        created_at: ts(at),
+    };
+    store.insert_builder_profile(&profile).await.unwrap();
+    let a = app(&dev, &profile, tag, at);
+    store.insert_app(&a, &entry("app.create")).await.unwrap();
+    a
 }
 
 async fn grant_ids(store: &dyn Store, ws: &WorkspaceId, filter: &GrantFilter) -> Vec<GrantId> {
@@ -83,9 +99,12 @@ pub(crate) async fn apps_and_grants(store: &dyn Store) {
     let mut a = app(&dev, &profile, "aaaa", 9_002);
     a.workspace_restrictions = Some(vec![ws.id.clone()]);
     let b = app(&dev, &profile, "bbbb", 9_003);
-    store.insert_app(&a).await.unwrap();
-    store.insert_app(&b).await.unwrap();
-    assert_conflict(store.insert_app(&a).await, "app client id");
+    store.insert_app(&a, &entry("app.create")).await.unwrap();
+    store.insert_app(&b, &entry("app.create")).await.unwrap();
+    assert_conflict(
+        store.insert_app(&a, &entry("app.create")).await,
+        "app client id",
+    );
     let got = store.app_by_client_id(&a.client_id).await.unwrap().unwrap();
     assert_eq!(got.workspace_restrictions, Some(vec![ws.id.clone()]));
     assert_eq!(
@@ -118,21 +137,36 @@ pub(crate) async fn apps_and_grants(store: &dyn Store) {
     changed.active = false;
     changed.workspace_restrictions = None;
     changed.updated_at = ts(9_010);
-    assert!(store.update_app(&changed).await.unwrap());
+    assert!(
+        store
+            .update_app(&changed, &entry("app.update"))
+            .await
+            .unwrap()
+    );
     let got = store.app_by_client_id(&a.client_id).await.unwrap().unwrap();
     assert_eq!((got.name.as_str(), got.active), ("renamed", false));
     assert_eq!(got.workspace_restrictions, None);
     assert_eq!(got.sealed_secret, "v1.sealed-aaaa");
     assert_eq!(
         store
-            .set_app_secret(&a.client_id, "v1.new", ts(9_011))
+            .set_app_secret(
+                &a.client_id,
+                "v1.new",
+                ts(9_011),
+                &entry("app.secret_rotate")
+            )
             .await
             .unwrap(),
         Some(2)
     );
     assert_eq!(
         store
-            .set_app_secret("kr_app_none", "v1.x", ts(9_011))
+            .set_app_secret(
+                "kr_app_none",
+                "v1.x",
+                ts(9_011),
+                &entry("app.secret_rotate")
+            )
             .await
             .unwrap(),
         None
@@ -150,17 +184,23 @@ pub(crate) async fn apps_and_grants(store: &dyn Store) {
     let by_m2 = grant(&a, &m2, &["workspace:read"], false, 9_023);
     let b_by_m2 = grant(&b, &m2, &["workspace:read"], false, 9_024);
     for g in [&shared, &personal, &by_m2, &b_by_m2] {
-        store.insert_grant(g).await.unwrap();
+        store.insert_grant(g, &entry("grant.create")).await.unwrap();
     }
     assert_conflict(
         store
-            .insert_grant(&grant(&a, &m2, &["workspace:read"], true, 9_025))
+            .insert_grant(
+                &grant(&a, &m2, &["workspace:read"], true, 9_025),
+                &entry("grant.create"),
+            )
             .await,
         "shared grant",
     );
     assert_conflict(
         store
-            .insert_grant(&grant(&a, &m2, &["members:read"], false, 9_025))
+            .insert_grant(
+                &grant(&a, &m2, &["members:read"], false, 9_025),
+                &entry("grant.create"),
+            )
             .await,
         "personal grant",
     );
@@ -198,20 +238,45 @@ pub(crate) async fn apps_and_grants(store: &dyn Store) {
 
     // Deleting: only inside its workspace; a removed member takes their grants along; a
     // deleted app takes all of its grants.
-    assert!(!store.delete_grant(&other_ws.id, &shared.id).await.unwrap());
-    assert!(store.delete_grant(&ws.id, &shared.id).await.unwrap());
-    assert!(!store.delete_grant(&ws.id, &shared.id).await.unwrap());
+    assert!(
+        !store
+            .delete_grant(&other_ws.id, &shared.id, &entry("grant.revoke"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .delete_grant(&ws.id, &shared.id, &entry("grant.revoke"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_grant(&ws.id, &shared.id, &entry("grant.revoke"))
+            .await
+            .unwrap()
+    );
     assert!(store.grant_by_id(&shared.id).await.unwrap().is_none());
     assert_eq!(
         store
-            .remove_member(&ws.id, &m2.id, ts(9_030))
+            .remove_member(&ws.id, &m2.id, ts(9_030), &entry("member.remove"))
             .await
             .unwrap(),
         OwnerGuarded::Done
     );
     assert_eq!(grant_ids(store, &ws.id, &all).await, [personal.id]);
-    assert!(store.delete_app(&a.client_id).await.unwrap());
-    assert!(!store.delete_app(&a.client_id).await.unwrap());
+    assert!(
+        store
+            .delete_app(&a.client_id, &entry("app.delete"))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .delete_app(&a.client_id, &entry("app.delete"))
+            .await
+            .unwrap()
+    );
     assert!(grant_ids(store, &ws.id, &all).await.is_empty());
     assert!(
         store

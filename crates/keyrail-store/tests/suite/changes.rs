@@ -32,7 +32,12 @@ pub(crate) async fn concurrent_changes_are_ordered(store: &dyn Store) {
                 };
                 assert!(
                     store
-                        .set_workspace_status(&ws, status, ts(1000 + j))
+                        .set_workspace_status(
+                            &ws,
+                            status,
+                            ts(1000 + j),
+                            &entry("workspace.suspend")
+                        )
                         .await
                         .unwrap()
                 );

@@ -1,9 +1,9 @@
 //! Fixtures shared by the parts of the suite: values, assertions and small steps.
 
-use keyrail_core::id::{KeyId, MemberId, RoleId, UserId, WorkspaceId};
+use keyrail_core::id::{AuditId, KeyId, MemberId, RoleId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    ApiKey, AuditEntry, CustomRole, KeyFormat, Member, StoredScope, User, Workspace,
-    WorkspaceStatus,
+    ActorType, ApiKey, AuditEntry, AuditFilter, CustomRole, KeyFormat, Member, Page, StoredScope,
+    User, Workspace, WorkspaceStatus,
 };
 use keyrail_core::secret::Secret;
 use keyrail_core::{Store, StoreError, Timestamp};
@@ -103,6 +103,49 @@ pub(crate) fn digest(label: &str) -> String {
     out
 }
 
+/// An audit entry of `action`, for a change to write with it (who and where do not matter to
+/// the store; `target` tells entries apart).
+pub(crate) fn entry(action: &str) -> AuditEntry {
+    AuditEntry {
+        id: AuditId::new(),
+        at: ts(0),
+        workspace_id: None,
+        actor_type: ActorType::User,
+        actor_id: Some("usr_suite".to_owned()),
+        action: action.to_owned(),
+        target: Some(format!("suite-{}", AuditId::new())),
+        ip: None,
+        user_agent: None,
+        outcome: "success".to_owned(),
+    }
+}
+
+/// An entry of `action` whose id is taken already (written on its own first): a change given
+/// it must fail as a whole, with a `Conflict` on the audit entry.
+pub(crate) async fn taken_entry(store: &dyn Store, action: &str) -> AuditEntry {
+    let e = entry(action);
+    store.insert_audit(&e).await.unwrap();
+    AuditEntry {
+        target: Some("the second write of this id".to_owned()),
+        ..e
+    }
+}
+
+/// Whether the audit log holds `e` (by id and target: a refused second write of a taken id
+/// is not there).
+pub(crate) async fn audited(store: &dyn Store, e: &AuditEntry) -> bool {
+    let filter = AuditFilter {
+        action: Some(e.action.clone()),
+        ..AuditFilter::default()
+    };
+    store
+        .list_audit(&filter, &Page::first(1000))
+        .await
+        .unwrap()
+        .iter()
+        .any(|x| x.id == e.id && x.target == e.target)
+}
+
 pub(crate) fn assert_same_audit(a: &AuditEntry, b: &AuditEntry) {
     assert_eq!(a.id, b.id);
     assert_eq!(a.at, b.at);
@@ -121,13 +164,19 @@ pub(crate) async fn changes_since(
     store: &dyn Store,
     before: i64,
 ) -> Vec<(String, String, Timestamp)> {
-    store
-        .changes_after(before, 1000)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|c| (c.kind, c.subject, c.at))
-        .collect()
+    let mut out = Vec::new();
+    let mut after = before;
+    loop {
+        let page = store.changes_after(after, 1000).await.unwrap();
+        let done = page.len() < 1000;
+        for c in page {
+            after = c.seq;
+            out.push((c.kind, c.subject, c.at));
+        }
+        if done {
+            return out;
+        }
+    }
 }
 
 pub(crate) fn change(
@@ -157,7 +206,7 @@ pub(crate) async fn new_member(
 ) -> Member {
     let u = new_user(store, email, at).await;
     let m = member(ws, &u, role, at);
-    store.insert_member(&m).await.unwrap();
+    store.insert_member(&m, &entry("member.add")).await.unwrap();
     m
 }
 

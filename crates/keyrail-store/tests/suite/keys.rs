@@ -76,17 +76,17 @@ pub(crate) async fn keys_insert_and_lookup(store: &dyn Store) {
     full.external_id = Some("cust-42".into());
     full.sealed_key = Some("v1.sealed.AAAA".into());
     full.replaced_by = Some(KeyId::new());
-    store.insert_key(&full).await.unwrap();
+    store.insert_key(&full, None).await.unwrap();
 
     // Nothing optional set, no scopes.
     let mut bare = api_key(&ws, "bare", 30_004);
     bare.scopes = Vec::new();
-    store.insert_key(&bare).await.unwrap();
+    store.insert_key(&bare, None).await.unwrap();
     // A JSON null as meta is kept apart from no meta.
     let mut null_meta = api_key(&ws, "null-meta", 30_005);
     null_meta.meta = Some(serde_json::Value::Null);
     null_meta.remaining = Some(0);
-    store.insert_key(&null_meta).await.unwrap();
+    store.insert_key(&null_meta, None).await.unwrap();
 
     for k in [&full, &bare, &null_meta] {
         assert_eq!(
@@ -137,7 +137,7 @@ pub(crate) async fn keys_insert_and_lookup(store: &dyn Store) {
     // A second key with the same hash, even in another workspace: Conflict, nothing written.
     let mut dup_hash = api_key(&other_ws, "full", 30_010);
     dup_hash.name = "dup".into();
-    assert_conflict(store.insert_key(&dup_hash).await, "key hash");
+    assert_conflict(store.insert_key(&dup_hash, None).await, "key hash");
     assert_eq!(
         store.key_by_hash(&full.hash).await.unwrap().unwrap().id,
         full.id
@@ -151,7 +151,7 @@ pub(crate) async fn keys_insert_and_lookup(store: &dyn Store) {
     );
     let mut dup_id = api_key(&ws, "dup-id", 30_010);
     dup_id.id = full.id.clone();
-    assert_conflict(store.insert_key(&dup_id).await, "key id");
+    assert_conflict(store.insert_key(&dup_id, None).await, "key id");
     assert!(store.key_by_hash(&dup_id.hash).await.unwrap().is_none());
     // A key of a workspace that does not exist.
     let ghost = Workspace {
@@ -159,14 +159,37 @@ pub(crate) async fn keys_insert_and_lookup(store: &dyn Store) {
         ..ws.clone()
     };
     let err = store
-        .insert_key(&api_key(&ghost, "ghost", 30_011))
+        .insert_key(&api_key(&ghost, "ghost", 30_011), None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
     assert!(store.key_by_hash(&digest("ghost")).await.unwrap().is_none());
 
-    // Creating keys announces nothing.
-    assert!(changes_since(store, before).await.is_empty());
+    // Each new key is announced under its hash (a node that remembers it as unknown forgets
+    // that); refused ones are not.
+    assert_eq!(
+        changes_since(store, before).await,
+        [
+            change("key.changed", &full.hash, full.created_at),
+            change("key.changed", &bare.hash, bare.created_at),
+            change("key.changed", &null_meta.hash, null_meta.created_at),
+        ]
+    );
+
+    // The key and its audit entry are written together, or neither: an entry whose id is taken
+    // fails the insert as a Conflict on the audit entry, and leaves no key and no change.
+    let audited_key = api_key(&ws, "audited", 30_020);
+    let e = entry("key.create");
+    store.insert_key(&audited_key, Some(&e)).await.unwrap();
+    assert!(audited(store, &e).await);
+    let before_taken = store.latest_change().await.unwrap();
+    let lost = api_key(&ws, "lost", 30_021);
+    let taken = taken_entry(store, "key.create").await;
+    assert_conflict(store.insert_key(&lost, Some(&taken)).await, "audit entry");
+    assert!(store.key_by_hash(&lost.hash).await.unwrap().is_none());
+    assert!(store.key_by_id(&ws.id, &lost.id).await.unwrap().is_none());
+    assert!(!audited(store, &taken).await);
+    assert!(changes_since(store, before_taken).await.is_empty());
 }
 
 pub(crate) async fn keys_import(store: &dyn Store) {
@@ -174,7 +197,7 @@ pub(crate) async fn keys_import(store: &dyn Store) {
     let (other_ws, _) = new_workspace(store, "import-other", 30_100).await;
     let before = store.latest_change().await.unwrap();
     let existing = api_key(&ws, "imp-existing", 30_101);
-    store.insert_key(&existing).await.unwrap();
+    store.insert_key(&existing, None).await.unwrap();
 
     // 1000 keys in one call, in one transaction, with a mix of optional fields.
     let batch: Vec<ApiKey> = (0..1000)
@@ -196,8 +219,10 @@ pub(crate) async fn keys_import(store: &dyn Store) {
         })
         .collect();
     let started = Instant::now();
-    store.insert_keys(&batch).await.unwrap();
+    let import_entry = entry("key.import");
+    store.insert_keys(&batch, &import_entry).await.unwrap();
     let took = started.elapsed();
+    assert!(audited(store, &import_entry).await);
     eprintln!("{}: 1000 keys imported in {took:?}", store.backend());
     assert!(took < Duration::from_secs(5), "{took:?}");
 
@@ -253,10 +278,13 @@ pub(crate) async fn keys_import(store: &dyn Store) {
         let mut bad = fresh(tag, 250);
         let mut holder = api_key(owner, &format!("{tag}-holder"), 30_300);
         holder.hash = bad[pos].hash.clone();
-        store.insert_key(&holder).await.unwrap();
+        store.insert_key(&holder, None).await.unwrap();
         // Given in reverse: the order of the call does not matter either.
         bad.reverse();
-        assert_conflict(store.insert_keys(&bad).await, "key hash");
+        assert_conflict(
+            store.insert_keys(&bad, &entry("key.import")).await,
+            "key hash",
+        );
         let left = store.existing_key_hashes(&hashes_of(&bad)).await.unwrap();
         assert_eq!(left, [holder.hash.clone()], "{tag}");
         assert_eq!(
@@ -271,7 +299,10 @@ pub(crate) async fn keys_import(store: &dyn Store) {
     // A hash repeated within the batch (the last two in hash order).
     let mut twice = fresh("imp-twice", 250);
     twice[249].hash = twice[248].hash.clone();
-    assert_conflict(store.insert_keys(&twice).await, "key hash");
+    assert_conflict(
+        store.insert_keys(&twice, &entry("key.import")).await,
+        "key hash",
+    );
     assert!(
         store
             .existing_key_hashes(&hashes_of(&twice))
@@ -282,7 +313,10 @@ pub(crate) async fn keys_import(store: &dyn Store) {
     // An id repeated within the batch.
     let mut same_id = fresh("imp-same-id", 250);
     same_id[249].id = same_id[0].id.clone();
-    assert_conflict(store.insert_keys(&same_id).await, "key id");
+    assert_conflict(
+        store.insert_keys(&same_id, &entry("key.import")).await,
+        "key id",
+    );
     assert!(
         store
             .existing_key_hashes(&hashes_of(&same_id))
@@ -293,7 +327,10 @@ pub(crate) async fn keys_import(store: &dyn Store) {
     // A key of a workspace that does not exist.
     let mut orphan = fresh("imp-orphan", 250);
     orphan[249].workspace_id = WorkspaceId::new();
-    let err = store.insert_keys(&orphan).await.unwrap_err();
+    let err = store
+        .insert_keys(&orphan, &entry("key.import"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
     assert!(
         store
@@ -307,16 +344,56 @@ pub(crate) async fn keys_import(store: &dyn Store) {
     assert_eq!(key_ids(&listed), key_ids(&expected));
 
     // An empty import does nothing; a small one works like a big one.
-    store.insert_keys(&[]).await.unwrap();
+    store.insert_keys(&[], &entry("key.import")).await.unwrap();
     let small = fresh("imp-small", 2);
-    store.insert_keys(&small).await.unwrap();
+    store
+        .insert_keys(&small, &entry("key.import"))
+        .await
+        .unwrap();
     for k in &small {
         assert_eq!(
             store.key_by_id(&ws.id, &k.id).await.unwrap().as_ref(),
             Some(k)
         );
     }
-    assert!(changes_since(store, before).await.is_empty());
+
+    // An import and its audit entry are written together, or neither.
+    let unaudited = fresh("imp-unaudited", 300);
+    let taken = taken_entry(store, "key.import").await;
+    assert_conflict(store.insert_keys(&unaudited, &taken).await, "audit entry");
+    assert!(
+        store
+            .existing_key_hashes(&hashes_of(&unaudited))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!audited(store, &taken).await);
+
+    // Every key that went in was announced under its hash, once; the failed imports announced
+    // nothing.
+    let announced = changes_since(store, before).await;
+    assert!(announced.iter().all(|(kind, _, _)| kind == "key.changed"));
+    let mut subjects: Vec<String> = announced.into_iter().map(|(_, s, _)| s).collect();
+    let mut hashes: Vec<String> = expected
+        .iter()
+        .chain(small.iter())
+        .map(|k| k.hash.clone())
+        .collect();
+    // The holders of the other workspace went in too.
+    hashes.extend(
+        all_keys(store, &other_ws.id, &KeyFilter::default(), ts(30_400), 200)
+            .await
+            .into_iter()
+            .map(|k| k.hash),
+    );
+    subjects.sort();
+    hashes.sort();
+    assert_eq!(subjects.len(), 1000 + 1 + 4 + 2);
+    assert!(
+        subjects == hashes,
+        "announced hashes differ from the keys inserted"
+    );
 }
 
 /// (label, revoked_at, disabled, expires_at, status at the listing's `now`)
@@ -381,14 +458,14 @@ pub(crate) async fn keys_listing(store: &dyn Store) {
         k.expires_at = *expires_at;
         k.external_id = Some(format!("cust-{}", i % 3));
         assert_eq!(k.status(now), *status, "{label}");
-        store.insert_key(&k).await.unwrap();
+        store.insert_key(&k, None).await.unwrap();
         keys.push(k);
     }
     // Keys of another workspace, same external ids, never show.
     for i in 0..3 {
         let mut k = api_key(&other_ws, &format!("list-other-{i}"), 31_001);
         k.external_id = Some(format!("cust-{i}"));
-        store.insert_key(&k).await.unwrap();
+        store.insert_key(&k, None).await.unwrap();
     }
     keys.sort_by(|a, b| a.id.cmp(&b.id));
     let label_of = |id: &KeyId| {

@@ -16,10 +16,11 @@ use keyrail_core::model::{KeyFormat, WorkspaceStatus};
 use keyrail_core::{Store, StoreError};
 use keyrail_store::testing::TempPostgres;
 
-use fixtures::{assert_same_user, member, ts, user, workspace};
+use fixtures::{assert_same_user, entry, member, ts, user, workspace};
 
 mod apps;
 mod audit;
+mod audited;
 mod changes;
 mod cleanup;
 mod fixtures;
@@ -37,6 +38,8 @@ mod workspaces;
 /// Runs every check against a store with a freshly migrated, empty database.
 async fn run_suite(store: &dyn Store) {
     store.ping().await.unwrap();
+    // First: it lists the whole audit log, which the changes below add entries to.
+    audit::audit_log(store).await;
     changes::empty_change_log(store).await;
     // First: it lists the whole audit log, which the writes below add to (they carry entries).
     audit::audit_log(store).await;
@@ -60,6 +63,7 @@ async fn run_suite(store: &dyn Store) {
     // Workspace administration: counts changes from the latest seq, not from zero.
     workspaces::workspace_updates_and_listing(store).await;
     roles::custom_scopes(store).await;
+    roles::deleted_scope_leaves_no_trace(store).await;
     roles::custom_roles(store).await;
     members::guarded_member_changes(store).await;
     members::owner_guard_under_concurrency(store).await;
@@ -69,12 +73,16 @@ async fn run_suite(store: &dyn Store) {
     keys::keys_import(store).await;
     keys::keys_listing(store).await;
     key_updates::keys_update(store).await;
+    key_updates::concurrent_changes_of_one_key(store).await;
     key_updates::keys_rotate(store).await;
     key_updates::concurrent_rotations_of_one_key(store).await;
     workspaces::key_format_history(store).await;
     key_updates::keys_credits(store).await;
     key_updates::keys_touch(store).await;
     apps::apps_and_grants(store).await;
+    // A change and its audit entry, together or not at all.
+    audited::workspace_changes_and_their_audit_entries(store).await;
+    audited::app_changes_and_their_audit_entries(store).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -163,9 +171,14 @@ async fn sqlite_two_stores_on_one_file_see_each_others_changes() {
         .await
         .unwrap();
     assert!(
-        a.set_workspace_status(&ws.id, WorkspaceStatus::Suspended, ts(1))
-            .await
-            .unwrap()
+        a.set_workspace_status(
+            &ws.id,
+            WorkspaceStatus::Suspended,
+            ts(1),
+            &entry("workspace.suspend")
+        )
+        .await
+        .unwrap()
     );
     assert_eq!(b.changes_after(0, 10).await.unwrap().len(), 1);
 }
@@ -287,9 +300,14 @@ async fn postgres_stores_share_one_ordered_change_log() {
     let writer = |s: Arc<dyn Store>, id: WorkspaceId| {
         tokio::spawn(async move {
             for i in 0..10 {
-                s.set_workspace_status(&id, WorkspaceStatus::Suspended, ts(i))
-                    .await
-                    .unwrap();
+                s.set_workspace_status(
+                    &id,
+                    WorkspaceStatus::Suspended,
+                    ts(i),
+                    &entry("workspace.suspend"),
+                )
+                .await
+                .unwrap();
             }
         })
     };

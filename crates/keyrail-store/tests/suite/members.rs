@@ -30,11 +30,21 @@ pub(crate) async fn guarded_member_changes(store: &dyn Store) {
     let before = store.latest_change().await.unwrap();
     let set = |id: MemberId, role: &'static str, at: i64| {
         let ws = ws.id.clone();
-        async move { store.set_member_role(&ws, &id, role, ts(at)).await.unwrap() }
+        async move {
+            store
+                .set_member_role(&ws, &id, role, ts(at), &entry("member.update"))
+                .await
+                .unwrap()
+        }
     };
     let remove = |id: MemberId, at: i64| {
         let ws = ws.id.clone();
-        async move { store.remove_member(&ws, &id, ts(at)).await.unwrap() }
+        async move {
+            store
+                .remove_member(&ws, &id, ts(at), &entry("member.remove"))
+                .await
+                .unwrap()
+        }
     };
 
     // A member who is not an owner changes freely.
@@ -87,14 +97,25 @@ pub(crate) async fn guarded_member_changes(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .set_member_role(&WorkspaceId::new(), &bob.id, "viewer", ts(23_104))
+            .set_member_role(
+                &WorkspaceId::new(),
+                &bob.id,
+                "viewer",
+                ts(23_104),
+                &entry("member.update")
+            )
             .await
             .unwrap(),
         OwnerGuarded::NotFound
     );
     assert_eq!(
         store
-            .remove_member(&WorkspaceId::new(), &bob.id, ts(23_104))
+            .remove_member(
+                &WorkspaceId::new(),
+                &bob.id,
+                ts(23_104),
+                &entry("member.remove")
+            )
             .await
             .unwrap(),
         OwnerGuarded::NotFound
@@ -157,11 +178,20 @@ pub(crate) async fn guarded_member_changes(store: &dyn Store) {
     assert_eq!(owners(store, &ws.id).await, std::slice::from_ref(&dave.id));
     // A custom role is held by its id; the guard counts only the built-in `owner`.
     let custom = role(&ws, "owner-ish", &["members:read"], 23_207);
-    store.insert_role(&custom).await.unwrap();
+    store
+        .insert_role(&custom, &entry("role.create"))
+        .await
+        .unwrap();
     let erin = new_member(store, &ws, "guard-erin@example.com", "viewer", 23_208).await;
     assert_eq!(
         store
-            .set_member_role(&ws.id, &erin.id, custom.id.as_str(), ts(23_209))
+            .set_member_role(
+                &ws.id,
+                &erin.id,
+                custom.id.as_str(),
+                ts(23_209),
+                &entry("member.update")
+            )
             .await
             .unwrap(),
         OwnerGuarded::Done
@@ -172,7 +202,13 @@ pub(crate) async fn guarded_member_changes(store: &dyn Store) {
     );
     assert_eq!(
         store
-            .set_member_role(&ws.id, &dave.id, custom.id.as_str(), ts(23_210))
+            .set_member_role(
+                &ws.id,
+                &dave.id,
+                custom.id.as_str(),
+                ts(23_210),
+                &entry("member.update")
+            )
             .await
             .unwrap(),
         OwnerGuarded::LastOwner
@@ -262,9 +298,15 @@ async fn check_owner_race(
 pub(crate) async fn owner_guard_under_concurrency(store: &dyn Store) {
     let change_owner = |ws: WorkspaceId, id: MemberId, remove: bool, at: Timestamp| async move {
         if remove {
-            store.remove_member(&ws, &id, at).await.unwrap()
+            store
+                .remove_member(&ws, &id, at, &entry("member.remove"))
+                .await
+                .unwrap()
         } else {
-            store.set_member_role(&ws, &id, "admin", at).await.unwrap()
+            store
+                .set_member_role(&ws, &id, "admin", at, &entry("member.update"))
+                .await
+                .unwrap()
         }
     };
     for round in 0..5 {
@@ -312,9 +354,13 @@ pub(crate) async fn owner_guard_across_stores(x: Arc<dyn Store>, y: Arc<dyn Stor
                 let ws = ws.id.clone();
                 tokio::spawn(async move {
                     if remove {
-                        s.remove_member(&ws, &id, ts(at)).await.unwrap()
+                        s.remove_member(&ws, &id, ts(at), &entry("member.remove"))
+                            .await
+                            .unwrap()
                     } else {
-                        s.set_member_role(&ws, &id, "admin", ts(at)).await.unwrap()
+                        s.set_member_role(&ws, &id, "admin", ts(at), &entry("member.update"))
+                            .await
+                            .unwrap()
                     }
                 })
             };

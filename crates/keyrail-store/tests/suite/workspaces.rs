@@ -73,20 +73,23 @@ pub(crate) async fn workspaces_and_members(store: &dyn Store) {
 
     // Members.
     let owner_in_ws2 = member(&ws2, &owner, "member", 310);
-    store.insert_member(&owner_in_ws2).await.unwrap();
+    store
+        .insert_member(&owner_in_ws2, &entry("member.add"))
+        .await
+        .unwrap();
     assert_conflict(
         store
-            .insert_member(&member(&ws1, &owner, "admin", 311))
+            .insert_member(&member(&ws1, &owner, "admin", 311), &entry("member.add"))
             .await,
         "member",
     );
     let fk = store
-        .insert_member(&member(&ws1, &ghost, "member", 312))
+        .insert_member(&member(&ws1, &ghost, "member", 312), &entry("member.add"))
         .await;
     assert!(matches!(fk, Err(StoreError::Other(_))), "{fk:?}");
     let no_ws = workspace("Nowhere", 0, KeyFormat::default());
     let fk = store
-        .insert_member(&member(&no_ws, &carol, "member", 313))
+        .insert_member(&member(&no_ws, &carol, "member", 313), &entry("member.add"))
         .await;
     assert!(matches!(fk, Err(StoreError::Other(_))), "{fk:?}");
 
@@ -132,8 +135,14 @@ pub(crate) async fn workspaces_and_members(store: &dyn Store) {
     // list_members joins email and name, pages by member id.
     let carol_m = member(&ws1, &carol, "member", 320);
     let dave_m = member(&ws1, &dave, "viewer", 321);
-    store.insert_member(&carol_m).await.unwrap();
-    store.insert_member(&dave_m).await.unwrap();
+    store
+        .insert_member(&carol_m, &entry("member.add"))
+        .await
+        .unwrap();
+    store
+        .insert_member(&dave_m, &entry("member.add"))
+        .await
+        .unwrap();
     let mut expected = vec![
         (
             owner_m.id.to_string(),
@@ -197,14 +206,24 @@ pub(crate) async fn workspaces_and_members(store: &dyn Store) {
     // set_workspace_status: unknown => false and no change; known => updated and logged.
     assert!(
         !store
-            .set_workspace_status(&WorkspaceId::new(), WorkspaceStatus::Suspended, ts(500))
+            .set_workspace_status(
+                &WorkspaceId::new(),
+                WorkspaceStatus::Suspended,
+                ts(500),
+                &entry("workspace.suspend")
+            )
             .await
             .unwrap()
     );
     assert_eq!(store.latest_change().await.unwrap(), 0);
     assert!(
         store
-            .set_workspace_status(&ws1.id, WorkspaceStatus::Suspended, ts(501))
+            .set_workspace_status(
+                &ws1.id,
+                WorkspaceStatus::Suspended,
+                ts(501),
+                &entry("workspace.suspend")
+            )
             .await
             .unwrap()
     );
@@ -231,7 +250,7 @@ pub(crate) async fn workspaces_and_members(store: &dyn Store) {
     // remove_member: scoped to its workspace, logged, idempotent.
     assert_eq!(
         store
-            .remove_member(&ws1.id, &owner_in_ws2.id, ts(600))
+            .remove_member(&ws1.id, &owner_in_ws2.id, ts(600), &entry("member.remove"))
             .await
             .unwrap(),
         OwnerGuarded::NotFound
@@ -239,7 +258,7 @@ pub(crate) async fn workspaces_and_members(store: &dyn Store) {
     assert_eq!(store.latest_change().await.unwrap(), c1.seq);
     assert_eq!(
         store
-            .remove_member(&ws1.id, &carol_m.id, ts(601))
+            .remove_member(&ws1.id, &carol_m.id, ts(601), &entry("member.remove"))
             .await
             .unwrap(),
         OwnerGuarded::Done
@@ -254,7 +273,7 @@ pub(crate) async fn workspaces_and_members(store: &dyn Store) {
     assert!(store.member_of(&ws1.id, &carol.id).await.unwrap().is_none());
     assert_eq!(
         store
-            .remove_member(&ws1.id, &carol_m.id, ts(602))
+            .remove_member(&ws1.id, &carol_m.id, ts(602), &entry("member.remove"))
             .await
             .unwrap(),
         OwnerGuarded::NotFound
@@ -272,7 +291,12 @@ pub(crate) async fn workspaces_and_members(store: &dyn Store) {
 
     assert!(
         store
-            .set_workspace_status(&ws1.id, WorkspaceStatus::Active, ts(700))
+            .set_workspace_status(
+                &ws1.id,
+                WorkspaceStatus::Active,
+                ts(700),
+                &entry("workspace.suspend")
+            )
             .await
             .unwrap()
     );
@@ -317,7 +341,10 @@ pub(crate) async fn workspace_updates_and_listing(store: &dyn Store) {
     let older_owner = member(&older, &other, "owner", 20_100);
     store.create_workspace(&older, &older_owner).await.unwrap();
     let u_in_older = member(&older, &u, "developer", 20_300);
-    store.insert_member(&u_in_older).await.unwrap();
+    store
+        .insert_member(&u_in_older, &entry("member.add"))
+        .await
+        .unwrap();
 
     // memberships_of_user: oldest workspace first, each with the user's own membership.
     let ms = store.memberships_of_user(&u.id).await.unwrap();
@@ -359,7 +386,12 @@ pub(crate) async fn workspace_updates_and_listing(store: &dyn Store) {
     changed.updated_at = ts(20_400);
     changed.status = WorkspaceStatus::Suspended;
     changed.created_at = ts(1);
-    assert!(store.update_workspace(&changed).await.unwrap());
+    assert!(
+        store
+            .update_workspace(&changed, &entry("workspace.update"))
+            .await
+            .unwrap()
+    );
     let got = store.workspace_by_id(&older.id).await.unwrap().unwrap();
     assert_eq!(got.name, "Older, renamed");
     assert_eq!(got.key_format, gr);
@@ -374,7 +406,12 @@ pub(crate) async fn workspace_updates_and_listing(store: &dyn Store) {
     assert_same_workspace(&store.memberships_of_user(&u.id).await.unwrap()[0].0, &got);
     // An unknown workspace: false, and nothing is created.
     let ghost = workspace("Ghost", 20_500, KeyFormat::default());
-    assert!(!store.update_workspace(&ghost).await.unwrap());
+    assert!(
+        !store
+            .update_workspace(&ghost, &entry("workspace.update"))
+            .await
+            .unwrap()
+    );
     assert!(store.workspace_by_id(&ghost.id).await.unwrap().is_none());
     // Settings are not in the change log.
     assert_eq!(store.latest_change().await.unwrap(), before);
@@ -415,7 +452,10 @@ pub(crate) async fn workspace_updates_and_listing(store: &dyn Store) {
 pub(crate) async fn delete_workspace_removes_everything(store: &dyn Store) {
     let (doomed, owner) = new_workspace(store, "doomed", 26_000).await;
     let dev_role = role(&doomed, "dev", &["keys:read"], 26_001);
-    store.insert_role(&dev_role).await.unwrap();
+    store
+        .insert_role(&dev_role, &entry("role.create"))
+        .await
+        .unwrap();
     let dev = new_member(
         store,
         &doomed,
@@ -428,6 +468,7 @@ pub(crate) async fn delete_workspace_removes_everything(store: &dyn Store) {
         .insert_scope(
             &doomed.id,
             &scope("chats:read", "Read chats", false, 26_003),
+            &entry("scope.create"),
         )
         .await
         .unwrap();
@@ -437,9 +478,15 @@ pub(crate) async fn delete_workspace_removes_everything(store: &dyn Store) {
     let kept_owner = member(&kept, &owner_user, "owner", 26_010);
     store.create_workspace(&kept, &kept_owner).await.unwrap();
     let kept_scope = scope("chats:read", "Read chats", false, 26_011);
-    store.insert_scope(&kept.id, &kept_scope).await.unwrap();
+    store
+        .insert_scope(&kept.id, &kept_scope, &entry("scope.create"))
+        .await
+        .unwrap();
     let kept_role = role(&kept, "dev", &["keys:read"], 26_012);
-    store.insert_role(&kept_role).await.unwrap();
+    store
+        .insert_role(&kept_role, &entry("role.create"))
+        .await
+        .unwrap();
     let audit = AuditEntry {
         id: AuditId::new(),
         at: ts(26_020),
@@ -454,14 +501,14 @@ pub(crate) async fn delete_workspace_removes_everything(store: &dyn Store) {
     };
     store.insert_audit(&audit).await.unwrap();
     let doomed_key = api_key(&doomed, "doomed-key", 26_030);
-    store.insert_key(&doomed_key).await.unwrap();
+    store.insert_key(&doomed_key, None).await.unwrap();
     let kept_key = api_key(&kept, "kept-key", 26_031);
-    store.insert_key(&kept_key).await.unwrap();
+    store.insert_key(&kept_key, None).await.unwrap();
 
     let before = store.latest_change().await.unwrap();
     assert!(
         store
-            .delete_workspace(&doomed.id, ts(26_100))
+            .delete_workspace(&doomed.id, ts(26_100), &entry("workspace.delete"))
             .await
             .unwrap()
     );
@@ -557,35 +604,42 @@ pub(crate) async fn delete_workspace_removes_everything(store: &dyn Store) {
     assert_same_audit(&entries[0], &audit);
     // Nothing can be added under it any more.
     let err = store
-        .insert_scope(&doomed.id, &scope("x:read", "", false, 26_200))
+        .insert_scope(
+            &doomed.id,
+            &scope("x:read", "", false, 26_200),
+            &entry("scope.create"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
     let err = store
-        .insert_role(&role(&doomed, "late", &[], 26_200))
+        .insert_role(&role(&doomed, "late", &[], 26_200), &entry("role.create"))
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
     let err = store
-        .insert_member(&member(&doomed, &owner_user, "owner", 26_200))
+        .insert_member(
+            &member(&doomed, &owner_user, "owner", 26_200),
+            &entry("member.add"),
+        )
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
     let err = store
-        .insert_key(&api_key(&doomed, "doomed-late", 26_200))
+        .insert_key(&api_key(&doomed, "doomed-late", 26_200), None)
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::Other(_)), "{err:?}");
     // Deleting it again, or an unknown workspace: false, nothing logged.
     assert!(
         !store
-            .delete_workspace(&doomed.id, ts(26_300))
+            .delete_workspace(&doomed.id, ts(26_300), &entry("workspace.delete"))
             .await
             .unwrap()
     );
     assert!(
         !store
-            .delete_workspace(&WorkspaceId::new(), ts(26_300))
+            .delete_workspace(&WorkspaceId::new(), ts(26_300), &entry("workspace.delete"))
             .await
             .unwrap()
     );
@@ -616,10 +670,20 @@ pub(crate) async fn key_format_history(store: &dyn Store) {
     assert!(store.key_formats().await.unwrap().contains(&first));
     ws.key_format = second.clone();
     ws.updated_at = ts(35_010);
-    assert!(store.update_workspace(&ws).await.unwrap());
+    assert!(
+        store
+            .update_workspace(&ws, &entry("workspace.update"))
+            .await
+            .unwrap()
+    );
     // Renaming keeps the format: nothing new.
     ws.name = "formats renamed".into();
-    assert!(store.update_workspace(&ws).await.unwrap());
+    assert!(
+        store
+            .update_workspace(&ws, &entry("workspace.update"))
+            .await
+            .unwrap()
+    );
     let known = store.key_formats().await.unwrap();
     assert!(
         known.contains(&first) && known.contains(&second),
@@ -636,7 +700,12 @@ pub(crate) async fn key_format_history(store: &dyn Store) {
         },
     );
     ghost.updated_at = ts(35_020);
-    assert!(!store.update_workspace(&ghost).await.unwrap());
+    assert!(
+        !store
+            .update_workspace(&ghost, &entry("workspace.update"))
+            .await
+            .unwrap()
+    );
     assert!(
         !store
             .key_formats()

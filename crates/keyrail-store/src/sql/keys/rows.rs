@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::{Arc, LazyLock};
 
 use keyrail_core::id::{KeyId, WorkspaceId};
-use keyrail_core::model::{ApiKey, KeyRateLimit};
+use keyrail_core::model::{ApiKey, KeyChanges, KeyRateLimit};
 use keyrail_core::store::{StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
 
@@ -190,6 +190,54 @@ impl<'a> KeyParams<'a> {
         let text_bytes: usize = texts.iter().flatten().map(|t| t.len()).sum();
         // A length and a format code per parameter, 8 bytes per number.
         text_bytes + KEY_COLUMN_COUNT * 6 + 9 * 8
+    }
+}
+
+/// A change of a key with its JSON columns encoded, ready to bind.
+pub(super) struct KeyChangeParams<'a> {
+    changes: &'a KeyChanges,
+    /// The new scopes, when the change names them.
+    pub(super) scopes: Option<String>,
+    /// The new meta, when the change sets one (`None` too when it clears it or leaves it).
+    pub(super) meta: Option<String>,
+}
+
+impl<'a> KeyChangeParams<'a> {
+    pub(super) fn new(changes: &'a KeyChanges) -> StoreResult<Self> {
+        let scopes = changes
+            .scopes
+            .as_ref()
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Other(format!("encoding key scopes: {e}")))?;
+        let meta = changes
+            .meta
+            .as_ref()
+            .and_then(Option::as_ref)
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| StoreError::Other(format!("encoding key meta: {e}")))?;
+        Ok(Self {
+            changes,
+            scopes,
+            meta,
+        })
+    }
+
+    /// The new limit, when the change sets a rate limit.
+    pub(super) fn rate_limit_limit(&self) -> Option<i64> {
+        self.changes
+            .rate_limit
+            .flatten()
+            .map(|r| i64::from(r.limit))
+    }
+
+    /// The new window, when the change sets a rate limit.
+    pub(super) fn rate_limit_window(&self) -> Option<i64> {
+        self.changes
+            .rate_limit
+            .flatten()
+            .map(|r| i64::from(r.window_seconds))
     }
 }
 

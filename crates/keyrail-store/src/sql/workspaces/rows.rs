@@ -170,3 +170,60 @@ impl TryFrom<RoleRow> for CustomRole {
 pub(super) fn owner_role() -> &'static str {
     BuiltinRole::Owner.as_str()
 }
+
+/// A JSON array of scope names as stored (keys, grants and roles store `serde_json`'s compact
+/// form of a set of distinct names) with one name taken out, in SQL on `scopes`, the same on
+/// both backends: `$2`, `$3` and `$4` are [`scope_patterns`] of the name. The closing quote is
+/// part of every pattern, so `"chats:read"` never matches inside `"chats:reader"`.
+macro_rules! without_scope {
+    () => {
+        "replace(replace(replace(scopes, $2, '[]'), $3, '['), $4, '')"
+    };
+}
+pub(super) use without_scope;
+
+/// What [`without_scope!`] replaces: the name as the only element (`["n"]`), as the first of
+/// several (`["n",`) and as a later one (`,"n"`).
+pub(super) fn scope_patterns(name: &str) -> StoreResult<[String; 3]> {
+    let quoted = serde_json::to_string(name)
+        .map_err(|e| StoreError::Other(format!("encoding a scope name: {e}")))?;
+    Ok([
+        format!("[{quoted}]"),
+        format!("[{quoted},"),
+        format!(",{quoted}"),
+    ])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the SQL of [`without_scope!`] does, in Rust (`str::replacen` with one match per
+    /// name, as the arrays hold each name once).
+    fn without(stored: &str, name: &str) -> String {
+        let [only, first, later] = scope_patterns(name).unwrap();
+        stored
+            .replace(&only, "[]")
+            .replace(&first, "[")
+            .replace(&later, "")
+    }
+
+    #[test]
+    fn a_scope_comes_off_any_position_and_nothing_else_does() {
+        let json = |names: &[&str]| serde_json::to_string(names).unwrap();
+        let n = "chats:read";
+        for (before, after) in [
+            (vec![n], vec![]),
+            (vec![n, "keys:read"], vec!["keys:read"]),
+            (vec!["keys:read", n], vec!["keys:read"]),
+            (vec!["a:b", n, "c:d"], vec!["a:b", "c:d"]),
+            (
+                vec!["chats:reader", "x:chats:read"],
+                vec!["chats:reader", "x:chats:read"],
+            ),
+            (vec![], vec![]),
+        ] {
+            assert_eq!(without(&json(&before), n), json(&after), "{before:?}");
+        }
+    }
+}
