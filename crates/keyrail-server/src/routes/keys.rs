@@ -699,12 +699,17 @@ fn other_workspace() -> ApiError {
     ))]
 pub async fn forward_auth(
     State(state): State<AppState>,
-    parts: axum::http::request::Parts,
+    // The request itself, taken apart: the `Parts` extractor would clone the headers and the
+    // extensions on every call of this hot path.
+    request: axum::extract::Request,
 ) -> Result<Response, ApiError> {
-    let query: Vec<(String, String)> = axum::extract::Query::try_from_uri(&parts.uri).map_or_else(
-        |_| Err(ApiError::invalid("query", "the query string is malformed")),
-        |q| Ok(q.0),
-    )?;
+    let (parts, _) = request.into_parts();
+    let query: Vec<(String, String)> = match parts.uri.query() {
+        None => Vec::new(),
+        Some(_) => axum::extract::Query::try_from_uri(&parts.uri)
+            .map(|q| q.0)
+            .map_err(|_| ApiError::invalid("query", "the query string is malformed"))?,
+    };
     let required = required_scopes(&query, &parts.headers)?;
     let required: Vec<&str> = required.iter().map(String::as_str).collect();
     let bound = bound_workspace(&query, &parts.headers)?;
