@@ -90,19 +90,15 @@ macro_rules! change_store {
             async fn purge_changes(&self, before: Timestamp, limit: u32) -> StoreResult<u64> {
                 // Oldest first, by changes_at_idx; the newest entry stays whatever its age.
                 // Needs no change-log lock: appends only ever add above every kept `seq`.
-                let deleted = sqlx::query(
+                self.delete_batch(
                     "DELETE FROM changes WHERE seq IN (
                          SELECT seq FROM changes
                          WHERE at < $1 AND seq < (SELECT MAX(seq) FROM changes)
                          ORDER BY seq LIMIT $2)",
+                    before,
+                    limit,
                 )
-                .bind(before.millis())
-                .bind(i64::from(limit))
-                .execute(&self.pool)
                 .await
-                .map_err(map_err)?
-                .rows_affected();
-                Ok(deleted)
             }
 
             async fn follow_changes(&self, wake: Arc<Notify>) -> StoreResult<bool> {

@@ -233,6 +233,23 @@ macro_rules! sql_common {
                 Ok(())
             }
 
+            /// Runs a batched cleanup `DELETE` whose `$1` is a time (ms) and `$2` the most rows
+            /// to delete; says how many went.
+            async fn delete_batch(
+                &self,
+                sql: &'static str,
+                at: Timestamp,
+                limit: u32,
+            ) -> StoreResult<u64> {
+                Ok(sqlx::query(sql)
+                    .bind(at.millis())
+                    .bind(i64::from(limit))
+                    .execute(&self.pool)
+                    .await
+                    .map_err(map_err)?
+                    .rows_affected())
+            }
+
             /// Locks the rows of these keys in id order until the caller's transaction ends
             /// (PostgreSQL; a no-op on SQLite, whose first write takes the write lock).
             async fn lock_keys(conn: &mut $conn, ids: &[&str]) -> StoreResult<()> {

@@ -391,20 +391,16 @@ macro_rules! session_store {
             async fn purge_refresh_tokens(&self, now: Timestamp, limit: u32) -> StoreResult<u64> {
                 // Dead sessions are found by sessions_revoked_at_idx and
                 // sessions_expires_at_idx, their tokens by refresh_tokens_session_id_idx.
-                let deleted = sqlx::query(
+                self.delete_batch(
                     "DELETE FROM refresh_tokens WHERE hash IN (
                          SELECT t.hash FROM sessions s
                          JOIN refresh_tokens t ON t.session_id = s.id
                          WHERE s.revoked_at IS NOT NULL OR s.expires_at <= $1
                          LIMIT $2)",
+                    now,
+                    limit,
                 )
-                .bind(now.millis())
-                .bind(i64::from(limit))
-                .execute(&self.pool)
                 .await
-                .map_err(map_err)?
-                .rows_affected();
-                Ok(deleted)
             }
 
             async fn purge_sessions(
@@ -412,50 +408,38 @@ macro_rules! session_store {
                 ended_before: Timestamp,
                 limit: u32,
             ) -> StoreResult<u64> {
-                let deleted = sqlx::query(
+                self.delete_batch(
                     "DELETE FROM sessions WHERE id IN (
                          SELECT id FROM sessions WHERE revoked_at < $1 OR expires_at < $1
                          LIMIT $2)",
+                    ended_before,
+                    limit,
                 )
-                .bind(ended_before.millis())
-                .bind(i64::from(limit))
-                .execute(&self.pool)
                 .await
-                .map_err(map_err)?
-                .rows_affected();
-                Ok(deleted)
             }
 
             async fn purge_mfa_challenges(&self, now: Timestamp, limit: u32) -> StoreResult<u64> {
-                let deleted = sqlx::query(
+                self.delete_batch(
                     "DELETE FROM mfa_challenges WHERE hash IN (
                          SELECT hash FROM mfa_challenges
                          WHERE expires_at <= $1 OR used_at IS NOT NULL
                          LIMIT $2)",
+                    now,
+                    limit,
                 )
-                .bind(now.millis())
-                .bind(i64::from(limit))
-                .execute(&self.pool)
                 .await
-                .map_err(map_err)?
-                .rows_affected();
-                Ok(deleted)
             }
 
             async fn purge_password_resets(&self, now: Timestamp, limit: u32) -> StoreResult<u64> {
-                let deleted = sqlx::query(
+                self.delete_batch(
                     "DELETE FROM password_resets WHERE hash IN (
                          SELECT hash FROM password_resets
                          WHERE expires_at <= $1 OR used_at IS NOT NULL
                          LIMIT $2)",
+                    now,
+                    limit,
                 )
-                .bind(now.millis())
-                .bind(i64::from(limit))
-                .execute(&self.pool)
                 .await
-                .map_err(map_err)?
-                .rows_affected();
-                Ok(deleted)
             }
         }
     };
