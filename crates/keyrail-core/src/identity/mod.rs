@@ -321,7 +321,7 @@ impl Identity {
             }
             return Ok(LoginOutcome::MfaRequired { mfa_token });
         }
-        let tokens = self.open_session(meta, user).await?;
+        let tokens = self.open_session(meta, user, &checked).await?;
         Ok(LoginOutcome::Tokens(Box::new(tokens)))
     }
 
@@ -365,7 +365,8 @@ impl Identity {
             .user_by_id(&user_id)
             .await?
             .ok_or_else(bad_challenge)?;
-        self.open_session(meta, user).await
+        let checked = user.password_hash.clone();
+        self.open_session(meta, user, &checked).await
     }
 
     async fn limit_mfa(&self, user: &UserId) -> Result<(), Error> {
@@ -445,7 +446,14 @@ impl Identity {
         Ok(Secret::new(self.keyring.sign(&claims)?))
     }
 
-    async fn open_session(&self, meta: &RequestMeta, user: User) -> Result<Tokens, Error> {
+    /// A session for `user`, whose password was checked against `checked`: refused (as a wrong
+    /// password) when the password changed meanwhile, since that change ended every session.
+    async fn open_session(
+        &self,
+        meta: &RequestMeta,
+        user: User,
+        checked: &Secret,
+    ) -> Result<Tokens, Error> {
         let now = self.now();
         let session = Session {
             id: SessionId::new(),
@@ -469,13 +477,18 @@ impl Identity {
             Some(user.id.to_string()),
             true,
         );
-        self.store
+        if !self
+            .store
             .insert_session(
                 &session,
                 &token::sha256_hex(refresh.expose().as_bytes()),
+                Some(checked.expose()),
                 &entry,
             )
-            .await?;
+            .await?
+        {
+            return Err(invalid_login());
+        }
         Ok(Tokens {
             access_token: access,
             refresh_token: refresh,

@@ -14,13 +14,17 @@ use crate::time::Timestamp;
 pub trait SessionStore: Send + Sync {
     // sessions and refresh tokens (stored as SHA-256 hex digests)
     /// Creates a session with its first refresh token.
-    /// With its audit entry (`user.login`), in the same transaction.
+    /// With its audit entry (`user.login`), in the same transaction. Given `password_hash`
+    /// (the hash the login checked the password against), only while that is still the user's
+    /// password: a login racing a password change opens no session that would outlive the
+    /// change (`false`, nothing written).
     async fn insert_session(
         &self,
         session: &Session,
         refresh_hash: &str,
+        password_hash: Option<&str>,
         audit: &AuditEntry,
-    ) -> StoreResult<()>;
+    ) -> StoreResult<bool>;
     async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<Session>>;
     /// The user's sessions that are neither revoked nor expired at `now`, newest first.
     async fn active_sessions(&self, user: &UserId, now: Timestamp) -> StoreResult<Vec<Session>>;

@@ -162,13 +162,13 @@ pub(crate) async fn identity_changes_and_their_audit_are_one(store: &dyn Store) 
     let s = crate::sessions::session(&user, 40_001, 60_000);
     assert!(
         store
-            .insert_session(&s, &"aa".repeat(32), &taken)
+            .insert_session(&s, &"aa".repeat(32), None, &taken)
             .await
             .is_err()
     );
     assert!(store.session_by_id(&s.id).await.unwrap().is_none());
     store
-        .insert_session(&s, &"aa".repeat(32), &audit_of("user.login"))
+        .insert_session(&s, &"aa".repeat(32), None, &audit_of("user.login"))
         .await
         .unwrap();
     assert!(store.session_by_id(&s.id).await.unwrap().is_some());
@@ -189,4 +189,30 @@ pub(crate) async fn identity_changes_and_their_audit_are_one(store: &dyn Store) 
     let state = store.mfa_state(&user.id).await.unwrap();
     assert!(state.secret.is_none(), "MFA stays off");
     assert_eq!(store.unused_recovery_codes(&user.id).await.unwrap(), 0);
+}
+
+/// A login that checked the password against a hash the user no longer has (the password
+/// changed meanwhile, ending every session) opens no session.
+pub(crate) async fn a_session_needs_the_password_it_was_checked_against(store: &dyn Store) {
+    let user = new_user(store, "stale-login@example.com", 41_000).await;
+    let current = user.password_hash.expose().to_owned();
+    let stale = format!("{current}-before-the-change");
+    let s = crate::sessions::session(&user, 41_001, 60_000);
+    let opened = store
+        .insert_session(&s, &"cc".repeat(32), Some(&stale), &audit_of("user.login"))
+        .await
+        .unwrap();
+    assert!(!opened);
+    assert!(store.session_by_id(&s.id).await.unwrap().is_none());
+    let opened = store
+        .insert_session(
+            &s,
+            &"cc".repeat(32),
+            Some(&current),
+            &audit_of("user.login"),
+        )
+        .await
+        .unwrap();
+    assert!(opened);
+    assert!(store.session_by_id(&s.id).await.unwrap().is_some());
 }

@@ -60,6 +60,7 @@ async fn change_log(store: &dyn Store) {
             .insert_session(
                 &s,
                 &digest(&format!("changes-{i}")),
+                None,
                 &audit_of("user.login"),
             )
             .await
@@ -92,7 +93,7 @@ async fn change_log(store: &dyn Store) {
     // A new entry comes after every deleted one; then the older one can go.
     let s = session(&u, 10, 30 * DAY);
     store
-        .insert_session(&s, &digest("changes-new"), &audit_of("user.login"))
+        .insert_session(&s, &digest("changes-new"), None, &audit_of("user.login"))
         .await
         .unwrap();
     store
@@ -123,7 +124,7 @@ async fn sessions_and_refresh_tokens(store: &dyn Store) {
     // Live, rotated once: a spent token and a live one.
     let live = session(&u, 0, month);
     store
-        .insert_session(&live, &digest("live-0"), &audit_of("user.login"))
+        .insert_session(&live, &digest("live-0"), None, &audit_of("user.login"))
         .await
         .unwrap();
     assert!(matches!(
@@ -136,7 +137,12 @@ async fn sessions_and_refresh_tokens(store: &dyn Store) {
     // Revoked before the cut, after two rotations: three tokens.
     let revoked_old = session(&u, 1, month);
     store
-        .insert_session(&revoked_old, &digest("rev-old-0"), &audit_of("user.login"))
+        .insert_session(
+            &revoked_old,
+            &digest("rev-old-0"),
+            None,
+            &audit_of("user.login"),
+        )
         .await
         .unwrap();
     for (old, new) in [("rev-old-0", "rev-old-1"), ("rev-old-1", "rev-old-2")] {
@@ -157,7 +163,7 @@ async fn sessions_and_refresh_tokens(store: &dyn Store) {
         (&revoked_new, 9 * DAY, "rev-new-0"),
     ] {
         store
-            .insert_session(s, &digest(token), &audit_of("user.login"))
+            .insert_session(s, &digest(token), None, &audit_of("user.login"))
             .await
             .unwrap();
         store.revoke_session(&u.id, &s.id, ts(at)).await.unwrap();
@@ -166,11 +172,21 @@ async fn sessions_and_refresh_tokens(store: &dyn Store) {
     let expired_old = session(&u, 4, DAY);
     let expired_new = session(&u, 5 * DAY, 4 * DAY);
     store
-        .insert_session(&expired_old, &digest("exp-old-0"), &audit_of("user.login"))
+        .insert_session(
+            &expired_old,
+            &digest("exp-old-0"),
+            None,
+            &audit_of("user.login"),
+        )
         .await
         .unwrap();
     store
-        .insert_session(&expired_new, &digest("exp-new-0"), &audit_of("user.login"))
+        .insert_session(
+            &expired_new,
+            &digest("exp-new-0"),
+            None,
+            &audit_of("user.login"),
+        )
         .await
         .unwrap();
 

@@ -53,6 +53,7 @@ async fn run_suite(store: &dyn Store) {
     identity::concurrent_login_reservations_hold_the_limit(store).await;
     sessions::sessions_and_refresh_tokens(store).await;
     audit::identity_changes_and_their_audit_are_one(store).await;
+    audit::a_session_needs_the_password_it_was_checked_against(store).await;
     sessions::concurrent_rotations_of_one_token(store).await;
     sessions::mfa_challenges(store).await;
     sessions::password_resets(store).await;

@@ -48,19 +48,19 @@ pub(crate) async fn sessions_and_refresh_tokens(store: &dyn Store) {
     let s_old = session(&alice, 4000, 50); // expires at 4050
     let s_bob = session(&bob, 4300, day);
     store
-        .insert_session(&s1, &digest("s1-r0"), &audit_of("user.login"))
+        .insert_session(&s1, &digest("s1-r0"), None, &audit_of("user.login"))
         .await
         .unwrap();
     store
-        .insert_session(&s2, &digest("s2-r0"), &audit_of("user.login"))
+        .insert_session(&s2, &digest("s2-r0"), None, &audit_of("user.login"))
         .await
         .unwrap();
     store
-        .insert_session(&s_old, &digest("old-r0"), &audit_of("user.login"))
+        .insert_session(&s_old, &digest("old-r0"), None, &audit_of("user.login"))
         .await
         .unwrap();
     store
-        .insert_session(&s_bob, &digest("bob-r0"), &audit_of("user.login"))
+        .insert_session(&s_bob, &digest("bob-r0"), None, &audit_of("user.login"))
         .await
         .unwrap();
     assert_same_session(&store.session_by_id(&s1.id).await.unwrap().unwrap(), &s1);
@@ -78,25 +78,27 @@ pub(crate) async fn sessions_and_refresh_tokens(store: &dyn Store) {
     dup_id.id = s1.id.clone();
     assert_conflict(
         store
-            .insert_session(&dup_id, &digest("dup-id"), &audit_of("user.login"))
+            .insert_session(&dup_id, &digest("dup-id"), None, &audit_of("user.login"))
             .await,
         "session id",
     );
     let dup_token = session(&alice, 4400, day);
     assert_conflict(
         store
-            .insert_session(&dup_token, &digest("s1-r0"), &audit_of("user.login"))
+            .insert_session(&dup_token, &digest("s1-r0"), None, &audit_of("user.login"))
             .await,
         "refresh token",
     );
     assert!(store.session_by_id(&dup_token.id).await.unwrap().is_none());
     let ghost = user("ghost-session@example.com", "Ghost", 0);
     let orphan = session(&ghost, 4400, day);
-    let err = store
-        .insert_session(&orphan, &digest("orphan"), &audit_of("user.login"))
+    // A user that does not exist gets no session (nothing is written).
+    let opened = store
+        .insert_session(&orphan, &digest("orphan"), None, &audit_of("user.login"))
         .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Other(_)), "{err:?}");
+        .unwrap();
+    assert!(!opened);
+    assert!(store.session_by_id(&orphan.id).await.unwrap().is_none());
 
     // Active sessions: the user's own, live ones, newest first.
     let now = 5000;
@@ -322,11 +324,11 @@ pub(crate) async fn sessions_and_refresh_tokens(store: &dyn Store) {
     let s3 = session(&alice, 5100, day);
     let s4 = session(&alice, 5200, day);
     store
-        .insert_session(&s3, &digest("s3-r0"), &audit_of("user.login"))
+        .insert_session(&s3, &digest("s3-r0"), None, &audit_of("user.login"))
         .await
         .unwrap();
     store
-        .insert_session(&s4, &digest("s4-r0"), &audit_of("user.login"))
+        .insert_session(&s4, &digest("s4-r0"), None, &audit_of("user.login"))
         .await
         .unwrap();
     let mut ended = store
@@ -412,7 +414,7 @@ pub(crate) async fn concurrent_rotations_of_one_token(store: &dyn Store) {
         let s = session(&u, 6000 + round, 86_400_000);
         let old = digest(&format!("race-{round}"));
         store
-            .insert_session(&s, &old, &audit_of("user.login"))
+            .insert_session(&s, &old, None, &audit_of("user.login"))
             .await
             .unwrap();
         let new_a = digest(&format!("race-{round}-a"));

@@ -27,14 +27,17 @@ macro_rules! session_store {
                 &self,
                 session: &Session,
                 refresh_hash: &str,
+                password_hash: Option<&str>,
                 audit: &AuditEntry,
-            ) -> StoreResult<()> {
+            ) -> StoreResult<bool> {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
-                sqlx::query(
+                // One statement: the password cannot change between the check and the insert.
+                let inserted = sqlx::query(
                     "INSERT INTO sessions
                          (id, user_id, created_at, last_used_at, expires_at, revoked_at, ip,
                           user_agent)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                     SELECT $1, id, $3, $4, $5, $6, $7, $8 FROM users
+                     WHERE id = $2 AND ($9 IS NULL OR password_hash = $9)",
                 )
                 .bind(session.id.as_str())
                 .bind(session.user_id.as_str())
@@ -44,9 +47,14 @@ macro_rules! session_store {
                 .bind(session.revoked_at.map(Timestamp::millis))
                 .bind(session.ip.as_deref())
                 .bind(session.user_agent.as_deref())
+                .bind(password_hash)
                 .execute(&mut *tx)
                 .await
-                .map_err(map_err)?;
+                .map_err(map_err)?
+                .rows_affected();
+                if inserted == 0 {
+                    return Ok(false);
+                }
                 sqlx::query(
                     "INSERT INTO refresh_tokens (hash, session_id, created_at, spent_at)
                      VALUES ($1, $2, $3, NULL)",
@@ -58,7 +66,8 @@ macro_rules! session_store {
                 .await
                 .map_err(map_err)?;
                 Self::write_audit(&mut tx, audit).await?;
-                tx.commit().await.map_err(map_err)
+                tx.commit().await.map_err(map_err)?;
+                Ok(true)
             }
 
             async fn session_by_id(&self, id: &SessionId) -> StoreResult<Option<Session>> {
