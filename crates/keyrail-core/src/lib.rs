@@ -8,6 +8,7 @@ pub mod clock;
 pub mod crypto;
 pub mod error;
 pub mod events;
+pub mod export;
 pub mod id;
 pub mod identity;
 pub mod keys;

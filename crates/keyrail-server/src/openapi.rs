@@ -23,6 +23,7 @@ use crate::error::ErrorBody;
         (name = "members", description = "Members and roles of a workspace"),
         (name = "scopes", description = "The scope catalog and a workspace's own scopes"),
         (name = "audit", description = "The append-only audit log"),
+        (name = "export", description = "Workspace export (streamed JSON)"),
         (name = "admin", description = "Platform administration (admin:superuser)"),
         (name = "keys", description = "API keys, verify and forward-auth"),
         (name = "apps", description = "Builder profiles, apps, member grants and app tokens"),

@@ -1,5 +1,6 @@
 //! The `keyrail` binary: command line, configuration, logging, and the commands.
 
+mod backup;
 mod config;
 
 /// mimalloc: the verify path allocates small, short-lived buffers per request, where glibc's
@@ -60,6 +61,27 @@ enum Command {
     /// API-key operations for operators.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Write a backup of the whole database (every table, sealed secrets and hashes included)
+    /// to FILE: a versioned, gzip-compressed, checksummed archive, read in one consistent
+    /// snapshot; safe beside a running server. The master key is NOT in it: keep the master key
+    /// with the backup, or the sealed secrets in it cannot be opened.
+    Backup {
+        /// Where to write the archive (replaced if it exists).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Restore a backup into the configured database, of either backend (SQLite or
+    /// PostgreSQL). Migrates it first; refuses a database holding any row unless --force.
+    /// Checks the archive's format, versions and checksum before writing anything; writes all
+    /// tables in one transaction. Start the server with the same master key as the source.
+    Restore {
+        /// The archive written by `keyrail backup`.
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Delete everything in the target database first.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -274,6 +296,8 @@ fn main() -> ExitCode {
                 scopes,
                 workspace,
             }) => verify_key(config, key, scopes, workspace).await,
+            Command::Backup { out } => backup::backup(config, &out).await,
+            Command::Restore { from, force } => backup::restore(config, &from, force).await,
         }
     });
     match result {

@@ -89,7 +89,7 @@ pub struct KeyOut {
 }
 
 impl KeyOut {
-    fn new(k: ApiKey, now: Timestamp) -> Self {
+    pub(crate) fn new(k: ApiKey, now: Timestamp) -> Self {
         Self {
             status: k.status(now).as_str(),
             id: k.id.to_string(),

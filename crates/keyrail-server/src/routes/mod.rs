@@ -4,6 +4,7 @@ pub mod admin;
 pub mod apps;
 pub mod auth;
 pub mod common;
+pub mod export;
 pub mod keys;
 pub mod profile;
 pub mod system;
