@@ -21,12 +21,20 @@ async fn backup_tables_match_the_schema_on_both_backends() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("a.db").display());
     let found = sorted(backup::schema_tables(&url, dir.path()).await.unwrap());
-    assert_eq!(found, listed(), "backup::TABLES must list every table (SQLite)");
+    assert_eq!(
+        found,
+        listed(),
+        "backup::TABLES must list every table (SQLite)"
+    );
     let Some(pg) = TempPostgres::create().await else {
         return;
     };
     let found = sorted(backup::schema_tables(&pg.url, dir.path()).await.unwrap());
-    assert_eq!(found, listed(), "backup::TABLES must list every table (PostgreSQL)");
+    assert_eq!(
+        found,
+        listed(),
+        "backup::TABLES must list every table (PostgreSQL)"
+    );
     pg.drop_db().await;
 }
 
@@ -69,9 +77,11 @@ async fn sqlite_archive_restores_into_postgres() {
     .await;
     let archive = dir.path().join("x.krb");
     let mut seen = Vec::new();
-    let made = backup::backup(&src, dir.path(), &archive, |t, n| seen.push((t.to_owned(), n)))
-        .await
-        .unwrap();
+    let made = backup::backup(&src, dir.path(), &archive, |t, n| {
+        seen.push((t.to_owned(), n))
+    })
+    .await
+    .unwrap();
     assert_eq!(made.schema_version, backup::latest_schema_version());
     assert_eq!(seen.len(), TABLES.len());
     assert!(seen.contains(&("users".to_owned(), 1)) && seen.contains(&("changes".to_owned(), 2)));
@@ -95,11 +105,12 @@ async fn sqlite_archive_restores_into_postgres() {
     assert!(disabled);
     assert_eq!(expires, None);
     // The change log's identity moved past what was restored.
-    let seq: i64 =
-        sqlx::query_scalar("INSERT INTO changes (at, kind, subject) VALUES (3, 'k', 'u') RETURNING seq")
-            .fetch_one(&mut c)
-            .await
-            .unwrap();
+    let seq: i64 = sqlx::query_scalar(
+        "INSERT INTO changes (at, kind, subject) VALUES (3, 'k', 'u') RETURNING seq",
+    )
+    .fetch_one(&mut c)
+    .await
+    .unwrap();
     assert_eq!(seq, 3);
     c.close().await.unwrap();
 
@@ -108,7 +119,10 @@ async fn sqlite_archive_restores_into_postgres() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("not empty") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("--force"),
+        "{err}"
+    );
     backup::restore(&pg.url, dir.path(), &archive, true, |_, _| {})
         .await
         .unwrap();

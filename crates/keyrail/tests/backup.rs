@@ -57,14 +57,22 @@ fn serve(data_dir: &Path, database_url: &str) -> (Guard, u16) {
         .spawn()
         .unwrap();
     let guard = Guard::new("keyrail serve", child);
-    wait_until("the server answers /healthz", Duration::from_secs(30), || {
-        request(port, "GET", "/healthz", &[], None).is_ok_and(|r| r.status == 200)
-    });
+    wait_until(
+        "the server answers /healthz",
+        Duration::from_secs(30),
+        || request(port, "GET", "/healthz", &[], None).is_ok_and(|r| r.status == 200),
+    );
     (guard, port)
 }
 
 /// Sends a request; status and JSON body (null when empty).
-fn call(port: u16, method: &str, path: &str, auth: Option<&str>, body: Option<Value>) -> (u16, Value) {
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
     let header;
     let mut headers: Vec<(&str, &str)> = Vec::new();
     if let Some(a) = auth {
@@ -87,7 +95,10 @@ fn call(port: u16, method: &str, path: &str, auth: Option<&str>, body: Option<Va
 
 fn ok(port: u16, method: &str, path: &str, auth: Option<&str>, body: Value) -> Value {
     let (status, b) = call(port, method, path, auth, Some(body));
-    assert!(status == 200 || status == 201, "{method} {path}: {status} {b}");
+    assert!(
+        status == 200 || status == 201,
+        "{method} {path}: {status} {b}"
+    );
     b
 }
 
@@ -157,12 +168,24 @@ fn populate(port: u16) -> Data {
         t,
         json!({"code": totp(&totp_secret, 0)}),
     );
-    let ws = ok(port, "POST", "/api/v1/workspaces", t, json!({"name": "Acme"}))["id"]
+    let ws = ok(
+        port,
+        "POST",
+        "/api/v1/workspaces",
+        t,
+        json!({"name": "Acme"}),
+    )["id"]
         .as_str()
         .unwrap()
         .to_owned();
     let w = |rest: &str| format!("/api/v1/w/{ws}{rest}");
-    let plain = ok(port, "POST", &w("/keys"), t, json!({"name": "plain", "scopes": ["keys:read"]}));
+    let plain = ok(
+        port,
+        "POST",
+        &w("/keys"),
+        t,
+        json!({"name": "plain", "scopes": ["keys:read"]}),
+    );
     let rec = ok(
         port,
         "POST",
@@ -219,7 +242,13 @@ fn populate(port: u16) -> Data {
 
 fn check_restored(port: u16, d: &Data) {
     for key in &d.keys {
-        let (status, v) = call(port, "POST", "/api/v1/keys/verify", None, Some(json!({"key": key})));
+        let (status, v) = call(
+            port,
+            "POST",
+            "/api/v1/keys/verify",
+            None,
+            Some(json!({"key": key})),
+        );
         assert_eq!((status, v["code"].as_str()), (200, Some("VALID")), "{v}");
     }
     let (status, first) = call(
@@ -230,7 +259,10 @@ fn check_restored(port: u16, d: &Data) {
         Some(json!({"email": d.email, "password": PASSWORD})),
     );
     assert_eq!(status, 200, "{first}");
-    assert_eq!(first["mfa_required"], true, "MFA survived the restore: {first}");
+    assert_eq!(
+        first["mfa_required"], true,
+        "MFA survived the restore: {first}"
+    );
     // The step used at setup is recorded (and restored): the next one is accepted.
     let tokens = ok(
         port,
@@ -247,7 +279,11 @@ fn check_restored(port: u16, d: &Data) {
         Some(&token),
         json!({}),
     );
-    assert_eq!(revealed["key"], d.recoverable_key.as_str(), "the sealed key opens");
+    assert_eq!(
+        revealed["key"],
+        d.recoverable_key.as_str(),
+        "the sealed key opens"
+    );
     let minted = ok(
         port,
         "POST",
@@ -306,7 +342,9 @@ fn sqlite_backup_restores_into_postgres_and_serves() {
     std::fs::write(&damaged, bytes).unwrap();
     let out = run(
         "restore --from damaged.backup   (one byte flipped)",
-        cmd(dst.path(), &pg2.url).args(["restore", "--from"]).arg(&damaged),
+        cmd(dst.path(), &pg2.url)
+            .args(["restore", "--from"])
+            .arg(&damaged),
         &mut log,
     );
     assert!(!out.status.success());
@@ -315,7 +353,9 @@ fn sqlite_backup_restores_into_postgres_and_serves() {
     // Into a fresh PostgreSQL database.
     let out = run(
         "restore --from keyrail.backup   (fresh PostgreSQL)",
-        cmd(dst.path(), &pg.url).args(["restore", "--from"]).arg(&archive),
+        cmd(dst.path(), &pg.url)
+            .args(["restore", "--from"])
+            .arg(&archive),
         &mut log,
     );
     assert!(out.status.success(), "{}", stderr(&out));
@@ -324,12 +364,17 @@ fn sqlite_backup_restores_into_postgres_and_serves() {
     // Not again into a database that holds data, unless --force.
     let out = run(
         "restore --from keyrail.backup   (same database again, no --force)",
-        cmd(dst.path(), &pg.url).args(["restore", "--from"]).arg(&archive),
+        cmd(dst.path(), &pg.url)
+            .args(["restore", "--from"])
+            .arg(&archive),
         &mut log,
     );
     assert!(!out.status.success());
     let err = stderr(&out);
-    assert!(err.contains("not empty") && err.contains("--force"), "{err}");
+    assert!(
+        err.contains("not empty") && err.contains("--force"),
+        "{err}"
+    );
     let out = run(
         "restore --from keyrail.backup --force",
         cmd(dst.path(), &pg.url)
@@ -342,7 +387,9 @@ fn sqlite_backup_restores_into_postgres_and_serves() {
     // The damaged attempt wrote nothing: the second database still takes a plain restore.
     let out = run(
         "restore --from keyrail.backup   (into the database the damaged archive was refused for)",
-        cmd(dst.path(), &pg2.url).args(["restore", "--from"]).arg(&archive),
+        cmd(dst.path(), &pg2.url)
+            .args(["restore", "--from"])
+            .arg(&archive),
         &mut log,
     );
     assert!(out.status.success(), "{}", stderr(&out));

@@ -235,10 +235,7 @@ async fn write_section(out: &mut Out, ex: &WorkspaceExport, s: Section) -> Resul
             out.value(&roles)
         }
         Section::Scopes => {
-            let scopes = ex
-                .scopes()
-                .await
-                .map_err(|e| Stop::Failed(e.to_string()))?;
+            let scopes = ex.scopes().await.map_err(|e| Stop::Failed(e.to_string()))?;
             let scopes: Vec<ExportScope> = scopes.into_iter().map(ExportScope::from).collect();
             out.value(&scopes)
         }
@@ -274,8 +271,12 @@ async fn write_section(out: &mut Out, ex: &WorkspaceExport, s: Section) -> Resul
             .await
         }
         Section::Audit => {
-            out.paged(|after| ex.audit(after), |e| e.id.to_string(), AuditOut::from)
-                .await
+            out.paged(
+                |after| ex.audit(after),
+                |e| e.id.to_string(),
+                AuditOut::from,
+            )
+            .await
         }
     }
 }

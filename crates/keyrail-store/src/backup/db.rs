@@ -271,13 +271,12 @@ impl Conn {
     pub(crate) async fn columns(&mut self, table: &str) -> StoreResult<Vec<(String, Kind)>> {
         match self {
             Conn::Sqlite(c) => {
-                let rows: Vec<(String, String)> = sqlx::query_as(
-                    "SELECT name, type FROM pragma_table_info($1) ORDER BY cid",
-                )
-                .bind(table)
-                .fetch_all(&mut **c)
-                .await
-                .map_err(map_err)?;
+                let rows: Vec<(String, String)> =
+                    sqlx::query_as("SELECT name, type FROM pragma_table_info($1) ORDER BY cid")
+                        .bind(table)
+                        .fetch_all(&mut **c)
+                        .await
+                        .map_err(map_err)?;
                 Ok(rows
                     .into_iter()
                     .map(|(n, t)| {

@@ -102,7 +102,9 @@ async fn open_conn(database_url: &str, data_dir: &Path, migrate: bool) -> StoreR
         backend.migrate().await?;
     }
     Ok(match backend {
-        crate::Backend::Sqlite(s) => Conn::Sqlite(s.pool().acquire().await.map_err(crate::error::map_err)?),
+        crate::Backend::Sqlite(s) => {
+            Conn::Sqlite(s.pool().acquire().await.map_err(crate::error::map_err)?)
+        }
         crate::Backend::Postgres(s) => {
             Conn::Postgres(s.pool().acquire().await.map_err(crate::error::map_err)?)
         }
@@ -184,8 +186,8 @@ async fn backup_in_snapshot(
     check_tables(conn).await?;
     let schema_version = conn.schema_version().await?;
     let tmp = tmp_path(out);
-    let file = File::create(&tmp)
-        .map_err(|e| other(format!("cannot create {}: {e}", tmp.display())))?;
+    let file =
+        File::create(&tmp).map_err(|e| other(format!("cannot create {}: {e}", tmp.display())))?;
     let mut w = ArchiveWriter {
         out: GzEncoder::new(BufWriter::new(file), Compression::default()),
         hash: ring::digest::Context::new(&ring::digest::SHA256),
@@ -245,13 +247,21 @@ fn hex(bytes: &[u8]) -> String {
 /// One line of an archive.
 enum Line {
     Header(Value),
-    Table { name: String, columns: Vec<String> },
+    Table {
+        name: String,
+        columns: Vec<String>,
+    },
     Row(Vec<Value>),
-    Trailer { counts: BTreeMap<String, u64>, sha256: String },
+    Trailer {
+        counts: BTreeMap<String, u64>,
+        sha256: String,
+    },
 }
 
 fn damaged(what: impl std::fmt::Display) -> StoreError {
-    other(format!("the archive is damaged or not a keyrail backup: {what}"))
+    other(format!(
+        "the archive is damaged or not a keyrail backup: {what}"
+    ))
 }
 
 fn parse_line(bytes: &[u8]) -> StoreResult<Line> {
@@ -266,7 +276,11 @@ fn parse_line(bytes: &[u8]) -> StoreResult<Line> {
                 .and_then(Value::as_array)
                 .ok_or_else(|| damaged("table columns"))?
                 .iter()
-                .map(|c| c.as_str().map(str::to_owned).ok_or_else(|| damaged("column")))
+                .map(|c| {
+                    c.as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| damaged("column"))
+                })
                 .collect::<StoreResult<Vec<_>>>()?;
             Ok(Line::Table {
                 name: name.to_owned(),
@@ -278,7 +292,11 @@ fn parse_line(bytes: &[u8]) -> StoreResult<Line> {
                 .as_object()
                 .ok_or_else(|| damaged("trailer"))?
                 .iter()
-                .map(|(k, v)| v.as_u64().map(|n| (k.clone(), n)).ok_or_else(|| damaged("count")))
+                .map(|(k, v)| {
+                    v.as_u64()
+                        .map(|n| (k.clone(), n))
+                        .ok_or_else(|| damaged("count"))
+                })
                 .collect::<StoreResult<BTreeMap<_, _>>>()?;
             let sha256 = m
                 .get("sha256")
@@ -453,7 +471,8 @@ async fn write_all(
 ) -> StoreResult<()> {
     if force {
         for table in TABLES.iter().rev() {
-            conn.exec(format!("DELETE FROM {}", db::quote(table))).await?;
+            conn.exec(format!("DELETE FROM {}", db::quote(table)))
+                .await?;
         }
     }
     let mut r = ArchiveReader::open(from)?;
@@ -506,7 +525,9 @@ async fn write_all(
                 });
             }
             Line::Row(cells) => {
-                let c = current.as_mut().ok_or_else(|| damaged("a row before any table"))?;
+                let c = current
+                    .as_mut()
+                    .ok_or_else(|| damaged("a row before any table"))?;
                 c.batch.push(cells);
                 if c.batch.len() >= c.batch_rows {
                     flush(conn, c).await?;
