@@ -61,17 +61,19 @@ enum Command {
     /// API-key operations for operators.
     #[command(subcommand)]
     Keys(KeysCommand),
-    /// Write a backup of the whole database (every table, sealed secrets and hashes included)
-    /// to FILE: a versioned, gzip-compressed, checksummed archive, read in one consistent
-    /// snapshot; safe beside a running server. The master key is NOT in it: keep the master key
+    /// Write a backup of the whole database to FILE (the master key is not included).
+    ///
+    /// Every table, sealed secrets and hashes included, in a versioned, gzip-compressed,
+    /// checksummed archive, read in one consistent snapshot; safe beside a running server. The master key is NOT in it: keep the master key
     /// with the backup, or the sealed secrets in it cannot be opened.
     Backup {
         /// Where to write the archive (replaced if it exists).
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
-    /// Restore a backup into the configured database, of either backend (SQLite or
-    /// PostgreSQL). Migrates it first; refuses a database holding any row unless --force.
+    /// Restore a backup into the configured, empty database (SQLite or PostgreSQL).
+    ///
+    /// Migrates it first; refuses a database holding any row unless --force.
     /// Checks the archive's format, versions and checksum before writing anything; writes all
     /// tables in one transaction. Start the server with the same master key as the source.
     Restore {

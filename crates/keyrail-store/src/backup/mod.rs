@@ -559,6 +559,55 @@ mod tests {
         assert!(parse_line(b"garbage").is_err());
     }
 
+    /// Writes an archive of `lines` (a correct trailer appended) and verifies it.
+    fn verify_lines(lines: &[Value]) -> StoreResult<Summary> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.krb");
+        let mut w = ArchiveWriter {
+            out: GzEncoder::new(
+                BufWriter::new(File::create(&path).unwrap()),
+                Compression::fast(),
+            ),
+            hash: ring::digest::Context::new(&ring::digest::SHA256),
+        };
+        for l in lines {
+            w.line(l).unwrap();
+        }
+        let sha = hex(w.hash.clone().finish().as_ref());
+        w.line(&serde_json::json!({"end": {}, "sha256": sha}))
+            .unwrap();
+        w.out.finish().unwrap().flush().unwrap();
+        verify(&path)
+    }
+
+    #[test]
+    fn archives_from_a_newer_keyrail_or_format_are_refused() {
+        let header = |version: u64, schema: i64| {
+            serde_json::json!({"format": FORMAT, "version": version, "schema_version": schema,
+                               "created_at": 0, "backend": "sqlite"})
+        };
+        let latest = latest_schema_version();
+        assert!(verify_lines(&[header(FORMAT_VERSION, latest)]).is_ok());
+        assert!(verify_lines(&[header(FORMAT_VERSION, latest - 1)]).is_ok());
+        let err = verify_lines(&[header(FORMAT_VERSION, latest + 1)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("newer than this keyrail"), "{err}");
+        let err = verify_lines(&[header(FORMAT_VERSION + 1, latest)])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("format version 2 is not supported"), "{err}");
+        // A row count that disagrees with the trailer (here: a row the trailer does not count).
+        let err = verify_lines(&[
+            header(FORMAT_VERSION, latest),
+            serde_json::json!({"table": "users", "columns": ["id"]}),
+            serde_json::json!(["usr_1"]),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("row counts"), "{err}");
+    }
+
     /// The list names every table of the migrated schema (SQLite here; both backends in the
     /// store suite).
     #[tokio::test]
