@@ -1,6 +1,7 @@
 //! `keyrail_store::backup` against both backends: the table list is the schema's, and an archive
 //! of SQLite restores into PostgreSQL (booleans, NULLs, the change log's sequence) and back.
 
+use std::io::{Read, Write};
 use std::path::Path;
 
 use keyrail_store::backup::{self, TABLES};
@@ -151,10 +152,26 @@ async fn sqlite_archive_restores_into_postgres() {
         .await
         .unwrap_err()
         .to_string();
-    assert!(err.contains("damaged"), "{err}");
+    assert!(err.contains("damaged") && err.contains("checksum"), "{err}");
     assert!(
         !dir.path().join("empty.db").exists(),
         "a refused archive touches no database"
     );
+    // Changed content in an intact gzip stream: the SHA-256 catches it.
+    let mut text = String::new();
+    flate2::read::GzDecoder::new(std::fs::File::open(&archive2).unwrap())
+        .read_to_string(&mut text)
+        .unwrap();
+    assert!(text.contains("a@example.com"));
+    let text = text.replace("a@example.com", "b@example.com");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(text.as_bytes()).unwrap();
+    std::fs::write(&archive2, gz.finish().unwrap()).unwrap();
+    let err = backup::restore(&empty, dir.path(), &archive2, false, |_, _| {})
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("checksum mismatch"), "{err}");
+    assert!(!dir.path().join("empty.db").exists());
     pg.drop_db().await;
 }

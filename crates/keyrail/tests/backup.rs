@@ -348,7 +348,8 @@ fn sqlite_backup_restores_into_postgres_and_serves() {
         &mut log,
     );
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("damaged"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("damaged") && err.contains("checksum"), "{err}");
 
     // Into a fresh PostgreSQL database.
     let out = run(

@@ -115,6 +115,12 @@ async fn open_conn(database_url: &str, data_dir: &Path, migrate: bool) -> StoreR
 /// silently be left out of backups.
 async fn check_tables(conn: &mut Conn) -> StoreResult<()> {
     let found = conn.tables().await?;
+    if found.is_empty() {
+        return Err(other(
+            "the database holds no keyrail tables: a wrong database_url, or a database never \
+             migrated",
+        ));
+    }
     let listed: std::collections::BTreeSet<String> =
         TABLES.iter().map(|t| (*t).to_owned()).collect();
     if found != listed {
@@ -348,6 +354,10 @@ impl ArchiveReader {
 /// Reads the whole archive once, checking everything a restore relies on before it writes:
 /// the format and its version, the schema version (not newer than this binary's), the tables
 /// and columns, the per-table row counts and the SHA-256 of the content.
+///
+/// The header is judged first (an archive of another format version may be laid out
+/// differently); after it, the checksum comes first: a damaged archive is reported as such
+/// (gzip's CRC or the SHA-256), even where the damage also garbled a table name or a row.
 pub fn verify(path: &Path) -> StoreResult<Summary> {
     let mut r = ArchiveReader::open(path)?;
     let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
@@ -377,51 +387,76 @@ pub fn verify(path: &Path) -> StoreResult<Summary> {
         )));
     }
     let backend = header["backend"].as_str().unwrap_or("?").to_owned();
-    let mut tables: Vec<(String, u64)> = Vec::new();
-    let mut width = 0usize;
-    loop {
-        let bytes = r
-            .next()?
-            .ok_or_else(|| damaged("no trailer (truncated file)"))?
-            .to_vec();
-        match parse_line(&bytes)? {
+    let mut content = Content::default();
+    // One line behind: the last line is the trailer, which the checksum does not cover.
+    let mut behind: Option<Vec<u8>> = None;
+    while let Some(bytes) = r.next()? {
+        if let Some(prev) = behind.replace(bytes.to_vec()) {
+            hash.update(&prev);
+            content.take(&prev);
+        }
+    }
+    let last = behind.ok_or_else(|| damaged("no trailer (truncated file)"))?;
+    let Ok(Line::Trailer { counts, sha256 }) = parse_line(&last) else {
+        return Err(damaged("no trailer (truncated file)"));
+    };
+    if hex(hash.finish().as_ref()) != sha256 {
+        return Err(damaged("checksum mismatch (SHA-256 of the content)"));
+    }
+    if let Some(problem) = content.problem {
+        return Err(problem);
+    }
+    let seen: BTreeMap<String, u64> = content.tables.iter().cloned().collect();
+    if seen != counts {
+        return Err(damaged("row counts differ from the trailer"));
+    }
+    Ok(Summary {
+        schema_version,
+        backend,
+        tables: content.tables,
+    })
+}
+
+/// What [`verify`] found between the header and the trailer: the tables with their row counts,
+/// and the first thing wrong, if any.
+#[derive(Default)]
+struct Content {
+    tables: Vec<(String, u64)>,
+    width: usize,
+    problem: Option<StoreError>,
+}
+
+impl Content {
+    fn take(&mut self, bytes: &[u8]) {
+        if self.problem.is_none()
+            && let Err(e) = self.check(bytes)
+        {
+            self.problem = Some(e);
+        }
+    }
+
+    fn check(&mut self, bytes: &[u8]) -> StoreResult<()> {
+        match parse_line(bytes)? {
             Line::Header(_) => return Err(damaged("a second header")),
+            Line::Trailer { .. } => return Err(damaged("data after the trailer")),
             Line::Table { name, columns } => {
-                if !TABLES.contains(&name.as_str()) || tables.iter().any(|(t, _)| *t == name) {
+                if !TABLES.contains(&name.as_str()) || self.tables.iter().any(|(t, _)| *t == name) {
                     return Err(damaged(format!("unexpected table {name:?}")));
                 }
-                width = columns.len();
-                tables.push((name, 0));
+                self.width = columns.len();
+                self.tables.push((name, 0));
             }
             Line::Row(cells) => {
-                let Some(last) = tables.last_mut() else {
+                let Some(last) = self.tables.last_mut() else {
                     return Err(damaged("a row before any table"));
                 };
-                if cells.len() != width {
+                if cells.len() != self.width {
                     return Err(damaged(format!("a row of {} of the wrong width", last.0)));
                 }
                 last.1 += 1;
             }
-            Line::Trailer { counts, sha256 } => {
-                let digest = hex(hash.finish().as_ref());
-                if digest != sha256 {
-                    return Err(damaged("checksum mismatch (SHA-256 of the content)"));
-                }
-                let seen: BTreeMap<String, u64> = tables.iter().cloned().collect();
-                if seen != counts {
-                    return Err(damaged("row counts differ from the trailer"));
-                }
-                if r.next()?.is_some() {
-                    return Err(damaged("data after the trailer"));
-                }
-                return Ok(Summary {
-                    schema_version,
-                    backend,
-                    tables,
-                });
-            }
         }
-        hash.update(&bytes);
+        Ok(())
     }
 }
 
