@@ -271,6 +271,7 @@ async fn the_openapi_document_names_the_no_store_answers() {
             "200",
         ),
         ("/api/v1/apps", "post", "201"),
+        ("/api/v1/w/{workspace_id}/export", "get", "200"),
         ("/api/v1/apps/{client_id}/secret", "post", "200"),
         ("/api/v1/apps/{client_id}/tokens", "post", "200"),
     ] {

@@ -317,7 +317,7 @@ async fn write_document(out: &mut Out, ex: &WorkspaceExport) -> Result<(), Stop>
     params(("workspace_id" = String, Path)),
     security(("bearer" = []), ("cookie" = [])),
     responses(
-        (status = 200, description = "The export (`Cache-Control: no-store`)", body = ExportDoc),
+        (status = 200, description = "The export", body = ExportDoc, headers(("Cache-Control" = String, description = "`no-store`: the body may hold member emails and the audit log"))),
         (status = 403, description = "`insufficient_scope` or `tenant_suspended`", body = ErrorBody),
         (status = 404, description = "No such workspace visible to the caller", body = ErrorBody),
     ))]
