@@ -180,6 +180,10 @@ pub async fn backup(
     let result = backup_in_snapshot(&mut conn, backend, out, &mut progress).await;
     // Read only: nothing to keep or undo either way.
     let _ = conn.exec("ROLLBACK".into()).await;
+    if result.is_err() {
+        // A half-written archive is no backup; `out` itself was never touched.
+        let _ = std::fs::remove_file(tmp_path(out));
+    }
     result
 }
 
