@@ -22,7 +22,7 @@ use crate::error::ErrorBody;
         (name = "workspaces", description = "Workspaces (tenants)"),
         (name = "members", description = "Members and roles of a workspace"),
         (name = "scopes", description = "The scope catalog and a workspace's own scopes"),
-        (name = "audit", description = "The append-only audit log"),
+        (name = "audit", description = "The append-only audit log and the API request log"),
         (name = "admin", description = "Platform administration (admin:superuser)"),
         (name = "keys", description = "API keys, verify and forward-auth"),
         (name = "apps", description = "Builder profiles, apps, member grants and app tokens"),

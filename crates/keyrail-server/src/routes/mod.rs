@@ -5,6 +5,7 @@ pub mod apps;
 pub mod auth;
 pub mod common;
 pub mod keys;
+pub mod logs;
 pub mod profile;
 pub mod system;
 pub mod workspaces;
