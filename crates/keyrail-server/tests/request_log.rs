@@ -8,7 +8,6 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{Backend, TestServer, json};
-use keyrail_core::store::prelude::*;
 use serde_json::{Value, json};
 
 /// A test's server, a superuser, and an owner with a workspace and a key in it.

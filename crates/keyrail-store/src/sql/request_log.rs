@@ -20,6 +20,7 @@ const COLUMNS: usize = 11;
 /// The most rows of one `INSERT` (a power of two): 64 rows are 704 parameters, under the 999
 /// that the oldest SQLite builds allow per statement.
 const INSERT_MAX_ROWS: usize = 64;
+const _: () = assert!(INSERT_MAX_ROWS * COLUMNS <= 999);
 
 /// `INSERT INTO api_logs` of 1, 2, 4, ... [`INSERT_MAX_ROWS`] rows: few shapes, each prepared
 /// once per connection.
@@ -210,6 +211,5 @@ mod tests {
         assert_eq!(INSERT_SQL.len(), 7);
         assert!(INSERT_SQL[0].ends_with("($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"));
         assert!(INSERT_SQL[6].ends_with("$704)"));
-        assert!(INSERT_MAX_ROWS * COLUMNS <= 999);
     }
 }
