@@ -23,7 +23,6 @@ use keyrail_core::model::ActorType;
 use keyrail_core::request_log::{LoggedPrincipal, RequestLogEntry, USER_AGENT_MAX};
 use keyrail_core::{Clock, Store, Timestamp};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 /// Records waiting for the writer at most; beyond, records are dropped and counted.
 pub const CAPACITY: usize = 16_384;
@@ -198,30 +197,111 @@ impl RequestLog {
 /// The running writer: stop it with [`Writer::flush_and_stop`].
 pub struct Writer {
     stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    done: oneshot::Receiver<()>,
 }
 
 impl Writer {
     /// Writes what is queued, then ends (waits at most a few seconds).
     pub async fn flush_and_stop(self) {
         let _ = self.stop.send(());
-        let mut task = self.task;
-        if tokio::time::timeout(FLUSH_ON_STOP, &mut task)
+        if tokio::time::timeout(FLUSH_ON_STOP, self.done)
             .await
             .is_err()
         {
             tracing::warn!("request log: last rows not written in time; dropped");
-            task.abort();
+        }
+    }
+}
+
+/// Where the writer writes: the server's own store, or a store of its own that it opens.
+pub enum Target {
+    /// The server's store, written from the server's runtime (an in-memory SQLite database
+    /// exists only in the server's own pool).
+    Shared(Arc<dyn Store>),
+    /// A pool of its own on this database, opened and used on the writer's own thread, which
+    /// runs at the lowest CPU priority (Linux): when the CPU is busy the requests go first and
+    /// the log waits (its queue full, records are dropped and counted); spare CPU writes it.
+    /// SQLite's connection threads, started from that thread, inherit its priority.
+    Dedicated {
+        database_url: String,
+        data_dir: std::path::PathBuf,
+    },
+}
+
+impl Target {
+    /// The dedicated target unless the database is an in-memory SQLite one.
+    pub fn for_config(config: &crate::config::Config, store: &Arc<dyn Store>) -> Self {
+        let url = config.database_url.trim();
+        if url.starts_with("sqlite:") && (url.contains(":memory:") || url.contains("mode=memory")) {
+            Self::Shared(store.clone())
+        } else {
+            Self::Dedicated {
+                database_url: config.database_url.clone(),
+                data_dir: config.data_dir.clone(),
+            }
         }
     }
 }
 
 /// Starts the writer of `log` (once; `None` when the log is off or already has one).
-pub fn spawn_writer(log: Arc<RequestLog>, store: Arc<dyn Store>) -> Option<Writer> {
+pub fn spawn_writer(log: Arc<RequestLog>, target: Target) -> Option<Writer> {
     let rx = log.rx.lock().unwrap_or_else(|e| e.into_inner()).take()?;
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(write_loop(log, store, rx, stopped));
-    Some(Writer { stop, task })
+    let (finished, done) = oneshot::channel();
+    match target {
+        Target::Shared(store) => {
+            tokio::spawn(async move {
+                write_loop(log, store, rx, stopped).await;
+                let _ = finished.send(());
+            });
+        }
+        Target::Dedicated {
+            database_url,
+            data_dir,
+        } => {
+            let spawned = std::thread::Builder::new()
+                .name("keyrail-api-log".into())
+                .spawn(move || {
+                    lowest_priority();
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            tracing::error!(error = %e, "request log: cannot start its writer; nothing will be written");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let store = match keyrail_store::open(&database_url, &data_dir).await {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::error!(error = %e, "request log: cannot open the store; nothing will be written");
+                                return;
+                            }
+                        };
+                        write_loop(log, store.clone(), rx, stopped).await;
+                        store.close().await;
+                        let _ = finished.send(());
+                    });
+                });
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "request log: cannot start its writer; nothing will be written");
+            }
+        }
+    }
+    Some(Writer { stop, done })
+}
+
+/// Puts the calling thread (only it: Linux priorities are per thread) at nice 19.
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: gettid and setpriority only read their integer arguments.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, 19);
+    }
 }
 
 async fn write_loop(

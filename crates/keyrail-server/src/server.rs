@@ -248,8 +248,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
     let state = build_state(config, options.clock, options.events).await?;
     let seq = background::warm_up(&state).await?;
     let tasks = background::spawn(state.clone(), seq, options.change_poll);
-    let log_writer =
-        crate::request_log::spawn_writer(state.request_log.clone(), state.store.clone());
+    let log_writer = crate::request_log::spawn_writer(
+        state.request_log.clone(),
+        crate::request_log::Target::for_config(&state.config, &state.store),
+    );
     let (mut routes, openapi) = app::routes(&state);
     let spec = serde_json::to_value(&openapi).map_err(|e| StartError::Config(e.to_string()))?;
     let _ = state.docs.set(Docs {

@@ -494,3 +494,20 @@ async fn metrics_count_dropped_records() {
     );
     s.stop().await;
 }
+
+/// An in-memory database lives only in the server's own pool: the log is written there.
+#[tokio::test]
+async fn an_in_memory_database_gets_its_log_too() {
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        |c| c.database_url = "sqlite::memory:".into(),
+        None,
+    )
+    .await
+    .unwrap();
+    let t = T::on(s).await;
+    assert_eq!(verify(&t.s, &t.key, "rid-mem").await, "VALID");
+    let r = t.row("rid-mem").await;
+    assert_eq!(r["principal"]["id"], t.key_id.as_str(), "{r}");
+    t.s.stop().await;
+}
