@@ -1,7 +1,7 @@
 //! The request middleware: request ids, Prometheus counters and latency histograms by route
-//! template, one log line per request, the API request log's record ([`crate::request_log`]), the contract's JSON body for errors the framework
-//! produced itself (404, 405, 408, 413, panics), and `X-Content-Type-Options: nosniff` on every
-//! response.
+//! template, one log line per request, the API request log's record ([`crate::request_log`]),
+//! the contract's JSON body for errors the framework produced itself (404, 405, 408, 413,
+//! panics), and `X-Content-Type-Options: nosniff` on every response.
 
 use std::sync::Arc;
 use std::time::Instant;
