@@ -511,3 +511,70 @@ async fn an_in_memory_database_gets_its_log_too() {
     assert_eq!(r["principal"]["id"], t.key_id.as_str(), "{r}");
     t.s.stop().await;
 }
+
+/// The cleanup deletes rows older than `api_logs_days`, and only those.
+#[tokio::test]
+async fn rows_go_after_api_logs_days() {
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.api_logs_days = 7, None)
+        .await
+        .unwrap();
+    let t = T::on(s).await;
+    assert_eq!(verify(&t.s, &t.key, "rid-old").await, "VALID");
+    t.row("rid-old").await;
+    let state = &t.s.server.as_ref().unwrap().state;
+    let all = |state: &keyrail_server::AppState| {
+        let store = state.store.clone();
+        async move {
+            store
+                .list_request_logs(&Default::default(), &keyrail_core::model::Page::first(200))
+                .await
+                .unwrap()
+        }
+    };
+    let before = all(state).await.len();
+    // Six days on: nothing is old enough.
+    t.s.clock.advance_secs(6 * 86_400);
+    let done = keyrail_server::background::cleanup(state).await.unwrap();
+    assert_eq!(done.request_logs, 0);
+    // A day and a bit later, every row of the first day goes; a new one stays.
+    t.s.clock.advance_secs(86_400 + 60);
+    assert_eq!(verify(&t.s, &t.key, "rid-new").await, "VALID");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !all(state)
+        .await
+        .iter()
+        .any(|r| r.entry.request_id == "rid-new")
+    {
+        assert!(Instant::now() < deadline, "rid-new never written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let done = keyrail_server::background::cleanup(state).await.unwrap();
+    // (The last poll of `row` may have been written after `before` was counted.)
+    assert!(done.request_logs as usize >= before, "{done:?}");
+    let left = all(state).await;
+    assert_eq!(left.len(), 1, "{left:?}");
+    assert_eq!(left[0].entry.request_id, "rid-new");
+    t.s.stop().await;
+}
+
+/// Both listings are in the OpenAPI document.
+#[tokio::test]
+async fn the_listings_are_documented() {
+    let s = TestServer::start().await;
+    let (status, doc) = json(s.get("/api/v1/openapi.json").await).await;
+    assert_eq!(status, 200);
+    for path in ["/api/v1/admin/logs", "/api/v1/w/{workspace_id}/logs"] {
+        let op = &doc["paths"][path]["get"];
+        assert!(op.is_object(), "{path} missing");
+        let params: Vec<&str> = op["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        for p in ["status", "principal", "since", "until", "limit", "cursor"] {
+            assert!(params.contains(&p), "{path}: {params:?}");
+        }
+    }
+    s.stop().await;
+}
