@@ -31,6 +31,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::admin::router())
         .merge(routes::keys::router(state))
         .merge(routes::apps::router(state))
+        .merge(routes::logs::router())
         .split_for_parts()
 }
 
@@ -49,7 +50,10 @@ pub fn finish(routes: Router<AppState>, state: AppState, request_timeout: Durati
             header::AUTHORIZATION,
             header::COOKIE,
         ]))
-        .layer(middleware::from_fn(observe))
+        .layer(middleware::from_fn_with_state(
+            state.request_log.clone(),
+            observe,
+        ))
         .layer(axum::Extension(
             crate::proxies::TrustedProxies::parse(&state.config.trusted_proxies)
                 .unwrap_or_default(),

@@ -19,6 +19,7 @@ use keyrail_core::crypto::token;
 use keyrail_core::identity::UserSession;
 
 use crate::error::ApiError;
+use crate::request_log;
 use crate::state::AppState;
 
 pub const TOKEN_COOKIE: &str = "keyrail_token";
@@ -70,12 +71,17 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
 }
 
 pub fn client_ip(parts: &Parts) -> IpAddr {
-    let peer = parts
-        .extensions
+    client_ip_of(&parts.extensions, &parts.headers)
+}
+
+/// [`client_ip`] from a request's extensions and headers (for the middleware, which holds
+/// the whole request).
+pub fn client_ip_of(extensions: &axum::http::Extensions, headers: &HeaderMap) -> IpAddr {
+    let peer = extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::from([127, 0, 0, 1]), |c| c.0.ip());
-    match parts.extensions.get::<crate::proxies::TrustedProxies>() {
-        Some(trusted) => trusted.client(peer, &parts.headers),
+    match extensions.get::<crate::proxies::TrustedProxies>() {
+        Some(trusted) => trusted.client(peer, headers),
         None => peer,
     }
 }
@@ -249,12 +255,21 @@ pub async fn authenticate(
         };
         let principal = if looks_like_jwt(raw) {
             match state.identity.authenticate(raw) {
-                Ok(session) => Principal::User(session),
+                Ok(session) => {
+                    request_log::note(|| request_log::Who::User(session.user_id.clone()));
+                    Principal::User(session)
+                }
                 Err(e) => return Err(fail(e.into())),
             }
         } else if !via_cookie && jwe::looks_like_dir_jwe(raw) {
             match state.apps.authenticate(raw).await {
-                Ok(app) => Principal::App(app),
+                Ok(app) => {
+                    request_log::note(|| request_log::Who::App {
+                        grant: app.grant_id.clone(),
+                        workspace: app.workspace_id.clone(),
+                    });
+                    Principal::App(app)
+                }
                 Err(keyrail_core::Error::Unavailable) => {
                     return Err(keyrail_core::Error::Unavailable.into());
                 }
@@ -265,6 +280,10 @@ pub async fn authenticate(
                 .verifier
                 .verify(raw, key_check.required, 1, key_check.workspace)
                 .await?;
+            if let Some(key) = &v.key {
+                // The key is who asked, whether or not it passes.
+                request_log::note(|| request_log::Who::Key(key.clone()));
+            }
             if let (Some(slot), Some(rate)) = (parts.extensions.get::<RateSlot>(), v.rate) {
                 slot.put(rate);
             }

@@ -106,6 +106,7 @@ pub struct Cleaned {
     pub login_throttle: u64,
     pub mfa_challenges: u64,
     pub password_resets: u64,
+    pub request_logs: u64,
 }
 
 /// Runs one delete of at most [`CLEANUP_BATCH`] rows after another until one deletes fewer;
@@ -131,7 +132,9 @@ where
 /// forever: spent or expired MFA challenges and reset tokens, refresh tokens of dead sessions
 /// (those of live sessions stay, spent ones too: reuse detection needs them), sessions dead for
 /// [`SESSION_RETENTION_SECS`], login throttle rows whose window and lock are over, and
-/// change-log entries older than [`CHANGE_LOG_RETENTION_SECS`]. Every node runs it every 10
+/// change-log entries older than [`CHANGE_LOG_RETENTION_SECS`], and API request log rows older
+/// than `api_logs_days` (even with `api_logs = false`: what was logged before still expires).
+/// Every node runs it every 10
 /// minutes; two at once only find less to do. Stops at the first error.
 pub async fn cleanup(state: &AppState) -> Result<Cleaned, keyrail_core::StoreError> {
     let store = state.store.as_ref();
@@ -149,6 +152,8 @@ pub async fn cleanup(state: &AppState) -> Result<Cleaned, keyrail_core::StoreErr
         drain(|| store.purge_login_throttle(window_start_before, now, batch)).await?;
     let changes_before = now.plus_secs(-CHANGE_LOG_RETENTION_SECS);
     done.changes = drain(|| store.purge_changes(changes_before, batch)).await?;
+    let logs_before = now.plus_secs(-i64::from(state.config.api_logs_days) * 86_400);
+    done.request_logs = drain(|| store.purge_request_logs(logs_before, batch)).await?;
     Ok(done)
 }
 

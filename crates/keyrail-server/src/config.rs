@@ -19,6 +19,7 @@ dev = false
 smtp_url = ""
 mail_from = "keyrail@localhost"
 api_logs = true
+api_logs_days = 30
 tls_cert = ""
 tls_key = ""
 webhooks_allow_private = false
@@ -61,7 +62,10 @@ pub struct Config {
     #[serde(skip_serializing)]
     pub smtp_url: String,
     pub mail_from: String,
+    /// Record every API request in the request log (API.md "Audit, logs, export").
     pub api_logs: bool,
+    /// Days the request log keeps a request (1..3650).
+    pub api_logs_days: u32,
     pub tls_cert: PathBuf,
     pub tls_key: PathBuf,
     pub webhooks_allow_private: bool,
@@ -197,6 +201,9 @@ impl Config {
         if self.max_connections_per_ip == 0 {
             return Err("max_connections_per_ip must be at least 1".into());
         }
+        if !(1..=3650).contains(&self.api_logs_days) {
+            return Err("api_logs_days must be from 1 to 3650".into());
+        }
         if self.limits.account_lock_after == 0 {
             return Err("limits.account_lock_after must be at least 1".into());
         }
@@ -259,6 +266,7 @@ mod tests {
         assert_eq!(c.limits.failed_auth_block.secs(), 900);
         assert_eq!(c.limits.account_lock_after, 5);
         assert!(c.api_logs && !c.dev && !c.tls_enabled());
+        assert_eq!(c.api_logs_days, 30);
         assert_eq!(c.header_read_timeout.secs(), 10);
         assert!(c.limits.verify_per_ip.is_none());
         assert!(c.allow_signup);
@@ -330,5 +338,8 @@ mod tests {
         let mut c = Config::defaults();
         c.database_url = "mysql://x".into();
         assert!(c.validate().unwrap_err().contains("database_url"));
+        let mut c = Config::defaults();
+        c.api_logs_days = 0;
+        assert!(c.validate().unwrap_err().contains("api_logs_days"));
     }
 }

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod proxies;
+pub mod request_log;
 pub mod routes;
 pub mod server;
 pub mod state;

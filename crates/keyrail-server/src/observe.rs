@@ -1,11 +1,12 @@
 //! The request middleware: request ids, Prometheus counters and latency histograms by route
-//! template, one log line per request, the contract's JSON body for errors the framework
-//! produced itself (404, 405, 408, 413, panics), and `X-Content-Type-Options: nosniff` on every
-//! response.
+//! template, one log line per request, the API request log's record ([`crate::request_log`]),
+//! the contract's JSON body for errors the framework produced itself (404, 405, 408, 413,
+//! panics), and `X-Content-Type-Options: nosniff` on every response.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderName, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use crate::error::{ApiError, InternalDetail};
 use crate::keyauth::{RateSlot, key_rate_headers};
 use crate::metrics::HttpMetrics;
+use crate::request_log::{self, Record, RequestLog, Who};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -56,7 +58,30 @@ fn is_json(resp: &Response) -> bool {
         .is_some_and(|v| v.starts_with("application/json"))
 }
 
-pub async fn observe(mut req: Request, next: Next) -> Response {
+/// What the request log needs from the request, taken before it goes to the handler.
+struct LogStart {
+    ip: std::net::IpAddr,
+    user_agent: Option<Box<str>>,
+    /// The workspace of a `/api/v1/w/{workspace_id}/...` route (for a person's request).
+    route_workspace: Option<keyrail_core::id::WorkspaceId>,
+}
+
+fn log_start(req: &Request, route: &str) -> LogStart {
+    LogStart {
+        ip: crate::auth::client_ip_of(req.extensions(), req.headers()),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(request_log::user_agent),
+        route_workspace: route
+            .starts_with("/api/v1/w/{workspace_id}")
+            .then(|| req.uri().path().split('/').nth(4))
+            .flatten()
+            .and_then(keyrail_core::id::WorkspaceId::parse),
+    }
+}
+
+pub async fn observe(State(log): State<Arc<RequestLog>>, mut req: Request, next: Next) -> Response {
     let start = Instant::now();
     let request_id = req
         .headers()
@@ -74,8 +99,20 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     }
     let matched = req.extensions().get::<MatchedPath>().cloned();
     let method = req.method().clone();
+    // The request log: API routes only (a path that matched no route is not logged: its raw
+    // text could hold anything).
+    let logged = match &matched {
+        Some(m) if log.enabled() && request_log::logged_route(m.as_str()) => {
+            Some((m.clone(), log_start(&req, m.as_str())))
+        }
+        _ => None,
+    };
 
-    let mut resp = next.run(req).await;
+    let (mut resp, who) = if logged.is_some() {
+        request_log::scoped(next.run(req)).await
+    } else {
+        (next.run(req).await, None)
+    };
 
     let status = resp.status();
     if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) {
@@ -104,6 +141,29 @@ pub async fn observe(mut req: Request, next: Next) -> Response {
     let template = matched.as_ref().map(MatchedPath::as_str);
     HttpMetrics::global().record(&method, template, status.as_u16(), elapsed);
     let route = template.unwrap_or(crate::metrics::UNMATCHED);
+
+    if let Some((route, start)) = logged {
+        // A person's request belongs to the workspace of its route, unless it was answered
+        // 404 (the caller is no member there, or nothing is there).
+        let route_workspace = match who {
+            Some(Who::User(_)) if status != axum::http::StatusCode::NOT_FOUND => {
+                start.route_workspace
+            }
+            _ => None,
+        };
+        log.push(Record {
+            at: log.clock.now(),
+            method: method.clone(),
+            route,
+            status: status.as_u16(),
+            latency_us: u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+            who,
+            route_workspace,
+            ip: start.ip,
+            user_agent: start.user_agent,
+            request_id: request_id.clone(),
+        });
+    }
 
     let rid = request_id.to_str().unwrap_or("");
     if let Some(InternalDetail(detail)) = resp.extensions().get::<InternalDetail>() {

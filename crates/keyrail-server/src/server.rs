@@ -155,7 +155,13 @@ pub async fn build_state(
         }
         other => StartError::MasterKey(other.to_string()),
     })?;
+    let request_log = Arc::new(crate::request_log::RequestLog::new(
+        config.api_logs,
+        crate::request_log::CAPACITY,
+        clock.clone(),
+    ));
     Ok(AppState::new(Inner {
+        request_log,
         workspaces,
         admin,
         verifier,
@@ -181,6 +187,7 @@ pub struct RunningServer {
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<std::io::Result<()>>,
     tasks: Vec<JoinHandle<()>>,
+    log_writer: Option<crate::request_log::Writer>,
     pub state: AppState,
 }
 
@@ -217,6 +224,9 @@ impl RunningServer {
             t.abort();
         }
         background::flush_last_used(&self.state).await;
+        if let Some(writer) = self.log_writer.take() {
+            writer.flush_and_stop().await;
+        }
         self.state.store.close().await;
         result
     }
@@ -238,6 +248,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
     let state = build_state(config, options.clock, options.events).await?;
     let seq = background::warm_up(&state).await?;
     let tasks = background::spawn(state.clone(), seq, options.change_poll);
+    let log_writer = crate::request_log::spawn_writer(
+        state.request_log.clone(),
+        crate::request_log::Target::for_config(&state.config, &state.store),
+    );
     let (mut routes, openapi) = app::routes(&state);
     let spec = serde_json::to_value(&openapi).map_err(|e| StartError::Config(e.to_string()))?;
     let _ = state.docs.set(Docs {
@@ -297,6 +311,7 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
         stop: Some(tx),
         task,
         tasks,
+        log_writer,
         state,
     })
 }

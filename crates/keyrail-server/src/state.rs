@@ -42,6 +42,8 @@ pub struct Inner {
     pub memory_limiter: Arc<MemoryLimiter>,
     /// The failed-authentication IP block.
     pub failures: Arc<FailureTracker>,
+    /// The API request log's queue (the writer task drains it).
+    pub request_log: Arc<crate::request_log::RequestLog>,
     /// The OpenAPI document and the `/docs` page, made once the routes are built.
     pub docs: OnceLock<Docs>,
 }

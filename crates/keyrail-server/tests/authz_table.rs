@@ -267,6 +267,7 @@ fn endpoints() -> Vec<Endpoint> {
         ),
         e("GET", "/api/v1/w/{ws}/audit", "audit:read", None, Nothing),
         e("GET", "/api/v1/w/{ws}/export", "export:read", None, Nothing),
+        e("GET", "/api/v1/w/{ws}/logs", "audit:read", None, Nothing),
         g(
             "POST",
             "/api/v1/w/{ws}/grants",

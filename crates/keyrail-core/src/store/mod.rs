@@ -2,7 +2,8 @@
 //! PostgreSQL from one body of SQL.
 //!
 //! [`Store`] is the sum of one small trait per resource ([`IdentityStore`], [`SessionStore`],
-//! [`WorkspaceStore`], [`KeyStore`], [`AppStore`], [`AuditStore`], [`ChangeStore`]). A
+//! [`WorkspaceStore`], [`KeyStore`], [`AppStore`], [`AuditStore`], [`ChangeStore`],
+//! [`RequestLogStore`]). A
 //! `dyn Store` answers all of their methods with only `Store` in scope; on a concrete store (or a
 //! generic `S: Store`) they are called with the traits in scope:
 //! `use keyrail_core::store::prelude::*;`.
@@ -14,6 +15,7 @@ mod audit;
 mod changes;
 mod identity;
 mod keys;
+mod request_log;
 mod sessions;
 mod workspaces;
 
@@ -22,14 +24,15 @@ pub use audit::AuditStore;
 pub use changes::ChangeStore;
 pub use identity::IdentityStore;
 pub use keys::KeyStore;
+pub use request_log::RequestLogStore;
 pub use sessions::SessionStore;
 pub use workspaces::WorkspaceStore;
 
 /// [`Store`] and every resource trait, for calling their methods on a concrete store.
 pub mod prelude {
     pub use super::{
-        AppStore, AuditStore, ChangeStore, IdentityStore, KeyStore, SessionStore, Store,
-        WorkspaceStore,
+        AppStore, AuditStore, ChangeStore, IdentityStore, KeyStore, RequestLogStore, SessionStore,
+        Store, WorkspaceStore,
     };
 }
 
@@ -56,6 +59,7 @@ pub trait Store:
     + AppStore
     + AuditStore
     + ChangeStore
+    + RequestLogStore
     + Send
     + Sync
     + 'static

@@ -566,6 +566,9 @@ pub async fn verify(
             body.workspace_id.as_deref(),
         )
         .await?;
+    if let Some(key) = &v.key {
+        crate::request_log::note(|| crate::request_log::Who::Key(key.clone()));
+    }
     let mut resp = Json(verify_out(&v)).into_response();
     if let Some((limit, decision)) = v.rate {
         key_rate_headers(resp.headers_mut(), limit, &decision);

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod common;
 pub mod export;
 pub mod keys;
+pub mod logs;
 pub mod profile;
 pub mod system;
 pub mod workspaces;

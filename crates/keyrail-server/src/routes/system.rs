@@ -99,7 +99,7 @@ fn unavailable() -> ApiError {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "system",
     responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain", body = String)))]
-pub async fn metrics() -> Response {
+pub async fn metrics(State(state): State<AppState>) -> Response {
     (
         [(
             header::CONTENT_TYPE,
@@ -108,6 +108,7 @@ pub async fn metrics() -> Response {
         {
             let mut text = crate::metrics::HttpMetrics::global().render();
             crate::conn::ConnStats::global().render(&mut text);
+            state.request_log.render(&mut text);
             text
         },
     )

@@ -33,6 +33,7 @@ mod audit;
 mod changes;
 mod identity;
 mod keys;
+mod request_log;
 mod workspaces;
 
 pub(crate) static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");

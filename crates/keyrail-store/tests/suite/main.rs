@@ -28,6 +28,7 @@ mod identity;
 mod key_updates;
 mod keys;
 mod members;
+mod request_log;
 mod roles;
 mod sessions;
 mod workspaces;
@@ -129,7 +130,7 @@ async fn sqlite_url_with_path_and_missing_data_dir() {
 #[tokio::test]
 async fn sqlite_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 7);
+    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 8);
     assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 0);
 
     // Open the same file twice (as a server and `keyrail migrate` beside it would).
@@ -211,6 +212,15 @@ async fn sqlite_login_reservations_hold_across_stores_on_one_file() {
 }
 
 #[tokio::test]
+async fn sqlite_request_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = keyrail_store::open("sqlite::memory:", dir.path())
+        .await
+        .unwrap();
+    request_log::request_log(store.as_ref()).await;
+}
+
+#[tokio::test]
 async fn sqlite_cleanup() {
     for check in 0..cleanup::CHECKS {
         let dir = tempfile::tempdir().unwrap();
@@ -223,6 +233,18 @@ async fn sqlite_cleanup() {
 
 // ---------------------------------------------------------------------------------------------
 // PostgreSQL
+
+#[tokio::test]
+async fn postgres_request_log() {
+    let Some(pg) = TempPostgres::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = keyrail_store::open(&pg.url, dir.path()).await.unwrap();
+    request_log::request_log(store.as_ref()).await;
+    drop(store);
+    pg.drop_db().await;
+}
 
 #[tokio::test]
 async fn postgres_cleanup() {
@@ -261,7 +283,7 @@ async fn postgres_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
-        7
+        8
     );
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
