@@ -63,6 +63,7 @@ pub const TABLES: &[&str] = &[
     "grants",
     "audit_log",
     "changes",
+    "api_logs",
 ];
 
 /// The longest line a restore accepts (a row of the archive); a damaged archive cannot make it
