@@ -19,6 +19,7 @@ pub mod ratelimit;
 pub mod secret;
 pub mod store;
 pub mod time;
+pub mod webhooks;
 pub mod workspaces;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -30,6 +30,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::admin::router())
         .merge(routes::keys::router(state))
         .merge(routes::apps::router(state))
+        .merge(routes::webhooks::router())
         .split_for_parts()
 }
 

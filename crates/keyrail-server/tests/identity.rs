@@ -1743,6 +1743,7 @@ async fn cleanup_removes_what_is_dead_and_keeps_what_lives() {
                 login_throttle: 1,
                 mfa_challenges: 1,
                 password_resets: 1,
+                ..Cleaned::default()
             },
             "{backend:?}"
         );

@@ -15,6 +15,7 @@ mod changes;
 mod identity;
 mod keys;
 mod sessions;
+mod webhooks;
 mod workspaces;
 
 pub use apps::AppStore;
@@ -23,13 +24,14 @@ pub use changes::ChangeStore;
 pub use identity::IdentityStore;
 pub use keys::KeyStore;
 pub use sessions::SessionStore;
+pub use webhooks::WebhookStore;
 pub use workspaces::WorkspaceStore;
 
 /// [`Store`] and every resource trait, for calling their methods on a concrete store.
 pub mod prelude {
     pub use super::{
         AppStore, AuditStore, ChangeStore, IdentityStore, KeyStore, SessionStore, Store,
-        WorkspaceStore,
+        WebhookStore, WorkspaceStore,
     };
 }
 
@@ -56,6 +58,7 @@ pub trait Store:
     + AppStore
     + AuditStore
     + ChangeStore
+    + WebhookStore
     + Send
     + Sync
     + 'static

@@ -7,4 +7,5 @@ pub mod common;
 pub mod keys;
 pub mod profile;
 pub mod system;
+pub mod webhooks;
 pub mod workspaces;
