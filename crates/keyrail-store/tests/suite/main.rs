@@ -30,6 +30,7 @@ mod keys;
 mod members;
 mod roles;
 mod sessions;
+mod webhooks;
 mod workspaces;
 
 // ---------------------------------------------------------------------------------------------
@@ -82,6 +83,10 @@ async fn run_suite(store: &dyn Store) {
     // A change and its audit entry, together or not at all.
     audited::workspace_changes_and_their_audit_entries(store).await;
     audited::app_changes_and_their_audit_entries(store).await;
+    // Webhooks: the outbox, claims with leases, attempts.
+    webhooks::outbox_is_written_with_the_change(store).await;
+    webhooks::concurrent_claims_are_disjoint(store).await;
+    webhooks::expiring_keys_are_marked_once(store).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -129,7 +134,7 @@ async fn sqlite_url_with_path_and_missing_data_dir() {
 #[tokio::test]
 async fn sqlite_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 7);
+    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 8);
     assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 0);
 
     // Open the same file twice (as a server and `keyrail migrate` beside it would).
@@ -261,7 +266,7 @@ async fn postgres_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
-        7
+        8
     );
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
