@@ -76,7 +76,11 @@ impl T {
         // Many tests here present dead tokens on purpose: keep the IP block out of the way.
         let s = TestServer::start_full(
             backend,
-            |c| c.limits.failed_auth_per_ip = "1000000/1m".parse().unwrap(),
+            |c| {
+                c.limits.failed_auth_per_ip = "1000000/1m".parse().unwrap();
+                // Tests of events subscribe an endpoint that refuses connections.
+                c.webhooks_allow_private = true;
+            },
             None,
         )
         .await?;
@@ -1556,6 +1560,104 @@ async fn grants_and_app_actions_are_audited() {
             .all(|e| !e["action"].as_str().unwrap().starts_with("app.")),
         "app.* actions are not in a workspace's log: {ws_log}"
     );
+    t.s.stop().await;
+}
+
+/// Grants and client-secret rotations go to the webhook outbox with their change: one
+/// `app.secret_rotated` per workspace holding a grant to the app, never a secret.
+#[tokio::test]
+async fn grant_and_secret_events() {
+    let t = T::new().await;
+    let other = t.workspace(&t.owner, "Other").await;
+    t.s.subscribe_all(&t.owner, &t.ws).await;
+    t.s.subscribe_all(&t.owner, &other).await;
+    let app = t.app(&t.owner, Value::Null).await;
+    let me = t.owner_member_id().await;
+    let gid = t.grant_ok(&t.owner, &app, &["workspace:read"]).await;
+    let (status, b) = t
+        .grant(&t.owner, &other, &app.client_id, &["workspace:read"], true)
+        .await;
+    assert_eq!(status, 201, "{b}");
+    let of = |events: &[(String, String, Value)], kind: &str| -> Vec<(String, Value)> {
+        events
+            .iter()
+            .filter(|(_, k, _)| k == kind)
+            .map(|(ws, _, body)| (ws.clone(), body["data"].clone()))
+            .collect()
+    };
+    let events = t.s.outbox_events().await;
+    let created = of(&events, "grant.created");
+    assert_eq!(created.len(), 2, "{created:?}");
+    assert_eq!(created[0].0, t.ws);
+    assert_eq!(
+        created[0].1,
+        json!({"id": gid, "client_id": app.client_id, "member_id": me, "scopes": ["workspace:read"], "shared": false})
+    );
+    assert_eq!(created[1].0, other);
+    assert_eq!(created[1].1["shared"], true);
+
+    let (status, _) = t
+        .call(
+            "POST",
+            &format!("/api/v1/apps/{}/secret", app.client_id),
+            &t.owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let events = t.s.outbox_events().await;
+    let rotated = of(&events, "app.secret_rotated");
+    let mut wss: Vec<&str> = rotated.iter().map(|(ws, _)| ws.as_str()).collect();
+    wss.sort();
+    let mut want = vec![t.ws.as_str(), other.as_str()];
+    want.sort();
+    assert_eq!(wss, want, "one per workspace holding a grant: {rotated:?}");
+    assert!(
+        rotated
+            .iter()
+            .all(|(_, d)| d == &json!({"client_id": app.client_id}))
+    );
+
+    let (status, _) = t
+        .call("DELETE", &t.w(&format!("/grants/{gid}")), &t.owner, None)
+        .await;
+    assert_eq!(status, 204);
+    let events = t.s.outbox_events().await;
+    let revoked = of(&events, "grant.revoked");
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    assert_eq!(revoked[0].0, t.ws);
+    assert_eq!(revoked[0].1["id"], gid.as_str());
+    assert_eq!(revoked[0].1["client_id"], app.client_id.as_str());
+    let all = format!("{events:?}");
+    assert!(!all.contains(&app.secret), "events never hold a secret");
+
+    // Members added and removed are events of their workspace too.
+    t.s.user("m@example.com").await;
+    let (status, m) = t
+        .call(
+            "POST",
+            &t.w("/members"),
+            &t.owner,
+            Some(json!({"email": "m@example.com", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_owned();
+    let (status, _) = t
+        .call("DELETE", &t.w(&format!("/members/{mid}")), &t.owner, None)
+        .await;
+    assert_eq!(status, 204);
+    let events = t.s.outbox_events().await;
+    let added = of(&events, "member.added");
+    let removed = of(&events, "member.removed");
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(
+        (&added[0].0, &added[0].1["member_id"]),
+        (&t.ws, &json!(mid))
+    );
+    assert_eq!(added[0].1["role"], "viewer");
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0].1["member_id"], mid.as_str());
     t.s.stop().await;
 }
 

@@ -336,6 +336,22 @@ impl TestServer {
             .await
     }
 
+    /// The outbox's events, oldest first, as (workspace id, type, body).
+    pub async fn outbox_events(&self) -> Vec<(String, String, Value)> {
+        self.query_strings(
+            "SELECT workspace_id || ' ' || event_type || ' ' || body FROM webhook_events ORDER BY id",
+        )
+        .await
+        .into_iter()
+        .map(|row| {
+            let mut parts = row.splitn(3, ' ');
+            let ws = parts.next().unwrap().to_owned();
+            let kind = parts.next().unwrap().to_owned();
+            (ws, kind, serde_json::from_str(parts.next().unwrap()).unwrap())
+        })
+        .collect()
+    }
+
     /// From now on the database refuses `op` (`INSERT`, `UPDATE` or `DELETE`) on rows of
     /// `table` for which `when` holds (SQL over `NEW` / `OLD`), as a full disk or a lost
     /// connection would at the worst moment. Returns the trigger's name, for [`Self::allow`].
