@@ -248,3 +248,75 @@ pub fn spawn(state: AppState) -> Vec<JoinHandle<()>> {
     });
     vec![deliveries, expiring]
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name that resolves to loopback gets no address at delivery time, whatever it
+    /// resolved to when the endpoint was made (DNS rebinding); allowed when configured.
+    #[tokio::test]
+    async fn the_resolver_refuses_forbidden_addresses() {
+        let guarded = GuardedResolver {
+            allow_private: false,
+        };
+        let name: Name = "localhost".parse().unwrap();
+        let refused = guarded.resolve(name).await;
+        assert_eq!(refused.err().unwrap().to_string(), FORBIDDEN);
+        let open = GuardedResolver {
+            allow_private: true,
+        };
+        let addrs: Vec<SocketAddr> = open
+            .resolve("localhost".parse().unwrap())
+            .await
+            .unwrap()
+            .collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());
+    }
+
+    #[test]
+    fn literal_addresses_are_checked_before_sending() {
+        for url in [
+            "http://127.0.0.1:8080/x",
+            "http://[::1]/x",
+            "http://169.254.169.254/latest",
+            "http://[::ffff:10.0.0.1]/",
+            "http://2130706433/",
+        ] {
+            assert!(literal_forbidden(url), "{url}");
+        }
+        for url in [
+            "https://8.8.8.8/x",
+            "https://hooks.example.com/x",
+            "not a url",
+        ] {
+            assert!(!literal_forbidden(url), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn redirects_are_not_followed() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(
+                    b"HTTP/1.1 307 Temporary Redirect\r\nLocation: http://127.0.0.1:9/\r\n\
+                      Content-Length: 0\r\n\r\n",
+                )
+                .await;
+        });
+        let resp = client(true)
+            .unwrap()
+            .post(format!("http://{addr}/hook"))
+            .body("{}")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), 307, "the redirect is the answer");
+    }
+}
