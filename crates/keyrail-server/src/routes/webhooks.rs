@@ -19,8 +19,8 @@ use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(get_secret))
-        .routes(routes!(rotate_secret))
+        .routes(routes!(get_webhook_secret))
+        .routes(routes!(rotate_webhook_secret))
         .routes(routes!(create_webhook, list_webhooks))
         .routes(routes!(delete_webhook))
         .routes(routes!(list_deliveries))
@@ -123,7 +123,7 @@ impl From<DeliveryAttempt> for DeliveryOut {
         (status = 403, description = "`insufficient_scope`", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
     ))]
-pub async fn get_secret(
+pub async fn get_webhook_secret(
     State(state): State<AppState>,
     Caller(actor): Caller,
     Path(ws): Path<String>,
@@ -145,7 +145,7 @@ pub async fn get_secret(
         (status = 403, description = "`insufficient_scope`", body = ErrorBody),
         (status = 404, description = "Not found", body = ErrorBody),
     ))]
-pub async fn rotate_secret(
+pub async fn rotate_webhook_secret(
     State(state): State<AppState>,
     Caller(actor): Caller,
     Meta(meta): Meta,
