@@ -161,7 +161,10 @@ pub async fn deliver(state: &AppState, client: &reqwest::Client, job: ClaimedJob
         attempt: job.attempt,
         status_code: status,
         ok: outcome == JobOutcome::Delivered,
-        error,
+        error: match (outcome, error) {
+            (JobOutcome::GiveUp, None) => Some("gave up: retried for 24 hours".to_owned()),
+            (_, error) => error,
+        },
         next_attempt_at: match outcome {
             JobOutcome::Retry(at) => Some(at),
             _ => None,

@@ -366,6 +366,17 @@ macro_rules! webhook_store {
                 limit: u32,
                 claim: &str,
             ) -> StoreResult<Vec<ClaimedJob>> {
+                // A read first: an idle queue (the usual case, polled twice a second by every
+                // node) costs no write lock.
+                let due: Option<i32> =
+                    sqlx::query_scalar("SELECT 1 FROM webhook_jobs WHERE due_at <= $1 LIMIT 1")
+                        .bind(now.millis())
+                        .fetch_optional(&self.pool)
+                        .await
+                        .map_err(map_err)?;
+                if due.is_none() {
+                    return Ok(Vec::new());
+                }
                 let lock: &str = $claim_lock;
                 // One statement: the jobs due now become this claim's until the lease ends.
                 let claimed = sqlx::query(AssertSqlSafe(format!(
