@@ -135,15 +135,17 @@ struct W {
 
 impl W {
     async fn new(allow_private: bool) -> Self {
-        let s = TestServer::start_with(
-            common::Backend::Sqlite,
-            |c| c.webhooks_allow_private = allow_private,
-            None,
-        )
-        .await
-        .unwrap();
+        Self::on(common::Backend::Sqlite, allow_private)
+            .await
+            .unwrap()
+    }
+
+    /// `None` when the backend is PostgreSQL and it is not reachable outside CI.
+    async fn on(backend: common::Backend, allow_private: bool) -> Option<Self> {
+        let s = TestServer::start_with(backend, |c| c.webhooks_allow_private = allow_private, None)
+            .await?;
         let (owner, ws) = s.owner_with_workspace("owner@example.com").await;
-        Self { s, owner, ws }
+        Some(Self { s, owner, ws })
     }
 
     fn w(&self, path: &str) -> String {
@@ -664,5 +666,46 @@ async fn key_expiring_comes_once_per_stage() {
     let got = expiring(w.s.outbox_events().await);
     assert_eq!(got.len(), 3, "{got:?}");
     assert_eq!(got[2], (id(&soon), 1));
+    w.s.stop().await;
+}
+
+/// The same on PostgreSQL, where claims take `FOR UPDATE SKIP LOCKED`: a retried delivery and
+/// its attempts, and a member event fanned out to its workspace's endpoint only.
+#[tokio::test]
+async fn deliveries_on_postgres() {
+    let Some(w) = W::on(common::Backend::Postgres, true).await else {
+        return;
+    };
+    let rx = Receiver::start(&[503]).await;
+    let hook = w.endpoint(&rx.url, &["key.created", "member.added"]).await;
+    let secret = w.secret().await;
+    w.create_key("pg").await;
+    rx.wait_for(1).await;
+    w.wait_deliveries(&hook, 1).await;
+    w.s.clock.advance_secs(10);
+    let got = rx.wait_for(2).await;
+    assert_eq!(got[0].id, got[1].id);
+    assert!(python_verifies(&secret, &got[1]));
+    let attempts = w.wait_deliveries(&hook, 2).await;
+    let seen: Vec<(Value, Value)> = attempts
+        .iter()
+        .map(|a| (a["status_code"].clone(), a["ok"].clone()))
+        .collect();
+    assert_eq!(
+        seen,
+        [(json!(503), json!(false)), (json!(200), json!(true))]
+    );
+    w.s.user("m@example.com").await;
+    let (status, _) = w
+        .call(
+            "POST",
+            "/members",
+            Some(json!({"email": "m@example.com", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 201);
+    let got = rx.wait_for(3).await;
+    let body: Value = serde_json::from_str(&got[2].body).unwrap();
+    assert_eq!(body["type"], "member.added");
     w.s.stop().await;
 }
