@@ -34,5 +34,6 @@ pub fn entry(
             .as_ref()
             .map(|ua| ua.chars().take(512).collect()),
         outcome: if success { "success" } else { "failure" }.to_owned(),
+        event: None,
     }
 }

@@ -143,6 +143,19 @@ typed_id!(
     /// A member's grant of scopes to an app in a workspace.
     GrantId, "grt"
 );
+typed_id!(
+    /// A webhook endpoint of a workspace.
+    WebhookId, "whk"
+);
+typed_id!(
+    /// A webhook message (one event for one workspace); sent as `webhook-id`, the same on
+    /// every retry.
+    MessageId, "msg"
+);
+typed_id!(
+    /// One delivery attempt of a message to an endpoint.
+    DeliveryId, "dlv"
+);
 
 #[cfg(test)]
 mod tests {

@@ -21,6 +21,7 @@ pub mod request_log;
 pub mod secret;
 pub mod store;
 pub mod time;
+pub mod webhooks;
 pub mod workspaces;
 
 pub use clock::{Clock, ManualClock, SystemClock};

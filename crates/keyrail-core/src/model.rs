@@ -374,6 +374,17 @@ pub struct AuditEntry {
     pub user_agent: Option<String>,
     /// `success` or `failure`.
     pub outcome: String,
+    /// The webhook event of the change, written to the outbox with this entry (never read
+    /// back from the audit log).
+    pub event: Option<crate::events::OutboxEvent>,
+}
+
+impl AuditEntry {
+    /// This entry, carrying `event` into the outbox with the change.
+    pub fn with_event(mut self, event: crate::events::OutboxEvent) -> Self {
+        self.event = Some(event);
+        self
+    }
 }
 
 /// Filters of an audit listing.

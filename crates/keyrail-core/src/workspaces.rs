@@ -10,6 +10,7 @@ use crate::authz::{
 };
 use crate::clock::Clock;
 use crate::error::Error;
+use crate::events::OutboxEvent;
 use crate::id::{MemberId, RoleId, UserId, WorkspaceId};
 use crate::identity::normalize_email;
 use crate::model::{
@@ -452,13 +453,23 @@ impl Workspaces {
             role: role.reference().to_owned(),
             created_at: self.clock.now(),
         };
-        let entry = self.audit_entry(
-            access,
-            meta,
-            "member.add",
-            member.id.to_string(),
-            member.created_at,
-        );
+        let entry = self
+            .audit_entry(
+                access,
+                meta,
+                "member.add",
+                member.id.to_string(),
+                member.created_at,
+            )
+            .with_event(OutboxEvent::new(
+                "member.added",
+                serde_json::json!({
+                    "member_id": member.id,
+                    "user_id": member.user_id,
+                    "role": role.name(),
+                }),
+                access.workspace.id.clone(),
+            ));
         match self.store.insert_member(&member, &entry).await {
             Ok(()) => {}
             Err(StoreError::Conflict(what)) if what == "member" => {
@@ -520,7 +531,13 @@ impl Workspaces {
         let member = self.member(access, id).await?;
         self.require_outranks(access, &member).await?;
         let now = self.clock.now();
-        let entry = self.audit_entry(access, meta, "member.remove", member.id.to_string(), now);
+        let entry = self
+            .audit_entry(access, meta, "member.remove", member.id.to_string(), now)
+            .with_event(OutboxEvent::new(
+                "member.removed",
+                serde_json::json!({"member_id": member.id, "user_id": member.user_id}),
+                access.workspace.id.clone(),
+            ));
         match self
             .store
             .remove_member(&access.workspace.id, &member.id, now, &entry)

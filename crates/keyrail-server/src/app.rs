@@ -32,6 +32,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::keys::router(state))
         .merge(routes::apps::router(state))
         .merge(routes::logs::router())
+        .merge(routes::webhooks::router())
         .split_for_parts()
 }
 

@@ -40,6 +40,10 @@ pub const SESSION_RETENTION_SECS: i64 = 7 * 86_400;
 /// a revoked session expire within 15). The newest entry is always kept.
 pub const CHANGE_LOG_RETENTION_SECS: i64 = 86_400;
 
+/// How long webhook delivery attempts (`GET W/webhooks/{id}/deliveries`) and outbox events are
+/// kept: 7 days, well past the 24 hours a delivery is retried.
+pub const WEBHOOK_RETENTION_SECS: i64 = 7 * 86_400;
+
 /// Applies one change-log entry to this node's in-memory state.
 fn apply(state: &AppState, kind: &str, subject: &str, now: Timestamp) {
     match kind {
@@ -107,6 +111,8 @@ pub struct Cleaned {
     pub mfa_challenges: u64,
     pub password_resets: u64,
     pub request_logs: u64,
+    pub webhook_deliveries: u64,
+    pub webhook_events: u64,
 }
 
 /// Runs one delete of at most [`CLEANUP_BATCH`] rows after another until one deletes fewer;
@@ -132,9 +138,9 @@ where
 /// forever: spent or expired MFA challenges and reset tokens, refresh tokens of dead sessions
 /// (those of live sessions stay, spent ones too: reuse detection needs them), sessions dead for
 /// [`SESSION_RETENTION_SECS`], login throttle rows whose window and lock are over, and
-/// change-log entries older than [`CHANGE_LOG_RETENTION_SECS`], and API request log rows older
-/// than `api_logs_days` (even with `api_logs = false`: what was logged before still expires).
-/// Every node runs it every 10
+/// change-log entries older than [`CHANGE_LOG_RETENTION_SECS`], webhook attempts and events
+/// older than [`WEBHOOK_RETENTION_SECS`], and API request log rows older than `api_logs_days`
+/// (even with `api_logs = false`: what was logged before still expires). Every node runs it every 10
 /// minutes; two at once only find less to do. Stops at the first error.
 pub async fn cleanup(state: &AppState) -> Result<Cleaned, keyrail_core::StoreError> {
     let store = state.store.as_ref();
@@ -154,6 +160,10 @@ pub async fn cleanup(state: &AppState) -> Result<Cleaned, keyrail_core::StoreErr
     done.changes = drain(|| store.purge_changes(changes_before, batch)).await?;
     let logs_before = now.plus_secs(-i64::from(state.config.api_logs_days) * 86_400);
     done.request_logs = drain(|| store.purge_request_logs(logs_before, batch)).await?;
+    let webhooks_before = now.plus_secs(-WEBHOOK_RETENTION_SECS);
+    done.webhook_deliveries =
+        drain(|| store.purge_webhook_deliveries(webhooks_before, batch)).await?;
+    done.webhook_events = drain(|| store.purge_webhook_events(webhooks_before, batch)).await?;
     Ok(done)
 }
 

@@ -8,7 +8,6 @@ pub mod config;
 pub mod conn;
 pub mod docs;
 pub mod error;
-pub mod events;
 pub mod iplimit;
 pub mod json;
 pub mod keyauth;
@@ -23,6 +22,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod tls;
+pub mod webhooks_worker;
 
 pub use config::Config;
 pub use error::{ApiError, ApiResult};

@@ -9,7 +9,7 @@ use crate::error::ErrorBody;
 #[openapi(
     info(
         title = "keyrail",
-        description = "Self-hosted API access management: API keys, logins, roles and app grants.\n\nEvery error has the shape `{\"error\": \"...\", \"code\": \"...\"}`. Unknown JSON fields are rejected with 400, bodies over 64 KiB with 413, bodies that are not JSON with 415. Every response carries `X-Content-Type-Options: nosniff`; every response that holds a secret (a key, a client secret, tokens, a TOTP secret, recovery codes) carries `Cache-Control: no-store`.",
+        description = "Self-hosted API access management: API keys, logins, roles and app grants.\n\nEvery error has the shape `{\"error\": \"...\", \"code\": \"...\"}`. Unknown JSON fields are rejected with 400, bodies over 64 KiB with 413, bodies that are not JSON with 415. Every response carries `X-Content-Type-Options: nosniff`; every response that holds a secret (a key, a client secret, tokens, a TOTP secret, recovery codes, the webhook secret) carries `Cache-Control: no-store`.",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(crate::routes::keys::forward_auth),
@@ -27,6 +27,7 @@ use crate::error::ErrorBody;
         (name = "admin", description = "Platform administration (admin:superuser)"),
         (name = "keys", description = "API keys, verify and forward-auth"),
         (name = "apps", description = "Builder profiles, apps, member grants and app tokens"),
+        (name = "webhooks", description = "Webhook endpoints, their signing secret and delivery attempts (Standard Webhooks)"),
     )
 )]
 pub struct ApiDoc;

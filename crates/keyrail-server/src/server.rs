@@ -5,16 +5,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use crate::events::LogEvents;
 use axum::Router;
 use axum::body::Bytes;
 use keyrail_core::apps::Apps;
-use keyrail_core::events::Events;
 use keyrail_core::identity::{Identity, IdentityConfig, Keyring, SessionRevocations};
 use keyrail_core::keys::manage::Keys;
 use keyrail_core::keys::verify::KeyVerifier;
 use keyrail_core::platform::Admin;
 use keyrail_core::ratelimit::{FailurePolicy, RateLimiter};
+use keyrail_core::webhooks::Webhooks;
 use keyrail_core::workspaces::Workspaces;
 use keyrail_core::{Clock, StoreError, SystemClock};
 use tokio::sync::oneshot;
@@ -53,8 +52,6 @@ pub struct StartOptions {
     pub clock: Arc<dyn Clock>,
     /// Routes merged beside the server's own, under the same middleware.
     pub extra_routes: Option<Router<AppState>>,
-    /// Where domain events go (default: the log).
-    pub events: Option<Arc<dyn Events>>,
     /// How often the change log is polled besides the store's announcements (default 1 s).
     pub change_poll: Duration,
 }
@@ -64,18 +61,13 @@ impl Default for StartOptions {
         Self {
             clock: Arc::new(SystemClock),
             extra_routes: None,
-            events: None,
             change_poll: background::POLL_EVERY,
         }
     }
 }
 
 /// Prepares everything short of listening: used by `serve` and by commands that need the store.
-pub async fn build_state(
-    config: Config,
-    clock: Arc<dyn Clock>,
-    options_events: Option<Arc<dyn Events>>,
-) -> Result<AppState, StartError> {
+pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
     config.validate().map_err(StartError::Config)?;
     bootstrap::ensure_data_dir(&config.data_dir).map_err(|source| StartError::DataDir {
         path: config.data_dir.display().to_string(),
@@ -140,15 +132,19 @@ pub async fn build_state(
         clock: clock.clone(),
         verifier: verifier.clone(),
     };
-    let events: Arc<dyn Events> = options_events.unwrap_or_else(|| Arc::new(LogEvents));
     let keys = Keys {
         store: store.clone(),
         clock: clock.clone(),
         master: master_key.clone(),
         verifier: verifier.clone(),
-        events: events.clone(),
     };
-    let apps = Apps::new(store.clone(), clock.clone(), master_key.clone(), events);
+    let apps = Apps::new(store.clone(), clock.clone(), master_key.clone());
+    let webhooks = Webhooks {
+        store: store.clone(),
+        clock: clock.clone(),
+        master: master_key.clone(),
+        allow_private: config.webhooks_allow_private,
+    };
     apps.refresh_keys().await.map_err(|e| match e {
         keyrail_core::Error::Unavailable => {
             StartError::Store(StoreError::Unavailable("loading app token keys".into()))
@@ -167,6 +163,7 @@ pub async fn build_state(
         verifier,
         keys,
         apps,
+        webhooks,
         config,
         store,
         clock,
@@ -245,9 +242,10 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
     } else {
         None
     };
-    let state = build_state(config, options.clock, options.events).await?;
+    let state = build_state(config, options.clock).await?;
     let seq = background::warm_up(&state).await?;
-    let tasks = background::spawn(state.clone(), seq, options.change_poll);
+    let mut tasks = background::spawn(state.clone(), seq, options.change_poll);
+    tasks.extend(crate::webhooks_worker::spawn(state.clone()));
     let log_writer = crate::request_log::spawn_writer(
         state.request_log.clone(),
         crate::request_log::Target::for_config(&state.config, &state.store),

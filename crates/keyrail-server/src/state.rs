@@ -10,6 +10,7 @@ use keyrail_core::keys::verify::KeyVerifier;
 use keyrail_core::platform::Admin;
 use keyrail_core::ratelimit::RateLimiter;
 use keyrail_core::secret::MasterKey;
+use keyrail_core::webhooks::Webhooks;
 use keyrail_core::workspaces::Workspaces;
 use keyrail_core::{Clock, Store};
 
@@ -36,6 +37,8 @@ pub struct Inner {
     pub keys: Keys,
     /// Apps, grants and app tokens.
     pub apps: Apps,
+    /// Webhook secrets and endpoints (the delivery worker is `webhooks_worker`).
+    pub webhooks: Webhooks,
     /// The rate limiter every limit goes through.
     pub limiter: Arc<dyn RateLimiter>,
     /// The in-process limiter behind `limiter`, for purging.

@@ -5,43 +5,11 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use common::{Backend, PASSWORD, TestServer, b64, json, open_jwe};
 use keyrail_core::Clock;
-use keyrail_core::events::{Event, Events};
 use serde_json::{Value, json};
-
-/// Every event as (workspace id, kind, data).
-#[derive(Default)]
-struct Recorded(Mutex<Vec<(String, String, Value)>>);
-
-#[async_trait]
-impl Events for Recorded {
-    async fn emit(&self, event: Event) {
-        self.0.lock().unwrap().push((
-            event.workspace_id.as_str().to_owned(),
-            event.kind.to_owned(),
-            event.data,
-        ));
-    }
-}
-
-impl Recorded {
-    /// The events whose kind starts with `prefix`, in order.
-    fn of(&self, prefix: &str) -> Vec<(String, String, Value)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(_, kind, _)| kind.starts_with(prefix))
-            .cloned()
-            .collect()
-    }
-}
 
 /// An app as its builder holds it.
 #[derive(Clone)]
@@ -97,7 +65,6 @@ struct T {
     owner: String,
     /// A workspace the owner made.
     ws: String,
-    events: Arc<Recorded>,
 }
 
 impl T {
@@ -106,14 +73,15 @@ impl T {
     }
 
     async fn on(backend: Backend) -> Option<Self> {
-        let events = Arc::new(Recorded::default());
-        let ev: Arc<dyn Events> = events.clone();
         // Many tests here present dead tokens on purpose: keep the IP block out of the way.
         let s = TestServer::start_full(
             backend,
-            |c| c.limits.failed_auth_per_ip = "1000000/1m".parse().unwrap(),
+            |c| {
+                c.limits.failed_auth_per_ip = "1000000/1m".parse().unwrap();
+                // Tests of events subscribe an endpoint that refuses connections.
+                c.webhooks_allow_private = true;
+            },
             None,
-            Some(ev),
         )
         .await?;
         let owner = s.user("owner@example.com").await["access_token"]
@@ -124,7 +92,6 @@ impl T {
             s,
             owner,
             ws: String::new(),
-            events,
         };
         let ws = t.workspace(&t.owner, "Acme").await;
         t.ws = ws;
@@ -1596,10 +1563,14 @@ async fn grants_and_app_actions_are_audited() {
     t.s.stop().await;
 }
 
+/// Grants and client-secret rotations go to the webhook outbox with their change: one
+/// `app.secret_rotated` per workspace holding a grant to the app, never a secret.
 #[tokio::test]
 async fn grant_and_secret_events() {
     let t = T::new().await;
     let other = t.workspace(&t.owner, "Other").await;
+    t.s.subscribe_all(&t.owner, &t.ws).await;
+    t.s.subscribe_all(&t.owner, &other).await;
     let app = t.app(&t.owner, Value::Null).await;
     let me = t.owner_member_id().await;
     let gid = t.grant_ok(&t.owner, &app, &["workspace:read"]).await;
@@ -1607,16 +1578,23 @@ async fn grant_and_secret_events() {
         .grant(&t.owner, &other, &app.client_id, &["workspace:read"], true)
         .await;
     assert_eq!(status, 201, "{b}");
-    let created = t.events.of("grant.created");
+    let of = |events: &[(String, String, Value)], kind: &str| -> Vec<(String, Value)> {
+        events
+            .iter()
+            .filter(|(_, k, _)| k == kind)
+            .map(|(ws, _, body)| (ws.clone(), body["data"].clone()))
+            .collect()
+    };
+    let events = t.s.outbox_events().await;
+    let created = of(&events, "grant.created");
     assert_eq!(created.len(), 2, "{created:?}");
-    let (ws, _, data) = &created[0];
-    assert_eq!(ws, &t.ws);
+    assert_eq!(created[0].0, t.ws);
     assert_eq!(
-        data,
-        &json!({"id": gid, "client_id": app.client_id, "member_id": me, "scopes": ["workspace:read"], "shared": false})
+        created[0].1,
+        json!({"id": gid, "client_id": app.client_id, "member_id": me, "scopes": ["workspace:read"], "shared": false})
     );
     assert_eq!(created[1].0, other);
-    assert_eq!(created[1].2["shared"], true);
+    assert_eq!(created[1].1["shared"], true);
 
     let (status, _) = t
         .call(
@@ -1627,8 +1605,9 @@ async fn grant_and_secret_events() {
         )
         .await;
     assert_eq!(status, 200);
-    let rotated = t.events.of("app.secret_rotated");
-    let mut wss: Vec<&str> = rotated.iter().map(|(ws, _, _)| ws.as_str()).collect();
+    let events = t.s.outbox_events().await;
+    let rotated = of(&events, "app.secret_rotated");
+    let mut wss: Vec<&str> = rotated.iter().map(|(ws, _)| ws.as_str()).collect();
     wss.sort();
     let mut want = vec![t.ws.as_str(), other.as_str()];
     want.sort();
@@ -1636,20 +1615,49 @@ async fn grant_and_secret_events() {
     assert!(
         rotated
             .iter()
-            .all(|(_, _, d)| d == &json!({"client_id": app.client_id}))
+            .all(|(_, d)| d == &json!({"client_id": app.client_id}))
     );
 
     let (status, _) = t
         .call("DELETE", &t.w(&format!("/grants/{gid}")), &t.owner, None)
         .await;
     assert_eq!(status, 204);
-    let revoked = t.events.of("grant.revoked");
+    let events = t.s.outbox_events().await;
+    let revoked = of(&events, "grant.revoked");
     assert_eq!(revoked.len(), 1, "{revoked:?}");
     assert_eq!(revoked[0].0, t.ws);
-    assert_eq!(revoked[0].2["id"], gid.as_str());
-    assert_eq!(revoked[0].2["client_id"], app.client_id.as_str());
-    let all = format!("{:?}", t.events.0.lock().unwrap());
+    assert_eq!(revoked[0].1["id"], gid.as_str());
+    assert_eq!(revoked[0].1["client_id"], app.client_id.as_str());
+    let all = format!("{events:?}");
     assert!(!all.contains(&app.secret), "events never hold a secret");
+
+    // Members added and removed are events of their workspace too.
+    t.s.user("m@example.com").await;
+    let (status, m) = t
+        .call(
+            "POST",
+            &t.w("/members"),
+            &t.owner,
+            Some(json!({"email": "m@example.com", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{m}");
+    let mid = m["id"].as_str().unwrap().to_owned();
+    let (status, _) = t
+        .call("DELETE", &t.w(&format!("/members/{mid}")), &t.owner, None)
+        .await;
+    assert_eq!(status, 204);
+    let events = t.s.outbox_events().await;
+    let added = of(&events, "member.added");
+    let removed = of(&events, "member.removed");
+    assert_eq!(added.len(), 1, "{added:?}");
+    assert_eq!(
+        (&added[0].0, &added[0].1["member_id"]),
+        (&t.ws, &json!(mid))
+    );
+    assert_eq!(added[0].1["role"], "viewer");
+    assert_eq!(removed.len(), 1, "{removed:?}");
+    assert_eq!(removed[0].1["member_id"], mid.as_str());
     t.s.stop().await;
 }
 

@@ -1743,8 +1743,7 @@ async fn cleanup_removes_what_is_dead_and_keeps_what_lives() {
                 login_throttle: 1,
                 mfa_challenges: 1,
                 password_resets: 1,
-                // Rows of the request log are kept 30 days.
-                request_logs: 0,
+                ..Cleaned::default()
             },
             "{backend:?}"
         );

@@ -3,29 +3,13 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
-
-use async_trait::async_trait;
 use common::{Backend, TestServer, json};
-use keyrail_core::events::{Event, Events};
 use serde_json::{Value, json};
-
-#[derive(Default)]
-struct Recorded(Mutex<Vec<String>>, Mutex<Vec<String>>);
-
-#[async_trait]
-impl Events for Recorded {
-    async fn emit(&self, event: Event) {
-        self.0.lock().unwrap().push(event.kind.to_owned());
-        self.1.lock().unwrap().push(event.data.to_string());
-    }
-}
 
 struct K {
     s: TestServer,
     owner: String,
     ws: String,
-    events: Arc<Recorded>,
 }
 
 impl K {
@@ -37,22 +21,14 @@ impl K {
         Self::with_options(backend, |_| {}).await
     }
 
-    /// With start options adjusted by `adjust` (events are recorded whatever it does).
+    /// With start options adjusted by `adjust`; the workspace has a webhook endpoint
+    /// subscribed to every event, so the outbox holds them ([`TestServer::outbox`]).
     async fn with_options(
         backend: Backend,
         adjust: impl FnOnce(&mut keyrail_server::StartOptions),
     ) -> Option<Self> {
-        let events = Arc::new(Recorded::default());
-        let ev: Arc<dyn Events> = events.clone();
-        let s = TestServer::start_options(
-            backend,
-            |_| {},
-            |o| {
-                adjust(o);
-                o.events = Some(ev);
-            },
-        )
-        .await?;
+        let s =
+            TestServer::start_options(backend, |c| c.webhooks_allow_private = true, adjust).await?;
         let owner = s.user("owner@example.com").await["access_token"]
             .as_str()
             .unwrap()
@@ -64,12 +40,8 @@ impl K {
         .await;
         assert_eq!(status, 201);
         let ws = ws["id"].as_str().unwrap().to_owned();
-        Some(Self {
-            s,
-            owner,
-            ws,
-            events,
-        })
+        s.subscribe_all(&owner, &ws).await;
+        Some(Self { s, owner, ws })
     }
 
     async fn call(
@@ -179,8 +151,10 @@ async fn create_shows_the_key_once_and_verify_says_valid() {
     )
     .await;
     assert_eq!(status, 400);
-    assert_eq!(k.events.0.lock().unwrap().as_slice(), ["key.created"]);
-    let data = k.events.1.lock().unwrap().join("\n");
+    let events = k.s.outbox().await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(events[0].starts_with("key.created "), "{events:?}");
+    let data = events.join("\n");
     assert!(
         data.contains(id) && !data.contains(key),
         "events name the key, never hold it: {data}"
@@ -347,12 +321,10 @@ async fn revoke_disable_expire_and_suspend() {
     )
     .await;
     assert_eq!(k.code(&ckey).await, "VALID");
+    let events = k.s.outbox().await;
     assert!(
-        k.events
-            .0
-            .lock()
-            .unwrap()
-            .contains(&"key.revoked".to_owned())
+        events.iter().any(|e| e.starts_with("key.revoked ")),
+        "{events:?}"
     );
     k.s.stop().await;
 }
@@ -414,12 +386,10 @@ async fn rotation_with_and_without_grace() {
         )
         .await;
     assert_eq!((status, b["field"].as_str()), (400, Some("grace_seconds")));
+    let events = k.s.outbox().await;
     assert!(
-        k.events
-            .0
-            .lock()
-            .unwrap()
-            .contains(&"key.rotated".to_owned())
+        events.iter().any(|e| e.starts_with("key.rotated ")),
+        "{events:?}"
     );
     k.s.stop().await;
 }
@@ -1564,7 +1534,19 @@ async fn key_changes_fail_with_their_audit(k: &K) {
         .iter()
         .map(|e| e["action"].as_str().unwrap())
         .collect();
-    assert_eq!(actions, ["key.rotate", "key.update", "key.create"]);
+    assert_eq!(
+        actions,
+        ["key.rotate", "key.update", "key.create", "webhook.create"]
+    );
+    // A change that failed wrote no webhook event either: the refused revoke and rotation
+    // left nothing in the outbox.
+    let types: Vec<String> =
+        k.s.outbox()
+            .await
+            .iter()
+            .map(|e| e.split(' ').next().unwrap().to_owned())
+            .collect();
+    assert_eq!(types, ["key.created", "key.rotated"]);
 }
 
 /// PATCH writes only what the request names: a concurrent `enabled: false` and renames never

@@ -214,6 +214,7 @@ fn entry(action: &str) -> AuditEntry {
         ip: None,
         user_agent: None,
         outcome: "success".to_owned(),
+        event: None,
     }
 }
 

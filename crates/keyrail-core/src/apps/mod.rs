@@ -19,7 +19,7 @@ use crate::authz::{self, GrantTarget, ScopeSet};
 use crate::clock::Clock;
 use crate::crypto::{b64url_decode, b64url_encode, ct_eq, fill_random_or_panic, seal};
 use crate::error::Error;
-use crate::events::{Event, Events};
+use crate::events::{Audience, OutboxEvent};
 use crate::id::{BuilderProfileId, GrantId, MemberId, WorkspaceId};
 use crate::model::{
     App, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, Page, WorkspaceStatus,
@@ -81,7 +81,6 @@ pub struct Apps {
     pub store: Arc<dyn Store>,
     pub clock: Arc<dyn Clock>,
     pub master: Arc<MasterKey>,
-    pub events: Arc<dyn Events>,
     pub token_keys: TokenKeys,
     /// When the token keys were last reloaded for an unknown `kid` (throttles such reloads).
     reloaded_at: std::sync::Mutex<Option<Timestamp>>,
@@ -187,17 +186,11 @@ fn new_secret() -> (zeroize::Zeroizing<[u8; SECRET_BYTES]>, Secret) {
 }
 
 impl Apps {
-    pub fn new(
-        store: Arc<dyn Store>,
-        clock: Arc<dyn Clock>,
-        master: Arc<MasterKey>,
-        events: Arc<dyn Events>,
-    ) -> Self {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, master: Arc<MasterKey>) -> Self {
         Self {
             store,
             clock,
             master,
-            events,
             token_keys: TokenKeys::default(),
             reloaded_at: std::sync::Mutex::new(None),
         }
@@ -228,16 +221,6 @@ impl Apps {
             Some(target),
             true,
         )
-    }
-
-    async fn emit(&self, workspace_id: WorkspaceId, kind: &'static str, data: serde_json::Value) {
-        self.events
-            .emit(Event {
-                workspace_id,
-                kind,
-                data,
-            })
-            .await;
     }
 
     // ---- builder profiles
@@ -416,7 +399,13 @@ impl Apps {
             "app.secret_rotate",
             app.client_id.clone(),
             now,
-        );
+        )
+        // Heard by every workspace that holds a grant to the app when the rotation commits.
+        .with_event(OutboxEvent {
+            kind: "app.secret_rotated",
+            data: json!({"client_id": app.client_id}),
+            audience: Audience::GrantsOf(app.client_id.clone()),
+        });
         if self
             .store
             .set_app_secret(&app.client_id, &sealed, now, &entry)
@@ -424,14 +413,6 @@ impl Apps {
             .is_none()
         {
             return Err(app_not_found());
-        }
-        for ws in self.store.workspaces_granting(&app.client_id).await? {
-            self.emit(
-                ws,
-                "app.secret_rotated",
-                json!({"client_id": app.client_id}),
-            )
-            .await;
         }
         Ok(shown)
     }
@@ -500,7 +481,12 @@ impl Apps {
             "grant.create",
             grant.id.to_string(),
             grant.created_at,
-        );
+        )
+        .with_event(OutboxEvent::new(
+            "grant.created",
+            grant_event(&grant),
+            access.workspace.id.clone(),
+        ));
         match self.store.insert_grant(&grant, &entry).await {
             Ok(()) => {}
             Err(StoreError::Conflict(what)) if what.ends_with("grant") => {
@@ -515,12 +501,6 @@ impl Apps {
             }
             Err(e) => return Err(e.into()),
         }
-        self.emit(
-            access.workspace.id.clone(),
-            "grant.created",
-            grant_event(&grant),
-        )
-        .await;
         Ok(GrantView {
             grant,
             app_name: app.name,
@@ -590,7 +570,12 @@ impl Apps {
             "grant.revoke",
             id.to_string(),
             self.clock.now(),
-        );
+        )
+        .with_event(OutboxEvent::new(
+            "grant.revoked",
+            grant_event(&view.grant),
+            access.workspace.id.clone(),
+        ));
         if !self
             .store
             .delete_grant(&access.workspace.id, &id, &entry)
@@ -598,12 +583,6 @@ impl Apps {
         {
             return Err(grant_not_found());
         }
-        self.emit(
-            access.workspace.id.clone(),
-            "grant.revoked",
-            grant_event(&view.grant),
-        )
-        .await;
         Ok(())
     }
 

@@ -11,7 +11,7 @@ use crate::authz::{self, GrantTarget};
 use crate::clock::Clock;
 use crate::crypto::{seal, token};
 use crate::error::Error;
-use crate::events::{Event, Events};
+use crate::events::OutboxEvent;
 use crate::id::KeyId;
 use crate::keys::format;
 use crate::keys::verify::KeyVerifier;
@@ -68,7 +68,6 @@ pub struct Keys {
     pub clock: Arc<dyn Clock>,
     pub master: Arc<MasterKey>,
     pub verifier: Arc<KeyVerifier>,
-    pub events: Arc<dyn Events>,
 }
 
 /// A key is rotated once: its replacement is what gets rotated next.
@@ -189,14 +188,9 @@ impl Keys {
         )
     }
 
-    async fn emit(&self, access: &Access, kind: &'static str, data: serde_json::Value) {
-        self.events
-            .emit(Event {
-                workspace_id: access.workspace.id.clone(),
-                kind,
-                data,
-            })
-            .await;
+    /// The webhook event of a change, for the store to write with it.
+    fn event(access: &Access, kind: &'static str, data: serde_json::Value) -> OutboxEvent {
+        OutboxEvent::new(kind, data, access.workspace.id.clone())
     }
 
     fn validate_scopes(
@@ -271,15 +265,15 @@ impl Keys {
                 .then(|| seal::seal(&self.master, SEAL_PURPOSE, secret.expose().as_bytes())),
             replaced_by: None,
         };
-        let entry = self.audit_entry(access, meta, "key.create", Some(key.id.to_string()), now);
+        let entry = self
+            .audit_entry(access, meta, "key.create", Some(key.id.to_string()), now)
+            .with_event(Self::event(
+                access,
+                "key.created",
+                json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}),
+            ));
         self.store.insert_key(&key, Some(&entry)).await?;
         self.verifier.evict_hex(&key.hash);
-        self.emit(
-            access,
-            "key.created",
-            json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}),
-        )
-        .await;
         Ok((key, secret))
     }
 
@@ -368,7 +362,13 @@ impl Keys {
         if key.revoked_at.is_some_and(|t| t <= now) {
             return Ok(key);
         }
-        let entry = self.audit_entry(access, meta, "key.revoke", Some(key.id.to_string()), now);
+        let entry = self
+            .audit_entry(access, meta, "key.revoke", Some(key.id.to_string()), now)
+            .with_event(Self::event(
+                access,
+                "key.revoked",
+                json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}),
+            ));
         let revoked = self
             .store
             .revoke_key(&key.workspace_id, &key.id, now, &entry)
@@ -378,12 +378,6 @@ impl Keys {
             // Revoked meanwhile (by a concurrent request, which announced it), or gone.
             return self.find(access, id).await;
         };
-        self.emit(
-            access,
-            "key.revoked",
-            json!({"key_id": key.id, "name": key.name, "prefix": key.prefix}),
-        )
-        .await;
         Ok(key)
     }
 
@@ -434,7 +428,14 @@ impl Keys {
                 .map(|_| seal::seal(&self.master, SEAL_PURPOSE, secret.expose().as_bytes())),
             ..old.clone()
         };
-        let entry = self.audit_entry(access, meta, "key.rotate", Some(old.id.to_string()), now);
+        let entry = self
+            .audit_entry(access, meta, "key.rotate", Some(old.id.to_string()), now)
+            .with_event(Self::event(
+                access,
+                "key.rotated",
+                json!({"key_id": old.id, "new_key_id": new.id, "prefix": new.prefix,
+                       "grace_seconds": grace_seconds}),
+            ));
         let until = now.plus_secs(i64::from(grace_seconds));
         let rotated = self.store.rotate_key(&old.id, &new, until, &entry).await;
         self.verifier.evict_hex(&old.hash);
@@ -447,12 +448,6 @@ impl Keys {
                 Err(e) => e,
             });
         };
-        self.emit(
-            access,
-            "key.rotated",
-            json!({"key_id": old.id, "new_key_id": new.id, "prefix": new.prefix, "grace_seconds": grace_seconds}),
-        )
-        .await;
         Ok((new, secret))
     }
 

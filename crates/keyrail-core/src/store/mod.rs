@@ -17,6 +17,7 @@ mod identity;
 mod keys;
 mod request_log;
 mod sessions;
+mod webhooks;
 mod workspaces;
 
 pub use apps::AppStore;
@@ -26,13 +27,14 @@ pub use identity::IdentityStore;
 pub use keys::KeyStore;
 pub use request_log::RequestLogStore;
 pub use sessions::SessionStore;
+pub use webhooks::WebhookStore;
 pub use workspaces::WorkspaceStore;
 
 /// [`Store`] and every resource trait, for calling their methods on a concrete store.
 pub mod prelude {
     pub use super::{
         AppStore, AuditStore, ChangeStore, IdentityStore, KeyStore, RequestLogStore, SessionStore,
-        Store, WorkspaceStore,
+        Store, WebhookStore, WorkspaceStore,
     };
 }
 
@@ -60,6 +62,7 @@ pub trait Store:
     + AuditStore
     + ChangeStore
     + RequestLogStore
+    + WebhookStore
     + Send
     + Sync
     + 'static

@@ -9,4 +9,5 @@ pub mod keys;
 pub mod logs;
 pub mod profile;
 pub mod system;
+pub mod webhooks;
 pub mod workspaces;

@@ -41,33 +41,21 @@ impl TestServer {
             .expect("sqlite always runs")
     }
 
-    pub async fn start_with_events(
-        backend: Backend,
-        events: Arc<dyn keyrail_core::events::Events>,
-    ) -> Option<Self> {
-        Self::start_full(backend, |_| {}, None, Some(events)).await
-    }
-
     /// `None` when the backend is PostgreSQL and it is not reachable outside CI.
     pub async fn start_with(
         backend: Backend,
         tweak: impl FnOnce(&mut Config),
         extra: Option<Router<AppState>>,
     ) -> Option<Self> {
-        Self::start_full(backend, tweak, extra, None).await
+        Self::start_full(backend, tweak, extra).await
     }
 
     pub async fn start_full(
         backend: Backend,
         tweak: impl FnOnce(&mut Config),
         extra: Option<Router<AppState>>,
-        events: Option<Arc<dyn keyrail_core::events::Events>>,
     ) -> Option<Self> {
-        Self::start_options(backend, tweak, |o| {
-            o.extra_routes = extra;
-            o.events = events;
-        })
-        .await
+        Self::start_options(backend, tweak, |o| o.extra_routes = extra).await
     }
 
     /// With `options` (a manual clock already set) adjusted by `adjust`.
@@ -76,6 +64,9 @@ impl TestServer {
         tweak: impl FnOnce(&mut Config),
         adjust: impl FnOnce(&mut StartOptions),
     ) -> Option<Self> {
+        // reqwest's rustls has no provider of its own here (the server builds its webhook
+        // client with ring explicitly): the tests' clients use ring too.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir().unwrap();
         let mut config = config_in(dir.path());
         let pg = match backend {
@@ -291,6 +282,74 @@ impl TestServer {
                 conn.close().await.unwrap();
             }
         }
+    }
+
+    /// The first column (text) of every row `sql` gives, read beside the server.
+    pub async fn query_strings(&self, sql: &str) -> Vec<String> {
+        use sqlx::Connection as _;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match &self.pg {
+            Some(pg) => {
+                let mut conn = sqlx::PgConnection::connect(&pg.url).await.unwrap();
+                let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                rows
+            }
+            None => {
+                let file = self
+                    .dir
+                    .path()
+                    .join("data")
+                    .join(keyrail_store::SQLITE_FILE_NAME);
+                let url = format!("sqlite://{}", file.display());
+                let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+                let rows: Vec<String> = sqlx::query_scalar(sql).fetch_all(&mut conn).await.unwrap();
+                conn.close().await.unwrap();
+                rows
+            }
+        }
+    }
+
+    /// Subscribes an endpoint to every event (the server must allow private addresses; the
+    /// URL refuses connections) and returns its id: what the outbox holds is then
+    /// [`Self::outbox`].
+    pub async fn subscribe_all(&self, token: &str, ws: &str) -> String {
+        let (status, b) = json(
+            self.post_with(
+                &format!("/api/v1/w/{ws}/webhooks"),
+                token,
+                &serde_json::json!({
+                    "url": "http://127.0.0.1:9/nothing-listens",
+                    "events": keyrail_core::events::EVENT_TYPES,
+                }),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 201, "{b}");
+        b["id"].as_str().unwrap().to_owned()
+    }
+
+    /// The outbox's events, oldest first, as `"<type> <body>"`.
+    pub async fn outbox(&self) -> Vec<String> {
+        self.query_strings("SELECT event_type || ' ' || body FROM webhook_events ORDER BY id")
+            .await
+    }
+
+    /// The outbox's events, oldest first, as (workspace id, type, body).
+    pub async fn outbox_events(&self) -> Vec<(String, String, Value)> {
+        self.query_strings(
+            "SELECT workspace_id || ' ' || event_type || ' ' || body FROM webhook_events ORDER BY id",
+        )
+        .await
+        .into_iter()
+        .map(|row| {
+            let mut parts = row.splitn(3, ' ');
+            let ws = parts.next().unwrap().to_owned();
+            let kind = parts.next().unwrap().to_owned();
+            (ws, kind, serde_json::from_str(parts.next().unwrap()).unwrap())
+        })
+        .collect()
     }
 
     /// From now on the database refuses `op` (`INSERT`, `UPDATE` or `DELETE`) on rows of

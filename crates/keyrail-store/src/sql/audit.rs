@@ -44,6 +44,7 @@ impl TryFrom<AuditRow> for AuditEntry {
             ip: r.ip,
             user_agent: r.user_agent,
             outcome: r.outcome,
+            event: None,
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The `Store` implementation, written once and expanded for each backend.
 //!
 //! One module per resource trait ([`identity`], [`workspaces`], [`keys`], [`apps`], [`audit`],
-//! [`changes`]), each with its rows, its helpers and a small macro implementing its trait for
+//! [`changes`], [`webhooks`]), each with its rows, its helpers and a small macro implementing its trait for
 //! [`SqliteStore`] and [`PgStore`]. This module holds the two stores, what several resources
 //! share (paging, appending to the change log, the locks), migrations, `ping` and `close`.
 //!
@@ -34,6 +34,7 @@ mod changes;
 mod identity;
 mod keys;
 mod request_log;
+mod webhooks;
 mod workspaces;
 
 pub(crate) static SQLITE_MIGRATOR: Migrator = sqlx::migrate!("migrations/sqlite");
@@ -231,6 +232,10 @@ macro_rules! sql_common {
                 .execute(&mut *conn)
                 .await
                 .map_err(map_err)?;
+                // The change's webhook event goes to the outbox in the same transaction.
+                if let Some(event) = &entry.event {
+                    Self::write_event(conn, event, entry.at).await?;
+                }
                 Ok(())
             }
 

@@ -37,6 +37,7 @@ pub(crate) async fn audit_log(store: &dyn Store) {
             ip: (i % 3 != 0).then(|| "198.51.100.4".to_owned()),
             user_agent: (i == 2).then(|| "curl/8.5".to_owned()),
             outcome: if i == 0 { "failure" } else { "success" }.to_owned(),
+            event: None,
         })
         .collect();
     // Inserted out of order: listing orders by id, not by insertion.

@@ -117,6 +117,7 @@ pub(crate) fn entry(action: &str) -> AuditEntry {
         ip: None,
         user_agent: None,
         outcome: "success".to_owned(),
+        event: None,
     }
 }
 
@@ -302,5 +303,6 @@ pub(crate) fn audit_of(action: &str) -> keyrail_core::model::AuditEntry {
         ip: None,
         user_agent: None,
         outcome: "success".into(),
+        event: None,
     }
 }

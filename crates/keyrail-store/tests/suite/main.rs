@@ -31,6 +31,7 @@ mod members;
 mod request_log;
 mod roles;
 mod sessions;
+mod webhooks;
 mod workspaces;
 
 // ---------------------------------------------------------------------------------------------
@@ -83,6 +84,10 @@ async fn run_suite(store: &dyn Store) {
     // A change and its audit entry, together or not at all.
     audited::workspace_changes_and_their_audit_entries(store).await;
     audited::app_changes_and_their_audit_entries(store).await;
+    // Webhooks: the outbox, claims with leases, attempts.
+    webhooks::outbox_is_written_with_the_change(store).await;
+    webhooks::concurrent_claims_are_disjoint(store).await;
+    webhooks::expiring_keys_are_marked_once(store).await;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -498,6 +498,7 @@ pub(crate) async fn delete_workspace_removes_everything(store: &dyn Store) {
         ip: None,
         user_agent: None,
         outcome: "success".into(),
+        event: None,
     };
     store.insert_audit(&audit).await.unwrap();
     let doomed_key = api_key(&doomed, "doomed-key", 26_030);
