@@ -18,6 +18,7 @@ use crate::model::{
 };
 use crate::store::Store;
 use crate::time::Timestamp;
+use crate::webhooks::WebhookEndpoint;
 use crate::workspaces::{Access, RoleView, Workspaces};
 
 /// Rows per store read of an export.
@@ -143,6 +144,15 @@ impl WorkspaceExport {
         Ok(self
             .store
             .list_grants(&self.workspace.id, &GrantFilter::default(), &page(after))
+            .await?)
+    }
+
+    /// Webhook endpoints after `after` (an endpoint id), by id: URL, events and status; the
+    /// workspace's webhook secret is never part of an export.
+    pub async fn webhooks(&self, after: Option<String>) -> Result<Vec<WebhookEndpoint>, Error> {
+        Ok(self
+            .store
+            .list_webhooks(&self.workspace.id, &page(after))
             .await?)
     }
 

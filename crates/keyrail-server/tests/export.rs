@@ -63,7 +63,14 @@ async fn ok(s: &TestServer, method: &str, path: &str, token: &str, body: Value) 
 /// MFA-enabled owner and audit entries; then exports by three callers.
 #[tokio::test]
 async fn an_export_holds_the_workspace_and_no_secret() {
-    let s = TestServer::start().await;
+    // The webhook endpoint below points at this machine.
+    let s = TestServer::start_with(
+        common::Backend::Sqlite,
+        |c| c.webhooks_allow_private = true,
+        None,
+    )
+    .await
+    .unwrap();
     let (owner, ws) = s.owner_with_workspace("owner@example.com").await;
     let w = |rest: &str| format!("/api/v1/w/{ws}{rest}");
 
@@ -169,6 +176,20 @@ async fn an_export_holds_the_workspace_and_no_secret() {
     )
     .await;
 
+    // A webhook endpoint, and the workspace's webhook secret (which must never be exported).
+    let hook = ok(
+        &s,
+        "POST",
+        &w("/webhooks"),
+        &owner,
+        json!({"url": "http://127.0.0.1:9/hooks/keyrail", "events": ["key.revoked"]}),
+    )
+    .await;
+    let (status, body) = s.call("GET", &w("/webhooks/secret"), &owner, None).await;
+    assert_eq!(status, 200, "{body}");
+    let webhook_secret = body["secret"].as_str().unwrap().to_owned();
+    let webhook_key = webhook_secret.trim_start_matches("whsec_").to_owned();
+
     // The secrets as stored.
     let mut stored = db_texts(&s, "SELECT hash FROM keys").await;
     stored.extend(db_texts(&s, "SELECT sealed_key FROM keys").await);
@@ -183,6 +204,8 @@ async fn an_export_holds_the_workspace_and_no_secret() {
     secrets.push(totp_secret.clone());
     secrets.push(client_secret.clone());
     secrets.push(PASSWORD.to_owned());
+    secrets.push(webhook_key);
+    secrets.extend(db_texts(&s, "SELECT sealed FROM webhook_secrets").await);
 
     // The owner holds export:read-all: everything, emails and audit included.
     let full = export(&s, &ws, &owner).await;
@@ -241,6 +264,11 @@ async fn an_export_holds_the_workspace_and_no_secret() {
     let grants = doc["grants"].as_array().unwrap();
     assert_eq!(grants.len(), 1);
     assert_eq!(grants[0]["id"], grant["id"]);
+    let hooks = doc["webhooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 1, "{hooks:?}");
+    assert_eq!(hooks[0]["id"], hook["id"]);
+    assert_eq!(hooks[0]["url"], "http://127.0.0.1:9/hooks/keyrail");
+    assert_eq!(hooks[0]["events"], json!(["key.revoked"]));
     let audit = doc["audit"].as_array().unwrap();
     let actions: Vec<&str> = audit
         .iter()

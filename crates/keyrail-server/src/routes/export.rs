@@ -29,6 +29,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::routes::apps::GrantOut;
 use crate::routes::common::{AuditOut, Caller};
 use crate::routes::keys::KeyOut;
+use crate::routes::webhooks::WebhookOut;
 use crate::routes::workspaces::{RoleOut, WorkspaceOut};
 use crate::state::AppState;
 
@@ -103,6 +104,8 @@ pub struct ExportDoc {
     /// Key metadata: never the key, its hash or its sealed copy.
     keys: Vec<KeyOut>,
     grants: Vec<GrantOut>,
+    /// Webhook endpoints (never the webhook secret).
+    webhooks: Vec<WebhookOut>,
     /// Newest first; only with `export:read-all`.
     audit: Option<Vec<AuditOut>>,
 }
@@ -116,8 +119,8 @@ enum Section {
     Scopes,
     Keys,
     Grants,
-    // Webhook endpoints go here (`Webhooks`, metadata only, never the secret): a variant, its
-    // name below and one arm in `write_section`.
+    /// Endpoints (URL, events, status), never the webhook secret.
+    Webhooks,
     Audit,
 }
 
@@ -128,6 +131,7 @@ const SECTIONS: &[Section] = &[
     Section::Scopes,
     Section::Keys,
     Section::Grants,
+    Section::Webhooks,
     Section::Audit,
 ];
 
@@ -140,6 +144,7 @@ impl Section {
             Section::Scopes => "scopes",
             Section::Keys => "keys",
             Section::Grants => "grants",
+            Section::Webhooks => "webhooks",
             Section::Audit => "audit",
         }
     }
@@ -270,6 +275,14 @@ async fn write_section(out: &mut Out, ex: &WorkspaceExport, s: Section) -> Resul
             )
             .await
         }
+        Section::Webhooks => {
+            out.paged(
+                |after| ex.webhooks(after),
+                |w| w.id.to_string(),
+                WebhookOut::from,
+            )
+            .await
+        }
         Section::Audit => {
             out.paged(
                 |after| ex.audit(after),
@@ -309,7 +322,7 @@ async fn write_document(out: &mut Out, ex: &WorkspaceExport) -> Result<(), Stop>
 
 /// Export the workspace as one JSON document: settings (with the key format), members (without
 /// emails), roles, the workspace's own scopes, key metadata and grants; with
-/// `export:read-all` also member emails and the audit log. Never a key, hash, sealed secret or
+/// `export:read-all` also member emails and the audit log; webhook endpoints. Never a key, hash, sealed secret or
 /// password. Streamed section by section; a failure midway breaks the transfer (the JSON is
 /// then incomplete). Recorded in the audit log as `workspace.export` (`workspace.export_all`
 /// with sensitive data). [export:read]
