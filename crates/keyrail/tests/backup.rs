@@ -26,6 +26,8 @@ fn cmd(data_dir: &Path, database_url: &str) -> Command {
     c.env("KEYRAIL_DATA_DIR", data_dir.join("keyrail-data"))
         .env("KEYRAIL_DATABASE_URL", database_url)
         .env("KEYRAIL_MASTER_KEY", MASTER_KEY)
+        // The webhook endpoint of the test points at this machine.
+        .env("KEYRAIL_WEBHOOKS_ALLOW_PRIVATE", "true")
         .env("KEYRAIL_LOG_LEVEL", "warn");
     c
 }
@@ -139,6 +141,8 @@ struct Data {
     client_id: String,
     client_secret: String,
     grant_id: String,
+    webhook_id: String,
+    webhook_secret: String,
 }
 
 fn populate(port: u16) -> Data {
@@ -224,7 +228,31 @@ fn populate(port: u16) -> Data {
         Some(&basic(&client_id, &client_secret)),
         json!({"grant_id": grant["id"]}),
     );
+    let hook = ok(
+        port,
+        "POST",
+        &w("/webhooks"),
+        t,
+        json!({"url": "http://127.0.0.1:9/hooks", "events": ["key.revoked", "grant.revoked"]}),
+    );
+    let (status, secret) = call(port, "GET", &w("/webhooks/secret"), t, None);
+    assert_eq!(status, 200, "{secret}");
+    // The request log is written in batches: wait until the key creations are in it.
+    let logged = || {
+        let (_, logs) = call(port, "GET", &w("/logs?status=201"), t, None);
+        logs["data"].as_array().is_some_and(|d| !d.is_empty())
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !logged() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the request log stays empty"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
     Data {
+        webhook_id: hook["id"].as_str().unwrap().to_owned(),
+        webhook_secret: secret["secret"].as_str().unwrap().to_owned(),
         email,
         totp_secret,
         ws,
@@ -301,6 +329,43 @@ fn check_restored(port: u16, d: &Data) {
     );
     assert_eq!(status, 200, "{audit}");
     assert_eq!(audit["data"].as_array().unwrap().len(), 1, "{audit}");
+    // The webhook endpoint and its sealed secret came along.
+    let (_, hooks) = call(
+        port,
+        "GET",
+        &format!("/api/v1/w/{}/webhooks", d.ws),
+        Some(&token),
+        None,
+    );
+    assert_eq!(hooks["data"][0]["id"], d.webhook_id.as_str(), "{hooks}");
+    let (_, secret) = call(
+        port,
+        "GET",
+        &format!("/api/v1/w/{}/webhooks/secret", d.ws),
+        Some(&token),
+        None,
+    );
+    assert_eq!(
+        secret["secret"],
+        d.webhook_secret.as_str(),
+        "the sealed secret opens"
+    );
+    // So did the request log of the source.
+    let (_, logs) = call(
+        port,
+        "GET",
+        &format!("/api/v1/w/{}/logs?status=201", d.ws),
+        Some(&token),
+        None,
+    );
+    assert!(
+        logs["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["route"] == "/api/v1/w/{workspace_id}/keys"),
+        "{logs}"
+    );
 }
 
 #[test]
