@@ -136,12 +136,18 @@ fn client_line(name: &str, out: &Output) -> Value {
 
 /// keyrail serving in `dir` (dev mode), once it answers `/healthz`; and its port.
 fn serve(dir: &Path) -> (Guard, u16) {
+    serve_with(dir, &[])
+}
+
+/// [`serve`] with more `KEYRAIL_*` settings.
+fn serve_with(dir: &Path, settings: &[(&str, &str)]) -> (Guard, u16) {
     let port = free_port();
     let log = std::fs::File::create(dir.join("keyrail.log")).unwrap();
     let child = keyrail(dir)
         .arg("serve")
         .env("KEYRAIL_LISTEN", format!("127.0.0.1:{port}"))
         .env("KEYRAIL_DEV", "true")
+        .envs(settings.iter().copied())
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
         .spawn()
@@ -680,4 +686,187 @@ fn basic_credentials_are_standard_base64() {
     assert_eq!(base64("a"), "YQ==");
     assert_eq!(base64("ab"), "YWI=");
     assert_eq!(base64("abc"), "YWJj");
+}
+
+/// `examples/python/webhook_receiver.py` checks keyrail's signatures with the `standardwebhooks`
+/// package: a key's creation arrives signed, after one refused arrival (500) it is retried with
+/// the same `webhook-id`; after a secret rotation, a receiver still holding the old secret keeps
+/// accepting deliveries (two signatures), and one holding a wrong secret refuses them.
+#[test]
+fn python_webhook_receiver_checks_signatures_and_sees_retries() {
+    use std::io::{BufRead, BufReader};
+    use std::sync::mpsc;
+    if let Some(why) = python_missing() {
+        skip_or_fail(
+            &why,
+            "python3 -m pip install -r examples/python/requirements.txt",
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // The receiver is on this machine: private addresses are allowed for this test only.
+    let (mut server, port) = serve_with(dir.path(), &[("KEYRAIL_WEBHOOKS_ALLOW_PRIVATE", "true")]);
+    let t = tenant(port, "hooks@acme.example", "Hooks");
+    let login = call(
+        port,
+        "POST",
+        "/api/v1/auth/login",
+        None,
+        Some(json!({"email": "hooks@acme.example", "password": PASSWORD})),
+        200,
+    );
+    let user = format!("Bearer {}", login["access_token"].as_str().unwrap());
+    let user = Some(user.as_str());
+    let w = |rest: &str| format!("/api/v1/w/{}{rest}", t.ws);
+    let secret = call(port, "GET", &w("/webhooks/secret"), user, None, 200)["secret"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // A receiver that refuses each message's first arrival, and prints what it accepted.
+    let receive = |secret: &str, fail_first: u32| {
+        let rport = free_port();
+        let mut child = Command::new("python3")
+            .args(["webhook_receiver.py", "--port", &rport.to_string()])
+            .args(["--fail-first", &fail_first.to_string()])
+            .current_dir(examples_dir().join("python"))
+            .env("KEYRAIL_WEBHOOK_SECRET", secret)
+            .env("PYTHONDONTWRITEBYTECODE", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, rx) = mpsc::channel::<String>();
+        for out in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let guard = Guard::new("webhook_receiver.py", child);
+        wait_until("the receiver listens", Duration::from_secs(10), || {
+            request(rport, "GET", "/", &[], None).is_ok()
+        });
+        (guard, rport, rx)
+    };
+    let next_line = |rx: &mpsc::Receiver<String>, what: &str, pred: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if pred(&line) => return line,
+                Ok(_) => {}
+                Err(_) => panic!("the receiver never printed {what}"),
+            }
+        }
+    };
+
+    let (_good, good_port, good_rx) = receive(&secret, 1);
+    let hook = call(
+        port,
+        "POST",
+        &w("/webhooks"),
+        user,
+        Some(
+            json!({"url": format!("http://127.0.0.1:{good_port}/keyrail"),
+                    "events": ["key.created", "key.revoked"]}),
+        ),
+        201,
+    );
+    let key = call(
+        port,
+        "POST",
+        &w("/keys"),
+        user,
+        Some(json!({"name": "hooked", "scopes": []})),
+        201,
+    );
+    let line = next_line(&good_rx, "key.created", &|l| l.starts_with('{'));
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["type"], "key.created", "{event}");
+    assert_eq!(event["data"]["key_id"], key["id"], "{event}");
+    assert_eq!(event["attempt"], 2, "the 500 was retried: {event}");
+    assert!(
+        !line.contains(key["key"].as_str().unwrap()),
+        "the secret key travelled: {line}"
+    );
+    let deliveries = call(
+        port,
+        "GET",
+        &format!(
+            "/api/v1/w/{}/webhooks/{}/deliveries",
+            t.ws,
+            hook["id"].as_str().unwrap()
+        ),
+        user,
+        None,
+        200,
+    );
+    println!("deliveries of {}:\n{deliveries:#}", hook["id"]);
+    let attempts: Vec<(Value, Value)> = deliveries["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| (d["status_code"].clone(), d["ok"].clone()))
+        .collect();
+    assert!(
+        attempts.contains(&(json!(500), json!(false)))
+            && attempts.contains(&(json!(204), json!(true))),
+        "{deliveries}"
+    );
+
+    // A new secret: the receiver that still holds the old one accepts the next event (keyrail
+    // signs with both for 24 hours) ...
+    let rotated = call(port, "POST", &w("/webhooks/secret/rotate"), user, None, 200);
+    assert_ne!(rotated["secret"], secret.as_str());
+    call(
+        port,
+        "POST",
+        &format!(
+            "/api/v1/w/{}/keys/{}/revoke",
+            t.ws,
+            key["id"].as_str().unwrap()
+        ),
+        user,
+        None,
+        200,
+    );
+    let line = next_line(&good_rx, "key.revoked", &|l| l.contains("key.revoked"));
+    assert!(
+        line.contains(r#""attempt": 1"#) || line.contains(r#""attempt": 2"#),
+        "{line}"
+    );
+
+    // ... and one with a wrong secret refuses every delivery.
+    let wrong = format!("whsec_{}", "QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=");
+    let (_bad, bad_port, bad_rx) = receive(&wrong, 0);
+    call(
+        port,
+        "POST",
+        &w("/webhooks"),
+        user,
+        Some(
+            json!({"url": format!("http://127.0.0.1:{bad_port}/keyrail"),
+                    "events": ["key.created"]}),
+        ),
+        201,
+    );
+    call(
+        port,
+        "POST",
+        &w("/keys"),
+        user,
+        Some(json!({"name": "second", "scopes": []})),
+        201,
+    );
+    next_line(&bad_rx, "a refusal", &|l| {
+        l.starts_with("refused a delivery")
+    });
+    server.stop();
 }
