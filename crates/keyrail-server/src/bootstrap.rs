@@ -22,14 +22,20 @@ pub fn ensure_data_dir(dir: &Path) -> io::Result<()> {
         .create(dir)
 }
 
-/// The master key: `master_key` from the configuration when set, else `data_dir/master.key`,
-/// created (mode 0600) on first start and reused after. Two processes starting at once on a
+/// The master key: `master_key` from the configuration when set, else the file
+/// `master_key_file` when set (read, never created), else `data_dir/master.key`, created
+/// (mode 0600) on first start and reused after. Two processes starting at once on a
 /// fresh directory end up with the same key: the file is written aside and linked into place
 /// only if no other process got there first.
 pub fn load_or_create_master_key(config: &Config) -> Result<MasterKey, String> {
     if !config.master_key.is_empty() {
         return MasterKey::from_hex(&config.master_key)
             .ok_or_else(|| "master_key must be 64 hex characters (32 bytes)".to_owned());
+    }
+    if !config.master_key_file.as_os_str().is_empty() {
+        let path = &config.master_key_file;
+        return read_key_file(path)?
+            .ok_or_else(|| format!("master_key_file {} does not exist", path.display()));
     }
     let path = config.data_dir.join(MASTER_KEY_FILE);
     if let Some(key) = read_key_file(&path)? {
@@ -124,5 +130,40 @@ mod tests {
             !e.contains("not a key"),
             "the file's content must not be echoed: {e}"
         );
+    }
+
+    /// A secret store that mounts files: the key is read from `master_key_file`, never created
+    /// there, and a missing or bad file stops the start naming the file.
+    #[test]
+    fn master_key_file_is_read_and_never_created() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::defaults();
+        config.data_dir = dir.path().join("data");
+        let mounted = dir.path().join("secrets").join("keyrail-master-key");
+        config.master_key_file = mounted.clone();
+
+        let e = load_or_create_master_key(&config).unwrap_err();
+        assert!(e.contains("keyrail-master-key"), "{e}");
+        assert!(!mounted.exists(), "a missing key file is not invented");
+        assert!(!config.data_dir.join(MASTER_KEY_FILE).exists());
+
+        fs::create_dir_all(mounted.parent().unwrap()).unwrap();
+        fs::write(&mounted, format!("{}\n", "cd".repeat(32))).unwrap();
+        assert_eq!(
+            load_or_create_master_key(&config).unwrap().bytes(),
+            &[0xcd; 32]
+        );
+
+        fs::write(&mounted, "garbage").unwrap();
+        let e = load_or_create_master_key(&config).unwrap_err();
+        assert!(
+            e.contains("keyrail-master-key") && !e.contains("garbage"),
+            "{e}"
+        );
+
+        // Both ways at once is a mistake an operator should hear about.
+        config.master_key = "ab".repeat(32);
+        let e = config.validate().unwrap_err();
+        assert!(e.contains("master_key_file"), "{e}");
     }
 }

@@ -26,6 +26,7 @@ webhooks_allow_private = false
 allow_signup = true
 trusted_proxies = []
 master_key = ""
+master_key_file = ""
 log_level = "info"
 log_format = "json"
 shutdown_grace = "30s"
@@ -76,6 +77,9 @@ pub struct Config {
     /// 64 hex characters; `""` = the file `data_dir/master.key` (created on first start).
     #[serde(skip_serializing)]
     pub master_key: String,
+    /// Or read the key from this file (64 hex characters; a secret store's mounted file). It is
+    /// never created: a missing file stops the start. Exclusive with `master_key`.
+    pub master_key_file: PathBuf,
     /// A tracing filter (`info`, `keyrail=debug,info`, ...).
     pub log_level: String,
     pub log_format: LogFormat,
@@ -211,6 +215,9 @@ impl Config {
             && keyrail_core::secret::MasterKey::from_hex(&self.master_key).is_none()
         {
             return Err("master_key must be 64 hex characters (32 bytes)".into());
+        }
+        if !self.master_key.is_empty() && !self.master_key_file.as_os_str().is_empty() {
+            return Err("master_key and master_key_file are exclusive: set one".into());
         }
         if !self.database_url.is_empty()
             && !["sqlite:", "postgres://", "postgresql://"]

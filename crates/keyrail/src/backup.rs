@@ -7,7 +7,12 @@ use keyrail_server::config::Config;
 
 /// Where this configuration keeps its master key, for the reminder.
 fn master_key_place(config: &Config) -> String {
-    if config.master_key.is_empty() {
+    if !config.master_key_file.as_os_str().is_empty() {
+        format!(
+            "the file {} (master_key_file)",
+            config.master_key_file.display()
+        )
+    } else if config.master_key.is_empty() {
         format!(
             "{} (or KEYRAIL_MASTER_KEY)",
             config.data_dir.join("master.key").display()

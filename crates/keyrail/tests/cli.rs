@@ -477,3 +477,68 @@ fn half_open_sockets_beyond_the_file_limit_do_not_starve_the_server() {
     assert!(took < Duration::from_secs(3), "/healthz took {took:?}");
     drop(idle);
 }
+
+/// `master_key_file` (a secret store's mounted file): `keyrail init` seals with the key read
+/// from it and writes no `master.key` of its own; `keyrail keys verify` with the same file
+/// opens the same store; a missing file stops the command naming the file.
+#[test]
+fn the_master_key_can_come_from_a_mounted_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mounted = dir.path().join("mounted-master-key");
+    std::fs::write(&mounted, format!("{}\n", "5e".repeat(32))).unwrap();
+    std::fs::write(dir.path().join("pw.txt"), "a long root passphrase 42\n").unwrap();
+    let out = keyrail(dir.path())
+        .env("KEYRAIL_MASTER_KEY_FILE", &mounted)
+        .args([
+            "init",
+            "--email",
+            "root@example.com",
+            "--password-file",
+            "pw.txt",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let data = dir.path().join("keyrail-data");
+    assert!(data.join("keyrail.db").exists());
+    assert!(
+        !data.join("master.key").exists(),
+        "no key of its own beside the mounted one"
+    );
+
+    let out = keyrail(dir.path())
+        .env("KEYRAIL_MASTER_KEY_FILE", &mounted)
+        .args(["keys", "verify", made["api_key"].as_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("VALID"));
+
+    let out = keyrail(dir.path())
+        .env("KEYRAIL_MASTER_KEY_FILE", dir.path().join("not-mounted"))
+        .args([
+            "init",
+            "--email",
+            "root@example.com",
+            "--password-file",
+            "pw.txt",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not-mounted"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!data.join("master.key").exists());
+}
