@@ -17,6 +17,7 @@ pub mod mail;
 pub mod model;
 pub mod platform;
 pub mod ratelimit;
+pub mod reload_gate;
 pub mod request_log;
 pub mod secret;
 pub mod store;

@@ -254,10 +254,13 @@ pub async fn authenticate(
             Presented::Cookie(t) => (t, true),
         };
         let principal = if looks_like_jwt(raw) {
-            match state.identity.authenticate(raw) {
+            match state.identity.authenticate(raw).await {
                 Ok(session) => {
                     request_log::note(|| request_log::Who::User(session.user_id.clone()));
                     Principal::User(session)
+                }
+                Err(keyrail_core::Error::Unavailable) => {
+                    return Err(keyrail_core::Error::Unavailable.into());
                 }
                 Err(e) => return Err(fail(e.into())),
             }

@@ -15,7 +15,9 @@ use crate::state::AppState;
 pub const POLL_EVERY: Duration = Duration::from_secs(1);
 const LISTEN_RETRY: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(60);
-const KEYS_EVERY: Duration = Duration::from_secs(3600);
+/// How often each node reloads the signing keys (and rotates them when due; the store decides
+/// once for every node): a long-running node picks up the cluster's new key within a minute.
+pub const KEYS_EVERY: Duration = Duration::from_secs(60);
 const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 const FORMATS_EVERY: Duration = Duration::from_secs(30);
 /// How often [`cleanup`] runs (first a minute after start).
@@ -185,7 +187,12 @@ pub async fn warm_up(state: &AppState) -> Result<i64, keyrail_core::StoreError> 
 /// announces an append (PostgreSQL `LISTEN/NOTIFY`), so a revocation made on another node is
 /// typically in force here within milliseconds, and within `poll_every` when an announcement
 /// is lost.
-pub fn spawn(state: AppState, mut seq: i64, poll_every: Duration) -> Vec<JoinHandle<()>> {
+pub fn spawn(
+    state: AppState,
+    mut seq: i64,
+    poll_every: Duration,
+    keys_every: Duration,
+) -> Vec<JoinHandle<()>> {
     let wake = Arc::new(Notify::new());
     let listen = {
         let state = state.clone();
@@ -281,7 +288,7 @@ pub fn spawn(state: AppState, mut seq: i64, poll_every: Duration) -> Vec<JoinHan
         })
     };
     let keys = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(KEYS_EVERY);
+        let mut tick = tokio::time::interval(keys_every);
         tick.tick().await;
         loop {
             tick.tick().await;

@@ -54,6 +54,8 @@ pub struct StartOptions {
     pub extra_routes: Option<Router<AppState>>,
     /// How often the change log is polled besides the store's announcements (default 1 s).
     pub change_poll: Duration,
+    /// How often the signing keys are reloaded, and rotated when due (default 1 min).
+    pub keys_refresh: Duration,
 }
 
 impl Default for StartOptions {
@@ -62,6 +64,7 @@ impl Default for StartOptions {
             clock: Arc::new(SystemClock),
             extra_routes: None,
             change_poll: background::POLL_EVERY,
+            keys_refresh: background::KEYS_EVERY,
         }
     }
 }
@@ -244,7 +247,12 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
     };
     let state = build_state(config, options.clock).await?;
     let seq = background::warm_up(&state).await?;
-    let mut tasks = background::spawn(state.clone(), seq, options.change_poll);
+    let mut tasks = background::spawn(
+        state.clone(),
+        seq,
+        options.change_poll,
+        options.keys_refresh,
+    );
     tasks.extend(crate::webhooks_worker::spawn(state.clone()));
     let log_writer = crate::request_log::spawn_writer(
         state.request_log.clone(),

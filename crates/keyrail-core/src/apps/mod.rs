@@ -24,6 +24,7 @@ use crate::id::{BuilderProfileId, GrantId, MemberId, WorkspaceId};
 use crate::model::{
     App, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, Page, WorkspaceStatus,
 };
+use crate::reload_gate::ReloadGate;
 use crate::secret::{MasterKey, Secret};
 use crate::store::{Store, StoreError};
 use crate::time::Timestamp;
@@ -82,8 +83,8 @@ pub struct Apps {
     pub clock: Arc<dyn Clock>,
     pub master: Arc<MasterKey>,
     pub token_keys: TokenKeys,
-    /// When the token keys were last reloaded for an unknown `kid` (throttles such reloads).
-    reloaded_at: std::sync::Mutex<Option<Timestamp>>,
+    /// Throttles the reloads of the token keys for an unknown `kid`.
+    key_reloads: ReloadGate,
 }
 
 fn app_not_found() -> Error {
@@ -192,7 +193,7 @@ impl Apps {
             clock,
             master,
             token_keys: TokenKeys::default(),
-            reloaded_at: std::sync::Mutex::new(None),
+            key_reloads: ReloadGate::default(),
         }
     }
 
@@ -671,7 +672,10 @@ impl Apps {
         let claims = match self.token_keys.open_inner(api_token)? {
             Some(c) => c,
             None => {
-                self.reload_for_unknown_kid().await?;
+                // Another node may have made a new key.
+                self.key_reloads
+                    .reload(self.clock.now(), async || self.refresh_keys().await)
+                    .await?;
                 self.token_keys
                     .open_inner(api_token)?
                     .ok_or_else(Error::invalid_token)?
@@ -709,19 +713,6 @@ impl Apps {
             member_id: grant.member_id,
             scopes,
         })
-    }
-
-    /// Another node may have made a new key: reload, at most once a second.
-    async fn reload_for_unknown_kid(&self) -> Result<(), Error> {
-        let now = self.clock.now();
-        {
-            let mut last = self.reloaded_at.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| now.millis() - t.millis() < 1000) {
-                return Err(Error::invalid_token());
-            }
-            *last = Some(now);
-        }
-        self.refresh_keys().await
     }
 }
 

@@ -532,12 +532,19 @@ impl Identity {
     }
 
     /// Checks an access token: signature, claims, and that its session is not revoked (in
-    /// memory: no store query).
-    pub fn authenticate(&self, access_token: &str) -> Result<UserSession, Error> {
+    /// memory: no store query, unless the token names a signing key this node has not loaded
+    /// yet, see [`Keyring::verify_or_reload`]).
+    pub async fn authenticate(&self, access_token: &str) -> Result<UserSession, Error> {
         let claims = self
             .keyring
-            .verify(access_token, &self.config.public_url, self.now())
-            .map_err(|_| Error::invalid_token())?;
+            .verify_or_reload(
+                access_token,
+                &self.config.public_url,
+                self.now(),
+                self.store.as_ref(),
+                &self.master,
+            )
+            .await?;
         if self.revocations.contains(&claims.sid) {
             return Err(Error::invalid_token());
         }

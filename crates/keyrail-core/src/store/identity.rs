@@ -110,4 +110,12 @@ pub trait IdentityStore: Send + Sync {
     async fn signing_keys(&self) -> StoreResult<Vec<StoredSigningKey>>;
     /// Inserts a key; a duplicate kid is a `Conflict`.
     async fn insert_signing_key(&self, key: &StoredSigningKey) -> StoreResult<()>;
+    /// Inserts `key` unless a key created after `fresh_after` is stored: the rotation decided
+    /// once for every node sharing the store (concurrent rotations queue on a lock; the later
+    /// ones find the first one's key). Says whether it inserted; a duplicate kid is a `Conflict`.
+    async fn rotate_signing_key(
+        &self,
+        key: &StoredSigningKey,
+        fresh_after: Timestamp,
+    ) -> StoreResult<bool>;
 }

@@ -27,10 +27,16 @@ fn no_such_user(id: &UserId) -> StoreError {
     StoreError::Other(format!("user {id} does not exist"))
 }
 
+/// Taken (PostgreSQL) by a signing-key rotation before it checks for a fresh key, and held until
+/// it commits: two nodes rotating at once queue, and the second finds the first one's key.
+/// SQLite needs none: its `INSERT ... SELECT` takes the database's one write lock before reading.
+const PG_SIGNING_KEYS_LOCK: &str = "SELECT pg_advisory_xact_lock(7250113010)";
+
 /// Implements [`IdentityStore`] for `$store`, whose connections are `$conn` (one body of SQL,
-/// the same on both backends).
+/// the same on both backends); `$rotation_lock` is an optional statement run before a
+/// signing-key rotation's check.
 macro_rules! identity_store {
-    ($store:ident, $conn:ty) => {
+    ($store:ident, $conn:ty, $rotation_lock:expr) => {
         impl $store {
             /// Spends every live reset token and pending MFA challenge of `user`, inside the
             /// caller's transaction, after its password write (which took the user's row first:
@@ -506,9 +512,39 @@ macro_rules! identity_store {
                 .map_err(map_err)?;
                 Ok(())
             }
+
+            async fn rotate_signing_key(
+                &self,
+                key: &StoredSigningKey,
+                fresh_after: Timestamp,
+            ) -> StoreResult<bool> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let lock: Option<&'static str> = $rotation_lock;
+                if let Some(lock) = lock {
+                    sqlx::query(lock)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(map_err)?;
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO signing_keys (kid, sealed_private, created_at)
+                     SELECT $1, $2, $3
+                     WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE created_at > $4)",
+                )
+                .bind(key.kid.as_str())
+                .bind(key.sealed_private.as_str())
+                .bind(key.created_at.millis())
+                .bind(fresh_after.millis())
+                .execute(&mut *tx)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                tx.commit().await.map_err(map_err)?;
+                Ok(inserted == 1)
+            }
         }
     };
 }
 
-identity_store!(SqliteStore, sqlx::SqliteConnection);
-identity_store!(PgStore, sqlx::PgConnection);
+identity_store!(SqliteStore, sqlx::SqliteConnection, None);
+identity_store!(PgStore, sqlx::PgConnection, Some(PG_SIGNING_KEYS_LOCK));

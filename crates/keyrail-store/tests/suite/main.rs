@@ -61,6 +61,7 @@ async fn run_suite(store: &dyn Store) {
     sessions::password_resets(store).await;
     sessions::password_changes_spend_tokens(store).await;
     sessions::signing_keys(store).await;
+    sessions::concurrent_signing_key_rotations_insert_one(store).await;
     // Workspace administration: counts changes from the latest seq, not from zero.
     workspaces::workspace_updates_and_listing(store).await;
     roles::custom_scopes(store).await;
@@ -214,6 +215,16 @@ async fn sqlite_login_reservations_hold_across_stores_on_one_file() {
         stores.push(keyrail_store::open("", dir.path()).await.unwrap());
     }
     identity::login_reservations_across_stores(stores).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_signing_key_rotations_across_stores_on_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(keyrail_store::open("", dir.path()).await.unwrap());
+    }
+    sessions::signing_key_rotations_across_stores(stores).await;
 }
 
 #[tokio::test]
@@ -389,6 +400,21 @@ async fn postgres_login_reservations_hold_across_stores() {
         stores.push(keyrail_store::open(&pg.url, dir.path()).await.unwrap());
     }
     identity::login_reservations_across_stores(stores.clone()).await;
+    drop(stores);
+    pg.drop_db().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_signing_key_rotations_across_stores() {
+    let Some(pg) = TempPostgres::create().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut stores = Vec::new();
+    for _ in 0..3 {
+        stores.push(keyrail_store::open(&pg.url, dir.path()).await.unwrap());
+    }
+    sessions::signing_key_rotations_across_stores(stores.clone()).await;
     drop(stores);
     pg.drop_db().await;
 }

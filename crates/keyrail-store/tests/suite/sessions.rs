@@ -1,5 +1,7 @@
 //! Sessions and refresh tokens, MFA challenges, password resets and signing keys.
 
+use std::sync::Arc;
+
 use keyrail_core::id::{SessionId, UserId};
 use keyrail_core::model::{RefreshOutcome, Session, StoredSigningKey, User};
 use keyrail_core::{Store, StoreError, Timestamp};
@@ -859,4 +861,56 @@ pub(crate) async fn signing_keys(store: &dyn Store) {
             ("kid-c", "sealed-kid-c", ts(20)),
         ]
     );
+}
+
+/// Nodes that find the newest signing key stale at the same moment each try to rotate: the
+/// store keeps exactly one new key per round, and none while a fresh one is stored.
+pub(crate) async fn concurrent_signing_key_rotations_insert_one(store: &dyn Store) {
+    let key = |kid: String, at: i64| StoredSigningKey {
+        kid,
+        sealed_private: "sealed".into(),
+        created_at: ts(at),
+    };
+    let mut count = store.signing_keys().await.unwrap().len();
+    for round in 0..10_i64 {
+        let cutoff = ts(1000 + round * 100);
+        let keys: Vec<StoredSigningKey> = (1..=4)
+            .map(|n| key(format!("rot-{round}-{n}"), 1000 + round * 100 + n))
+            .collect();
+        let results = join_all(keys.iter().map(|k| store.rotate_signing_key(k, cutoff))).await;
+        let inserted = results.into_iter().filter(|r| *r.as_ref().unwrap()).count();
+        assert_eq!(inserted, 1, "round {round}: one rotation wins");
+        count += 1;
+        assert_eq!(store.signing_keys().await.unwrap().len(), count);
+        // The key just made is fresh: a later rotation with the same cutoff keeps nothing.
+        let late = key(format!("rot-{round}-late"), 1000 + round * 100 + 50);
+        assert!(!store.rotate_signing_key(&late, cutoff).await.unwrap());
+    }
+    assert_eq!(store.signing_keys().await.unwrap().len(), count);
+}
+
+/// Several nodes (stores on one database) rotating at once, on threads of their own: one key.
+pub(crate) async fn signing_key_rotations_across_stores(stores: Vec<Arc<dyn Store>>) {
+    for round in 0..10_i64 {
+        let cutoff = ts(round * 100);
+        let tasks: Vec<_> = (0..6_i64)
+            .map(|n| {
+                let store = stores[n as usize % stores.len()].clone();
+                tokio::spawn(async move {
+                    let key = StoredSigningKey {
+                        kid: format!("node-{round}-{n}"),
+                        sealed_private: "sealed".into(),
+                        created_at: ts(round * 100 + 1 + n),
+                    };
+                    store.rotate_signing_key(&key, cutoff).await.unwrap()
+                })
+            })
+            .collect();
+        let mut inserted = 0;
+        for t in tasks {
+            inserted += usize::from(t.await.unwrap());
+        }
+        assert_eq!(inserted, 1, "round {round}: one node's rotation wins");
+    }
+    assert_eq!(stores[0].signing_keys().await.unwrap().len(), 10);
 }
