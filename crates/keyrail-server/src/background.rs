@@ -201,6 +201,11 @@ pub fn spawn(
             loop {
                 match state.store.follow_changes(wake.clone()).await {
                     Ok(_) => return,
+                    // During an outage the poll logs its beginning and end, once each.
+                    Err(e) if state.verifier.down_since().is_some() => {
+                        tracing::debug!(error = %e, "cannot listen for changes during the outage");
+                        tokio::time::sleep(LISTEN_RETRY).await;
+                    }
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot listen for changes; polling meanwhile");
                         tokio::time::sleep(LISTEN_RETRY).await;
@@ -219,11 +224,7 @@ pub fn spawn(
                     _ = tick.tick() => {}
                     () = wake.notified() => {}
                 }
-                let (reached, result) = catch_up(&state, seq).await;
-                seq = reached;
-                if let Err(e) = result {
-                    tracing::warn!(error = %e, "cannot read the change log");
-                }
+                seq = crate::outage::follow(&state, seq).await;
             }
         })
     };

@@ -27,6 +27,7 @@ allow_signup = true
 trusted_proxies = []
 master_key = ""
 master_key_file = ""
+store_outage_grace = "5m"
 log_level = "info"
 log_format = "json"
 shutdown_grace = "30s"
@@ -80,6 +81,10 @@ pub struct Config {
     /// Or read the key from this file (64 hex characters; a secret store's mounted file). It is
     /// never created: a missing file stops the start. Exclusive with `master_key`.
     pub master_key_file: PathBuf,
+    /// How long cached verifies go on while the store is unreachable, from when the outage
+    /// began; `"0"` = not at all (every verify answers 503 until the store is back).
+    #[serde(with = "span_or_zero")]
+    pub store_outage_grace: Span,
     /// A tracing filter (`info`, `keyrail=debug,info`, ...).
     pub log_level: String,
     pub log_format: LogFormat,
@@ -138,6 +143,29 @@ mod optional_rate {
         text.parse()
             .map(Some)
             .map_err(|e: String| serde::de::Error::custom(format!("{e}, or \"\" for no limit")))
+    }
+}
+
+/// A duration that may be zero: written `"0"` when it is.
+mod span_or_zero {
+    use keyrail_core::limits::Span;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(span: &Span, s: S) -> Result<S::Ok, S::Error> {
+        match span.secs() {
+            0 => s.serialize_str("0"),
+            _ => s.collect_str(span),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Span, D::Error> {
+        let text = String::deserialize(d)?;
+        let text = text.trim();
+        if text == "0" || text == "0s" {
+            return Ok(Span::from_secs(0));
+        }
+        text.parse()
+            .map_err(|e: String| serde::de::Error::custom(format!("{e}, or \"0\" for none")))
     }
 }
 
@@ -274,6 +302,7 @@ mod tests {
         assert_eq!(c.limits.account_lock_after, 5);
         assert!(c.api_logs && !c.dev && !c.tls_enabled());
         assert_eq!(c.api_logs_days, 30);
+        assert_eq!(c.store_outage_grace.secs(), 300);
         assert_eq!(c.header_read_timeout.secs(), 10);
         assert!(c.limits.verify_per_ip.is_none());
         assert!(c.allow_signup);
@@ -281,6 +310,21 @@ mod tests {
             (c.max_connections, c.max_connections_per_ip),
             (10_000, 1_000)
         );
+    }
+
+    #[test]
+    fn store_outage_grace_may_be_zero() {
+        let parse = |s: &str| {
+            toml::from_str::<Config>(&DEFAULTS_TOML.replace(
+                "store_outage_grace = \"5m\"",
+                &format!("store_outage_grace = {s:?}"),
+            ))
+            .map(|c| c.store_outage_grace.secs())
+        };
+        assert_eq!(parse("0").unwrap(), 0);
+        assert_eq!(parse("90s").unwrap(), 90);
+        let err = parse("soon").unwrap_err().to_string();
+        assert!(err.contains("\"0\" for none"), "{err}");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub mod mailer;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;
+pub mod outage;
 pub mod proxies;
 pub mod request_log;
 pub mod routes;

@@ -119,6 +119,7 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppSta
         clock.clone(),
         limiter.clone(),
     ));
+    verifier.set_outage_grace(config.store_outage_grace);
     verifier.reload_formats().await.map_err(|e| match e {
         keyrail_core::Error::Unavailable => {
             StartError::Store(StoreError::Unavailable("loading key formats".into()))

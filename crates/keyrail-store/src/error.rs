@@ -24,6 +24,12 @@ pub(crate) fn map_err(err: sqlx::Error) -> StoreError {
         sqlx::Error::WorkerCrashed => {
             StoreError::Unavailable("the database connection worker stopped".into())
         }
+        // The connection broke mid-conversation: a proxy in front of a database that went away
+        // accepts the connection and closes it before the first answer ("unexpected response
+        // from SSLRequest"). The store is unreachable, not broken.
+        sqlx::Error::Protocol(m) => {
+            StoreError::Unavailable(format!("database connection broken: {m}"))
+        }
         sqlx::Error::Migrate(m) => map_migrate_error(*m),
         other => StoreError::Other(other.to_string()),
     }
@@ -169,6 +175,12 @@ mod tests {
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert!(matches!(
             map_err(sqlx::Error::Io(io)),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            map_err(sqlx::Error::Protocol(
+                "unexpected response from SSLRequest: 0x00".into()
+            )),
             StoreError::Unavailable(_)
         ));
         assert!(matches!(

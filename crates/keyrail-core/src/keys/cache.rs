@@ -74,9 +74,15 @@ impl<V: Aged + Clone> KeyCache<V> {
     }
 
     pub fn get(&self, d: &Digest, now_ms: i64) -> Known<V> {
+        self.get_as_of(d, now_ms, now_ms)
+    }
+
+    /// As [`Self::get`], with keys' age measured at `fresh_at_ms` instead of now: while the
+    /// store is unreachable, a key that was fresh when the outage began goes on answering.
+    pub fn get_as_of(&self, d: &Digest, now_ms: i64, fresh_at_ms: i64) -> Known<V> {
         let shard = self.shard(d).read().unwrap_or_else(|e| e.into_inner());
         if let Some(v) = shard.keys.get(d) {
-            if now_ms - v.loaded_at() <= self.max_age_ms {
+            if fresh_at_ms - v.loaded_at() <= self.max_age_ms {
                 return Known::Key(v.clone());
             }
             return Known::Miss;
@@ -160,16 +166,16 @@ impl<V: Aged + Clone> KeyCache<V> {
         }
     }
 
-    /// Drops unknown digests past their time and keys past the maximum age (`dropped` sees
-    /// each key).
-    pub fn purge(&self, now_ms: i64, mut dropped: impl FnMut(V)) {
+    /// Drops unknown digests past their time (at `now_ms`) and keys past the maximum age at
+    /// `fresh_at_ms` (`dropped` sees each key).
+    pub fn purge(&self, now_ms: i64, fresh_at_ms: i64, mut dropped: impl FnMut(V)) {
         for s in &*self.shards {
             let mut shard = s.write().unwrap_or_else(|e| e.into_inner());
             shard.unknown.retain(|_, until| *until > now_ms);
             let old: Vec<Digest> = shard
                 .keys
                 .iter()
-                .filter(|(_, v)| now_ms - v.loaded_at() > self.max_age_ms)
+                .filter(|(_, v)| fresh_at_ms - v.loaded_at() > self.max_age_ms)
                 .map(|(d, _)| *d)
                 .collect();
             for d in old {
@@ -282,8 +288,22 @@ mod tests {
         assert!(matches!(cache.get(&D, 1_000), Known::Key(_)));
         assert!(matches!(cache.get(&D, 1_001), Known::Miss));
         let mut dropped = Vec::new();
-        cache.purge(1_001, |e| dropped.push(e));
+        cache.purge(1_001, 1_001, |e| dropped.push(e));
         assert_eq!(dropped, vec![active(0)]);
+        assert!(cache.is_empty());
+    }
+
+    #[test]
+    fn age_measured_at_an_earlier_time_keeps_old_entries() {
+        let cache = KeyCache::new(1_000);
+        let ticket = cache.ticket(&D);
+        cache.insert(D, ticket, active(0)).unwrap();
+        // Fresh at 900 (when the store went away), long past the maximum age at 5_000.
+        assert!(matches!(cache.get_as_of(&D, 5_000, 900), Known::Key(_)));
+        assert!(matches!(cache.get_as_of(&D, 5_000, 1_001), Known::Miss));
+        cache.purge(5_000, 900, drop);
+        assert_eq!(cache.len(), 1);
+        cache.purge(5_000, 5_000, drop);
         assert!(cache.is_empty());
     }
 }

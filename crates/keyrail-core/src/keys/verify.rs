@@ -4,7 +4,7 @@
 //! then status, expiry, scopes, rate limit and credits. Nothing here holds a lock across an
 //! await, and nothing grows with the number of keys except the cache itself.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::authz::{Catalog, CustomScope, ScopeSet, closure};
@@ -187,7 +187,17 @@ pub struct KeyVerifier {
     formats: RwLock<Arc<FormatIndex>>,
     /// Uses not yet written of keys no longer in the cache (evicted, or a flush that failed).
     used: Mutex<Vec<(KeyId, Timestamp)>>,
+    /// When the store became unreachable (ms since the epoch), 0 while it answers: the hot
+    /// path reads it with one atomic load.
+    down_since: AtomicI64,
+    /// How long cached keys go on answering once the store is unreachable (`store_outage_grace`).
+    grace_ms: AtomicI64,
+    /// Verifications answered from the cache while the store was unreachable.
+    served_down: AtomicU64,
 }
+
+/// Default of `store_outage_grace`.
+pub const OUTAGE_GRACE_MS: i64 = 5 * 60_000;
 
 impl KeyVerifier {
     pub fn new(
@@ -202,7 +212,59 @@ impl KeyVerifier {
             cache: KeyCache::new(MAX_AGE_MS),
             formats: RwLock::new(Arc::new(FormatIndex::new(Vec::new()))),
             used: Mutex::new(Vec::new()),
+            down_since: AtomicI64::new(0),
+            grace_ms: AtomicI64::new(OUTAGE_GRACE_MS),
+            served_down: AtomicU64::new(0),
         }
+    }
+
+    /// How long cached keys go on answering while the store is unreachable, counted from when
+    /// the outage began (not from each key's loading), even past their usual maximum age.
+    /// Zero: not at all.
+    pub fn set_outage_grace(&self, grace: Span) {
+        let ms = i64::try_from(grace.secs().saturating_mul(1000)).unwrap_or(i64::MAX);
+        self.grace_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The store stopped answering at `at`. True when this begins an outage (not already in
+    /// one): from now on, cache misses answer [`Error::Unavailable`] without asking the store,
+    /// and hits go on for the grace.
+    pub fn store_down(&self, at: Timestamp) -> bool {
+        // 0 means "up": an outage beginning at the epoch itself is recorded as 1 ms after.
+        let since = at.millis().max(1);
+        self.down_since
+            .compare_exchange(0, since, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    /// The store answers again, and the caller has applied the change log since before the
+    /// outage (or dropped the cache, see [`Self::forget_all`]): the cache is trusted as usual.
+    /// When the outage began, if there was one.
+    pub fn store_up(&self) -> Option<Timestamp> {
+        match self.down_since.swap(0, Ordering::AcqRel) {
+            0 => None,
+            ms => Some(Timestamp::from_millis(ms)),
+        }
+    }
+
+    /// When the current outage began, if the store is unreachable.
+    pub fn down_since(&self) -> Option<Timestamp> {
+        match self.down_since.load(Ordering::Acquire) {
+            0 => None,
+            ms => Some(Timestamp::from_millis(ms)),
+        }
+    }
+
+    /// Verifications answered from the cache while the store was unreachable, since start.
+    pub fn served_during_outage(&self) -> u64 {
+        self.served_down.load(Ordering::Relaxed)
+    }
+
+    /// Forgets every cached key and unknown digest: after an outage the change log could not
+    /// cover, nothing cached can be trusted.
+    pub fn forget_all(&self) {
+        self.cache
+            .evict_where(|_| true, true, |gone| self.keep_use(&gone));
     }
 
     /// Adds every key format a workspace has ever had to the index (at start, and every 30 s
@@ -279,10 +341,16 @@ impl KeyVerifier {
             .push((id, at));
     }
 
-    /// Drops expired negative entries, and keys cached for longer than the maximum age.
+    /// Drops expired negative entries, and keys cached for longer than the maximum age (while
+    /// the store is unreachable, age counts up to when the outage began: those keys may still
+    /// answer during the grace).
     pub fn purge(&self) {
         let now = self.clock.now().millis();
-        self.cache.purge(now, |gone| self.keep_use(&gone));
+        let fresh_at = match self.down_since.load(Ordering::Acquire) {
+            0 => now,
+            since => since.min(now),
+        };
+        self.cache.purge(now, fresh_at, |gone| self.keep_use(&gone));
     }
 
     async fn load(&self, d: &Digest, now: i64) -> Result<Option<Arc<CachedKey>>, Error> {
@@ -331,6 +399,10 @@ impl KeyVerifier {
         }
         let d = token::sha256(raw.as_bytes());
         let now = at.millis();
+        let down_since = self.down_since.load(Ordering::Acquire);
+        if down_since != 0 {
+            return self.lookup_while_down(&d, now, down_since);
+        }
         match self.cache.get(&d, now) {
             Known::Key(hit) => return Ok(Some(hit)),
             Known::Unknown => return Ok(None),
@@ -339,7 +411,15 @@ impl KeyVerifier {
         // Taken before the store is read: a change evicted while the read is under way makes
         // the fill below a no-op instead of caching what the change just replaced.
         let ticket = self.cache.ticket(&d);
-        match self.load(&d, now).await? {
+        let loaded = match self.load(&d, now).await {
+            Err(Error::Unavailable) => {
+                // Known from a failed query before the change-log poll notices; the poll ends it.
+                self.store_down(at);
+                return Err(Error::Unavailable);
+            }
+            other => other?,
+        };
+        match loaded {
             Some(found) => {
                 // Two requests may have loaded it at once: keep the use of the one replaced.
                 if let Ok(Some(replaced)) = self.cache.insert(d, ticket, found.clone()) {
@@ -351,6 +431,31 @@ impl KeyVerifier {
                 self.cache.insert_unknown(d, ticket, now + NEGATIVE_TTL_MS);
                 Ok(None)
             }
+        }
+    }
+
+    /// The cache alone, while the store is unreachable: keys fresh when the outage began answer
+    /// for the grace (revocations and evictions applied before it included), unknown digests
+    /// stay unknown for their time, and anything else is [`Error::Unavailable`] rather than a
+    /// `NOT_FOUND` no one checked.
+    #[cold]
+    fn lookup_while_down(
+        &self,
+        d: &Digest,
+        now: i64,
+        since: i64,
+    ) -> Result<Option<Arc<CachedKey>>, Error> {
+        let grace = self.grace_ms.load(Ordering::Relaxed);
+        if grace == 0 || now.saturating_sub(since) > grace {
+            return Err(Error::Unavailable);
+        }
+        match self.cache.get_as_of(d, now, since.min(now)) {
+            Known::Key(hit) => {
+                self.served_down.fetch_add(1, Ordering::Relaxed);
+                Ok(Some(hit))
+            }
+            Known::Unknown => Ok(None),
+            Known::Miss => Err(Error::Unavailable),
         }
     }
 

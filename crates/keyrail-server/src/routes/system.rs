@@ -76,6 +76,11 @@ pub async fn healthz() -> Response {
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
         Ok(Ok(())) => Ok(axum::Json(Status { status: "ready" })),
+        // During a known outage its beginning and end are logged once each, not every probe.
+        Ok(Err(e)) if state.verifier.down_since().is_some() => {
+            tracing::debug!(error = %e, "readiness check failed");
+            Err(unavailable())
+        }
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "readiness check failed");
             Err(unavailable())
@@ -109,6 +114,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             let mut text = crate::metrics::HttpMetrics::global().render();
             crate::conn::ConnStats::global().render(&mut text);
             state.request_log.render(&mut text);
+            crate::outage::render(&state, &mut text);
             text
         },
     )
