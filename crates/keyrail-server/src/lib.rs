@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod observe;
 pub mod openapi;
 pub mod proxies;
+pub mod redis_limits;
 pub mod request_log;
 pub mod routes;
 pub mod server;

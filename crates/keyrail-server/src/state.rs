@@ -43,6 +43,9 @@ pub struct Inner {
     pub limiter: Arc<dyn RateLimiter>,
     /// The in-process limiter behind `limiter`, for purging.
     pub memory_limiter: Arc<MemoryLimiter>,
+    /// With `redis_url`: the Redis limiter behind `limiter` (its health, for `/readyz` and
+    /// the metrics).
+    pub shared_limiter: Option<Arc<crate::redis_limits::SharedLimiter>>,
     /// The failed-authentication IP block.
     pub failures: Arc<FailureTracker>,
     /// The API request log's queue (the writer task drains it).
