@@ -27,7 +27,7 @@ use keyrail_core::time::Timestamp;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::limiter::MemoryLimiter;
+use crate::limiter::{FailureTracker, MemoryLimiter};
 
 /// How long one Redis call may take before the limiter gives up on it (a hung Redis never hangs
 /// a request).
@@ -85,6 +85,34 @@ elseif capped then
   save(start)
 end
 return {allowed, st[1] or '-1', st[2] or '0', st[3] or '1'}
+"#;
+
+/// KEYS[1]: the recent failure times (a list, newest first), KEYS[2]: the end of the block.
+/// ARGV: now_ms, count, window_ms, block_ms. Returns the end of the block in ms (0: not blocked).
+/// The steps of core's `FailureWindow::record_failure`: a failure during a block does not extend
+/// it; `count` failures within the window start a block and clear the log.
+const FAILURE_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local count = tonumber(ARGV[2])
+local window = tonumber(ARGV[3])
+local block = tonumber(ARGV[4])
+local blocked = tonumber(redis.call('GET', KEYS[2]))
+if blocked and now < blocked then return blocked end
+redis.call('LPUSH', KEYS[1], string.format('%.0f', now))
+redis.call('LTRIM', KEYS[1], 0, count - 1)
+local horizon = now - window
+local inside = 0
+for _, t in ipairs(redis.call('LRANGE', KEYS[1], 0, -1)) do
+  if tonumber(t) > horizon then inside = inside + 1 end
+end
+if inside >= count then
+  local untl = now + block
+  redis.call('SET', KEYS[2], string.format('%.0f', untl), 'PX', string.format('%.0f', math.max(block, 1)))
+  redis.call('DEL', KEYS[1])
+  return untl
+end
+redis.call('PEXPIRE', KEYS[1], string.format('%.0f', math.max(window, 1)))
+return 0
 "#;
 
 /// What a node does with a limit while Redis does not answer.
@@ -300,6 +328,125 @@ impl RateLimiter for SharedLimiter {
                 }
             }
         }
+    }
+}
+
+/// Whole seconds from `now_ms` to `until_ms`, rounded up, at least 1.
+fn secs_until(until_ms: i64, now_ms: i64) -> u64 {
+    let ms = u64::try_from(until_ms.saturating_sub(now_ms)).unwrap_or(0);
+    ms.div_ceil(1000).max(1)
+}
+
+/// The failed-authentication IP block of a node with `redis_url`: counted and enforced in
+/// Redis, so a source blocked on one node is blocked on all; `on_redis_error` while it is down.
+pub struct SharedFailures {
+    redis: RedisLimiter,
+    script: redis::Script,
+    pub local: Arc<FailureTracker>,
+    limits: Arc<SharedLimiter>,
+}
+
+impl SharedFailures {
+    /// Shares `limits`' connection, mode and health.
+    pub fn new(limits: Arc<SharedLimiter>, local: Arc<FailureTracker>) -> Self {
+        Self {
+            redis: limits.redis.clone(),
+            script: redis::Script::new(FAILURE_LUA),
+            local,
+            limits,
+        }
+    }
+
+    fn keys(key: &str) -> (String, String) {
+        (
+            redis_key(&format!("fa:{key}")),
+            redis_key(&format!("fb:{key}")),
+        )
+    }
+
+    fn down(&self, e: LimiterError) -> Result<(), LimiterError> {
+        self.limits.health.failed(&e, self.limits.mode);
+        match self.limits.mode {
+            OnRedisError::Deny => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// `Some(retry after seconds)` while `key` is blocked; `Err` only while Redis is down under
+    /// `on_redis_error = "deny"`.
+    pub async fn is_blocked(&self, key: &str, now: Timestamp) -> Result<Option<u64>, LimiterError> {
+        let mut conn = self.redis.conn.clone();
+        let cmd = redis::cmd("GET").arg(Self::keys(key).1).clone();
+        let until =
+            match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<Option<i64>>(&mut conn))
+                .await
+            {
+                Ok(Ok(v)) => {
+                    self.limits.health.answered();
+                    v
+                }
+                Ok(Err(e)) => {
+                    return self.fallback_blocked(
+                        key,
+                        now,
+                        LimiterError::Unavailable(e.category().to_string()),
+                    );
+                }
+                Err(_) => {
+                    return self.fallback_blocked(
+                        key,
+                        now,
+                        LimiterError::Unavailable("timed out".into()),
+                    );
+                }
+            };
+        let now_ms = now.millis();
+        Ok(until.filter(|&u| now_ms < u).map(|u| secs_until(u, now_ms)))
+    }
+
+    fn fallback_blocked(
+        &self,
+        key: &str,
+        now: Timestamp,
+        e: LimiterError,
+    ) -> Result<Option<u64>, LimiterError> {
+        self.down(e)?;
+        Ok(match self.limits.mode {
+            OnRedisError::Local => self.local.is_blocked(key, now),
+            _ => None,
+        })
+    }
+
+    /// Counts a failed authentication from `key`: `Some(retry after seconds)` when it is now
+    /// blocked.
+    pub async fn record_failure(
+        &self,
+        key: &str,
+        now: Timestamp,
+    ) -> Result<Option<u64>, LimiterError> {
+        let policy = self.local.policy();
+        let (log, block) = Self::keys(key);
+        let mut conn = self.redis.conn.clone();
+        let mut call = self.script.key(log);
+        call.key(block)
+            .arg(now.millis())
+            .arg(policy.failures.count.max(1))
+            .arg(policy.failures.window.secs().saturating_mul(1000))
+            .arg(policy.block.secs().saturating_mul(1000));
+        let e = match tokio::time::timeout(CALL_TIMEOUT, call.invoke_async::<i64>(&mut conn)).await
+        {
+            Ok(Ok(until)) => {
+                self.limits.health.answered();
+                return Ok((until > 0).then(|| secs_until(until, now.millis())));
+            }
+            Ok(Err(e)) => LimiterError::Unavailable(e.category().to_string()),
+            Err(_) => LimiterError::Unavailable("timed out".into()),
+        };
+        self.down(e)?;
+        Ok(match self.limits.mode {
+            OnRedisError::Local => self.local.record_failure(key, now),
+            _ => None,
+        })
     }
 }
 

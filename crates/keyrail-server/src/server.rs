@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::limiter::{FailureTracker, MemoryLimiter};
 use crate::mailer::QueuedMailer;
-use crate::redis_limits::{RedisLimiter, SharedLimiter};
+use crate::redis_limits::{RedisLimiter, SharedFailures, SharedLimiter};
 use crate::state::{AppState, Docs, Inner};
 use crate::{app, background, bootstrap, docs};
 
@@ -185,6 +185,9 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppSta
         identity,
         limiter,
         memory_limiter,
+        shared_failures: shared
+            .as_ref()
+            .map(|s| Arc::new(SharedFailures::new(s.clone(), failures.clone()))),
         shared_limiter: shared,
         failures,
         docs: OnceLock::new(),

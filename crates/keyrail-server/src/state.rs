@@ -48,6 +48,8 @@ pub struct Inner {
     pub shared_limiter: Option<Arc<crate::redis_limits::SharedLimiter>>,
     /// The failed-authentication IP block.
     pub failures: Arc<FailureTracker>,
+    /// With `redis_url`: the same block, shared through Redis (`failures` is its fallback).
+    pub shared_failures: Option<Arc<crate::redis_limits::SharedFailures>>,
     /// The API request log's queue (the writer task drains it).
     pub request_log: Arc<crate::request_log::RequestLog>,
     /// The OpenAPI document and the `/docs` page, made once the routes are built.

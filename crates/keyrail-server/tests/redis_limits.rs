@@ -325,6 +325,46 @@ async fn two_nodes_share_the_login_limit() {
     b.stop().await;
 }
 
+/// The failed-authentication IP block holds across nodes: 10 failed credentials from one
+/// address, spread over both nodes, block it on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_the_failed_auth_block() {
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let Some((a, b)) = two_nodes(&redis, |_| {}).await else {
+        return;
+    };
+    let status = |s: &TestServer| {
+        let req = s
+            .http
+            .get(s.url("/api/v1/workspaces"))
+            .bearer_auth("kr_not_a_key_at_all");
+        async move {
+            let resp = req.send().await.unwrap();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (resp.status().as_u16(), retry)
+        }
+    };
+    for i in 0..10 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(status(node).await.0, 401, "failure {i}");
+    }
+    for node in [&a, &b] {
+        let (code, retry) = status(node).await;
+        assert_eq!(code, 429);
+        // 15 minutes from the last failure, by the clock of the node that recorded it (the two
+        // test nodes' clocks started a few milliseconds apart).
+        let retry: u64 = retry.unwrap().parse().unwrap();
+        assert!((900..=901).contains(&retry), "{retry}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
 async fn verify(s: &TestServer, key: &str) -> (u16, Value, Option<String>) {
     let resp = s
         .http
