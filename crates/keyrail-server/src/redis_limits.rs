@@ -155,6 +155,11 @@ impl RedisLimiter {
     /// Prepares the connection without opening it (a Redis that is down at start is an outage
     /// like any other, not a failed start). Errors only for a URL the client cannot use.
     pub fn new(url: &str) -> Result<Self, String> {
+        if url.starts_with("rediss://") {
+            return Err(
+                "redis_url: rediss:// (TLS) is not supported by this build; use redis://".into(),
+            );
+        }
         let client = redis::Client::open(url)
             .map_err(|e| format!("redis_url is not usable: {}", e.category()))?;
         let config = ConnectionManagerConfig::new()
@@ -469,8 +474,14 @@ mod tests {
         assert_ne!(k, redis_key(&"y".repeat(10_000)));
     }
 
-    #[test]
-    fn a_url_the_client_cannot_use_is_refused() {
+    #[tokio::test]
+    async fn a_url_the_client_cannot_use_is_refused() {
         assert!(RedisLimiter::new("http://nope").is_err());
+        let e = RedisLimiter::new("rediss://:secret@cache:6380")
+            .err()
+            .unwrap();
+        assert!(e.contains("rediss://") && !e.contains("secret"), "{e}");
+        // A Redis that is down is no reason to refuse: the connection is made lazily.
+        assert!(RedisLimiter::new("redis://127.0.0.1:1/0").is_ok());
     }
 }
