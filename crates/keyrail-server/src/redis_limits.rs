@@ -240,16 +240,54 @@ impl RateLimiter for RedisLimiter {
     }
 }
 
+/// While Redis is down, at most one call in this span tries it (the others go straight to
+/// `on_redis_error`), so an unreachable Redis costs requests nothing, not a timeout each.
+pub const RETRY_EVERY: Duration = Duration::from_millis(200);
+
 /// Redis health as this node sees it: a gauge, an error count, one log line per outage.
-#[derive(Default)]
 pub struct RedisHealth {
     down: AtomicBool,
     errors: AtomicU64,
+    /// While down: when (ms after `origin`) the next call may try Redis.
+    retry_at: AtomicU64,
+    origin: std::time::Instant,
+}
+
+impl Default for RedisHealth {
+    fn default() -> Self {
+        Self {
+            down: AtomicBool::new(false),
+            errors: AtomicU64::new(0),
+            retry_at: AtomicU64::new(0),
+            origin: std::time::Instant::now(),
+        }
+    }
 }
 
 impl RedisHealth {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this call should ask Redis: always while it is up; while it is down, one call per
+    /// [`RETRY_EVERY`] (the probe that notices it is back).
+    fn should_try(&self) -> bool {
+        if !self.down.load(Ordering::Relaxed) {
+            return true;
+        }
+        let now = self.elapsed_ms();
+        let at = self.retry_at.load(Ordering::Relaxed);
+        now >= at
+            && self
+                .retry_at
+                .compare_exchange(at, now + retry_ms(), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+
     fn failed(&self, error: &LimiterError, mode: OnRedisError) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        self.retry_at
+            .store(self.elapsed_ms() + retry_ms(), Ordering::Relaxed);
         if !self.down.swap(true, Ordering::Relaxed) {
             tracing::warn!(%error, on_redis_error = ?mode, "redis unreachable: rate limits fall back to on_redis_error until it answers again");
         }
@@ -268,6 +306,10 @@ impl RedisHealth {
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
     }
+}
+
+fn retry_ms() -> u64 {
+    u64::try_from(RETRY_EVERY.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The limiter of a node with `redis_url`: Redis while it answers, `on_redis_error` otherwise.
@@ -313,13 +355,20 @@ impl RateLimiter for SharedLimiter {
         cost: u32,
         now: Timestamp,
     ) -> Result<Decision, LimiterError> {
-        match self.redis.check(key, rate, cost, now).await {
+        let result = if self.health.should_try() {
+            self.redis.check(key, rate, cost, now).await
+        } else {
+            Err(LimiterError::Unavailable("down".into()))
+        };
+        match result {
             Ok(d) => {
                 self.health.answered();
                 Ok(d)
             }
             Err(e) => {
-                self.health.failed(&e, self.mode);
+                if !matches!(&e, LimiterError::Unavailable(m) if m == "down") {
+                    self.health.failed(&e, self.mode);
+                }
                 match self.mode {
                     OnRedisError::Deny => Err(e),
                     OnRedisError::Allow => Ok(Decision {
@@ -370,7 +419,9 @@ impl SharedFailures {
     }
 
     fn down(&self, e: LimiterError) -> Result<(), LimiterError> {
-        self.limits.health.failed(&e, self.limits.mode);
+        if !matches!(&e, LimiterError::Unavailable(m) if m == "down") {
+            self.limits.health.failed(&e, self.limits.mode);
+        }
         match self.limits.mode {
             OnRedisError::Deny => Err(e),
             _ => Ok(()),
@@ -380,6 +431,9 @@ impl SharedFailures {
     /// `Some(retry after seconds)` while `key` is blocked; `Err` only while Redis is down under
     /// `on_redis_error = "deny"`.
     pub async fn is_blocked(&self, key: &str, now: Timestamp) -> Result<Option<u64>, LimiterError> {
+        if !self.limits.health.should_try() {
+            return self.fallback_blocked(key, now, LimiterError::Unavailable("down".into()));
+        }
         let mut conn = self.redis.conn.clone();
         let cmd = redis::cmd("GET").arg(Self::keys(key).1).clone();
         let until =
@@ -429,6 +483,13 @@ impl SharedFailures {
         key: &str,
         now: Timestamp,
     ) -> Result<Option<u64>, LimiterError> {
+        if !self.limits.health.should_try() {
+            self.down(LimiterError::Unavailable("down".into()))?;
+            return Ok(match self.limits.mode {
+                OnRedisError::Local => self.local.record_failure(key, now),
+                _ => None,
+            });
+        }
         let policy = self.local.policy();
         let (log, block) = Self::keys(key);
         let mut conn = self.redis.conn.clone();
