@@ -182,6 +182,56 @@ async fn lua_gcra_agrees_with_core() {
     );
 }
 
+/// The failure script and core's `FailureWindow` (the in-process tracker) block the same
+/// sources at the same instants for the same time, over pseudo-random failure sequences.
+#[tokio::test]
+async fn failure_script_agrees_with_core() {
+    use keyrail_core::ratelimit::FailurePolicy;
+    use keyrail_server::limiter::FailureTracker;
+    use keyrail_server::redis_limits::{OnRedisError, SharedFailures, SharedLimiter};
+    use std::sync::Arc;
+
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let policy = FailurePolicy {
+        failures: rate(3, 60),
+        block: Span::from_secs(120),
+    };
+    let limits = Arc::new(SharedLimiter::new(
+        RedisLimiter::new(&redis.url()).unwrap(),
+        Arc::new(MemoryLimiter::new()),
+        OnRedisError::Deny,
+    ));
+    let shared = SharedFailures::new(limits, Arc::new(FailureTracker::new(policy)));
+    let local = FailureTracker::new(policy);
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut now = 1_795_449_020_000i64;
+    let mut blocks = 0;
+    for step in 0..600 {
+        now += i64::try_from(next(40_000)).unwrap();
+        let src = format!("198.51.100.{}", next(3));
+        let at = Timestamp::from_millis(now);
+        if next(2) == 0 {
+            let want = local.record_failure(&src, at);
+            let got = shared.record_failure(&src, at).await.unwrap();
+            assert_eq!(got, want, "step {step}: failure from {src}");
+            blocks += usize::from(want.is_some());
+        } else {
+            let want = local.is_blocked(&src, at);
+            let got = shared.is_blocked(&src, at).await.unwrap();
+            assert_eq!(got, want, "step {step}: is {src} blocked");
+        }
+    }
+    assert!(blocks > 10, "{blocks}");
+}
+
 /// Node A on a fresh PostgreSQL database and node B on the same, both on `redis`.
 async fn two_nodes(
     redis: &RedisProc,
