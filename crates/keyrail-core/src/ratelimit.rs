@@ -25,7 +25,8 @@
 //! `tat.ms - now` milliseconds (never more than the window): once it expires the bucket is full,
 //! which is what a missing key means. A Redis implementation runs the same steps in one Lua
 //! script (`HMGET key ms behind per`, compute, `HSET` + `PEXPIREAT key ms`), so concurrent nodes
-//! never race; it should take `now` from Redis `TIME` so that node clocks do not matter.
+//! never race. keyrail-server's script is given `now` from the node's clock (the same clock as
+//! every other rule, which tests move), not Redis `TIME`; nodes are expected to be NTP-synced.
 //! Lua numbers are doubles: the script is exact while `window_ms * count < 2^53`, which holds
 //! for every sensible rate (for example a million per day).
 

@@ -179,10 +179,19 @@ pub struct FailedAuth<'a> {
 }
 
 impl<'a> FailedAuth<'a> {
-    /// 429 with `Retry-After` while the client's address is blocked.
-    pub fn check(state: &'a AppState, parts: &Parts) -> Result<Self, ApiError> {
+    /// 429 with `Retry-After` while the client's address is blocked (on any node, with
+    /// `redis_url`).
+    pub async fn check(state: &'a AppState, parts: &Parts) -> Result<Self, ApiError> {
         let key = ip_key(client_ip(parts));
-        if let Some(retry) = state.failures.is_blocked(&key, state.clock.now()) {
+        let now = state.clock.now();
+        let blocked = match &state.shared_failures {
+            Some(shared) => shared
+                .is_blocked(&key, now)
+                .await
+                .map_err(|_| ApiError::from(keyrail_core::Error::Unavailable))?,
+            None => state.failures.is_blocked(&key, now),
+        };
+        if let Some(retry) = blocked {
             return Err(ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry));
         }
         Ok(Self { state, key })
@@ -190,10 +199,17 @@ impl<'a> FailedAuth<'a> {
 
     /// Counts a failed credential and gives back its own answer, even for the failure that
     /// starts the block: the block applies from the next request on.
-    pub fn fail(&self, e: ApiError) -> ApiError {
-        self.state
-            .failures
-            .record_failure(&self.key, self.state.clock.now());
+    pub async fn fail(&self, e: ApiError) -> ApiError {
+        let now = self.state.clock.now();
+        match &self.state.shared_failures {
+            // A Redis that does not answer is handled (and logged) inside.
+            Some(shared) => {
+                let _ = shared.record_failure(&self.key, now).await;
+            }
+            None => {
+                self.state.failures.record_failure(&self.key, now);
+            }
+        }
         e
     }
 }
@@ -240,13 +256,12 @@ pub async fn authenticate(
 ) -> Result<Principal, ApiError> {
     {
         let now = state.clock.now();
-        let guard = FailedAuth::check(state, parts)?;
-        let fail = |e: ApiError| guard.fail(e);
+        let guard = FailedAuth::check(state, parts).await?;
         let names = CookieNames::for_state(state);
         let credential = match presented(&parts.headers, names.token) {
             Ok(Some(c)) => c,
             Ok(None) => return Err(missing()),
-            Err(()) => return Err(fail(missing())),
+            Err(()) => return Err(guard.fail(missing()).await),
         };
         let (raw, via_cookie) = match credential {
             Presented::Bearer(t) => (t, false),
@@ -262,7 +277,7 @@ pub async fn authenticate(
                 Err(keyrail_core::Error::Unavailable) => {
                     return Err(keyrail_core::Error::Unavailable.into());
                 }
-                Err(e) => return Err(fail(e.into())),
+                Err(e) => return Err(guard.fail(e.into()).await),
             }
         } else if !via_cookie && jwe::looks_like_dir_jwe(raw) {
             match state.apps.authenticate(raw).await {
@@ -276,7 +291,7 @@ pub async fn authenticate(
                 Err(keyrail_core::Error::Unavailable) => {
                     return Err(keyrail_core::Error::Unavailable.into());
                 }
-                Err(e) => return Err(fail(e.into())),
+                Err(e) => return Err(guard.fail(e.into()).await),
             }
         } else {
             let v = state
@@ -293,14 +308,14 @@ pub async fn authenticate(
             if let Some(e) = keyauth::failure(&v) {
                 // Only failed credentials count toward the IP block, not limits or suspension.
                 return Err(if e.status == StatusCode::UNAUTHORIZED {
-                    fail(e)
+                    guard.fail(e).await
                 } else {
                     e
                 });
             }
             match v.key {
                 Some(key) => Principal::Key(key),
-                None => return Err(fail(missing())),
+                None => return Err(guard.fail(missing()).await),
             }
         };
         // The global limit per principal (`limits.global_per_principal`).

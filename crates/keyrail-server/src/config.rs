@@ -47,6 +47,7 @@ failed_auth_block = "15m"
 account_lock_after = 5
 account_lock_for = "30m"
 verify_per_ip = ""
+on_redis_error = "local"
 "#;
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -121,6 +122,8 @@ pub struct Limits {
     /// its caller is usually one backend verifying for all of its clients.
     #[serde(with = "optional_rate")]
     pub verify_per_ip: Option<Rate>,
+    /// What a limit does while Redis (`redis_url`) does not answer.
+    pub on_redis_error: crate::redis_limits::OnRedisError,
 }
 
 /// A rate that may be off: written `""` when it is.
@@ -263,20 +266,6 @@ impl Config {
         Ok(())
     }
 
-    /// Settings this version accepts but cannot honour yet: serving with them would quietly
-    /// behave otherwise than configured, so `serve` refuses to start. (Other commands, which
-    /// do not use them, go on.)
-    pub fn check_supported(&self) -> Result<(), String> {
-        if !self.redis_url.is_empty() {
-            return Err(
-                "redis_url is not supported yet by this version: rate limits and \
-                        credits would silently be per node; leave it empty"
-                    .into(),
-            );
-        }
-        Ok(())
-    }
-
     pub fn tls_enabled(&self) -> bool {
         !self.tls_cert.as_os_str().is_empty()
     }
@@ -365,17 +354,26 @@ mod tests {
     }
 
     #[test]
-    fn a_redis_url_is_refused_until_redis_is_supported() {
-        let mut c = Config::defaults();
-        c.check_supported().unwrap();
-        c.redis_url = "redis://:redissecret@cache:6379".into();
-        c.validate().unwrap();
-        let e = c.check_supported().unwrap_err();
-        assert!(
-            e.contains("redis_url") && e.contains("not supported"),
-            "{e}"
+    fn on_redis_error_defaults_to_local_and_takes_the_three_modes() {
+        use crate::redis_limits::OnRedisError;
+        assert_eq!(
+            Config::defaults().limits.on_redis_error,
+            OnRedisError::Local
         );
-        assert!(!e.contains("redissecret"), "{e}");
+        for (text, mode) in [
+            ("deny", OnRedisError::Deny),
+            ("allow", OnRedisError::Allow),
+            ("local", OnRedisError::Local),
+        ] {
+            let toml = DEFAULTS_TOML.replace(
+                "on_redis_error = \"local\"",
+                &format!("on_redis_error = \"{text}\""),
+            );
+            let c: Config = toml::from_str(&toml).unwrap();
+            assert_eq!(c.limits.on_redis_error, mode);
+        }
+        let toml = DEFAULTS_TOML.replace("on_redis_error = \"local\"", "on_redis_error = \"x\"");
+        assert!(toml::from_str::<Config>(&toml).is_err());
     }
 
     #[test]

@@ -8,6 +8,7 @@ use keyrail_core::limits::Rate;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::auth::{client_ip, ip_key};
+use crate::error::ApiError;
 use crate::limiter::{rate_limit_headers, too_many};
 use crate::state::AppState;
 
@@ -39,10 +40,8 @@ async fn enforce(State(limit): State<IpLimit>, req: Request, next: Next) -> Resp
     let now = limit.state.clock.now();
     let decision = match limit.state.limiter.check(&key, limit.rate, 1, now).await {
         Ok(d) => d,
-        Err(e) => {
-            tracing::warn!(error = %e, "rate limiter unavailable; letting the request through");
-            return next.run(Request::from_parts(parts, body)).await;
-        }
+        // Only `on_redis_error = "deny"` gets here: refuse, as every other limit does.
+        Err(_) => return ApiError::from(keyrail_core::Error::Unavailable).into_response(),
     };
     let mut resp = if decision.allowed {
         next.run(Request::from_parts(parts, body)).await

@@ -18,6 +18,7 @@ pub mod observe;
 pub mod openapi;
 pub mod outage;
 pub mod proxies;
+pub mod redis_limits;
 pub mod request_log;
 pub mod routes;
 pub mod server;

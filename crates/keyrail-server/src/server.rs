@@ -22,6 +22,7 @@ use tokio::task::JoinHandle;
 use crate::config::Config;
 use crate::limiter::{FailureTracker, MemoryLimiter};
 use crate::mailer::QueuedMailer;
+use crate::redis_limits::{RedisLimiter, SharedFailures, SharedLimiter};
 use crate::state::{AppState, Docs, Inner};
 use crate::{app, background, bootstrap, docs};
 
@@ -80,7 +81,20 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppSta
         Arc::new(bootstrap::load_or_create_master_key(&config).map_err(StartError::MasterKey)?);
     let store = keyrail_store::open(&config.database_url, &config.data_dir).await?;
     let memory_limiter = Arc::new(MemoryLimiter::new());
-    let limiter: Arc<dyn RateLimiter> = memory_limiter.clone();
+    let shared = if config.redis_url.is_empty() {
+        None
+    } else {
+        let redis = RedisLimiter::new(&config.redis_url).map_err(StartError::Config)?;
+        Some(Arc::new(SharedLimiter::new(
+            redis,
+            memory_limiter.clone(),
+            config.limits.on_redis_error,
+        )))
+    };
+    let limiter: Arc<dyn RateLimiter> = match &shared {
+        Some(s) => s.clone(),
+        None => memory_limiter.clone(),
+    };
     let failures = Arc::new(FailureTracker::new(FailurePolicy {
         failures: config.limits.failed_auth_per_ip,
         block: config.limits.failed_auth_block,
@@ -175,6 +189,10 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppSta
         identity,
         limiter,
         memory_limiter,
+        shared_failures: shared
+            .as_ref()
+            .map(|s| Arc::new(SharedFailures::new(s.clone(), failures.clone()))),
+        shared_limiter: shared,
         failures,
         docs: OnceLock::new(),
     }))
@@ -237,7 +255,6 @@ impl RunningServer {
 pub async fn start(config: Config, options: StartOptions) -> Result<RunningServer, StartError> {
     let started = std::time::Instant::now();
     config.validate().map_err(StartError::Config)?;
-    config.check_supported().map_err(StartError::Config)?;
     let listen = config.listen;
     let grace = Duration::from_secs(config.shutdown_grace.secs());
     let timeout = Duration::from_secs(config.request_timeout.secs());

@@ -43,8 +43,13 @@ pub struct Inner {
     pub limiter: Arc<dyn RateLimiter>,
     /// The in-process limiter behind `limiter`, for purging.
     pub memory_limiter: Arc<MemoryLimiter>,
+    /// With `redis_url`: the Redis limiter behind `limiter` (its health, for `/readyz` and
+    /// the metrics).
+    pub shared_limiter: Option<Arc<crate::redis_limits::SharedLimiter>>,
     /// The failed-authentication IP block.
     pub failures: Arc<FailureTracker>,
+    /// With `redis_url`: the same block, shared through Redis (`failures` is its fallback).
+    pub shared_failures: Option<Arc<crate::redis_limits::SharedFailures>>,
     /// The API request log's queue (the writer task drains it).
     pub request_log: Arc<crate::request_log::RequestLog>,
     /// The OpenAPI document and the `/docs` page, made once the routes are built.

@@ -595,18 +595,3 @@ async fn bad_tls_files_stop_the_start_with_a_clear_error() {
         "{err}"
     );
 }
-
-#[tokio::test]
-async fn a_redis_url_stops_the_start_until_redis_is_supported() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = common::config_in(dir.path());
-    config.redis_url = "redis://127.0.0.1:6379".into();
-    let err = match keyrail_server::start(config, Default::default()).await {
-        Err(e) => e.to_string(),
-        Ok(_) => panic!("started with a redis_url it would ignore"),
-    };
-    assert!(
-        err.contains("redis_url") && err.contains("not supported"),
-        "{err}"
-    );
-}

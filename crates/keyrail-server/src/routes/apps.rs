@@ -397,13 +397,12 @@ pub async fn issue_token(
     Path(client_id): Path<String>,
     ApiJson(body): ApiJson<TokenIn>,
 ) -> Result<NoStore<Json<TokenOut>>, ApiError> {
-    let guard = FailedAuth::check(&state, &parts)?;
-    let fail = |e: ApiError| guard.fail(e);
+    let guard = FailedAuth::check(&state, &parts).await?;
     let Some((id, secret)) = client_credentials(&parts.headers) else {
-        return Err(fail(invalid_client().into()));
+        return Err(guard.fail(invalid_client().into()).await);
     };
     if id != client_id {
-        return Err(fail(invalid_client().into()));
+        return Err(guard.fail(invalid_client().into()).await);
     }
     let issued = match state
         .apps
@@ -411,7 +410,9 @@ pub async fn issue_token(
         .await
     {
         Ok(t) => t,
-        Err(e @ keyrail_core::Error::Unauthenticated { .. }) => return Err(fail(e.into())),
+        Err(e @ keyrail_core::Error::Unauthenticated { .. }) => {
+            return Err(guard.fail(e.into()).await);
+        }
         Err(e) => return Err(e.into()),
     };
     Ok(NoStore(Json(TokenOut {

@@ -49,6 +49,11 @@ pub struct Status {
     /// `ok` (process up) or `ready` (store reachable).
     #[schema(example = "ok")]
     pub status: &'static str,
+    /// With `redis_url` only: `up`, or `down` while Redis does not answer (the node then limits
+    /// as `on_redis_error` says; it stays ready).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "up")]
+    pub redis: Option<&'static str>,
 }
 
 const OK_BODY: &[u8] = br#"{"status":"ok"}"#;
@@ -75,7 +80,17 @@ pub async fn healthz() -> Response {
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>, ApiError> {
     match tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await {
-        Ok(Ok(())) => Ok(axum::Json(Status { status: "ready" })),
+        Ok(Ok(())) => {
+            let redis = match &state.shared_limiter {
+                Some(s) if s.redis.ping().await => Some("up"),
+                Some(_) => Some("down"),
+                None => None,
+            };
+            Ok(axum::Json(Status {
+                status: "ready",
+                redis,
+            }))
+        }
         // During a known outage its beginning and end are logged once each, not every probe.
         Ok(Err(e)) if state.verifier.down_since().is_some() => {
             tracing::debug!(error = %e, "readiness check failed");
@@ -115,6 +130,9 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             crate::conn::ConnStats::global().render(&mut text);
             state.request_log.render(&mut text);
             crate::outage::render(&state, &mut text);
+            if let Some(shared) = &state.shared_limiter {
+                shared.render(&mut text);
+            }
             text
         },
     )

@@ -1,0 +1,582 @@
+//! Limits shared through Redis (`redis_url`), against real `redis-server` processes started here
+//! (one per test, on a free port, no persistence): the Lua GCRA agrees with core's, two nodes
+//! behind one address allow no more than the limit, and each `on_redis_error` mode does what it
+//! says while Redis is down, and the node uses Redis again once it is back.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, TestServer, json};
+use keyrail_core::Timestamp;
+use keyrail_core::limits::{Rate, Span};
+use keyrail_core::ratelimit::RateLimiter;
+use keyrail_server::limiter::MemoryLimiter;
+use keyrail_server::redis_limits::RedisLimiter;
+use serde_json::{Value, json};
+
+const MASTER: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")
+    })
+}
+
+/// A `redis-server` of this test's own; killed when dropped.
+struct RedisProc {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisProc {
+    /// `None` (after `SKIPPED:`) when `redis-server` cannot run here outside CI.
+    fn start() -> Option<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut r = Self { port, child: None };
+        match r.spawn() {
+            Ok(()) => Some(r),
+            Err(e) if !in_ci() => {
+                eprintln!("SKIPPED: redis-server cannot run here ({e}); Redis tests skipped");
+                None
+            }
+            Err(e) => panic!("redis-server cannot run in CI: {e}"),
+        }
+    }
+
+    fn spawn(&mut self) -> Result<(), String> {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err("redis-server did not listen within 10 s".into())
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the process (SIGKILL: an outage, not a clean shutdown).
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `signal` (`STOP`: a Redis that hangs, accepting but never answering; `CONT`).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{signal}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// A new, empty process on the same port.
+    fn restart(&mut self) {
+        self.kill();
+        self.spawn().unwrap();
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn rate(count: u32, secs: u64) -> Rate {
+    Rate {
+        count,
+        window: Span::from_secs(secs),
+    }
+}
+
+/// The Lua script and core's `gcra()` (the in-process limiter) give the same decisions, field
+/// for field, over long pseudo-random sequences: bursts, pauses, looks (cost 0), costs above the
+/// limit, and a rate lowered and raised while state is stored.
+#[tokio::test]
+async fn lua_gcra_agrees_with_core() {
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let shared = RedisLimiter::new(&redis.url()).unwrap();
+    let local = MemoryLimiter::new();
+    let rates = [
+        rate(10, 60),
+        rate(3, 1),
+        rate(7, 3600),
+        rate(1, 900),
+        rate(100, 1),
+    ];
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let t0 = 1_795_449_020_000i64;
+    let (mut checked, mut passed, mut refused) = (0, 0, 0);
+    for seq in 0..20 {
+        let key = format!("agree:{seq}");
+        let mut now = t0;
+        let mut r = rates[seq % rates.len()];
+        for step in 0..150 {
+            now += match next(10) {
+                0..=4 => 0,
+                5..=7 => i64::try_from(next(2_000)).unwrap(),
+                8 => i64::try_from(next(120_000)).unwrap(),
+                _ => 1,
+            };
+            if step % 50 == 49 {
+                // The rate changes while state is stored.
+                r = rates[usize::try_from(next(5)).unwrap()];
+            }
+            let cost = match next(12) {
+                0 => 0,
+                1 => r.count + 1,
+                2 => 2,
+                _ => 1,
+            };
+            let at = Timestamp::from_millis(now);
+            let want = local.check_sync(&key, r, cost, at);
+            let got = shared.check(&key, r, cost, at).await.unwrap();
+            assert_eq!(
+                got, want,
+                "sequence {seq} step {step}: rate {r:?}, cost {cost}"
+            );
+            checked += 1;
+            if got.allowed {
+                passed += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 3000);
+    assert!(
+        passed > 500 && refused > 500,
+        "{passed} passed, {refused} refused"
+    );
+}
+
+/// The failure script and core's `FailureWindow` (the in-process tracker) block the same
+/// sources at the same instants for the same time, over pseudo-random failure sequences.
+#[tokio::test]
+async fn failure_script_agrees_with_core() {
+    use keyrail_core::ratelimit::FailurePolicy;
+    use keyrail_server::limiter::FailureTracker;
+    use keyrail_server::redis_limits::{OnRedisError, SharedFailures, SharedLimiter};
+    use std::sync::Arc;
+
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let policy = FailurePolicy {
+        failures: rate(3, 60),
+        block: Span::from_secs(120),
+    };
+    let limits = Arc::new(SharedLimiter::new(
+        RedisLimiter::new(&redis.url()).unwrap(),
+        Arc::new(MemoryLimiter::new()),
+        OnRedisError::Deny,
+    ));
+    let shared = SharedFailures::new(limits, Arc::new(FailureTracker::new(policy)));
+    let local = FailureTracker::new(policy);
+    let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = move |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut now = 1_795_449_020_000i64;
+    let mut blocks = 0;
+    for step in 0..600 {
+        now += i64::try_from(next(40_000)).unwrap();
+        let src = format!("198.51.100.{}", next(3));
+        let at = Timestamp::from_millis(now);
+        if next(2) == 0 {
+            let want = local.record_failure(&src, at);
+            let got = shared.record_failure(&src, at).await.unwrap();
+            assert_eq!(got, want, "step {step}: failure from {src}");
+            blocks += usize::from(want.is_some());
+        } else {
+            let want = local.is_blocked(&src, at);
+            let got = shared.is_blocked(&src, at).await.unwrap();
+            assert_eq!(got, want, "step {step}: is {src} blocked");
+        }
+    }
+    assert!(blocks > 10, "{blocks}");
+}
+
+/// Node A on a fresh PostgreSQL database and node B on the same, both on `redis`.
+async fn two_nodes(
+    redis: &RedisProc,
+    tweak: impl Fn(&mut keyrail_server::Config) + Clone,
+) -> Option<(TestServer, TestServer)> {
+    let url = redis.url();
+    let t = tweak.clone();
+    let a = TestServer::start_with(
+        Backend::Postgres,
+        |c| {
+            c.master_key = MASTER.into();
+            c.redis_url = url.clone();
+            t(c);
+        },
+        None,
+    )
+    .await?;
+    let db = a.pg.as_ref().unwrap().url.clone();
+    let b = TestServer::start_with(
+        Backend::Sqlite,
+        |c| {
+            c.master_key = MASTER.into();
+            c.database_url = db;
+            c.redis_url = url.clone();
+            tweak(c);
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    Some((a, b))
+}
+
+async fn new_limited_key(s: &TestServer, limit: u32) -> String {
+    let (token, ws) = s.owner_with_workspace("owner@example.com").await;
+    let (status, key) = json(
+        s.post_with(
+            &format!("/api/v1/w/{ws}/keys"),
+            &token,
+            &json!({"name": "limited", "rate_limit": {"limit": limit, "window_seconds": 3600}}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201, "{key}");
+    key["key"].as_str().unwrap().to_owned()
+}
+
+/// `n` concurrent verifies of `key`, alternating between the nodes; the codes answered.
+async fn verify_spread(nodes: [&TestServer; 2], key: &str, n: usize) -> Vec<String> {
+    let mut tasks = Vec::new();
+    for i in 0..n {
+        let s = nodes[i % 2];
+        let http = s.http.clone();
+        let url = s.url("/api/v1/keys/verify");
+        let key = key.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let resp = http
+                .post(url)
+                .json(&json!({"key": key}))
+                .send()
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            let v: Value = resp.json().await.unwrap();
+            if status == 200 {
+                v["code"].as_str().unwrap().to_owned()
+            } else {
+                format!("{status} {}", v["code"].as_str().unwrap_or(""))
+            }
+        }));
+    }
+    let mut codes = Vec::new();
+    for t in tasks {
+        codes.push(t.await.unwrap());
+    }
+    codes
+}
+
+fn count(codes: &[String], code: &str) -> usize {
+    codes.iter().filter(|c| *c == code).count()
+}
+
+/// Issue #13: two nodes behind one address let 16 verifies through for a key limited to 10.
+/// With one Redis, exactly 10 pass in all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_allow_exactly_the_key_limit() {
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let Some((a, b)) = two_nodes(&redis, |_| {}).await else {
+        return;
+    };
+    let key = new_limited_key(&a, 10).await;
+    let codes = verify_spread([&a, &b], &key, 64).await;
+    assert_eq!(count(&codes, "VALID"), 10, "{codes:?}");
+    assert_eq!(count(&codes, "RATE_LIMITED"), 54, "{codes:?}");
+    // The RateLimit figures come from the shared state: the other node sees it spent too.
+    let resp = b
+        .http
+        .post(b.url("/api/v1/keys/verify"))
+        .json(&json!({"key": key}))
+        .send()
+        .await
+        .unwrap();
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "RATE_LIMITED");
+    assert_eq!(v["rate_limit"]["remaining"], 0);
+    let (_, ready) = json(a.get("/readyz").await).await;
+    assert_eq!(ready, json!({"status": "ready", "redis": "up"}));
+    a.stop().await;
+    b.stop().await;
+}
+
+/// `login_per_ip` holds across nodes: 5 per window from one address, whichever node answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_the_login_limit() {
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let Some((a, b)) = two_nodes(&redis, |c| {
+        c.limits.login_per_ip = "5/15m".parse().unwrap();
+    })
+    .await
+    else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for i in 0..16 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let http = s.http.clone();
+        let url = s.url("/api/v1/auth/login");
+        tasks.push(tokio::spawn(async move {
+            http.post(url)
+                // A different address each time: the account lock (5 failures for one email,
+                // kept in the store) must not be what answers 429.
+                .json(&json!({"email": format!("nobody{i}@example.com"), "password": "wrong password 123"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }));
+    }
+    let mut limited = 0;
+    for t in tasks {
+        if t.await.unwrap() == 429 {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 11);
+    a.stop().await;
+    b.stop().await;
+}
+
+/// The failed-authentication IP block holds across nodes: 10 failed credentials from one
+/// address, spread over both nodes, block it on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_share_the_failed_auth_block() {
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let Some((a, b)) = two_nodes(&redis, |_| {}).await else {
+        return;
+    };
+    let status = |s: &TestServer| {
+        let req = s
+            .http
+            .get(s.url("/api/v1/workspaces"))
+            .bearer_auth("kr_not_a_key_at_all");
+        async move {
+            let resp = req.send().await.unwrap();
+            let retry = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            (resp.status().as_u16(), retry)
+        }
+    };
+    for i in 0..10 {
+        let node = if i % 2 == 0 { &a } else { &b };
+        assert_eq!(status(node).await.0, 401, "failure {i}");
+    }
+    for node in [&a, &b] {
+        let (code, retry) = status(node).await;
+        assert_eq!(code, 429);
+        // 15 minutes from the last failure, by the clock of the node that recorded it (the two
+        // test nodes' clocks started a few milliseconds apart).
+        let retry: u64 = retry.unwrap().parse().unwrap();
+        assert!((900..=901).contains(&retry), "{retry}");
+    }
+    a.stop().await;
+    b.stop().await;
+}
+
+async fn verify(s: &TestServer, key: &str) -> (u16, Value, Option<String>) {
+    let resp = s
+        .http
+        .post(s.url("/api/v1/keys/verify"))
+        .json(&json!({"key": key}))
+        .send()
+        .await
+        .unwrap();
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned());
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap(), retry)
+}
+
+async fn metric(s: &TestServer, name: &str) -> u64 {
+    let text = s.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
+/// One node per mode, Redis killed under it and started again on the same port.
+async fn outage(mode: &'static str) {
+    let Some(mut redis) = RedisProc::start() else {
+        return;
+    };
+    let url = redis.url();
+    let s = TestServer::start_with(
+        Backend::Sqlite,
+        |c| {
+            c.redis_url = url;
+            c.limits.on_redis_error = serde_json::from_value(json!(mode)).unwrap();
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let key = new_limited_key(&s, 3).await;
+    assert_eq!(verify(&s, &key).await.1["code"], "VALID");
+    assert_eq!(metric(&s, "keyrail_redis_up").await, 1);
+
+    redis.kill();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (status, v, retry) = verify(&s, &key).await;
+        seen.push((status, v["code"].as_str().unwrap_or("").to_owned(), retry));
+    }
+    let codes: Vec<&str> = seen.iter().map(|(_, c, _)| c.as_str()).collect();
+    match mode {
+        // The local limiter has seen none of this key's requests: 3 pass, then it limits.
+        "local" => assert_eq!(
+            codes,
+            [
+                "VALID",
+                "VALID",
+                "VALID",
+                "RATE_LIMITED",
+                "RATE_LIMITED",
+                "RATE_LIMITED"
+            ]
+        ),
+        "allow" => assert_eq!(codes, ["VALID"; 6]),
+        "deny" => {
+            for (status, code, retry) in &seen {
+                assert_eq!((*status, code.as_str()), (503, "store_unavailable"));
+                assert_eq!(retry.as_deref(), Some("1"));
+            }
+        }
+        _ => unreachable!(),
+    }
+    assert_eq!(metric(&s, "keyrail_redis_up").await, 0);
+    // Counted per call that tried Redis: while it is down, one call per 200 ms tries it.
+    assert!(metric(&s, "keyrail_redis_errors_total").await >= 1);
+    let (status, ready) = json(s.get("/readyz").await).await;
+    assert_eq!(
+        (status, ready),
+        (200, json!({"status": "ready", "redis": "down"}))
+    );
+
+    // Back on the same port (empty: no persistence): used again without a restart.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, v, _) = verify(&s, &key).await;
+        if status == 200 && metric(&s, "keyrail_redis_up").await == 1 {
+            // The fresh Redis has no state for the key: a full bucket, counted in Redis.
+            assert_eq!(v["code"], "VALID");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "redis not used again within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, ready) = json(s.get("/readyz").await).await;
+    assert_eq!(ready["redis"], "up");
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_with_local_falls_back_to_this_node() {
+    outage("local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_with_deny_refuses() {
+    outage("deny").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_with_allow_lets_through() {
+    outage("allow").await;
+}
+
+/// A Redis that hangs (stopped, its socket still open) never hangs requests: each Redis call
+/// gives up after 250 ms, and while it is down only one call per 200 ms tries it, so a burst of
+/// requests costs little; when it answers again it is used again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_does_not_hang_requests() {
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let url = redis.url();
+    let s = TestServer::start_with(Backend::Sqlite, |c| c.redis_url = url, None)
+        .await
+        .unwrap();
+    let key = new_limited_key(&s, 1000).await;
+    assert_eq!(verify(&s, &key).await.1["code"], "VALID");
+    redis.signal("STOP");
+    let started = Instant::now();
+    for _ in 0..20 {
+        let (status, v, _) = verify(&s, &key).await;
+        assert_eq!((status, v["code"].as_str()), (200, Some("VALID")));
+    }
+    let took = started.elapsed();
+    // 20 calls of 250 ms each would be 5 s.
+    assert!(took < Duration::from_millis(2_500), "{took:?}");
+    assert_eq!(metric(&s, "keyrail_redis_up").await, 0);
+    redis.signal("CONT");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&s, "keyrail_redis_up").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "redis not used again within 10 s"
+        );
+        verify(&s, &key).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    s.stop().await;
+}
