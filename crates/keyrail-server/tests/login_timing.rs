@@ -20,6 +20,9 @@ async fn unknown_emails_take_as_long_as_known_ones() {
     // Warm up both paths, then alternate so that noise spreads evenly.
     s.login_as("bob@example.com", "wrong password here").await;
     s.login_as("ghost@example.com", "wrong password here").await;
+    // Each known attempt is paired with the unknown one right after it and their ratio taken:
+    // whatever else the machine (or the just-started server's background tasks) does shifts
+    // both alike, where medians of each side could straddle such a shift.
     let (mut known, mut unknown) = (Vec::new(), Vec::new());
     for i in 0..4 {
         // Two known accounts, two failures each: below the lockout.
@@ -40,9 +43,18 @@ async fn unknown_emails_take_as_long_as_known_ones() {
         );
         unknown.push(t.elapsed());
     }
-    let (k, u) = (median(known), median(unknown));
-    let ratio = u.as_secs_f64() / k.as_secs_f64();
-    assert!((0.7..1.4).contains(&ratio), "known {k:?} vs unknown {u:?}");
+    let mut ratios: Vec<f64> = known
+        .iter()
+        .zip(&unknown)
+        .map(|(k, u)| u.as_secs_f64() / k.as_secs_f64())
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let ratio = (ratios[1] + ratios[2]) / 2.0;
+    assert!(
+        (0.7..1.4).contains(&ratio),
+        "known {known:?} vs unknown {unknown:?}: ratios {ratios:?}"
+    );
+    let u = median(unknown);
     // Both really ran Argon2: milliseconds, not microseconds.
     assert!(u > Duration::from_millis(5), "{u:?}");
     s.stop().await;
