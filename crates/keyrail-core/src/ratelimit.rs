@@ -335,6 +335,15 @@ impl FailureWindow {
         None
     }
 
+    /// Takes a block decided elsewhere (another node, through the shared store) that ends at
+    /// `until_ms`; a later end than the one held wins, an earlier one changes nothing.
+    pub fn learn_block(&mut self, until_ms: i64) {
+        if self.blocked_until.is_none_or(|held| held < until_ms) {
+            self.blocked_until = Some(until_ms);
+            self.recent.clear();
+        }
+    }
+
     /// Failures counted at `now_ms` (those inside the window; 0 while blocked).
     pub fn failures(&self, policy: &FailurePolicy, now_ms: i64) -> usize {
         if self.blocked(now_ms).is_some() {
@@ -742,6 +751,23 @@ mod tests {
         assert!(w.is_idle(&p, now + 900_000));
         assert_eq!(w.record_failure(&p, now + 900_000), None);
         assert_eq!(w.failures(&p, now + 900_000), 1);
+    }
+
+    #[test]
+    fn a_block_learned_from_elsewhere_holds_until_its_end() {
+        let p = policy();
+        let mut w = FailureWindow::new();
+        assert_eq!(w.record_failure(&p, T0), None);
+        w.learn_block(T0 + 60_000);
+        assert_eq!(w.blocked(T0 + 1_000), Some(59));
+        assert_eq!(w.failures(&p, T0 + 1_000), 0);
+        // An earlier end learned later changes nothing; a later one extends it.
+        w.learn_block(T0 + 30_000);
+        assert_eq!(w.blocked_until(), Some(T0 + 60_000));
+        w.learn_block(T0 + 90_000);
+        assert_eq!(w.blocked(T0 + 60_000), Some(30));
+        assert!(w.is_idle(&p, T0 + 90_000));
+        assert_eq!(w.blocked(T0 + 90_000), None);
     }
 
     #[test]

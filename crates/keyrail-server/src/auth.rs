@@ -17,8 +17,11 @@ use keyrail_core::audit::RequestMeta;
 use keyrail_core::crypto::jwe;
 use keyrail_core::crypto::token;
 use keyrail_core::identity::UserSession;
+use keyrail_core::limits::Rate;
+use keyrail_core::ratelimit::Decision;
 
 use crate::error::ApiError;
+use crate::redis_limits::Gated;
 use crate::request_log;
 use crate::state::AppState;
 
@@ -176,6 +179,9 @@ fn looks_like_jwt(s: &str) -> bool {
 pub struct FailedAuth<'a> {
     state: &'a AppState,
     key: String,
+    /// With `redis_url`: whether the block still has to be checked in Redis, which
+    /// [`FailedAuth::principal_limit`] does in the same round trip as the limit.
+    deferred: bool,
 }
 
 impl<'a> FailedAuth<'a> {
@@ -191,20 +197,76 @@ impl<'a> FailedAuth<'a> {
                 .map_err(|_| ApiError::from(keyrail_core::Error::Unavailable))?,
             None => state.failures.is_blocked(&key, now),
         };
+        Self::open(state, key, blocked, false)
+    }
+
+    /// As [`FailedAuth::check`], asking Redis nothing yet: a block this node knows of answers
+    /// 429 at once; one decided elsewhere is found by [`FailedAuth::principal_limit`], which
+    /// the caller must then call before anything is spent for the request.
+    fn check_deferred(state: &'a AppState, parts: &Parts) -> Result<Self, ApiError> {
+        let key = ip_key(client_ip(parts));
+        let now = state.clock.now();
+        let (blocked, deferred) = match &state.shared_failures {
+            Some(shared) => (shared.is_blocked_here(&key, now), true),
+            None => (state.failures.is_blocked(&key, now), false),
+        };
+        Self::open(state, key, blocked, deferred)
+    }
+
+    fn open(
+        state: &'a AppState,
+        key: String,
+        blocked: Option<u64>,
+        deferred: bool,
+    ) -> Result<Self, ApiError> {
         if let Some(retry) = blocked {
-            return Err(ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry));
+            return Err(blocked_answer(retry));
         }
-        Ok(Self { state, key })
+        Ok(Self {
+            state,
+            key,
+            deferred,
+        })
+    }
+
+    /// The per-principal limit `limit_key` at `rate`; with a deferred check, together with the
+    /// block (one Redis round trip): a blocked address gets 429 and spends nothing.
+    async fn principal_limit(&self, limit_key: &str, rate: Rate) -> Result<Decision, ApiError> {
+        let state = self.state;
+        let now = state.clock.now();
+        let unavailable = |_| ApiError::from(keyrail_core::Error::Unavailable);
+        match (&state.shared_failures, self.deferred) {
+            (Some(shared), true) => {
+                match shared
+                    .check_gated(&self.key, limit_key, rate, 1, now)
+                    .await
+                    .map_err(unavailable)?
+                {
+                    Gated::Decided(d) => Ok(d),
+                    Gated::Blocked(retry) => Err(blocked_answer(retry)),
+                }
+            }
+            _ => state
+                .limiter
+                .check(limit_key, rate, 1, now)
+                .await
+                .map_err(unavailable),
+        }
     }
 
     /// Counts a failed credential and gives back its own answer, even for the failure that
-    /// starts the block: the block applies from the next request on.
+    /// starts the block: the block applies from the next request on. A source that another
+    /// node had blocked already gets the block's 429.
     pub async fn fail(&self, e: ApiError) -> ApiError {
         let now = self.state.clock.now();
         match &self.state.shared_failures {
             // A Redis that does not answer is handled (and logged) inside.
             Some(shared) => {
-                let _ = shared.record_failure(&self.key, now).await;
+                if let Ok(Some(b)) = shared.record_failure(&self.key, now).await
+                    && b.already
+                {
+                    return blocked_answer(b.retry_after);
+                }
             }
             None => {
                 self.state.failures.record_failure(&self.key, now);
@@ -212,6 +274,10 @@ impl<'a> FailedAuth<'a> {
         }
         e
     }
+}
+
+fn blocked_answer(retry_after: u64) -> ApiError {
+    ApiError::for_status(StatusCode::TOO_MANY_REQUESTS).retry_after(retry_after)
 }
 
 /// Who is calling.
@@ -255,8 +321,7 @@ pub async fn authenticate(
     key_check: KeyCheck<'_>,
 ) -> Result<Principal, ApiError> {
     {
-        let now = state.clock.now();
-        let guard = FailedAuth::check(state, parts).await?;
+        let guard = FailedAuth::check_deferred(state, parts)?;
         let names = CookieNames::for_state(state);
         let credential = match presented(&parts.headers, names.token) {
             Ok(Some(c)) => c,
@@ -294,6 +359,10 @@ pub async fn authenticate(
                 Err(e) => return Err(guard.fail(e.into()).await),
             }
         } else {
+            // With `redis_url`, a block decided on another node and not yet heard of here is
+            // found with the per-principal limit below, after the key's own limit and credits
+            // were spent: one request per node and block, from a blocked address, with a valid
+            // key. Checking the block first would cost every request a round trip.
             let v = state
                 .verifier
                 .verify(raw, key_check.required, 1, key_check.workspace)
@@ -324,11 +393,9 @@ pub async fn authenticate(
             Principal::Key(k) => format!("global:{}", k.key.id),
             Principal::App(a) => format!("global:{}", a.grant_id),
         };
-        let decision = state
-            .limiter
-            .check(&limit_key, state.config.limits.global_per_principal, 1, now)
-            .await
-            .map_err(|_| ApiError::from(keyrail_core::Error::Unavailable))?;
+        let decision = guard
+            .principal_limit(&limit_key, state.config.limits.global_per_principal)
+            .await?;
         if !decision.allowed {
             return Err(crate::limiter::too_many(&decision));
         }

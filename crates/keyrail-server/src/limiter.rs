@@ -235,6 +235,24 @@ impl FailureTracker {
         blocked
     }
 
+    /// Takes a block of `key` decided elsewhere (another node, through Redis) ending at
+    /// `until_ms`, so this node refuses the source without asking again.
+    pub fn learn_block(&self, key: &str, until_ms: i64, now: Timestamp) {
+        let now_ms = now.millis();
+        if until_ms <= now_ms {
+            return;
+        }
+        let policy = &self.policy;
+        let mut shard = self.map.shard(key);
+        if let Some(window) = shard.map.get_mut(key) {
+            window.learn_block(until_ms);
+            return;
+        }
+        let mut window = FailureWindow::new();
+        window.learn_block(until_ms);
+        shard.insert_new(key, window, |w| w.is_idle(policy, now_ms));
+    }
+
     /// Drops the sources with neither a block nor a failure inside the window; returns how many.
     pub fn purge(&self, now: Timestamp) -> usize {
         let now_ms = now.millis();

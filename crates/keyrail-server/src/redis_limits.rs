@@ -39,13 +39,19 @@ pub const NAMESPACE: &str = "keyrail:rl:";
 /// Keys longer than this are replaced by their SHA-256 (hex) so a Redis key stays bounded.
 const MAX_KEY: usize = 128;
 
-/// KEYS[1]: the state hash. ARGV: now_ms, count, interval (= window ms), cost.
-/// Returns {allowed (0/1), ms (-1: no state), behind, per}: the state as found.
+/// KEYS[1]: the state hash; KEYS[2], optional: a failed-authentication block (see
+/// [`FAILURE_LUA`]) that gates the step. ARGV: now_ms, count, interval (= window ms), cost.
+/// Returns {allowed (0/1), ms (-1: no state), behind, per}: the state as found; or, while the
+/// gate is blocked, {-1, end of the block in ms, 0, 1} with nothing spent.
 const GCRA_LUA: &str = r#"
 local now = tonumber(ARGV[1])
 local count = tonumber(ARGV[2])
 local interval = tonumber(ARGV[3])
 local cost = tonumber(ARGV[4])
+if KEYS[2] then
+  local blocked = tonumber(redis.call('GET', KEYS[2]))
+  if blocked and now < blocked then return {-1, string.format('%.0f', blocked), '0', '1'} end
+end
 local st = redis.call('HMGET', KEYS[1], 'ms', 'behind', 'per')
 local ms = tonumber(st[1])
 local behind0 = tonumber(st[2]) or 0
@@ -88,7 +94,8 @@ return {allowed, st[1] or '-1', st[2] or '0', st[3] or '1'}
 "#;
 
 /// KEYS[1]: the recent failure times (a list, newest first), KEYS[2]: the end of the block.
-/// ARGV: now_ms, count, window_ms, block_ms. Returns the end of the block in ms (0: not blocked).
+/// ARGV: now_ms, count, window_ms, block_ms. Returns the end of the block in ms when this failure
+/// started it, minus that end when the source was blocked already, 0 when it is not blocked.
 /// The steps of core's `FailureWindow::record_failure`: a failure during a block does not extend
 /// it; `count` failures within the window start a block and clear the log.
 const FAILURE_LUA: &str = r#"
@@ -97,7 +104,7 @@ local count = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local block = tonumber(ARGV[4])
 local blocked = tonumber(redis.call('GET', KEYS[2]))
-if blocked and now < blocked then return blocked end
+if blocked and now < blocked then return -blocked end
 redis.call('LPUSH', KEYS[1], string.format('%.0f', now))
 redis.call('LTRIM', KEYS[1], 0, count - 1)
 local horizon = now - window
@@ -144,6 +151,15 @@ pub fn redis_key(key: &str) -> String {
     out
 }
 
+/// What one GCRA step in Redis found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Whether the request passed (and was recorded), and the state found.
+    Done(bool, Option<Tat>),
+    /// The gate is blocked until this instant (ms); nothing was spent.
+    Blocked(i64),
+}
+
 /// GCRA state in one Redis, through a connection that reconnects by itself.
 #[derive(Clone)]
 pub struct RedisLimiter {
@@ -177,17 +193,22 @@ impl RedisLimiter {
     }
 
     /// One GCRA step in Redis: the state found and whether the request passed (and was
-    /// recorded).
+    /// recorded); or, with a `gate` (the Redis key of a failed-authentication block) that is
+    /// blocked, [`Step::Blocked`] and nothing spent.
     pub async fn step(
         &self,
         key: &str,
+        gate: Option<&str>,
         rate: Rate,
         cost: u32,
         now: Timestamp,
-    ) -> Result<(bool, Option<Tat>), LimiterError> {
+    ) -> Result<Step, LimiterError> {
         let mut conn = self.conn.clone();
         let interval = (rate.window.secs().saturating_mul(1000)).max(1);
         let mut call = self.script.key(redis_key(key));
+        if let Some(gate) = gate {
+            call.key(gate);
+        }
         call.arg(now.millis())
             .arg(rate.count)
             .arg(interval)
@@ -199,6 +220,9 @@ impl RedisLimiter {
                 Err(_) => return Err(LimiterError::Unavailable("timed out".into())),
             };
         let (allowed, ms, behind, per) = reply;
+        if allowed < 0 {
+            return Ok(Step::Blocked(ms.parse().unwrap_or(i64::MAX)));
+        }
         let tat = match ms.parse::<i64>() {
             Ok(ms) if ms >= 0 => Some(Tat {
                 ms,
@@ -207,7 +231,7 @@ impl RedisLimiter {
             }),
             _ => None,
         };
-        Ok((allowed == 1, tat))
+        Ok(Step::Done(allowed == 1, tat))
     }
 
     /// Whether Redis answers a `PING` within the call timeout.
@@ -232,12 +256,20 @@ impl RateLimiter for RedisLimiter {
             // Nothing passes; no state to read.
             return Ok(gcra(None, now.millis(), rate, cost).0);
         }
-        let (allowed, found) = self.step(key, rate, cost, now).await?;
-        let (mut decision, _) = gcra(found, now.millis(), rate, cost);
-        // What Redis recorded is what counts.
-        decision.allowed = allowed;
-        Ok(decision)
+        match self.step(key, None, rate, cost, now).await? {
+            Step::Done(allowed, found) => Ok(decided(allowed, found, rate, cost, now)),
+            // Not asked for: no gate was given.
+            Step::Blocked(_) => Err(LimiterError::Unavailable("unexpected block".into())),
+        }
     }
+}
+
+/// The decision for a step Redis took: core's figures for the state found, with Redis's answer
+/// (what it recorded is what counts).
+fn decided(allowed: bool, found: Option<Tat>, rate: Rate, cost: u32, now: Timestamp) -> Decision {
+    let (mut decision, _) = gcra(found, now.millis(), rate, cost);
+    decision.allowed = allowed;
+    decision
 }
 
 /// While Redis is down, at most one call in this span tries it (the others go straight to
@@ -365,22 +397,35 @@ impl RateLimiter for SharedLimiter {
                 self.health.answered();
                 Ok(d)
             }
-            Err(e) => {
-                if !matches!(&e, LimiterError::Unavailable(m) if m == "down") {
-                    self.health.failed(&e, self.mode);
-                }
-                match self.mode {
-                    OnRedisError::Deny => Err(e),
-                    OnRedisError::Allow => Ok(Decision {
-                        allowed: true,
-                        limit: rate.count,
-                        remaining: rate.count.saturating_sub(cost),
-                        reset_after_secs: 0,
-                        retry_after_secs: 0,
-                    }),
-                    OnRedisError::Local => Ok(self.local.check_sync(key, rate, cost, now)),
-                }
-            }
+            Err(e) => self.without_redis(e, key, rate, cost, now),
+        }
+    }
+}
+
+impl SharedLimiter {
+    /// The decision while Redis did not answer (`e`; "down": not asked, the breaker is open):
+    /// counted and logged, then what `on_redis_error` says.
+    fn without_redis(
+        &self,
+        e: LimiterError,
+        key: &str,
+        rate: Rate,
+        cost: u32,
+        now: Timestamp,
+    ) -> Result<Decision, LimiterError> {
+        if !matches!(&e, LimiterError::Unavailable(m) if m == "down") {
+            self.health.failed(&e, self.mode);
+        }
+        match self.mode {
+            OnRedisError::Deny => Err(e),
+            OnRedisError::Allow => Ok(Decision {
+                allowed: true,
+                limit: rate.count,
+                remaining: rate.count.saturating_sub(cost),
+                reset_after_secs: 0,
+                retry_after_secs: 0,
+            }),
+            OnRedisError::Local => Ok(self.local.check_sync(key, rate, cost, now)),
         }
     }
 }
@@ -391,8 +436,31 @@ fn secs_until(until_ms: i64, now_ms: i64) -> u64 {
     ms.div_ceil(1000).max(1)
 }
 
+/// A rate-limit decision gated by a failed-authentication block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gated {
+    Decided(Decision),
+    /// The source is blocked for this many more seconds; nothing was spent.
+    Blocked(u64),
+}
+
+/// A failure the block counted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Blocked {
+    /// Seconds until the block ends.
+    pub retry_after: u64,
+    /// The source was blocked before this failure (by another node, say), not by it.
+    pub already: bool,
+}
+
 /// The failed-authentication IP block of a node with `redis_url`: counted and enforced in
 /// Redis, so a source blocked on one node is blocked on all; `on_redis_error` while it is down.
+///
+/// Every block this node hears of from Redis is also kept in `local`, so a source known to be
+/// blocked is refused without a round trip. Where the block is checked with the request's
+/// per-principal limit ([`SharedFailures::check_gated`], one script), the request asks Redis
+/// nothing else about it: a block decided on another node is in force here from the next
+/// request on, with no round trip of its own.
 pub struct SharedFailures {
     redis: RedisLimiter,
     script: redis::Script,
@@ -411,11 +479,12 @@ impl SharedFailures {
         }
     }
 
-    fn keys(key: &str) -> (String, String) {
-        (
-            redis_key(&format!("fa:{key}")),
-            redis_key(&format!("fb:{key}")),
-        )
+    fn log_key(key: &str) -> String {
+        redis_key(&format!("fa:{key}"))
+    }
+
+    fn block_key(key: &str) -> String {
+        redis_key(&format!("fb:{key}"))
     }
 
     fn down(&self, e: LimiterError) -> Result<(), LimiterError> {
@@ -428,14 +497,23 @@ impl SharedFailures {
         }
     }
 
-    /// `Some(retry after seconds)` while `key` is blocked; `Err` only while Redis is down under
-    /// `on_redis_error = "deny"`.
+    /// Whether this node knows `key` to be blocked: blocks heard of from Redis, and while Redis
+    /// is down under `local`, this node's own count. No round trip.
+    pub fn is_blocked_here(&self, key: &str, now: Timestamp) -> Option<u64> {
+        self.local.is_blocked(key, now)
+    }
+
+    /// `Some(retry after seconds)` while `key` is blocked, asking Redis (one round trip);
+    /// `Err` only while Redis is down under `on_redis_error = "deny"`.
     pub async fn is_blocked(&self, key: &str, now: Timestamp) -> Result<Option<u64>, LimiterError> {
+        if let Some(secs) = self.is_blocked_here(key, now) {
+            return Ok(Some(secs));
+        }
         if !self.limits.health.should_try() {
             return self.fallback_blocked(key, now, LimiterError::Unavailable("down".into()));
         }
         let mut conn = self.redis.conn.clone();
-        let cmd = redis::cmd("GET").arg(Self::keys(key).1).clone();
+        let cmd = redis::cmd("GET").arg(Self::block_key(key)).clone();
         let until =
             match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<Option<i64>>(&mut conn))
                 .await
@@ -459,8 +537,16 @@ impl SharedFailures {
                     );
                 }
             };
+        Ok(until.and_then(|u| self.heard(key, u, now)))
+    }
+
+    /// Keeps a block Redis reported (`until` ms); its seconds left, if not over.
+    fn heard(&self, key: &str, until: i64, now: Timestamp) -> Option<u64> {
         let now_ms = now.millis();
-        Ok(until.filter(|&u| now_ms < u).map(|u| secs_until(u, now_ms)))
+        (now_ms < until).then(|| {
+            self.local.learn_block(key, until, now);
+            secs_until(until, now_ms)
+        })
     }
 
     fn fallback_blocked(
@@ -476,25 +562,79 @@ impl SharedFailures {
         })
     }
 
-    /// Counts a failed authentication from `key`: `Some(retry after seconds)` when it is now
-    /// blocked.
+    /// The rate limit `key` (`rate`, `cost`) unless `source` is blocked, in one round trip:
+    /// a blocked source spends nothing. While Redis is down: `on_redis_error`, with this node's
+    /// own view of the block under `local`.
+    pub async fn check_gated(
+        &self,
+        source: &str,
+        key: &str,
+        rate: Rate,
+        cost: u32,
+        now: Timestamp,
+    ) -> Result<Gated, LimiterError> {
+        let limits = &self.limits;
+        let e = if limits.health.should_try() {
+            let gate = Self::block_key(source);
+            match limits.redis.step(key, Some(&gate), rate, cost, now).await {
+                Ok(Step::Done(allowed, found)) => {
+                    limits.health.answered();
+                    return Ok(Gated::Decided(decided(allowed, found, rate, cost, now)));
+                }
+                Ok(Step::Blocked(until)) => {
+                    limits.health.answered();
+                    // A block that just ended: one more step, without the gate, would pass it;
+                    // the request is refused for one second at most, as the block says.
+                    let secs = self.heard(source, until, now).unwrap_or(1);
+                    return Ok(Gated::Blocked(secs));
+                }
+                Err(e) => e,
+            }
+        } else {
+            LimiterError::Unavailable("down".into())
+        };
+        if limits.mode == OnRedisError::Local
+            && let Some(secs) = self.local.is_blocked(source, now)
+        {
+            // Counted as the outage it is, as the limit below would be.
+            if !matches!(&e, LimiterError::Unavailable(m) if m == "down") {
+                limits.health.failed(&e, limits.mode);
+            }
+            return Ok(Gated::Blocked(secs));
+        }
+        limits
+            .without_redis(e, key, rate, cost, now)
+            .map(Gated::Decided)
+    }
+
+    /// Counts a failed authentication from `key`: `Some` when it is now blocked (by this
+    /// failure, or already).
     pub async fn record_failure(
         &self,
         key: &str,
         now: Timestamp,
-    ) -> Result<Option<u64>, LimiterError> {
+    ) -> Result<Option<Blocked>, LimiterError> {
+        let fallback = |this: &Self| {
+            Ok(match this.limits.mode {
+                OnRedisError::Local => {
+                    this.local
+                        .record_failure(key, now)
+                        .map(|retry_after| Blocked {
+                            retry_after,
+                            already: false,
+                        })
+                }
+                _ => None,
+            })
+        };
         if !self.limits.health.should_try() {
             self.down(LimiterError::Unavailable("down".into()))?;
-            return Ok(match self.limits.mode {
-                OnRedisError::Local => self.local.record_failure(key, now),
-                _ => None,
-            });
+            return fallback(self);
         }
         let policy = self.local.policy();
-        let (log, block) = Self::keys(key);
         let mut conn = self.redis.conn.clone();
-        let mut call = self.script.key(log);
-        call.key(block)
+        let mut call = self.script.key(Self::log_key(key));
+        call.key(Self::block_key(key))
             .arg(now.millis())
             .arg(policy.failures.count.max(1))
             .arg(policy.failures.window.secs().saturating_mul(1000))
@@ -503,16 +643,18 @@ impl SharedFailures {
         {
             Ok(Ok(until)) => {
                 self.limits.health.answered();
-                return Ok((until > 0).then(|| secs_until(until, now.millis())));
+                return Ok(self
+                    .heard(key, until.saturating_abs(), now)
+                    .map(|retry_after| Blocked {
+                        retry_after,
+                        already: until < 0,
+                    }));
             }
             Ok(Err(e)) => LimiterError::Unavailable(e.category().to_string()),
             Err(_) => LimiterError::Unavailable("timed out".into()),
         };
         self.down(e)?;
-        Ok(match self.limits.mode {
-            OnRedisError::Local => self.local.record_failure(key, now),
-            _ => None,
-        })
+        fallback(self)
     }
 }
 

@@ -219,9 +219,14 @@ async fn failure_script_agrees_with_core() {
         let src = format!("198.51.100.{}", next(3));
         let at = Timestamp::from_millis(now);
         if next(2) == 0 {
+            let already = local.is_blocked(&src, at).is_some();
             let want = local.record_failure(&src, at);
             let got = shared.record_failure(&src, at).await.unwrap();
-            assert_eq!(got, want, "step {step}: failure from {src}");
+            assert_eq!(
+                got.map(|b| (b.retry_after, b.already)),
+                want.map(|secs| (secs, already)),
+                "step {step}: failure from {src}"
+            );
             blocks += usize::from(want.is_some());
         } else {
             let want = local.is_blocked(&src, at);
@@ -230,6 +235,71 @@ async fn failure_script_agrees_with_core() {
         }
     }
     assert!(blocks > 10, "{blocks}");
+}
+
+/// The per-principal limit checked with the block in one script: a blocked source is refused
+/// with the block's time left and spends nothing; the limit is the same GCRA otherwise; the
+/// block heard of is then known without asking (a node that learns it refuses at once).
+#[tokio::test]
+async fn a_gated_limit_spends_nothing_for_a_blocked_source() {
+    use keyrail_core::ratelimit::FailurePolicy;
+    use keyrail_server::limiter::FailureTracker;
+    use keyrail_server::redis_limits::{Gated, OnRedisError, SharedFailures, SharedLimiter};
+    use std::sync::Arc;
+
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let policy = FailurePolicy {
+        failures: rate(2, 60),
+        block: Span::from_secs(120),
+    };
+    let node = || {
+        let limits = Arc::new(SharedLimiter::new(
+            RedisLimiter::new(&redis.url()).unwrap(),
+            Arc::new(MemoryLimiter::new()),
+            OnRedisError::Deny,
+        ));
+        SharedFailures::new(limits, Arc::new(FailureTracker::new(policy)))
+    };
+    let (a, b) = (node(), node());
+    let t0 = 1_795_449_020_000i64;
+    let at = |ms: i64| Timestamp::from_millis(t0 + ms);
+    let limit = rate(3, 60);
+    let decided = |g: Gated| match g {
+        Gated::Decided(d) => d,
+        Gated::Blocked(s) => panic!("blocked for {s} s"),
+    };
+    let d = decided(b.check_gated("src", "p", limit, 1, at(0)).await.unwrap());
+    assert!(d.allowed && d.remaining == 2, "{d:?}");
+    // Two failures on node A block the source; node B has heard nothing of it.
+    assert_eq!(a.record_failure("src", at(1)).await.unwrap(), None);
+    let started = a.record_failure("src", at(2)).await.unwrap().unwrap();
+    assert_eq!((started.retry_after, started.already), (120, false));
+    assert_eq!(b.is_blocked_here("src", at(3)), None);
+    // B's next limited request finds the block in the same round trip, and spends nothing.
+    for ms in [3, 1_003] {
+        let g = b.check_gated("src", "p", limit, 1, at(ms)).await.unwrap();
+        assert_eq!(g, Gated::Blocked(if ms == 3 { 120 } else { 119 }));
+    }
+    assert_eq!(b.is_blocked_here("src", at(2_000)), Some(119));
+    // A failure on B now reports the block as the other node's.
+    let again = b.record_failure("src", at(2_500)).await.unwrap().unwrap();
+    assert!(again.already, "{again:?}");
+    // Another source is not gated, and the limit was not spent by the refused requests.
+    let d = decided(
+        b.check_gated("other", "p", limit, 1, at(3_000))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(d.remaining, 1, "{d:?}");
+    // Once the block is over, the source passes again.
+    let d = decided(
+        b.check_gated("src", "p", limit, 1, at(122_002))
+            .await
+            .unwrap(),
+    );
+    assert!(d.allowed, "{d:?}");
 }
 
 /// Node A on a fresh PostgreSQL database and node B on the same, both on `redis`.
