@@ -15,6 +15,7 @@ public_url = "http://127.0.0.1:8080"
 data_dir = "./keyrail-data"
 database_url = ""
 redis_url = ""
+redis_ca_file = ""
 dev = false
 smtp_url = ""
 mail_from = "keyrail@localhost"
@@ -61,6 +62,9 @@ pub struct Config {
     pub database_url: String,
     #[serde(skip_serializing)]
     pub redis_url: String,
+    /// PEM file of the certificate authority a `rediss://` Redis is checked against (`""`: the
+    /// system's roots).
+    pub redis_ca_file: PathBuf,
     pub dev: bool,
     #[serde(skip_serializing)]
     pub smtp_url: String,
@@ -261,7 +265,10 @@ impl Config {
             && !self.redis_url.starts_with("redis://")
             && !self.redis_url.starts_with("rediss://")
         {
-            return Err("redis_url must be empty or redis://...".into());
+            return Err("redis_url must be empty, redis://... or rediss://...".into());
+        }
+        if !self.redis_ca_file.as_os_str().is_empty() && !self.redis_url.starts_with("rediss://") {
+            return Err("redis_ca_file is for a rediss:// (TLS) redis_url".into());
         }
         Ok(())
     }

@@ -169,15 +169,28 @@ pub struct RedisLimiter {
 
 impl RedisLimiter {
     /// Prepares the connection without opening it (a Redis that is down at start is an outage
-    /// like any other, not a failed start). Errors only for a URL the client cannot use.
-    pub fn new(url: &str) -> Result<Self, String> {
-        if url.starts_with("rediss://") {
-            return Err(
-                "redis_url: rediss:// (TLS) is not supported by this build; use redis://".into(),
-            );
-        }
-        let client = redis::Client::open(url)
-            .map_err(|e| format!("redis_url is not usable: {}", e.category()))?;
+    /// like any other, not a failed start). Errors only for a URL the client cannot use or a
+    /// `ca_file` (PEM; empty: the system's roots, for `rediss://`) that cannot be read.
+    pub fn new(url: &str, ca_file: &std::path::Path) -> Result<Self, String> {
+        let unusable = |e: redis::RedisError| format!("redis_url is not usable: {}", e.category());
+        let client = if url.starts_with("rediss://") {
+            // The redis crate builds its TLS config on the process default provider.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+            let root_cert = if ca_file.as_os_str().is_empty() {
+                None
+            } else {
+                Some(std::fs::read(ca_file).map_err(|e| {
+                    format!("redis_ca_file {} cannot be read: {e}", ca_file.display())
+                })?)
+            };
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert,
+            };
+            redis::Client::build_with_tls(url, certs).map_err(unusable)?
+        } else {
+            redis::Client::open(url).map_err(unusable)?
+        };
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(CALL_TIMEOUT))
             .set_response_timeout(Some(CALL_TIMEOUT))
@@ -679,12 +692,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_url_the_client_cannot_use_is_refused() {
-        assert!(RedisLimiter::new("http://nope").is_err());
-        let e = RedisLimiter::new("rediss://:secret@cache:6380")
+        let none = std::path::Path::new("");
+        let e = RedisLimiter::new("http://:secret@nope", none)
             .err()
             .unwrap();
-        assert!(e.contains("rediss://") && !e.contains("secret"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        let e = RedisLimiter::new(
+            "rediss://:secret@cache:6380",
+            "/nonexistent/ca.pem".as_ref(),
+        )
+        .err()
+        .unwrap();
+        assert!(e.contains("redis_ca_file") && !e.contains("secret"), "{e}");
         // A Redis that is down is no reason to refuse: the connection is made lazily.
-        assert!(RedisLimiter::new("redis://127.0.0.1:1/0").is_ok());
+        assert!(RedisLimiter::new("redis://127.0.0.1:1/0", none).is_ok());
+        assert!(RedisLimiter::new("rediss://127.0.0.1:1/0", none).is_ok());
     }
 }

@@ -84,7 +84,8 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppSta
     let shared = if config.redis_url.is_empty() {
         None
     } else {
-        let redis = RedisLimiter::new(&config.redis_url).map_err(StartError::Config)?;
+        let redis = RedisLimiter::new(&config.redis_url, &config.redis_ca_file)
+            .map_err(StartError::Config)?;
         Some(Arc::new(SharedLimiter::new(
             redis,
             memory_limiter.clone(),
