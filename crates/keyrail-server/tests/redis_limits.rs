@@ -527,6 +527,41 @@ async fn two_nodes_share_the_failed_auth_block() {
     b.stop().await;
 }
 
+/// The block under concurrency: 64 failed credentials at once from one address, spread over
+/// both nodes. Each failure is counted in one script, so exactly 10 are answered as failures
+/// (401) and the 54 that come once the source is blocked get the block's 429, on either node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_failures_on_two_nodes_block_after_exactly_ten() {
+    let Some(redis) = RedisProc::start() else {
+        return;
+    };
+    let Some((a, b)) = two_nodes(&redis, |_| {}).await else {
+        return;
+    };
+    let mut tasks = Vec::new();
+    for i in 0..64 {
+        let s = if i % 2 == 0 { &a } else { &b };
+        let req = s
+            .http
+            .get(s.url("/api/v1/workspaces"))
+            .bearer_auth(format!("kr_not_a_key_{i}"));
+        tasks.push(tokio::spawn(async move {
+            let resp = req.send().await.unwrap();
+            let retry = resp.headers().contains_key("retry-after");
+            (resp.status().as_u16(), retry)
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    let n = |want: (u16, bool)| answers.iter().filter(|&&a| a == want).count();
+    assert_eq!(n((401, false)), 10, "{answers:?}");
+    assert_eq!(n((429, true)), 54, "{answers:?}");
+    a.stop().await;
+    b.stop().await;
+}
+
 async fn verify(s: &TestServer, key: &str) -> (u16, Value, Option<String>) {
     let resp = s
         .http
