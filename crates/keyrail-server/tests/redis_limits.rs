@@ -640,7 +640,7 @@ async fn outage(mode: &'static str) {
     let (status, ready) = json(s.get("/readyz").await).await;
     assert_eq!(
         (status, ready),
-        (200, json!({"status": "ready", "redis": "down"}))
+        (200, json!({"status": "ready", "redis": "degraded"}))
     );
 
     // Back on the same port (empty: no persistence): used again without a restart.
@@ -757,7 +757,7 @@ async fn limits_are_shared_over_tls_with_the_configured_authority() {
     let (status, ready) = json(s.get("/readyz").await).await;
     assert_eq!(
         (status, ready["redis"].as_str()),
-        (200, Some("down")),
+        (200, Some("degraded")),
         "{ready}"
     );
     s.stop().await;

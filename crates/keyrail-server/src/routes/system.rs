@@ -49,8 +49,8 @@ pub struct Status {
     /// `ok` (process up) or `ready` (store reachable).
     #[schema(example = "ok")]
     pub status: &'static str,
-    /// With `redis_url` only: `up`, or `down` while Redis does not answer (the node then limits
-    /// as `on_redis_error` says; it stays ready).
+    /// With `redis_url` only: `up`, or `degraded` while Redis does not answer (the node then
+    /// limits as `on_redis_error` says; it stays ready).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(example = "up")]
     pub redis: Option<&'static str>,
@@ -83,7 +83,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>,
         Ok(Ok(())) => {
             let redis = match &state.shared_limiter {
                 Some(s) if s.redis.ping().await => Some("up"),
-                Some(_) => Some("down"),
+                Some(_) => Some("degraded"),
                 None => None,
             };
             Ok(axum::Json(Status {
