@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer, json};
+use common::{Backend, Load, Shot, TestServer, json};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -362,4 +362,157 @@ async fn a_node_rides_out_a_postgres_outage_and_recovers_by_itself() {
     wait_store(&a, true).await;
     assert_eq!(code(&a, &purged).await, "REVOKED");
     assert_eq!(code(&a, &cached).await, "VALID");
+}
+
+/// Requests sent this close to the stop or the start of PostgreSQL may see either side of it.
+const EDGE: Duration = Duration::from_millis(500);
+
+/// Issue #13: PostgreSQL stopped under load and started again, the node left running. 16 tasks
+/// verify four keys the node has cached and 4 tasks create keys, without pause, throughout.
+/// Every verify answers VALID, before, during and after the outage; a create answers 201 before,
+/// 503 `store_unavailable` with `Retry-After` during (by when it was sent, leaving [`EDGE`] around
+/// the stop and the start), 201 again once the node has noticed the store is back; no request is
+/// left without an answer; and every key whose create answered 201 verifies VALID afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_stopped_under_load() {
+    let Some(pg) = Cluster::create() else {
+        return;
+    };
+    let a = node(pg.url(pg.port), "10m").await;
+    let (token, ws) = a.owner_with_workspace("owner@example.com").await;
+    let mut cached = Vec::new();
+    for _ in 0..4 {
+        cached.push(new_key(&a, &token, &ws).await.1);
+    }
+    settle().await;
+    for key in &cached {
+        assert_eq!(code(&a, key).await, "VALID");
+    }
+    let (verify_url, create_url) = (
+        a.url("/api/v1/keys/verify"),
+        a.url(&format!("/api/v1/w/{ws}/keys")),
+    );
+    let writers = 4;
+    let is_write = move |x: &Shot| x.task < writers;
+    let load = Load::start(writers + 16, Duration::from_secs(10), move |http, task| {
+        if task < writers {
+            http.post(&create_url)
+                .bearer_auth(&token)
+                .json(&json!({"name": format!("made by {task}")}))
+        } else {
+            http.post(&verify_url)
+                .json(&json!({"key": cached[task % cached.len()]}))
+        }
+    });
+    let writes_after = |from: Duration, status: u16| {
+        move |shots: &[Shot]| {
+            shots
+                .iter()
+                .filter(|x| is_write(x) && x.sent > from && x.status == status)
+                .count()
+                >= 8
+        }
+    };
+    load.wait_for(
+        "keys made before the outage",
+        Duration::from_secs(20),
+        writes_after(Duration::ZERO, 201),
+    )
+    .await;
+
+    let stopping = load.now();
+    pg.stop();
+    wait_store(&a, false).await;
+    load.wait_for(
+        "writes refused during the outage",
+        Duration::from_secs(20),
+        writes_after(stopping + EDGE, 503),
+    )
+    .await;
+    tokio::time::sleep(EDGE * 2).await;
+    assert!(outage_hits(&a).await >= 1);
+
+    let starting = load.now();
+    pg.start().unwrap();
+    wait_store(&a, true).await;
+    let back = load.now();
+    load.wait_for(
+        "keys made after the outage",
+        Duration::from_secs(20),
+        writes_after(back + EDGE, 201),
+    )
+    .await;
+    let shots = load.stop().await;
+
+    let show = |x: &Shot| format!("{x:?}");
+    let mut made = Vec::new();
+    let mut refused_during = 0;
+    for x in &shots {
+        if !is_write(x) {
+            assert_eq!(
+                (x.status, x.code()),
+                (200, "VALID"),
+                "a cached key: {}",
+                show(x)
+            );
+            continue;
+        }
+        // Sent and answered while the store was down (a write sent during the outage may wait
+        // for a connection and be made once the store is back).
+        let during = x.sent >= stopping + EDGE && x.sent + x.took + EDGE < starting;
+        let after = x.sent >= back + EDGE;
+        match x.status {
+            201 => {
+                assert!(
+                    !during,
+                    "a write acknowledged during the outage: {}",
+                    show(x)
+                );
+                made.push(x.body["key"].as_str().unwrap().to_owned());
+            }
+            503 => {
+                assert_eq!(x.code(), "store_unavailable", "{}", show(x));
+                assert!(
+                    x.retry_after.is_some(),
+                    "503 without Retry-After: {}",
+                    show(x)
+                );
+                assert!(
+                    !after,
+                    "a write refused after the store was back: {}",
+                    show(x)
+                );
+                refused_during += usize::from(during);
+            }
+            _ => panic!("a write: {}", show(x)),
+        }
+    }
+    assert!(refused_during >= 8, "{refused_during}");
+    // Nothing acknowledged was lost.
+    for key in &made {
+        assert_eq!(code(&a, key).await, "VALID", "a key made under load: {key}");
+    }
+    let slowest = |write: bool| {
+        shots
+            .iter()
+            .filter(|x| is_write(x) == write)
+            .map(|x| x.took)
+            .max()
+            .unwrap()
+    };
+    // Each refused write waits for a connection until the store's connect timeout (5 s) ends.
+    let quickest_refusal = shots
+        .iter()
+        .filter(|x| x.status == 503)
+        .map(|x| x.took)
+        .min()
+        .unwrap();
+    eprintln!(
+        "{} requests, {} keys made, {refused_during} writes refused during the outage (the quickest in {quickest_refusal:?}); the node saw the store back {:?} after its start; slowest verify {:?}, slowest write {:?}",
+        shots.len(),
+        made.len(),
+        back - starting,
+        slowest(false),
+        slowest(true),
+    );
 }
