@@ -696,15 +696,19 @@ async fn outage_under_load(mode: &'static str) {
     let unlimited = new_key(&s, &token, &ws, None).await;
     let url = s.url("/api/v1/keys/verify");
     let load = Load::start(24, CLIENT_TIMEOUT, move |http, task| {
-        let key = if task % 2 == 0 { &limited } else { &unlimited };
+        let key = if task.is_multiple_of(2) {
+            &limited
+        } else {
+            &unlimited
+        };
         http.post(&url).json(&json!({"key": key}))
     });
-    let is_limited = |shot: &Shot| shot.task % 2 == 0;
+    let is_limited = |shot: &Shot| shot.task.is_multiple_of(2);
     let refused_after = |from: Duration| {
         move |shots: &[Shot]| {
             shots
                 .iter()
-                .any(|x| x.task % 2 == 0 && x.sent > from && x.code() == "RATE_LIMITED")
+                .any(|x| x.task.is_multiple_of(2) && x.sent > from && x.code() == "RATE_LIMITED")
         }
     };
 

@@ -95,7 +95,7 @@ struct Told {
 /// Creates keys (and revokes every third one) until `stop`.
 fn writer(n: usize, port: u16, key: &str, ws: &str, told: &Told, stop: &AtomicBool) {
     let keys = format!("/api/v1/w/{ws}/keys");
-    let mut i = 0;
+    let mut i: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
         let Some((status, body)) = call(
@@ -119,7 +119,7 @@ fn writer(n: usize, port: u16, key: &str, ws: &str, told: &Told, stop: &AtomicBo
         let id = body["id"].as_str().unwrap().to_owned();
         let secret = body["key"].as_str().unwrap().to_owned();
         told.made.lock().unwrap().push((id.clone(), secret));
-        if i % 3 != 0 {
+        if !i.is_multiple_of(3) {
             continue;
         }
         told.revoke_sent.lock().unwrap().insert(id.clone());
