@@ -527,11 +527,9 @@ async fn metric(s: &TestServer, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
-/// One node per mode, Redis killed under it and started again on the same port.
-async fn outage(mode: &'static str) {
-    let Some(mut redis) = RedisProc::start() else {
-        return;
-    };
+/// A Redis of the test's own and one node (on SQLite) using it with `on_redis_error = mode`.
+async fn node_with_redis(mode: &'static str) -> Option<(RedisProc, TestServer)> {
+    let redis = RedisProc::start()?;
     let url = redis.url();
     let s = TestServer::start_with(
         Backend::Sqlite,
@@ -543,6 +541,14 @@ async fn outage(mode: &'static str) {
     )
     .await
     .unwrap();
+    Some((redis, s))
+}
+
+/// One node per mode, Redis killed under it and started again on the same port.
+async fn outage(mode: &'static str) {
+    let Some((mut redis, s)) = node_with_redis(mode).await else {
+        return;
+    };
     let key = new_limited_key(&s, 3).await;
     assert_eq!(verify(&s, &key).await.1["code"], "VALID");
     assert_eq!(metric(&s, "keyrail_redis_up").await, 1);
@@ -677,20 +683,9 @@ const LOAD_LIMIT: usize = 20;
 /// never touched by the outage, the gauge and `/readyz`, the shared limit in force again after the
 /// restart without restarting the node, and no request ever left without an answer.
 async fn outage_under_load(mode: &'static str) {
-    let Some(mut redis) = RedisProc::start() else {
+    let Some((mut redis, s)) = node_with_redis(mode).await else {
         return;
     };
-    let url = redis.url();
-    let s = TestServer::start_with(
-        Backend::Sqlite,
-        |c| {
-            c.redis_url = url;
-            c.limits.on_redis_error = serde_json::from_value(json!(mode)).unwrap();
-        },
-        None,
-    )
-    .await
-    .unwrap();
     let (token, ws) = s.owner_with_workspace("owner@example.com").await;
     let limited = new_key(&s, &token, &ws, Some(u32::try_from(LOAD_LIMIT).unwrap())).await;
     let unlimited = new_key(&s, &token, &ws, None).await;

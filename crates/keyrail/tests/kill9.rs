@@ -11,13 +11,13 @@
 
 mod common;
 
-use common::{Guard, free_port, in_ci, keyrail, request, wait_until};
+use common::{Guard, free_port, in_ci, keyrail, psql, request, wait_until};
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -67,13 +67,21 @@ fn serve(dir: &Path, env: &[(&str, String)], log: &str) -> (Guard, u16) {
     (guard, port)
 }
 
-/// One call with the API key; `None` when no whole JSON answer came (the node died under it).
-fn call(port: u16, method: &str, path: &str, key: &str, body: &Value) -> Option<(u16, Value)> {
+/// One call with the API key; `Err` (why) when no whole JSON answer came (the node died under
+/// it).
+fn call(
+    port: u16,
+    method: &str,
+    path: &str,
+    key: &str,
+    body: &Value,
+) -> Result<(u16, Value), String> {
     let auth = format!("Bearer {key}");
     let body = body.to_string();
-    let r = request(port, method, path, &[("Authorization", &auth)], Some(&body)).ok()?;
-    let v = serde_json::from_str(&r.body).ok()?;
-    Some((r.status, v))
+    let r = request(port, method, path, &[("Authorization", &auth)], Some(&body))
+        .map_err(|e| e.to_string())?;
+    let v = serde_json::from_str(&r.body).map_err(|e| format!("{e}: {r:?}"))?;
+    Ok((r.status, v))
 }
 
 /// What the writers were told.
@@ -85,9 +93,9 @@ struct Told {
     revoked: Mutex<HashSet<String>>,
     /// Keys a revocation was sent for, answered or not.
     revoke_sent: Mutex<HashSet<String>>,
-    /// Writes that got no answer: in flight when the node died (or sent just after; each
-    /// writer stops at its first).
-    unanswered: AtomicUsize,
+    /// Writes that got no answer, and why: in flight when the node died (or sent just after;
+    /// each writer stops at its first).
+    unanswered: Mutex<Vec<String>>,
     /// Any other answer: none is expected.
     odd: Mutex<Vec<String>>,
 }
@@ -98,16 +106,22 @@ fn writer(n: usize, port: u16, key: &str, ws: &str, told: &Told, stop: &AtomicBo
     let mut i: u32 = 0;
     while !stop.load(Ordering::Relaxed) {
         i += 1;
-        let Some((status, body)) = call(
+        let (status, body) = match call(
             port,
             "POST",
             &keys,
             key,
             &json!({"name": format!("w{n}-{i}")}),
-        ) else {
-            // The node is gone: this write was in flight (or sent just after).
-            told.unanswered.fetch_add(1, Ordering::Relaxed);
-            return;
+        ) {
+            Ok(answer) => answer,
+            Err(why) => {
+                // The node is gone: this write was in flight (or sent just after).
+                told.unanswered
+                    .lock()
+                    .unwrap()
+                    .push(format!("create: {why}"));
+                return;
+            }
         };
         if status != 201 {
             told.odd
@@ -130,17 +144,20 @@ fn writer(n: usize, port: u16, key: &str, ws: &str, told: &Told, stop: &AtomicBo
             key,
             &json!({}),
         ) {
-            Some((200, _)) => {
+            Ok((200, _)) => {
                 told.revoked.lock().unwrap().insert(id);
             }
-            Some((status, body)) => {
+            Ok((status, body)) => {
                 told.odd
                     .lock()
                     .unwrap()
                     .push(format!("revoke: {status} {body}"));
             }
-            None => {
-                told.unanswered.fetch_add(1, Ordering::Relaxed);
+            Err(why) => {
+                told.unanswered
+                    .lock()
+                    .unwrap()
+                    .push(format!("revoke: {why}"));
                 return;
             }
         }
@@ -209,11 +226,14 @@ fn killed_mid_write(env: &[(&str, String)]) {
     });
     assert!(
         told.revoked.lock().unwrap().len() >= 20,
-        "20 revocations acknowledged within 60 s"
+        "20 revocations acknowledged within 60 s: {} keys made, no answer: {:?}, other answers: {:?}",
+        told.made.lock().unwrap().len(),
+        told.unanswered.lock().unwrap(),
+        told.odd.lock().unwrap()
     );
     let odd = told.odd.lock().unwrap().clone();
     assert!(odd.is_empty(), "answers other than 201 / 200: {odd:?}");
-    let unanswered = told.unanswered.load(Ordering::Relaxed);
+    let unanswered = told.unanswered.lock().unwrap().len();
     assert!(
         unanswered >= 1,
         "no write was in flight when the node was killed"
@@ -272,31 +292,11 @@ fn a_node_on_sqlite_killed_mid_write_loses_nothing_acknowledged() {
     killed_mid_write(&[]);
 }
 
-fn psql(sql: &str) -> Result<(), String> {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qtAc",
-            sql,
-        ])
-        .output()
-        .map_err(|e| format!("psql cannot run: {e}"))?;
-    out.status
-        .success()
-        .then_some(())
-        .ok_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned())
-}
-
 #[test]
 fn a_node_on_postgres_killed_mid_write_loses_nothing_acknowledged() {
     let db = format!("keyrail_kill9_t{}", std::process::id());
     let drop_db = || psql(&format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"));
-    if let Err(why) = drop_db().and_then(|()| psql(&format!("CREATE DATABASE \"{db}\""))) {
+    if let Err(why) = drop_db().and_then(|_| psql(&format!("CREATE DATABASE \"{db}\""))) {
         assert!(
             !in_ci(),
             "CI is set, so the PostgreSQL case must run: {why}"
