@@ -516,3 +516,100 @@ async fn postgres_stopped_under_load() {
         slowest(true),
     );
 }
+
+/// Issue #13: node A cut off from PostgreSQL under load while node B, still connected, revokes
+/// a key A has cached. 16 tasks verify four cached keys on A throughout. A cannot know of the
+/// revocation while it is cut off (its cache answers VALID), and once it reports the store back
+/// it has applied it: every verify of that key sent after that is REVOKED; the other keys are
+/// VALID throughout, and no verify fails or goes unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_made_during_an_outage_applies_when_the_store_is_back_under_load() {
+    let Some(pg) = Cluster::create() else {
+        return;
+    };
+    let relay = Relay::start(pg.port).await;
+    let a = node(pg.url(relay.port), "10m").await;
+    let b = node(pg.url(pg.port), "10m").await;
+    let (token, ws) = a.owner_with_workspace("owner@example.com").await;
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(new_key(&a, &token, &ws).await);
+    }
+    settle().await;
+    for (_, key) in &keys {
+        assert_eq!(code(&a, key).await, "VALID");
+    }
+    let revoked_id = keys[0].0.clone();
+    // Each test node has a clock of its own, stopped when it started: B's is ahead of A's, and
+    // A would take B's revocation for one scheduled later (as a rotation's grace makes them).
+    // Within the cache's maximum age, so that the keys stay cached.
+    a.clock.advance_secs(60);
+    let secrets: Vec<String> = keys.into_iter().map(|(_, k)| k).collect();
+    let url = a.url("/api/v1/keys/verify");
+    let load = Load::start(16, Duration::from_secs(10), move |http, task| {
+        http.post(&url)
+            .json(&json!({"key": secrets[task % secrets.len()]}))
+    });
+    let is_revoked = |x: &Shot| x.task.is_multiple_of(4);
+    load.wait_for(
+        "verifies before the cut",
+        Duration::from_secs(20),
+        |shots| shots.len() >= 100,
+    )
+    .await;
+
+    relay.cut(true);
+    wait_store(&a, false).await;
+    revoke(&b, &token, &ws, &revoked_id).await;
+    let revoked = load.now();
+    tokio::time::sleep(EDGE * 2).await;
+    let uncut = load.now();
+    relay.cut(false);
+    wait_store(&a, true).await;
+    let back = load.now();
+    load.wait_for(
+        "verifies after the store is back",
+        Duration::from_secs(20),
+        |shots| {
+            shots
+                .iter()
+                .filter(|x| x.sent > back && is_revoked(x))
+                .count()
+                >= 50
+        },
+    )
+    .await;
+    let shots = load.stop().await;
+
+    let show = |x: &Shot| format!("{x:?} (revoked at {revoked:?}, A back at {back:?})");
+    let (mut during, mut edge_refusals) = (0, 0);
+    for x in &shots {
+        let answer = (x.status, x.code());
+        if !is_revoked(x) {
+            assert_eq!(answer, (200, "VALID"), "{}", show(x));
+        } else if x.sent > back {
+            // Sent after A said the store is back: the revocation is applied.
+            assert_eq!(answer, (200, "REVOKED"), "{}", show(x));
+        } else if x.sent + x.took < uncut {
+            // Answered while A was cut off: it could not know.
+            assert_eq!(answer, (200, "VALID"), "{}", show(x));
+            during += usize::from(x.sent > revoked);
+        } else {
+            // While A applies the change log: from its cache, or applied; or, evicted and not
+            // yet read again while A still counts itself cut off, 503 as for any cache miss.
+            match answer {
+                (200, "VALID" | "REVOKED") => {}
+                (503, "store_unavailable") => edge_refusals += 1,
+                _ => panic!("{}", show(x)),
+            }
+        }
+    }
+    assert!(
+        during >= 1,
+        "no verify of the revoked key while A was cut off"
+    );
+    eprintln!(
+        "{} verifies, {during} of the revoked key answered VALID from the cache while A was cut off, {edge_refusals} answered 503 as A came back",
+        shots.len()
+    );
+}
