@@ -291,20 +291,52 @@ async fn sql(url: &str, statement: &str) {
     conn.close().await.unwrap();
 }
 
+/// Nodes A and B on one PostgreSQL of the test's own, A through a relay the test can cut, B
+/// directly; an owner's token and workspace.
+struct Pair {
+    pg: Cluster,
+    relay: Relay,
+    a: TestServer,
+    b: TestServer,
+    token: String,
+    ws: String,
+}
+
+impl Pair {
+    async fn start() -> Option<Self> {
+        let pg = Cluster::create()?;
+        let relay = Relay::start(pg.port).await;
+        let a = node(pg.url(relay.port), "10m").await;
+        let b = node(pg.url(pg.port), "10m").await;
+        let (token, ws) = a.owner_with_workspace("owner@example.com").await;
+        Some(Self {
+            pg,
+            relay,
+            a,
+            b,
+            token,
+            ws,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_rides_out_a_postgres_outage_and_recovers_by_itself() {
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
         .with_test_writer()
         .try_init();
-    let Some(pg) = Cluster::create() else {
+    let Some(p) = Pair::start().await else {
         return;
     };
-    let relay = Relay::start(pg.port).await;
-    // A reaches PostgreSQL through the relay; B directly.
-    let a = node(pg.url(relay.port), "10m").await;
-    let b = node(pg.url(pg.port), "10m").await;
-    let (token, ws) = a.owner_with_workspace("owner@example.com").await;
+    let Pair {
+        pg,
+        relay,
+        a,
+        b,
+        token,
+        ws,
+    } = p;
     let (_, cached) = new_key(&a, &token, &ws).await;
     let (_, uncached) = new_key(&a, &token, &ws).await;
     settle().await;
@@ -524,13 +556,17 @@ async fn postgres_stopped_under_load() {
 /// VALID throughout, and no verify fails or goes unanswered.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_revocation_made_during_an_outage_applies_when_the_store_is_back_under_load() {
-    let Some(pg) = Cluster::create() else {
+    let Some(p) = Pair::start().await else {
         return;
     };
-    let relay = Relay::start(pg.port).await;
-    let a = node(pg.url(relay.port), "10m").await;
-    let b = node(pg.url(pg.port), "10m").await;
-    let (token, ws) = a.owner_with_workspace("owner@example.com").await;
+    let Pair {
+        relay,
+        a,
+        b,
+        token,
+        ws,
+        ..
+    } = p;
     let mut keys = Vec::new();
     for _ in 0..4 {
         keys.push(new_key(&a, &token, &ws).await);
