@@ -8,7 +8,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer, json};
+use common::{Backend, Load, Shot, TestServer, json};
 use keyrail_core::Timestamp;
 use keyrail_core::limits::{Rate, Span};
 use keyrail_core::ratelimit::RateLimiter;
@@ -369,13 +369,20 @@ async fn two_nodes(
 
 async fn new_limited_key(s: &TestServer, limit: u32) -> String {
     let (token, ws) = s.owner_with_workspace("owner@example.com").await;
+    new_key(s, &token, &ws, Some(limit)).await
+}
+
+/// A new key in `ws`, limited to `limit` per hour when given; its secret.
+async fn new_key(s: &TestServer, token: &str, ws: &str, limit: Option<u32>) -> String {
+    let body = match limit {
+        Some(limit) => {
+            json!({"name": "limited", "rate_limit": {"limit": limit, "window_seconds": 3600}})
+        }
+        None => json!({"name": "unlimited"}),
+    };
     let (status, key) = json(
-        s.post_with(
-            &format!("/api/v1/w/{ws}/keys"),
-            &token,
-            &json!({"name": "limited", "rate_limit": {"limit": limit, "window_seconds": 3600}}),
-        )
-        .await,
+        s.post_with(&format!("/api/v1/w/{ws}/keys"), token, &body)
+            .await,
     )
     .await;
     assert_eq!(status, 201, "{key}");
@@ -585,11 +592,9 @@ async fn metric(s: &TestServer, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} not in /metrics"))
 }
 
-/// One node per mode, Redis killed under it and started again on the same port.
-async fn outage(mode: &'static str) {
-    let Some(mut redis) = RedisProc::start() else {
-        return;
-    };
+/// A Redis of the test's own and one node (on SQLite) using it with `on_redis_error = mode`.
+async fn node_with_redis(mode: &'static str) -> Option<(RedisProc, TestServer)> {
+    let redis = RedisProc::start()?;
     let url = redis.url();
     let s = TestServer::start_with(
         Backend::Sqlite,
@@ -601,6 +606,14 @@ async fn outage(mode: &'static str) {
     )
     .await
     .unwrap();
+    Some((redis, s))
+}
+
+/// One node per mode, Redis killed under it and started again on the same port.
+async fn outage(mode: &'static str) {
+    let Some((mut redis, s)) = node_with_redis(mode).await else {
+        return;
+    };
     let key = new_limited_key(&s, 3).await;
     assert_eq!(verify(&s, &key).await.1["code"], "VALID");
     assert_eq!(metric(&s, "keyrail_redis_up").await, 1);
@@ -761,4 +774,211 @@ async fn limits_are_shared_over_tls_with_the_configured_authority() {
         "{ready}"
     );
     s.stop().await;
+}
+
+/// Requests answered within this many seconds count as not hanging; each load request gives up
+/// after it (and is then recorded as unanswered).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Requests sent this close to a kill or a restart may see either side of it.
+const EDGE: Duration = Duration::from_millis(500);
+
+/// The limit of the limited key in the load tests (per hour; the test clock does not move, so
+/// nothing refills).
+const LOAD_LIMIT: usize = 20;
+
+/// Issue #13: Redis killed under load and started again on the same port, one node per mode.
+/// 24 tasks verify two keys without pause (even tasks one limited to 20 per hour, odd tasks one
+/// without a limit) throughout: Redis up, then SIGKILLed, then a new (empty) process on the same
+/// port. Checked per phase, by when each request was sent (leaving [`EDGE`] around the kill and
+/// the restart): what `on_redis_error` documents while Redis is down, the key without a limit
+/// never touched by the outage, the gauge and `/readyz`, the shared limit in force again after the
+/// restart without restarting the node, and no request ever left without an answer.
+async fn outage_under_load(mode: &'static str) {
+    let Some((mut redis, s)) = node_with_redis(mode).await else {
+        return;
+    };
+    let (token, ws) = s.owner_with_workspace("owner@example.com").await;
+    let limited = new_key(&s, &token, &ws, Some(u32::try_from(LOAD_LIMIT).unwrap())).await;
+    let unlimited = new_key(&s, &token, &ws, None).await;
+    let url = s.url("/api/v1/keys/verify");
+    let load = Load::start(24, CLIENT_TIMEOUT, move |http, task| {
+        let key = if task.is_multiple_of(2) {
+            &limited
+        } else {
+            &unlimited
+        };
+        http.post(&url).json(&json!({"key": key}))
+    });
+    let is_limited = |shot: &Shot| shot.task.is_multiple_of(2);
+    let refused_after = |from: Duration| {
+        move |shots: &[Shot]| {
+            shots
+                .iter()
+                .any(|x| x.task.is_multiple_of(2) && x.sent > from && x.code() == "RATE_LIMITED")
+        }
+    };
+
+    // Up: the shared limit is spent.
+    load.wait_for(
+        "the limit spent in Redis",
+        Duration::from_secs(20),
+        refused_after(Duration::ZERO),
+    )
+    .await;
+    assert_eq!(metric(&s, "keyrail_redis_up").await, 1);
+    let killed = load.now();
+    redis.kill();
+
+    // Down.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&s, "keyrail_redis_up").await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "keyrail_redis_up still 1 10 s after the kill"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(metric(&s, "keyrail_redis_errors_total").await >= 1);
+    let (status, ready) = json(s.get("/readyz").await).await;
+    assert_eq!(
+        (status, ready),
+        (200, json!({"status": "ready", "redis": "degraded"}))
+    );
+    // Long enough for every task to send requests well inside the outage; under `local`, until
+    // this node's own limiter has spent the limit too.
+    tokio::time::sleep(EDGE * 3).await;
+    if mode == "local" {
+        load.wait_for(
+            "the local limiter refusing",
+            Duration::from_secs(20),
+            refused_after(killed + EDGE),
+        )
+        .await;
+    }
+    let restarting = load.now();
+    redis.restart();
+    let restarted = load.now();
+
+    // Back: used again without restarting the node, and the limit holds again.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&s, "keyrail_redis_up").await != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "Redis not used again within 10 s of its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let back = load.now();
+    load.wait_for(
+        "the limit spent in the new Redis",
+        Duration::from_secs(20),
+        refused_after(back + EDGE),
+    )
+    .await;
+    let (_, ready) = json(s.get("/readyz").await).await;
+    assert_eq!(ready["redis"], "up");
+    let shots = load.stop().await;
+    s.stop().await;
+
+    let show = |x: &Shot| format!("{x:?}");
+    for x in &shots {
+        assert_ne!(
+            x.status,
+            0,
+            "no answer within {CLIENT_TIMEOUT:?}: {}",
+            show(x)
+        );
+        let answer = (x.status, x.code());
+        if !is_limited(x) {
+            assert_eq!(
+                answer,
+                (200, "VALID"),
+                "the key without a limit: {}",
+                show(x)
+            );
+            continue;
+        }
+        match answer {
+            (200, "VALID" | "RATE_LIMITED") => {}
+            (503, "store_unavailable") if mode == "deny" => {
+                assert!(
+                    x.retry_after.is_some(),
+                    "503 without Retry-After: {}",
+                    show(x)
+                );
+            }
+            _ => panic!("{mode}: {}", show(x)),
+        }
+    }
+    let limited: Vec<&Shot> = shots.iter().filter(|x| is_limited(x)).collect();
+    let valid = |from: Duration, to: Duration| {
+        limited
+            .iter()
+            .filter(|x| x.sent >= from && x.sent < to && x.code() == "VALID")
+            .count()
+    };
+    let down: Vec<&&Shot> = limited
+        .iter()
+        .filter(|x| x.sent >= killed + EDGE && x.sent + EDGE < restarting)
+        .collect();
+    assert!(
+        down.len() >= 24,
+        "{} requests during the outage",
+        down.len()
+    );
+    let all = Duration::MAX;
+    match mode {
+        // Per node while Redis is down: this node's limiter lets 20 through, then refuses; after
+        // the restart Redis (empty) does the same again. So 3 times the limit in all, exactly.
+        "local" => {
+            assert!(valid(killed + EDGE, restarting) <= LOAD_LIMIT);
+            assert!(down.iter().any(|x| x.code() == "RATE_LIMITED"));
+            assert_eq!(valid(Duration::ZERO, all), 3 * LOAD_LIMIT);
+        }
+        // Limited work is refused at once while Redis is down; twice the limit in all.
+        "deny" => {
+            for x in &down {
+                assert_eq!(
+                    (x.status, x.code()),
+                    (503, "store_unavailable"),
+                    "{}",
+                    show(x)
+                );
+                assert!(x.took < Duration::from_secs(1), "{}", show(x));
+            }
+            assert_eq!(valid(Duration::ZERO, all), 2 * LOAD_LIMIT);
+        }
+        "allow" => {
+            for x in &down {
+                assert_eq!(x.code(), "VALID", "{}", show(x));
+            }
+        }
+        _ => unreachable!(),
+    }
+    // After the restart the limit holds again (the new Redis starts empty: a full bucket).
+    assert!(valid(back + EDGE, all) <= LOAD_LIMIT);
+    let slowest = shots.iter().map(|x| x.took).max().unwrap();
+    eprintln!(
+        "{mode}: {} requests, {} during the outage; restart took {:?}, Redis used again {:?} after it; slowest answer {slowest:?}",
+        shots.len(),
+        down.len(),
+        restarted - restarting,
+        back - restarted,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_under_load_with_local() {
+    outage_under_load("local").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_under_load_with_deny() {
+    outage_under_load("deny").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_killed_under_load_with_allow() {
+    outage_under_load("allow").await;
 }

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{Backend, TestServer, json};
+use common::{Backend, Load, Shot, TestServer, json};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -291,20 +291,52 @@ async fn sql(url: &str, statement: &str) {
     conn.close().await.unwrap();
 }
 
+/// Nodes A and B on one PostgreSQL of the test's own, A through a relay the test can cut, B
+/// directly; an owner's token and workspace.
+struct Pair {
+    pg: Cluster,
+    relay: Relay,
+    a: TestServer,
+    b: TestServer,
+    token: String,
+    ws: String,
+}
+
+impl Pair {
+    async fn start() -> Option<Self> {
+        let pg = Cluster::create()?;
+        let relay = Relay::start(pg.port).await;
+        let a = node(pg.url(relay.port), "10m").await;
+        let b = node(pg.url(pg.port), "10m").await;
+        let (token, ws) = a.owner_with_workspace("owner@example.com").await;
+        Some(Self {
+            pg,
+            relay,
+            a,
+            b,
+            token,
+            ws,
+        })
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_rides_out_a_postgres_outage_and_recovers_by_itself() {
     let _ = tracing_subscriber::fmt()
         .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
         .with_test_writer()
         .try_init();
-    let Some(pg) = Cluster::create() else {
+    let Some(p) = Pair::start().await else {
         return;
     };
-    let relay = Relay::start(pg.port).await;
-    // A reaches PostgreSQL through the relay; B directly.
-    let a = node(pg.url(relay.port), "10m").await;
-    let b = node(pg.url(pg.port), "10m").await;
-    let (token, ws) = a.owner_with_workspace("owner@example.com").await;
+    let Pair {
+        pg,
+        relay,
+        a,
+        b,
+        token,
+        ws,
+    } = p;
     let (_, cached) = new_key(&a, &token, &ws).await;
     let (_, uncached) = new_key(&a, &token, &ws).await;
     settle().await;
@@ -362,4 +394,258 @@ async fn a_node_rides_out_a_postgres_outage_and_recovers_by_itself() {
     wait_store(&a, true).await;
     assert_eq!(code(&a, &purged).await, "REVOKED");
     assert_eq!(code(&a, &cached).await, "VALID");
+}
+
+/// Requests sent this close to the stop or the start of PostgreSQL may see either side of it.
+const EDGE: Duration = Duration::from_millis(500);
+
+/// Issue #13: PostgreSQL stopped under load and started again, the node left running. 16 tasks
+/// verify four keys the node has cached and 4 tasks create keys, without pause, throughout.
+/// Every verify answers VALID, before, during and after the outage; a create answers 201 before,
+/// 503 `store_unavailable` with `Retry-After` during (by when it was sent, leaving [`EDGE`] around
+/// the stop and the start), 201 again once the node has noticed the store is back; no request is
+/// left without an answer; and every key whose create answered 201 verifies VALID afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_stopped_under_load() {
+    let Some(pg) = Cluster::create() else {
+        return;
+    };
+    let a = node(pg.url(pg.port), "10m").await;
+    let (token, ws) = a.owner_with_workspace("owner@example.com").await;
+    let mut cached = Vec::new();
+    for _ in 0..4 {
+        cached.push(new_key(&a, &token, &ws).await.1);
+    }
+    settle().await;
+    for key in &cached {
+        assert_eq!(code(&a, key).await, "VALID");
+    }
+    let (verify_url, create_url) = (
+        a.url("/api/v1/keys/verify"),
+        a.url(&format!("/api/v1/w/{ws}/keys")),
+    );
+    let writers = 4;
+    let is_write = move |x: &Shot| x.task < writers;
+    let load = Load::start(writers + 16, Duration::from_secs(10), move |http, task| {
+        if task < writers {
+            http.post(&create_url)
+                .bearer_auth(&token)
+                .json(&json!({"name": format!("made by {task}")}))
+        } else {
+            http.post(&verify_url)
+                .json(&json!({"key": cached[task % cached.len()]}))
+        }
+    });
+    let writes_after = |from: Duration, status: u16| {
+        move |shots: &[Shot]| {
+            shots
+                .iter()
+                .filter(|x| is_write(x) && x.sent > from && x.status == status)
+                .count()
+                >= 8
+        }
+    };
+    load.wait_for(
+        "keys made before the outage",
+        Duration::from_secs(20),
+        writes_after(Duration::ZERO, 201),
+    )
+    .await;
+
+    let stopping = load.now();
+    pg.stop();
+    wait_store(&a, false).await;
+    load.wait_for(
+        "writes refused during the outage",
+        Duration::from_secs(20),
+        writes_after(stopping + EDGE, 503),
+    )
+    .await;
+    tokio::time::sleep(EDGE * 2).await;
+    assert!(outage_hits(&a).await >= 1);
+
+    let starting = load.now();
+    pg.start().unwrap();
+    wait_store(&a, true).await;
+    let back = load.now();
+    load.wait_for(
+        "keys made after the outage",
+        Duration::from_secs(20),
+        writes_after(back + EDGE, 201),
+    )
+    .await;
+    let shots = load.stop().await;
+
+    let show = |x: &Shot| format!("{x:?}");
+    let mut made = Vec::new();
+    let mut refused_during = 0;
+    for x in &shots {
+        if !is_write(x) {
+            assert_eq!(
+                (x.status, x.code()),
+                (200, "VALID"),
+                "a cached key: {}",
+                show(x)
+            );
+            continue;
+        }
+        // Sent and answered while the store was down (a write sent during the outage may wait
+        // for a connection and be made once the store is back).
+        let during = x.sent >= stopping + EDGE && x.sent + x.took + EDGE < starting;
+        let after = x.sent >= back + EDGE;
+        match x.status {
+            201 => {
+                assert!(
+                    !during,
+                    "a write acknowledged during the outage: {}",
+                    show(x)
+                );
+                made.push(x.body["key"].as_str().unwrap().to_owned());
+            }
+            503 => {
+                assert_eq!(x.code(), "store_unavailable", "{}", show(x));
+                assert!(
+                    x.retry_after.is_some(),
+                    "503 without Retry-After: {}",
+                    show(x)
+                );
+                assert!(
+                    !after,
+                    "a write refused after the store was back: {}",
+                    show(x)
+                );
+                refused_during += usize::from(during);
+            }
+            _ => panic!("a write: {}", show(x)),
+        }
+    }
+    assert!(refused_during >= 8, "{refused_during}");
+    // Nothing acknowledged was lost.
+    for key in &made {
+        assert_eq!(code(&a, key).await, "VALID", "a key made under load: {key}");
+    }
+    let slowest = |write: bool| {
+        shots
+            .iter()
+            .filter(|x| is_write(x) == write)
+            .map(|x| x.took)
+            .max()
+            .unwrap()
+    };
+    // Each refused write waits for a connection until the store's connect timeout (5 s) ends.
+    let quickest_refusal = shots
+        .iter()
+        .filter(|x| x.status == 503)
+        .map(|x| x.took)
+        .min()
+        .unwrap();
+    eprintln!(
+        "{} requests, {} keys made, {refused_during} writes refused during the outage (the quickest in {quickest_refusal:?}); the node saw the store back {:?} after its start; slowest verify {:?}, slowest write {:?}",
+        shots.len(),
+        made.len(),
+        back - starting,
+        slowest(false),
+        slowest(true),
+    );
+}
+
+/// Issue #13: node A cut off from PostgreSQL under load while node B, still connected, revokes
+/// a key A has cached. 16 tasks verify four cached keys on A throughout. A cannot know of the
+/// revocation while it is cut off (its cache answers VALID), and once it reports the store back
+/// it has applied it: every verify of that key sent after that is REVOKED; the other keys are
+/// VALID throughout, and no verify fails or goes unanswered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_revocation_made_during_an_outage_applies_when_the_store_is_back_under_load() {
+    let Some(p) = Pair::start().await else {
+        return;
+    };
+    let Pair {
+        relay,
+        a,
+        b,
+        token,
+        ws,
+        ..
+    } = p;
+    let mut keys = Vec::new();
+    for _ in 0..4 {
+        keys.push(new_key(&a, &token, &ws).await);
+    }
+    settle().await;
+    for (_, key) in &keys {
+        assert_eq!(code(&a, key).await, "VALID");
+    }
+    let revoked_id = keys[0].0.clone();
+    // Each test node has a clock of its own, stopped when it started: B's is ahead of A's, and
+    // A would take B's revocation for one scheduled later (as a rotation's grace makes them).
+    // Within the cache's maximum age, so that the keys stay cached.
+    a.clock.advance_secs(60);
+    let secrets: Vec<String> = keys.into_iter().map(|(_, k)| k).collect();
+    let url = a.url("/api/v1/keys/verify");
+    let load = Load::start(16, Duration::from_secs(10), move |http, task| {
+        http.post(&url)
+            .json(&json!({"key": secrets[task % secrets.len()]}))
+    });
+    let is_revoked = |x: &Shot| x.task.is_multiple_of(4);
+    load.wait_for(
+        "verifies before the cut",
+        Duration::from_secs(20),
+        |shots| shots.len() >= 100,
+    )
+    .await;
+
+    relay.cut(true);
+    wait_store(&a, false).await;
+    revoke(&b, &token, &ws, &revoked_id).await;
+    let revoked = load.now();
+    tokio::time::sleep(EDGE * 2).await;
+    let uncut = load.now();
+    relay.cut(false);
+    wait_store(&a, true).await;
+    let back = load.now();
+    load.wait_for(
+        "verifies after the store is back",
+        Duration::from_secs(20),
+        |shots| {
+            shots
+                .iter()
+                .filter(|x| x.sent > back && is_revoked(x))
+                .count()
+                >= 50
+        },
+    )
+    .await;
+    let shots = load.stop().await;
+
+    let show = |x: &Shot| format!("{x:?} (revoked at {revoked:?}, A back at {back:?})");
+    let (mut during, mut edge_refusals) = (0, 0);
+    for x in &shots {
+        let answer = (x.status, x.code());
+        if !is_revoked(x) {
+            assert_eq!(answer, (200, "VALID"), "{}", show(x));
+        } else if x.sent > back {
+            // Sent after A said the store is back: the revocation is applied.
+            assert_eq!(answer, (200, "REVOKED"), "{}", show(x));
+        } else if x.sent + x.took < uncut {
+            // Answered while A was cut off: it could not know.
+            assert_eq!(answer, (200, "VALID"), "{}", show(x));
+            during += usize::from(x.sent > revoked);
+        } else {
+            // While A applies the change log: from its cache, or applied; or, evicted and not
+            // yet read again while A still counts itself cut off, 503 as for any cache miss.
+            match answer {
+                (200, "VALID" | "REVOKED") => {}
+                (503, "store_unavailable") => edge_refusals += 1,
+                _ => panic!("{}", show(x)),
+            }
+        }
+    }
+    assert!(
+        during >= 1,
+        "no verify of the revoked key while A was cut off"
+    );
+    eprintln!(
+        "{} verifies, {during} of the revoked key answered VALID from the cache while A was cut off, {edge_refusals} answered 503 as A came back",
+        shots.len()
+    );
 }

@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{BIN, Guard, free_port, in_ci, request, wait_until};
+use common::{BIN, Guard, free_port, in_ci, psql, request, wait_until};
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -22,19 +22,7 @@ fn missing() -> Option<String> {
     if !nginx {
         return Some("nginx is not installed".into());
     }
-    let psql = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            "postgres",
-            "-qtAc",
-            "SELECT 1",
-        ])
-        .output();
-    if !psql.is_ok_and(|o| o.status.success()) {
+    if psql("SELECT 1").is_err() {
         return Some("psql cannot reach PostgreSQL on 127.0.0.1:5432".into());
     }
     if std::net::TcpStream::connect("127.0.0.1:6379").is_err() {
@@ -58,10 +46,7 @@ fn call(port: u16, method: &str, path: &str, token: Option<&str>, body: Option<V
 }
 
 fn drop_database(name: &str) {
-    let _ = Command::new("psql")
-        .args(["-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc"])
-        .arg(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
-        .output();
+    let _ = psql(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"));
 }
 
 #[test]

@@ -567,3 +567,131 @@ pub fn set_cookie_value(set: &[String], name: &str) -> Option<String> {
         .find_map(|c| c.strip_prefix(&format!("{name}=")))
         .map(|v| v.split(';').next().unwrap_or("").to_owned())
 }
+
+// ---------------------------------------------------------------------------------------------
+// load for fault tests
+
+/// One request sent under [`Load`]: by which task, when (since the load began), how long its
+/// answer took, and the answer (`status` 0: none within the client's timeout, or no connection).
+#[derive(Debug, Clone)]
+pub struct Shot {
+    pub task: usize,
+    pub sent: std::time::Duration,
+    pub took: std::time::Duration,
+    pub status: u16,
+    pub retry_after: Option<String>,
+    pub body: Value,
+}
+
+impl Shot {
+    /// The body's `code` ("VALID", "store_unavailable", ...), or "" when it has none.
+    pub fn code(&self) -> &str {
+        self.body["code"].as_str().unwrap_or("")
+    }
+}
+
+/// Tasks that each send a request over and over, as fast as the server answers, until stopped,
+/// recording every answer as a [`Shot`].
+pub struct Load {
+    t0: std::time::Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    shots: Arc<std::sync::Mutex<Vec<Shot>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// `n` tasks; task `t` sends what `make(client, t)` builds, each under `timeout` (a request
+    /// that hangs is recorded with status 0 when it runs out).
+    pub fn start(
+        n: usize,
+        timeout: std::time::Duration,
+        make: impl Fn(&reqwest::Client, usize) -> reqwest::RequestBuilder + Send + Sync + 'static,
+    ) -> Self {
+        let client = reqwest::Client::builder().timeout(timeout).build().unwrap();
+        let make = Arc::new(make);
+        let t0 = std::time::Instant::now();
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let shots = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let tasks = (0..n)
+            .map(|task| {
+                let (client, make, stop, shots) =
+                    (client.clone(), make.clone(), stop.clone(), shots.clone());
+                tokio::spawn(async move {
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let sent = t0.elapsed();
+                        let (status, retry_after, body) = match make(&client, task).send().await {
+                            Ok(resp) => {
+                                let status = resp.status().as_u16();
+                                let retry = resp
+                                    .headers()
+                                    .get("retry-after")
+                                    .and_then(|v| v.to_str().ok())
+                                    .map(str::to_owned);
+                                match resp.text().await {
+                                    Ok(text) => (
+                                        status,
+                                        retry,
+                                        serde_json::from_str(&text).unwrap_or(Value::Null),
+                                    ),
+                                    Err(_) => (0, None, Value::Null),
+                                }
+                            }
+                            Err(_) => (0, None, Value::Null),
+                        };
+                        let took = t0.elapsed() - sent;
+                        shots.lock().unwrap().push(Shot {
+                            task,
+                            sent,
+                            took,
+                            status,
+                            retry_after,
+                            body,
+                        });
+                    }
+                })
+            })
+            .collect();
+        Self {
+            t0,
+            stop,
+            shots,
+            tasks,
+        }
+    }
+
+    /// Time since the load began, on the clock of [`Shot::sent`].
+    pub fn now(&self) -> std::time::Duration {
+        self.t0.elapsed()
+    }
+
+    /// Waits (polling, at most `limit`) until `done` holds for the shots so far.
+    pub async fn wait_for(
+        &self,
+        what: &str,
+        limit: std::time::Duration,
+        done: impl Fn(&[Shot]) -> bool,
+    ) {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if done(&self.shots.lock().unwrap()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "under load: {what} within {limit:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Stops the tasks (each finishes the request it is on) and returns every shot.
+    pub async fn stop(self) -> Vec<Shot> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.unwrap();
+        }
+        let mut shots = std::mem::take(&mut *self.shots.lock().unwrap());
+        shots.sort_by_key(|s| s.sent);
+        shots
+    }
+}

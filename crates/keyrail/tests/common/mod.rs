@@ -185,3 +185,26 @@ pub fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Runs `sql` with `psql` as user postgres on 127.0.0.1:5432 (database `postgres`); its output,
+/// or why it failed.
+pub fn psql(sql: &str) -> Result<String, String> {
+    let out = Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+            "-qtAc",
+            sql,
+        ])
+        .output()
+        .map_err(|e| format!("psql cannot run: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
