@@ -124,26 +124,34 @@ fn init_logging(config: &Config, to_stderr: bool) {
     }
 }
 
-async fn wait_for_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
+/// SIGTERM or Ctrl-C (SIGINT). Made before the server starts, so that a signal that comes as
+/// soon as it listens is a clean shutdown too, not the default action (an abrupt exit).
+#[cfg(unix)]
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| format!("SIGTERM handler: {e}"))?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| format!("SIGINT handler: {e}"))?;
+    Ok(async move {
         tokio::select! {
-            _ = ctrl_c => {},
             _ = term.recv() => {},
+            _ = int.recv() => {},
         }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+    })
+}
+
+#[cfg(not(unix))]
+fn stop_signal() -> Result<impl std::future::Future<Output = ()>, String> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 async fn serve(config: Config) -> Result<(), String> {
+    let stop = stop_signal()?;
     let server = keyrail_server::start(config, StartOptions::default())
         .await
         .map_err(|e| e.to_string())?;
-    wait_for_signal().await;
+    stop.await;
     tracing::info!("shutting down: finishing requests in flight");
     server.shutdown().await.map_err(|e| e.to_string())?;
     tracing::info!("stopped");

@@ -31,22 +31,50 @@ fn free_port() -> u16 {
 struct Running {
     child: Child,
     port: u16,
+    /// Collects the server's output (stdout) until it exits.
+    output: Option<std::thread::JoinHandle<String>>,
 }
 
 impl Running {
+    /// `keyrail serve` on a port of its own choosing, read from its `keyrail listening` line (a
+    /// port picked beforehand could be taken by another test's server in the meantime); returns
+    /// once it answers `/healthz`, with the time that took.
     fn start(dir: &std::path::Path, extra_env: &[(&str, &str)]) -> (Self, Duration) {
-        let port = free_port();
         let mut cmd = keyrail(dir);
         cmd.arg("serve")
-            .env("KEYRAIL_LISTEN", format!("127.0.0.1:{port}"))
+            .env("KEYRAIL_LISTEN", "127.0.0.1:0")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
         let started = Instant::now();
-        let child = cmd.spawn().unwrap();
-        let running = Self { child, port };
+        let mut child = cmd.spawn().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let output = std::thread::spawn(move || {
+            let mut out = String::new();
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.contains("keyrail listening") {
+                    let port = serde_json::from_str::<serde_json::Value>(&line)
+                        .ok()
+                        .and_then(|v| v["addr"].as_str()?.rsplit(':').next()?.parse().ok());
+                    let _ = port_tx.send(port);
+                }
+                out.push_str(&line);
+                out.push('\n');
+            }
+            out
+        });
+        let port: u16 = port_rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("the server says where it listens within 20 s")
+            .expect("the listening line names the address");
+        let running = Self {
+            child,
+            port,
+            output: Some(output),
+        };
         let deadline = started + Duration::from_secs(20);
         loop {
             if let Ok(body) = get(port, "/healthz") {
@@ -58,19 +86,13 @@ impl Running {
         }
     }
 
+    /// SIGTERM, then the exit status and everything the server wrote to stdout.
     fn sigterm(mut self) -> (std::process::ExitStatus, String) {
         let pid = self.child.id().to_string();
         let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(ok.success());
         let status = self.child.wait().unwrap();
-        let mut out = String::new();
-        BufReader::new(self.child.stdout.take().unwrap())
-            .lines()
-            .map_while(Result::ok)
-            .for_each(|l| {
-                out.push_str(&l);
-                out.push('\n');
-            });
+        let out = self.output.take().unwrap().join().unwrap();
         (status, out)
     }
 }
@@ -291,8 +313,8 @@ fn first_start_creates_the_data_dir_and_reuses_it() {
         key,
         "the master key is reused"
     );
-    let (status, _) = server.sigterm();
-    assert!(status.success());
+    let (status, log) = server.sigterm();
+    assert!(status.success(), "{status:?}\n{log}");
 }
 
 #[test]
