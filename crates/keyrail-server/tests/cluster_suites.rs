@@ -7,6 +7,8 @@
 //!
 //! Without PostgreSQL or `redis-server` the tests print `SKIPPED:` and run on one node, except
 //! under `CI`, where they fail. Tests about one node's internals say `SKIPPED in cluster mode`.
+// Each suite has its own `mod common;`, as in its own binary: three copies of the helpers.
+#![allow(clippy::duplicate_mod)]
 
 #[path = "apps.rs"]
 mod apps;
