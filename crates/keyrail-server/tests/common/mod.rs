@@ -38,6 +38,26 @@ pub fn config_in(dir: &std::path::Path) -> Config {
     config
 }
 
+/// The configuration of a test server in `dir` (see [`config_in`]) changed by `base` then by
+/// the test's `tweak`, and start options with a new manual clock, adjusted by `adjust`.
+fn prepare(
+    dir: &std::path::Path,
+    base: impl FnOnce(&mut Config),
+    tweak: impl FnOnce(&mut Config),
+    adjust: impl FnOnce(&mut StartOptions),
+) -> (Config, StartOptions, Arc<ManualClock>) {
+    let mut config = config_in(dir);
+    base(&mut config);
+    tweak(&mut config);
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let mut options = StartOptions {
+        clock: clock.clone(),
+        ..StartOptions::default()
+    };
+    adjust(&mut options);
+    (config, options, clock)
+}
+
 impl TestServer {
     pub async fn start() -> Self {
         Self::start_with(Backend::Sqlite, |_| {}, None)
@@ -96,22 +116,16 @@ impl TestServer {
     ) -> Option<Self> {
         install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config_in(dir.path());
         let pg = match backend {
             Backend::Sqlite => None,
-            Backend::Postgres => {
-                let pg = TempPostgres::create().await?;
-                config.database_url = pg.url.clone();
-                Some(pg)
+            Backend::Postgres => Some(TempPostgres::create().await?),
+        };
+        let on_pg = |c: &mut Config| {
+            if let Some(pg) = &pg {
+                c.database_url = pg.url.clone();
             }
         };
-        tweak(&mut config);
-        let clock = Arc::new(ManualClock::new(Timestamp::now()));
-        let mut options = StartOptions {
-            clock: clock.clone(),
-            ..StartOptions::default()
-        };
-        adjust(&mut options);
+        let (config, options, clock) = prepare(dir.path(), on_pg, tweak, adjust);
         let server = keyrail_server::start(config, options)
             .await
             .expect("server starts");
@@ -764,17 +778,12 @@ impl TestServer {
     ) -> Self {
         install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config_in(dir.path());
-        config.database_url = database_url;
-        config.redis_url = redis.url();
-        config.master_key = CLUSTER_MASTER_KEY.into();
-        tweak(&mut config);
-        let clock = Arc::new(ManualClock::new(Timestamp::now()));
-        let mut options = StartOptions {
-            clock: clock.clone(),
-            ..StartOptions::default()
+        let shared = |c: &mut Config| {
+            c.database_url = database_url;
+            c.redis_url = redis.url();
+            c.master_key = CLUSTER_MASTER_KEY.into();
         };
-        adjust(&mut options);
+        let (config, options, clock) = prepare(dir.path(), shared, tweak, adjust);
         let mut config_b = config.clone();
         config_b.data_dir = dir.path().join("data-b");
         let options_b = StartOptions {
@@ -783,12 +792,12 @@ impl TestServer {
             change_poll: options.change_poll,
             keys_refresh: options.keys_refresh,
         };
-        let a = keyrail_server::start(config, options)
-            .await
-            .expect("node A starts");
-        let b = keyrail_server::start(config_b, options_b)
-            .await
-            .expect("node B starts");
+        // Both at once, as a cluster boots: one migrates, one makes the first signing key.
+        let (a, b) = tokio::join!(
+            keyrail_server::start(config, options),
+            keyrail_server::start(config_b, options_b)
+        );
+        let (a, b) = (a.expect("node A starts"), b.expect("node B starts"));
         let balancer = Balancer::start(&[&a, &b]).await;
         Self {
             base: balancer.base.clone(),
