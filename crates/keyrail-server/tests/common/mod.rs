@@ -639,16 +639,26 @@ pub struct RedisProc {
 }
 
 impl RedisProc {
-    /// `None` (after `SKIPPED:`) when `redis-server` cannot run here outside CI.
+    /// `None` (after `SKIPPED:`) when `redis-server` cannot run here outside CI. A port taken
+    /// by someone else between choosing it and the server's bind is tried again with another.
     pub fn start() -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Self { port, child: None };
-        match r.spawn() {
-            Ok(()) => Some(r),
+        let mut attempt = 0;
+        let result = loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut r = Self { port, child: None };
+            attempt += 1;
+            match r.spawn() {
+                Ok(()) => break Ok(r),
+                Err(e) if e.starts_with("redis-server exited") && attempt < 3 => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        match result {
+            Ok(r) => Some(r),
             Err(e) if !in_ci() => {
                 eprintln!("SKIPPED: redis-server cannot run here ({e}); Redis tests skipped");
                 None
@@ -668,6 +678,10 @@ impl RedisProc {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(format!("redis-server exited at start ({status})"));
+            }
             if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
                 return Ok(());
             }
