@@ -806,7 +806,8 @@ impl TestServer {
             change_poll: options.change_poll,
             keys_refresh: options.keys_refresh,
         };
-        // Both at once, as a cluster boots: one migrates, one makes the first signing key.
+        // Both at once, as a cluster boots: the migrations and the first signing key are made
+        // once (the store decides).
         let (a, b) = tokio::join!(
             keyrail_server::start(config, options),
             keyrail_server::start(config_b, options_b)
