@@ -3,6 +3,7 @@
 //! and deleting from the store what no one needs any more ([`cleanup`]).
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use keyrail_core::Timestamp;
@@ -78,9 +79,29 @@ pub async fn catch_up(
         };
         let now = state.clock.now();
         let full = changes.len() >= CHANGES_BATCH as usize;
+        let before = seq;
+        let mut new_signing_key = false;
         for c in changes {
+            new_signing_key |= c.kind == "signing_key.created";
             apply(state, &c.kind, &c.subject, now);
             seq = c.seq;
+        }
+        // Another node rotated the signing key: publish it (JWKS) before moving past the news.
+        if new_signing_key {
+            let keyring = &state.identity.keyring;
+            match keyring
+                .refresh(state.store.as_ref(), &state.master_key, now)
+                .await
+            {
+                Ok(()) => {}
+                Err(keyrail_core::Error::Unavailable) => {
+                    let e = keyrail_core::StoreError::Unavailable("reloading signing keys".into());
+                    return (before, Err(e));
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reload the signing keys; will retry");
+                }
+            }
         }
         if !full {
             return (seq, Ok(()));
@@ -214,6 +235,7 @@ pub fn spawn(
             }
         })
     };
+    state.changes_applied.store(seq, Ordering::Release);
     let follow = {
         let state = state.clone();
         tokio::spawn(async move {
@@ -225,6 +247,7 @@ pub fn spawn(
                     () = wake.notified() => {}
                 }
                 seq = crate::outage::follow(&state, seq).await;
+                state.changes_applied.store(seq, Ordering::Release);
             }
         })
     };

@@ -196,6 +196,7 @@ pub async fn build_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppSta
         shared_limiter: shared,
         failures,
         docs: OnceLock::new(),
+        changes_applied: std::sync::atomic::AtomicI64::new(0),
     }))
 }
 

@@ -1,5 +1,6 @@
 //! What every handler can reach.
 
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, OnceLock};
 
 use axum::body::Bytes;
@@ -54,6 +55,9 @@ pub struct Inner {
     pub request_log: Arc<crate::request_log::RequestLog>,
     /// The OpenAPI document and the `/docs` page, made once the routes are built.
     pub docs: OnceLock<Docs>,
+    /// The change-log position this node has applied up to (its follower's; 0 before it
+    /// starts). Tests of a cluster wait on it instead of sleeping.
+    pub changes_applied: AtomicI64,
 }
 
 pub struct Docs {

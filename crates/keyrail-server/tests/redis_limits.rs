@@ -5,10 +5,9 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Backend, Load, Shot, TestServer, json};
+use common::{Backend, Load, RedisProc, Shot, TestServer, fixture, json};
 use keyrail_core::Timestamp;
 use keyrail_core::limits::{Rate, Span};
 use keyrail_core::ratelimit::RateLimiter;
@@ -17,124 +16,6 @@ use keyrail_server::redis_limits::RedisLimiter;
 use serde_json::{Value, json};
 
 const MASTER: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| {
-        let v = v.trim();
-        !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")
-    })
-}
-
-/// A `redis-server` of this test's own; killed when dropped.
-struct RedisProc {
-    port: u16,
-    child: Option<Child>,
-    /// Listening with TLS only (the test certificate of `tests/fixtures`).
-    tls: bool,
-}
-
-/// The test certificate (`tests/fixtures/README.md`): for `localhost` and `127.0.0.1`.
-fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-impl RedisProc {
-    /// `None` (after `SKIPPED:`) when `redis-server` cannot run here outside CI.
-    fn start() -> Option<Self> {
-        Self::start_as(false)
-    }
-
-    /// A Redis that speaks TLS only (`rediss://`).
-    fn start_tls() -> Option<Self> {
-        Self::start_as(true)
-    }
-
-    fn start_as(tls: bool) -> Option<Self> {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut r = Self {
-            port,
-            child: None,
-            tls,
-        };
-        match r.spawn() {
-            Ok(()) => Some(r),
-            Err(e) if !in_ci() => {
-                eprintln!("SKIPPED: redis-server cannot run here ({e}); Redis tests skipped");
-                None
-            }
-            Err(e) => panic!("redis-server cannot run in CI: {e}"),
-        }
-    }
-
-    fn spawn(&mut self) -> Result<(), String> {
-        let mut command = Command::new("redis-server");
-        if self.tls {
-            command
-                .args(["--port", "0", "--tls-port", &self.port.to_string()])
-                .args(["--tls-cert-file", &fixture("cert.pem")])
-                .args(["--tls-key-file", &fixture("key.pem")])
-                .args(["--tls-auth-clients", "no"]);
-        } else {
-            command.args(["--port", &self.port.to_string()]);
-        }
-        let child = command
-            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| e.to_string())?;
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return Ok(());
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Err("redis-server did not listen within 10 s".into())
-    }
-
-    fn url(&self) -> String {
-        let scheme = if self.tls { "rediss" } else { "redis" };
-        format!("{scheme}://127.0.0.1:{}/0", self.port)
-    }
-
-    /// Kills the process (SIGKILL: an outage, not a clean shutdown).
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
-    /// Sends `signal` (`STOP`: a Redis that hangs, accepting but never answering; `CONT`).
-    fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().unwrap().id().to_string();
-        assert!(
-            Command::new("kill")
-                .args([&format!("-{signal}"), &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    }
-
-    /// A new, empty process on the same port.
-    fn restart(&mut self) {
-        self.kill();
-        self.spawn().unwrap();
-    }
-}
-
-impl Drop for RedisProc {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn rate(count: u32, secs: u64) -> Rate {
     Rate {

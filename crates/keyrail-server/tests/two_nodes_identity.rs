@@ -1,6 +1,7 @@
 //! Two servers on one PostgreSQL database, as users see them: an access token made on one node
 //! works on the other, also right after a signing-key rotation; logouts, password changes,
-//! lockouts and unlocks on one node hold on the other.
+//! lockouts and unlocks on one node hold on the other; a rotation on one node is published by
+//! both at once.
 
 mod common;
 
@@ -123,6 +124,41 @@ async fn a_rotated_signing_key_is_accepted_on_the_other_node_at_once() {
     let forged = format!("{header}.{}", second.split_once('.').unwrap().1);
     assert_eq!(profile(&b, &forged).await, 401);
     assert_eq!(profile(&b, &second).await, 200);
+
+    b.stop().await;
+    a.stop().await;
+}
+
+/// Node A rotates the signing key: node B publishes the new key within a second too, before
+/// any token of it reaches B (the rotation is announced through the change log), so a verifier
+/// fetching the JWKS through a load balancer can check A's new tokens whichever node answers.
+#[tokio::test]
+async fn a_rotation_on_one_node_is_published_by_the_other_at_once() {
+    let Some((a, b)) = two_nodes(Duration::from_millis(50), MINUTE).await else {
+        return;
+    };
+    let email = "jwks@example.com";
+    let first = a.user(email).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(jwks(&b).await["keys"].as_array().unwrap().len(), 1);
+    for node in [&a, &b] {
+        node.clock.advance_secs(ROTATE_AFTER_SECS + 60);
+    }
+    wait_until("node A's rotation", async || {
+        jwks(&a).await["keys"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let second = login(&a, email, PASSWORD).await;
+    assert_ne!(kid_of(&second), kid_of(&first), "signed with the new key");
+    let took = wait_until("the new key in node B's JWKS", async || {
+        jwks(&b).await["keys"][0]["kid"] == kid_of(&second).as_str()
+    })
+    .await;
+    eprintln!("node B published node A's new key after {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(jwks(&b).await, jwks(&a).await, "both publish the same keys");
 
     b.stop().await;
     a.stop().await;

@@ -1,7 +1,9 @@
 //! Starting a real server on 127.0.0.1:0 for black-box tests.
 #![allow(dead_code)]
 
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use keyrail_core::{ManualClock, Timestamp};
@@ -15,6 +17,8 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     pub dir: tempfile::TempDir,
     pub pg: Option<TempPostgres>,
+    /// In cluster mode: node B, the balancer in front of both nodes, their Redis.
+    pub cluster: Option<Cluster>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -32,6 +36,26 @@ pub fn config_in(dir: &std::path::Path) -> Config {
     config.limits.signup_per_ip = "10000/1h".parse().unwrap();
     config.limits.login_per_ip = "10000/15m".parse().unwrap();
     config
+}
+
+/// The configuration of a test server in `dir` (see [`config_in`]) changed by `base` then by
+/// the test's `tweak`, and start options with a new manual clock, adjusted by `adjust`.
+fn prepare(
+    dir: &std::path::Path,
+    base: impl FnOnce(&mut Config),
+    tweak: impl FnOnce(&mut Config),
+    adjust: impl FnOnce(&mut StartOptions),
+) -> (Config, StartOptions, Arc<ManualClock>) {
+    let mut config = config_in(dir);
+    base(&mut config);
+    tweak(&mut config);
+    let clock = Arc::new(ManualClock::new(Timestamp::now()));
+    let mut options = StartOptions {
+        clock: clock.clone(),
+        ..StartOptions::default()
+    };
+    adjust(&mut options);
+    (config, options, clock)
 }
 
 impl TestServer {
@@ -58,32 +82,50 @@ impl TestServer {
         Self::start_options(backend, tweak, |o| o.extra_routes = extra).await
     }
 
-    /// With `options` (a manual clock already set) adjusted by `adjust`.
+    /// With `options` (a manual clock already set) adjusted by `adjust`. In cluster mode
+    /// ([`cluster_mode`]) a two-node cluster on PostgreSQL ([`Self::start_cluster`]) for
+    /// [`Backend::Sqlite`], and `None` for [`Backend::Postgres`] (the run the suites make for
+    /// PostgreSQL after the SQLite one would repeat it); without PostgreSQL or `redis-server`
+    /// there (outside CI) one node as asked, after `SKIPPED:`.
     pub async fn start_options(
         backend: Backend,
         tweak: impl FnOnce(&mut Config),
         adjust: impl FnOnce(&mut StartOptions),
     ) -> Option<Self> {
-        // reqwest's rustls has no provider of its own here (the server builds its webhook
-        // client with ring explicitly): the tests' clients use ring too.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        if cluster_mode() && backend == Backend::Postgres {
+            eprintln!("SKIPPED in cluster mode: the PostgreSQL run; every cluster runs on it");
+            return None;
+        }
+        if cluster_mode() {
+            match cluster_services().await {
+                Some((pg, redis)) => {
+                    let url = pg.url.clone();
+                    return Some(Self::start_cluster(Some(pg), url, redis, tweak, adjust).await);
+                }
+                None => eprintln!("SKIPPED: no cluster for this test; it runs on one node"),
+            }
+        }
+        Self::start_node(backend, tweak, adjust).await
+    }
+
+    /// One node, whatever the mode.
+    pub async fn start_node(
+        backend: Backend,
+        tweak: impl FnOnce(&mut Config),
+        adjust: impl FnOnce(&mut StartOptions),
+    ) -> Option<Self> {
+        install_crypto_provider();
         let dir = tempfile::tempdir().unwrap();
-        let mut config = config_in(dir.path());
         let pg = match backend {
             Backend::Sqlite => None,
-            Backend::Postgres => {
-                let pg = TempPostgres::create().await?;
-                config.database_url = pg.url.clone();
-                Some(pg)
+            Backend::Postgres => Some(TempPostgres::create().await?),
+        };
+        let on_pg = |c: &mut Config| {
+            if let Some(pg) = &pg {
+                c.database_url = pg.url.clone();
             }
         };
-        tweak(&mut config);
-        let clock = Arc::new(ManualClock::new(Timestamp::now()));
-        let mut options = StartOptions {
-            clock: clock.clone(),
-            ..StartOptions::default()
-        };
-        adjust(&mut options);
+        let (config, options, clock) = prepare(dir.path(), on_pg, tweak, adjust);
         let server = keyrail_server::start(config, options)
             .await
             .expect("server starts");
@@ -95,6 +137,7 @@ impl TestServer {
             clock,
             dir,
             pg,
+            cluster: None,
         })
     }
 
@@ -116,6 +159,14 @@ impl TestServer {
     }
 
     pub async fn stop(mut self) {
+        if let Some(mut cluster) = self.cluster.take() {
+            if let Some(balancer) = cluster.balancer.take() {
+                balancer.stop().await;
+            }
+            for node in cluster.others.drain(..) {
+                node.shutdown().await.unwrap();
+            }
+        }
         if let Some(s) = self.server.take() {
             s.shutdown().await.unwrap();
         }
@@ -505,10 +556,11 @@ impl Remote {
         std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
-                let s = TestServer::start_with(
+                // One node even in cluster mode: a cluster's Redis would outlive the process.
+                let s = TestServer::start_node(
                     Backend::Sqlite,
                     |c| c.limits.failed_auth_per_ip = "1000000/1m".parse().unwrap(),
-                    None,
+                    |_| {},
                 )
                 .await
                 .unwrap();
@@ -693,5 +745,433 @@ impl Load {
         let mut shots = std::mem::take(&mut *self.shots.lock().unwrap());
         shots.sort_by_key(|s| s.sent);
         shots
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Redis
+
+/// `CI` set to anything but empty, `0` or `false`: missing services fail tests instead of
+/// skipping them.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| {
+        let v = v.trim();
+        !v.is_empty() && v != "0" && !v.eq_ignore_ascii_case("false")
+    })
+}
+
+/// A `redis-server` of this test's own; killed when dropped.
+pub struct RedisProc {
+    pub port: u16,
+    child: Option<Child>,
+    /// Listening with TLS only (the test certificate of `tests/fixtures`).
+    tls: bool,
+}
+
+/// A file of `tests/fixtures` (the test certificate is for `localhost` and `127.0.0.1`).
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+impl RedisProc {
+    /// `None` (after `SKIPPED:`) when `redis-server` cannot run here outside CI.
+    pub fn start() -> Option<Self> {
+        Self::start_as(false)
+    }
+
+    /// A Redis that speaks TLS only (`rediss://`), with the test certificate.
+    pub fn start_tls() -> Option<Self> {
+        Self::start_as(true)
+    }
+
+    /// A port taken by someone else between choosing it and the server's bind is tried again
+    /// with another.
+    fn start_as(tls: bool) -> Option<Self> {
+        let mut attempt = 0;
+        let result = loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            let mut r = Self {
+                port,
+                child: None,
+                tls,
+            };
+            attempt += 1;
+            match r.spawn() {
+                Ok(()) => break Ok(r),
+                Err(e) if e.starts_with("redis-server exited") && attempt < 3 => continue,
+                Err(e) => break Err(e),
+            }
+        };
+        match result {
+            Ok(r) => Some(r),
+            Err(e) if !in_ci() => {
+                eprintln!("SKIPPED: redis-server cannot run here ({e}); Redis tests skipped");
+                None
+            }
+            Err(e) => panic!("redis-server cannot run in CI: {e}"),
+        }
+    }
+
+    pub fn spawn(&mut self) -> Result<(), String> {
+        let mut command = Command::new("redis-server");
+        if self.tls {
+            command
+                .args(["--port", "0", "--tls-port", &self.port.to_string()])
+                .args(["--tls-cert-file", &fixture("cert.pem")])
+                .args(["--tls-key-file", &fixture("key.pem")])
+                .args(["--tls-auth-clients", "no"]);
+        } else {
+            command.args(["--port", &self.port.to_string()]);
+        }
+        let child = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                self.child = None;
+                return Err(format!("redis-server exited at start ({status})"));
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Err("redis-server did not listen within 10 s".into())
+    }
+
+    pub fn url(&self) -> String {
+        let scheme = if self.tls { "rediss" } else { "redis" };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Kills the process (SIGKILL: an outage, not a clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Sends `signal` (`STOP`: a Redis that hangs, accepting but never answering; `CONT`).
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().unwrap().id().to_string();
+        assert!(
+            Command::new("kill")
+                .args([&format!("-{signal}"), &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    }
+
+    /// A new, empty process on the same port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn().unwrap();
+    }
+}
+
+impl Drop for RedisProc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster mode
+
+/// Whether this copy of `common` is part of the `cluster_suites` test binary, which includes
+/// the keys, identity and apps suites: there every [`TestServer`] is two nodes on one fresh
+/// PostgreSQL database and one Redis, sharing the master key and the manual clock, behind a
+/// round-robin balancer, so consecutive requests of a test reach different nodes.
+pub fn cluster_mode() -> bool {
+    module_path!().split("::").next() == Some("cluster_suites")
+}
+
+/// In cluster mode, says why the calling test does not apply to a cluster and returns true
+/// (the test then returns at once); false on one node.
+pub fn skip_in_cluster(why: &str) -> bool {
+    if cluster_mode() {
+        eprintln!("SKIPPED in cluster mode: {why}");
+    }
+    cluster_mode()
+}
+
+/// The master key the nodes of a test cluster share.
+pub const CLUSTER_MASTER_KEY: &str =
+    "c1a5c1a5c1a5c1a5c1a5c1a5c1a5c1a5c1a5c1a5c1a5c1a5c1a5c1a5c1a5c1a5";
+
+/// How long the balancer waits, before each request, for every node to have applied the
+/// change log up to the store's newest entry (milliseconds as a rule: LISTEN/NOTIFY).
+pub const SETTLE_WITHIN: Duration = Duration::from_secs(2);
+
+/// What a test cluster has besides node A ([`TestServer::server`]).
+pub struct Cluster {
+    /// Node B.
+    pub others: Vec<RunningServer>,
+    balancer: Option<Balancer>,
+    /// Killed when the cluster is dropped.
+    pub redis: RedisProc,
+}
+
+fn install_crypto_provider() {
+    // reqwest's rustls has no provider of its own here (the server builds its webhook
+    // client with ring explicitly): the tests' clients use ring too.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A `redis-server` of the test's own and a fresh PostgreSQL database; `None` (after
+/// `SKIPPED:`) when either is missing outside CI; under CI a missing one fails the test.
+async fn cluster_services() -> Option<(TempPostgres, RedisProc)> {
+    let redis = RedisProc::start()?;
+    let pg = TempPostgres::create().await?;
+    Some((pg, redis))
+}
+
+impl TestServer {
+    /// Two nodes on the PostgreSQL database `database_url` (dropped at [`Self::stop`] when
+    /// `pg` is given) and on `redis`, configured alike (`tweak` runs once, on node A's
+    /// configuration; node B gets a copy with a data directory of its own), behind a
+    /// [`Balancer`] whose address is [`Self::base`].
+    pub async fn start_cluster(
+        pg: Option<TempPostgres>,
+        database_url: String,
+        redis: RedisProc,
+        tweak: impl FnOnce(&mut Config),
+        adjust: impl FnOnce(&mut StartOptions),
+    ) -> Self {
+        install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let shared = |c: &mut Config| {
+            c.database_url = database_url;
+            c.redis_url = redis.url();
+            c.master_key = CLUSTER_MASTER_KEY.into();
+        };
+        let (config, options, clock) = prepare(dir.path(), shared, tweak, adjust);
+        let mut config_b = config.clone();
+        config_b.data_dir = dir.path().join("data-b");
+        let options_b = StartOptions {
+            clock: clock.clone(),
+            extra_routes: options.extra_routes.clone(),
+            change_poll: options.change_poll,
+            keys_refresh: options.keys_refresh,
+        };
+        // Both at once, as a cluster boots: the migrations and the first signing key are made
+        // once (the store decides).
+        let (a, b) = tokio::join!(
+            keyrail_server::start(config, options),
+            keyrail_server::start(config_b, options_b)
+        );
+        let (a, b) = (a.expect("node A starts"), b.expect("node B starts"));
+        let balancer = Balancer::start(&[&a, &b]).await;
+        Self {
+            base: balancer.base.clone(),
+            server: Some(a),
+            http: reqwest::Client::new(),
+            clock,
+            dir,
+            pg,
+            cluster: Some(Cluster {
+                others: vec![b],
+                balancer: Some(balancer),
+                redis,
+            }),
+        }
+    }
+
+    /// Every node: node A, then the others of a cluster.
+    pub fn nodes(&self) -> Vec<&RunningServer> {
+        let others = self.cluster.iter().flat_map(|c| c.others.iter());
+        self.server.iter().chain(others).collect()
+    }
+
+    /// Writes the key uses every node has gathered (what its background task does every
+    /// minute).
+    pub async fn flush_last_used(&self) {
+        for node in self.nodes() {
+            keyrail_server::background::flush_last_used(&node.state).await;
+        }
+    }
+
+    /// Another server on this one's store, started now, which knows only what the store says:
+    /// one node on the same SQLite file; in cluster mode two new nodes on the same PostgreSQL
+    /// database (and a Redis of their own).
+    pub async fn another_on_the_same_store(&self) -> TestServer {
+        match (&self.cluster, &self.pg) {
+            (Some(_), Some(pg)) => {
+                let redis = RedisProc::start().expect("redis-server ran for this cluster");
+                Self::start_cluster(None, pg.url.clone(), redis, |_| {}, |_| {}).await
+            }
+            _ => {
+                let dir = self.dir.path().join("data");
+                Self::start_node(Backend::Sqlite, |c| c.data_dir = dir, |_| {})
+                    .await
+                    .unwrap()
+            }
+        }
+    }
+}
+
+/// A load balancer in front of a cluster's nodes, like nginx in `examples/cluster`: each
+/// request goes to the next node in turn, as it came (method, path, query, headers including
+/// `Host`, body; no `X-Forwarded-For`: the nodes trust no proxy unless a test says so, and
+/// the client is 127.0.0.1 either way), and the answer comes back as the node gave it.
+///
+/// Before forwarding, it waits until every node has applied the change log up to the store's
+/// newest entry ([`SETTLE_WITHIN`] at most, else it answers 502 and says which node lags):
+/// what one node wrote is then in force on the next, as it is milliseconds later in a real
+/// cluster (how fast is measured by `two_nodes` and `bench/revocation`, not here). Anything
+/// a node learns other than through the change log is not waited for.
+struct Balancer {
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+struct Route {
+    nodes: Vec<(String, AppState)>,
+    next: std::sync::atomic::AtomicUsize,
+    client: reqwest::Client,
+}
+
+impl Balancer {
+    async fn start(nodes: &[&RunningServer]) -> Self {
+        let route = Arc::new(Route {
+            nodes: nodes
+                .iter()
+                .map(|n| (n.base_url(), n.state.clone()))
+                .collect(),
+            next: std::sync::atomic::AtomicUsize::new(0),
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        });
+        let app = Router::new().fallback(forward).with_state(route);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        });
+        Self { base, stop, task }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.task.await;
+    }
+}
+
+/// Hop-by-hop headers, which a proxy does not pass on.
+fn hop_by_hop(name: &axum::http::HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "transfer-encoding"
+            | "te"
+            | "trailer"
+            | "upgrade"
+    )
+}
+
+async fn forward(
+    axum::extract::State(route): axum::extract::State<Arc<Route>>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let bad_gateway = |why: String| {
+        eprintln!("balancer: {why}");
+        (axum::http::StatusCode::BAD_GATEWAY, why).into_response()
+    };
+    if let Err(why) = settle(&route.nodes).await {
+        return bad_gateway(why);
+    }
+    let n = route
+        .next
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        % route.nodes.len();
+    let (parts, body) = request.into_parts();
+    let body = axum::body::to_bytes(body, usize::MAX).await.unwrap();
+    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    let mut out = route
+        .client
+        .request(parts.method, format!("{}{path}", route.nodes[n].0));
+    for (name, value) in &parts.headers {
+        if !hop_by_hop(name) && name != axum::http::header::CONTENT_LENGTH {
+            out = out.header(name, value);
+        }
+    }
+    if !body.is_empty()
+        || parts
+            .headers
+            .contains_key(axum::http::header::CONTENT_LENGTH)
+    {
+        out = out.body(body);
+    }
+    let answer = match out.send().await {
+        Ok(a) => a,
+        Err(e) => return bad_gateway(format!("node {n} did not answer: {e}")),
+    };
+    let (status, headers) = (answer.status(), answer.headers().clone());
+    let body = match answer.bytes().await {
+        Ok(b) => b,
+        Err(e) => return bad_gateway(format!("node {n} broke off its answer: {e}")),
+    };
+    let mut response = axum::response::Response::new(axum::body::Body::from(body));
+    *response.status_mut() = status;
+    for (name, value) in &headers {
+        if !hop_by_hop(name) {
+            response.headers_mut().append(name, value.clone());
+        }
+    }
+    response
+}
+
+/// Waits until every node has applied the change log up to the store's newest entry.
+async fn settle(nodes: &[(String, AppState)]) -> Result<(), String> {
+    use std::sync::atomic::Ordering;
+    let latest = nodes[0]
+        .1
+        .store
+        .latest_change()
+        .await
+        .map_err(|e| format!("cannot read the change log: {e}"))?;
+    let deadline = Instant::now() + SETTLE_WITHIN;
+    loop {
+        let behind: Vec<String> = nodes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, (_, state))| {
+                let applied = state.changes_applied.load(Ordering::Acquire);
+                (applied < latest).then(|| format!("node {i} at {applied}"))
+            })
+            .collect();
+        if behind.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the change log reaches {latest}, but after {SETTLE_WITHIN:?} {}",
+                behind.join(", ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }

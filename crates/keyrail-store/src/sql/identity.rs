@@ -539,6 +539,16 @@ macro_rules! identity_store {
                 .await
                 .map_err(map_err)?
                 .rows_affected();
+                if inserted == 1 {
+                    // The other nodes reload their keyrings (and publish the key) at once.
+                    Self::append_changes(
+                        &mut tx,
+                        key.created_at,
+                        "signing_key.created",
+                        &[key.kid.as_str()],
+                    )
+                    .await?;
+                }
                 tx.commit().await.map_err(map_err)?;
                 Ok(inserted == 1)
             }
