@@ -72,6 +72,27 @@ async fn profile(node: &TestServer, token: &str) -> u16 {
         .as_u16()
 }
 
+/// Signs `email` up on node A (its token works on B), then moves both clocks past the signing
+/// key's rotation age and waits for A's rotation; A's next login, signed with the new key.
+async fn rotate_on_a(a: &TestServer, b: &TestServer, email: &str) -> String {
+    let first = a.user(email).await["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(profile(b, &first).await, 200, "A's token works on B");
+    assert_eq!(jwks(b).await["keys"].as_array().unwrap().len(), 1);
+    for node in [a, b] {
+        node.clock.advance_secs(ROTATE_AFTER_SECS + 60);
+    }
+    wait_until("node A's rotation", async || {
+        jwks(a).await["keys"].as_array().unwrap().len() == 2
+    })
+    .await;
+    let second = login(a, email, PASSWORD).await;
+    assert_ne!(kid_of(&second), kid_of(&first), "signed with the new key");
+    second
+}
+
 /// Node A rotates its signing key (its clock past the rotation age, its periodic refresh):
 /// a token A signs with the new key is accepted on B at once (B reloads the keys for the
 /// unknown `kid`), both nodes publish the same keys, and the store holds one new key.
@@ -80,24 +101,8 @@ async fn a_rotated_signing_key_is_accepted_on_the_other_node_at_once() {
     let Some((a, b)) = two_nodes(Duration::from_millis(50), MINUTE).await else {
         return;
     };
-    let email = "rotate@example.com";
-    let first = a.user(email).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(profile(&b, &first).await, 200, "A's token works on B");
     assert_eq!(jwks(&a).await, jwks(&b).await);
-    assert_eq!(jwks(&a).await["keys"].as_array().unwrap().len(), 1);
-
-    for node in [&a, &b] {
-        node.clock.advance_secs(ROTATE_AFTER_SECS + 60);
-    }
-    wait_until("node A's rotation", async || {
-        jwks(&a).await["keys"].as_array().unwrap().len() == 2
-    })
-    .await;
-    let second = login(&a, email, PASSWORD).await;
-    assert_ne!(kid_of(&second), kid_of(&first), "signed with the new key");
+    let second = rotate_on_a(&a, &b, "rotate@example.com").await;
     assert_eq!(
         profile(&b, &second).await,
         200,
@@ -137,21 +142,7 @@ async fn a_rotation_on_one_node_is_published_by_the_other_at_once() {
     let Some((a, b)) = two_nodes(Duration::from_millis(50), MINUTE).await else {
         return;
     };
-    let email = "jwks@example.com";
-    let first = a.user(email).await["access_token"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(jwks(&b).await["keys"].as_array().unwrap().len(), 1);
-    for node in [&a, &b] {
-        node.clock.advance_secs(ROTATE_AFTER_SECS + 60);
-    }
-    wait_until("node A's rotation", async || {
-        jwks(&a).await["keys"].as_array().unwrap().len() == 2
-    })
-    .await;
-    let second = login(&a, email, PASSWORD).await;
-    assert_ne!(kid_of(&second), kid_of(&first), "signed with the new key");
+    let second = rotate_on_a(&a, &b, "jwks@example.com").await;
     let took = wait_until("the new key in node B's JWKS", async || {
         jwks(&b).await["keys"][0]["kid"] == kid_of(&second).as_str()
     })
