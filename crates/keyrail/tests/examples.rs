@@ -796,29 +796,31 @@ fn python_webhook_receiver_checks_signatures_and_sees_retries() {
         !line.contains(key["key"].as_str().unwrap()),
         "the secret key travelled: {line}"
     );
-    let deliveries = call(
-        port,
-        "GET",
-        &format!(
-            "/api/v1/w/{}/webhooks/{}/deliveries",
-            t.ws,
-            hook["id"].as_str().unwrap()
-        ),
-        user,
-        None,
-        200,
+    // The receiver prints the event before its 204 reaches the server, which then records the
+    // attempt: wait for the record.
+    let deliveries_path = format!(
+        "/api/v1/w/{}/webhooks/{}/deliveries",
+        t.ws,
+        hook["id"].as_str().unwrap()
     );
-    println!("deliveries of {}:\n{deliveries:#}", hook["id"]);
-    let attempts: Vec<(Value, Value)> = deliveries["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| (d["status_code"].clone(), d["ok"].clone()))
-        .collect();
+    let attempts = || -> Vec<(Value, Value)> {
+        let deliveries = call(port, "GET", &deliveries_path, user, None, 200);
+        println!("deliveries of {}:\n{deliveries:#}", hook["id"]);
+        deliveries["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["status_code"].clone(), d["ok"].clone()))
+            .collect()
+    };
+    wait_until("the 204 attempt recorded", Duration::from_secs(10), || {
+        attempts().len() >= 2
+    });
+    let attempts = attempts();
     assert!(
         attempts.contains(&(json!(500), json!(false)))
             && attempts.contains(&(json!(204), json!(true))),
-        "{deliveries}"
+        "{attempts:?}"
     );
 
     // A new secret: the receiver that still holds the old one accepts the next event (keyrail
