@@ -22,17 +22,19 @@ use crate::state::AppState;
 
 /// Every route of the server and the OpenAPI document generated from them.
 pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    let needs_store = |router| crate::outage::needs_store(router, state);
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::system::router())
-        .merge(routes::auth::router(state))
-        .merge(routes::profile::router())
-        .merge(routes::workspaces::router())
-        .merge(routes::export::router())
-        .merge(routes::admin::router())
+        .merge(needs_store(routes::auth::router(state)))
+        .merge(needs_store(routes::profile::router()))
+        .merge(needs_store(routes::workspaces::router()))
+        .merge(needs_store(routes::export::router()))
+        .merge(needs_store(routes::admin::router()))
+        // Its management routes need the store; verify and forward-auth do not.
         .merge(routes::keys::router(state))
-        .merge(routes::apps::router(state))
-        .merge(routes::logs::router())
-        .merge(routes::webhooks::router())
+        .merge(needs_store(routes::apps::router(state)))
+        .merge(needs_store(routes::logs::router()))
+        .merge(needs_store(routes::webhooks::router()))
         .split_for_parts()
 }
 

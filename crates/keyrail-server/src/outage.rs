@@ -7,10 +7,31 @@
 
 use std::fmt::Write;
 
+use axum::extract::{Request, State};
+use axum::middleware::{Next, from_fn_with_state};
+use axum::response::{IntoResponse, Response};
 use keyrail_core::StoreError;
+use utoipa_axum::router::OpenApiRouter;
 
 use crate::background::catch_up;
+use crate::error::ApiError;
 use crate::state::AppState;
+
+/// `router`'s routes need the store: while it is known to be down they answer 503
+/// `store_unavailable` (`Retry-After`) at once, instead of each waiting for a connection until
+/// the store's connect timeout. Not for verify, forward-auth and the system routes, which answer
+/// without the store (from the cache, from memory). The change-log poll notices the store is
+/// back within a second and lifts this.
+pub fn needs_store(router: OpenApiRouter<AppState>, state: &AppState) -> OpenApiRouter<AppState> {
+    router.route_layer(from_fn_with_state(state.clone(), refuse_while_down))
+}
+
+async fn refuse_while_down(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if state.verifier.down_since().is_some() {
+        return ApiError::from(keyrail_core::Error::Unavailable).into_response();
+    }
+    next.run(req).await
+}
 
 /// One read of the change log from `seq`, with the outage bookkeeping; the position reached.
 pub async fn follow(state: &AppState, seq: i64) -> i64 {

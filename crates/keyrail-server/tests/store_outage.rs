@@ -455,6 +455,7 @@ async fn postgres_stopped_under_load() {
     let stopping = load.now();
     pg.stop();
     wait_store(&a, false).await;
+    let known_down = load.now();
     load.wait_for(
         "writes refused during the outage",
         Duration::from_secs(20),
@@ -515,6 +516,15 @@ async fn postgres_stopped_under_load() {
                     show(x)
                 );
                 refused_during += usize::from(during);
+                // Once the node knows the store is down, a write is refused at once rather
+                // than after the store's connect timeout (5 s).
+                if x.sent >= known_down + EDGE && x.sent + x.took + EDGE < starting {
+                    assert!(
+                        x.took < Duration::from_millis(500),
+                        "a slow refusal while the store was known down: {}",
+                        show(x)
+                    );
+                }
             }
             _ => panic!("a write: {}", show(x)),
         }
@@ -532,7 +542,6 @@ async fn postgres_stopped_under_load() {
             .max()
             .unwrap()
     };
-    // Each refused write waits for a connection until the store's connect timeout (5 s) ends.
     let quickest_refusal = shots
         .iter()
         .filter(|x| x.status == 503)

@@ -30,7 +30,7 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
         Some(rate) => crate::iplimit::ip_limited(verify, state, "verify", rate),
         None => verify,
     };
-    OpenApiRouter::new()
+    let management = OpenApiRouter::new()
         .routes(routes!(create_key, list_keys))
         .routes(routes!(get_key, patch_key))
         .routes(routes!(revoke_key))
@@ -41,7 +41,8 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
             OpenApiRouter::new()
                 .routes(routes!(import_keys))
                 .route_layer(DefaultBodyLimit::max(IMPORT_BODY_LIMIT)),
-        )
+        );
+    crate::outage::needs_store(management, state)
         .merge(verify)
         // Any method: proxies forward the original one. Documented through `ApiDoc`.
         .route("/api/v1/forward-auth", any(forward_auth))
