@@ -10,19 +10,19 @@ use axum::middleware;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::json::BODY_LIMIT;
 use crate::observe::{observe, panic_response};
-use crate::openapi::ApiDoc;
+use crate::openapi::{ApiDoc, SharedResponses};
 use crate::routes;
 use crate::state::AppState;
 
 /// Every route of the server and the OpenAPI document generated from them.
 pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::system::router())
         .merge(routes::auth::router(state))
         .merge(routes::profile::router())
@@ -33,7 +33,10 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(routes::apps::router(state))
         .merge(routes::logs::router())
         .merge(routes::webhooks::router())
-        .split_for_parts()
+        .split_for_parts();
+    // After the merge, so that it sees every operation.
+    SharedResponses.modify(&mut openapi);
+    (router, openapi)
 }
 
 /// Adds the fallbacks and the middleware. `extra` routes (tests, embedders) get the same
