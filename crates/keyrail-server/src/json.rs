@@ -79,6 +79,14 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
     }
+    // JSON has one kind of number: `5.0` and `5e0` are the integer 5 (as JSON Schema says too),
+    // which serde refuses for an integer field. Retry with such numbers written as integers.
+    if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && integral_floats_to_integers(&mut doc)
+        && let Ok(value) = serde_json::from_value(doc)
+    {
+        return Ok(value);
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value: T = serde_path_to_error::deserialize(&mut de).map_err(describe)?;
     de.end().map_err(|_| {
@@ -88,6 +96,30 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         )
     })?;
     Ok(value)
+}
+
+/// Rewrites every float with no fractional part (and exactly representable) as an integer;
+/// whether any was.
+fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    /// 2^53: above it, not every integer is a float, so the float may not be what was written.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => {
+                *v = Value::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        Value::Array(items) => items
+            .iter_mut()
+            .fold(false, |any, i| integral_floats_to_integers(i) || any),
+        Value::Object(map) => map
+            .values_mut()
+            .fold(false, |any, i| integral_floats_to_integers(i) || any),
+        _ => false,
+    }
 }
 
 fn strip_location(msg: &str) -> &str {
@@ -194,6 +226,20 @@ mod tests {
         let (f, m) = err(r#"{"name":"a","rate_limit":{"limit":-1}}"#);
         assert_eq!(f, "rate_limit.limit");
         assert!(m.contains("rate_limit.limit"), "{m}");
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let b = parse::<Body>(br#"{"name":"a","rate_limit":{"limit":5.0}}"#).unwrap();
+        assert_eq!(b.rate_limit.unwrap().limit, 5);
+        let b = parse::<Body>(br#"{"name":"a","rate_limit":{"limit":2e2}}"#).unwrap();
+        assert_eq!(b.rate_limit.unwrap().limit, 200);
+        let (f, m) = err(r#"{"name":"a","rate_limit":{"limit":5.5}}"#);
+        assert_eq!(f, "rate_limit.limit");
+        assert!(m.contains("floating point `5.5`"), "{m}");
+        // Out of the field's range is still out of range.
+        let (f, _) = err(r#"{"name":"a","rate_limit":{"limit":4294967296.0}}"#);
+        assert_eq!(f, "rate_limit.limit");
     }
 
     #[test]

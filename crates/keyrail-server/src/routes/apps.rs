@@ -498,7 +498,11 @@ pub async fn create_grant(
 pub struct GrantParams {
     /// Only this app's grants.
     client_id: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
+    #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
     cursor: Option<String>,
 }
 

@@ -66,8 +66,10 @@ pub fn some_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
-    /// Where the previous page stopped (its `next_cursor`).
+    /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
+    #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
     pub cursor: Option<String>,
 }
 
@@ -194,10 +196,16 @@ pub struct AuditParams {
     /// Only this actor's entries.
     pub actor_id: Option<String>,
     /// RFC 3339; entries at or after.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339; entries before.
+    #[param(format = DateTime)]
     pub until: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
+    /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
+    #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
     pub cursor: Option<String>,
 }
 

@@ -190,10 +190,27 @@ pub async fn create_key(
 #[into_params(parameter_in = Query)]
 pub struct KeyListParams {
     /// `active`, `expired`, `revoked` or `disabled`.
+    #[param(value_type = KeyStatusName, required = false)]
     status: Option<String>,
+    /// Only keys with this external id.
     external_id: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
+    #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
     cursor: Option<String>,
+}
+
+/// A key's status, as `?status=` filters by it.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum KeyStatusName {
+    Active,
+    Expired,
+    Revoked,
+    Disabled,
 }
 
 /// The workspace's keys (metadata only), oldest first. [keys:read]
@@ -483,6 +500,7 @@ pub struct VerifyIn {
     scopes: Vec<String>,
     /// Credits (and rate-limit tokens) this request spends; 0 only looks.
     #[serde(default = "one")]
+    #[schema(format = Int64, maximum = 4294967295_u64)]
     cost: u32,
     /// The workspace whose API is being protected: a key of any other workspace is
     /// `NOT_FOUND`. Custom scope names are per workspace, so pass it whenever you check a
@@ -584,9 +602,13 @@ pub async fn verify(
 pub struct ForwardParams {
     /// Required scopes, comma-separated. With the header `X-Keyrail-Scopes` too, both are
     /// required. An empty or repeated value is 400.
+    #[param(
+        pattern = r"^[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30}(,[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30})*$"
+    )]
     scopes: Option<String>,
     /// The one workspace whose credentials pass (or the header `X-Keyrail-Workspace`): any
     /// credential of another workspace is 401 `invalid_credentials`.
+    #[param(pattern = r"^ws_[0-9a-z]{26}$")]
     workspace_id: Option<String>,
 }
 
@@ -690,8 +712,10 @@ fn other_workspace() -> ApiError {
 /// `X-Keyrail-*` headers, or the API's 401/403/429.
 #[utoipa::path(get, path = "/api/v1/forward-auth", tag = "keys",
     params(ForwardParams,
-        ("X-Keyrail-Scopes" = Option<String>, Header, description = "Required scopes, comma-separated (with `?scopes=`, both are required)"),
-        ("X-Keyrail-Workspace" = Option<String>, Header, description = "The workspace to bind to (or `?workspace_id=`)")),
+        ("X-Keyrail-Scopes" = Option<String>, Header, description = "Required scopes, comma-separated (with `?scopes=`, both are required)",
+            pattern = r"^[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30}(,[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30})*$"),
+        ("X-Keyrail-Workspace" = Option<String>, Header, description = "The workspace to bind to (or `?workspace_id=`)",
+            pattern = r"^ws_[0-9a-z]{26}$")),
     security(("bearer" = []), ("basic" = [])),
     responses(
         (status = 200, description = "Allowed; see the X-Keyrail-Principal, X-Keyrail-Workspace, X-Keyrail-Scopes and X-Keyrail-External-Id headers"),

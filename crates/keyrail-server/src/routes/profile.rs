@@ -95,7 +95,8 @@ pub async fn patch_profile(
 pub struct PasswordChange {
     #[schema(value_type = String, format = Password)]
     current_password: Secret,
-    #[schema(value_type = String, format = Password)]
+    /// 12 to 128 characters, not a commonly breached password.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     new_password: Secret,
 }
 
