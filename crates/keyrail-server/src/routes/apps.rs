@@ -64,7 +64,12 @@ impl From<BuilderProfile> for ProfileOut {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileIn {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     /// An http(s) URL, or null.
     #[serde(default)]
@@ -164,7 +169,12 @@ pub struct CreatedApp {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppIn {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     /// Up to 1000 characters.
     #[serde(default)]
@@ -254,6 +264,12 @@ pub async fn get_app(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppPatchIn {
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
     description: Option<String>,
     /// null removes the restriction.
@@ -459,7 +475,8 @@ impl From<GrantView> for GrantOut {
 #[serde(deny_unknown_fields)]
 pub struct GrantIn {
     client_id: String,
-    /// At most the caller's own scopes.
+    /// At least one scope, and at most the caller's own scopes.
+    #[schema(min_items = 1)]
     scopes: Vec<String>,
     /// A shared grant (one per app per workspace) needs `apps:write` and `workspace:write`.
     #[serde(default)]

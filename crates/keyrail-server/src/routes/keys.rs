@@ -123,6 +123,12 @@ pub struct NewKeyOut {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyIn {
+    /// 1 to 255 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     #[serde(default)]
     scopes: Vec<String>,
@@ -190,7 +196,7 @@ pub async fn create_key(
 #[into_params(parameter_in = Query)]
 pub struct KeyListParams {
     /// `active`, `expired`, `revoked` or `disabled`.
-    #[param(value_type = KeyStatusName, required = false)]
+    #[param(value_type = KeyStatusName, inline, required = false)]
     status: Option<String>,
     /// Only keys with this external id.
     external_id: Option<String>,
@@ -275,6 +281,12 @@ pub async fn get_key(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatchIn {
+    /// 1 to 255 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
     scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "some_or_null")]
@@ -421,6 +433,12 @@ pub struct ImportKeyIn {
     key: Option<Secret>,
     /// its SHA-256 in hex.
     sha256: Option<String>,
+    /// 1 to 255 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     #[serde(default)]
     scopes: Vec<String>,
@@ -438,6 +456,7 @@ pub struct ImportKeyIn {
 #[serde(deny_unknown_fields)]
 pub struct ImportIn {
     /// 1 to 1000 keys; all or nothing.
+    #[schema(min_items = 1, max_items = 1000)]
     keys: Vec<ImportKeyIn>,
 }
 

@@ -74,6 +74,7 @@ pub struct WebhookIn {
     /// One or more of `key.created`, `key.revoked`, `key.rotated`, `key.expiring`,
     /// `grant.created`, `grant.revoked`, `member.added`, `member.removed`,
     /// `app.secret_rotated`.
+    #[schema(min_items = 1)]
     events: Vec<String>,
 }
 

@@ -36,6 +36,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 
 /// The shape of a workspace's API keys.
 #[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct KeyFormatDoc {
     #[schema(example = "kr")]
@@ -81,6 +82,12 @@ impl WorkspaceOut {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceIn {
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
 }
 
@@ -149,6 +156,12 @@ pub async fn get_workspace(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspacePatch {
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
     #[schema(value_type = Option<KeyFormatDoc>)]
     key_format: Option<KeyFormat>,
@@ -409,6 +422,7 @@ pub async fn list_roles(
 #[serde(deny_unknown_fields)]
 pub struct RoleIn {
     /// 1 to 64 of `a-z 0-9 _ -`, not a built-in role's name.
+    #[schema(pattern = r"^(?!(owner|admin|developer|member|viewer)$)[a-z0-9_-]{1,64}$")]
     name: String,
     scopes: Vec<String>,
 }
@@ -449,6 +463,8 @@ pub async fn create_role(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolePatch {
+    /// 1 to 64 of `a-z 0-9 _ -`, not a built-in role's name.
+    #[schema(pattern = r"^(?!(owner|admin|developer|member|viewer)$)[a-z0-9_-]{1,64}$")]
     name: Option<String>,
     scopes: Option<Vec<String>>,
 }
@@ -564,8 +580,12 @@ pub async fn list_scopes(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeIn {
-    /// `resource:action`, not one of keyrail's own resources.
-    #[schema(example = "chats:read")]
+    /// `resource:action`, not one of keyrail's own resources (`workspace`, `members`, `keys`,
+    /// `apps`, `webhooks`, `audit`, `export`, `admin`).
+    #[schema(
+        example = "chats:read",
+        pattern = r"^(?!(workspace|members|keys|apps|webhooks|audit|export|admin):)[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30}$"
+    )]
     name: String,
     #[serde(default)]
     description: String,
