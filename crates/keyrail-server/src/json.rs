@@ -75,6 +75,17 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
 
 /// Parses a JSON body into `T`, turning serde's complaint into a message that names the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object; serde would also fill a struct from an array of its fields.
+    if bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b != b'{')
+    {
+        return Err(ApiError::invalid(
+            "body",
+            "Invalid request body: expected a JSON object",
+        ));
+    }
     // The common case parses once, fast; only a failure pays for tracking the field's path.
     if let Ok(value) = serde_json::from_slice(bytes) {
         return Ok(value);
@@ -226,6 +237,20 @@ mod tests {
         let (f, m) = err(r#"{"name":"a","rate_limit":{"limit":-1}}"#);
         assert_eq!(f, "rate_limit.limit");
         assert!(m.contains("rate_limit.limit"), "{m}");
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for body in [r#"["a", null]"#, " 5", r#""a""#, "null"] {
+            assert_eq!(
+                err(body),
+                (
+                    "body".into(),
+                    "Invalid request body: expected a JSON object".into()
+                ),
+                "{body}"
+            );
+        }
     }
 
     #[test]

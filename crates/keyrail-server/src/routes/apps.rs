@@ -71,8 +71,12 @@ pub struct ProfileIn {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     name: String,
-    /// An http(s) URL, or null.
+    /// An http(s) URL (printable ASCII, at most 2048 characters), or null.
     #[serde(default)]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^(https?://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x7e][\x21-\x7e]*)?$"
+    )]
     website: Option<String>,
 }
 
@@ -476,7 +480,7 @@ impl From<GrantView> for GrantOut {
 pub struct GrantIn {
     client_id: String,
     /// At least one scope, and at most the caller's own scopes.
-    #[schema(min_items = 1)]
+    #[schema(schema_with = crate::routes::common::scope_list_nonempty)]
     scopes: Vec<String>,
     /// A shared grant (one per app per workspace) needs `apps:write` and `workspace:write`.
     #[serde(default)]

@@ -131,12 +131,14 @@ pub struct KeyIn {
     )]
     name: String,
     #[serde(default)]
+    #[schema(schema_with = crate::routes::common::scope_list)]
     scopes: Vec<String>,
     /// 1 to 365; null or absent = never expires.
     expires_in_days: Option<u32>,
     #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<KeyRateLimit>,
     /// Usage credits; null = unlimited.
+    #[schema(minimum = 0)]
     remaining: Option<i64>,
     /// A JSON object, at most 16 KiB.
     #[schema(value_type = Option<Object>)]
@@ -288,6 +290,7 @@ pub struct KeyPatchIn {
         pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     )]
     name: Option<String>,
+    #[schema(schema_with = crate::routes::common::scope_list_or_null)]
     scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "some_or_null")]
     #[schema(value_type = Option<Object>)]
@@ -296,7 +299,7 @@ pub struct KeyPatchIn {
     #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<Option<KeyRateLimit>>,
     #[serde(default, deserialize_with = "some_or_null")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0)]
     remaining: Option<Option<i64>>,
     /// false disables the key (verify answers DISABLED), true enables it again.
     enabled: Option<bool>,
@@ -364,6 +367,7 @@ pub async fn revoke_key(
 pub struct RotateIn {
     /// 0 to 86400 (default 0): how long the old key keeps working.
     #[serde(default)]
+    #[schema(maximum = 86400)]
     grace_seconds: u32,
 }
 
@@ -428,10 +432,12 @@ pub async fn reveal_key(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportKeyIn {
-    /// The plaintext key (hashed on arrival, never stored), or
-    #[schema(value_type = Option<String>)]
+    /// The plaintext key (printable ASCII, no spaces, at least 16 characters; hashed on
+    /// arrival, never stored), or
+    #[schema(value_type = Option<String>, pattern = r"^[\x21-\x7e]{16,}$")]
     key: Option<Secret>,
-    /// its SHA-256 in hex.
+    /// its SHA-256 in hex. Exactly one of the two.
+    #[schema(pattern = r"^[0-9a-fA-F]{64}$")]
     sha256: Option<String>,
     /// 1 to 255 characters (not only spaces, no control characters).
     #[schema(
@@ -441,6 +447,7 @@ pub struct ImportKeyIn {
     )]
     name: String,
     #[serde(default)]
+    #[schema(schema_with = crate::routes::common::scope_list)]
     scopes: Vec<String>,
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Timestamp>,
@@ -449,6 +456,7 @@ pub struct ImportKeyIn {
     external_id: Option<String>,
     #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<KeyRateLimit>,
+    #[schema(minimum = 0)]
     remaining: Option<i64>,
 }
 

@@ -34,18 +34,30 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(scope_catalog))
 }
 
+/// The alphabet of a workspace's API keys: `base62`, `hex` or `base36`.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum KeyAlphabetName {
+    Base62,
+    Hex,
+    Base36,
+}
+
 /// The shape of a workspace's API keys.
 #[derive(Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct KeyFormatDoc {
-    #[schema(example = "kr")]
+    /// 1 to 16 lowercase letters or digits, starting with a letter.
+    #[schema(example = "kr", pattern = r"^[a-z][a-z0-9]{0,15}$")]
     prefix: String,
-    /// `base62`, `hex` or `base36`.
-    #[schema(example = "base62")]
+    // No doc comment here: with one, utoipa wraps the inline enum in an `allOf` with an object.
+    #[schema(inline, value_type = KeyAlphabetName)]
     alphabet: String,
-    /// Random characters (at least 96 bits of randomness in all).
-    #[schema(example = 30)]
+    /// Random characters, at most 128, giving at least 96 bits of randomness: 17 in base62,
+    /// 19 in base36, 24 in hex (the schema says 24, which is enough for every alphabet).
+    #[schema(example = 30, minimum = 24, maximum = 128)]
     length: u32,
     /// Append 6 base62 characters of CRC32.
     checksum: bool,
@@ -276,6 +288,7 @@ pub struct MemberIn {
     email: String,
     /// A built-in role (`owner`, `admin`, `developer`, `member`, `viewer`) or a custom role's
     /// id or name.
+    #[schema(pattern = r"^[a-z0-9_-]{1,64}$")]
     role: String,
 }
 
@@ -312,6 +325,8 @@ pub async fn add_member(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberPatch {
+    /// A built-in role's name, or a custom role's id or name.
+    #[schema(pattern = r"^[a-z0-9_-]{1,64}$")]
     role: String,
 }
 
@@ -424,6 +439,7 @@ pub struct RoleIn {
     /// 1 to 64 of `a-z 0-9 _ -`, not a built-in role's name.
     #[schema(pattern = r"^(?!(owner|admin|developer|member|viewer)$)[a-z0-9_-]{1,64}$")]
     name: String,
+    #[schema(schema_with = crate::routes::common::scope_list)]
     scopes: Vec<String>,
 }
 
@@ -466,6 +482,7 @@ pub struct RolePatch {
     /// 1 to 64 of `a-z 0-9 _ -`, not a built-in role's name.
     #[schema(pattern = r"^(?!(owner|admin|developer|member|viewer)$)[a-z0-9_-]{1,64}$")]
     name: Option<String>,
+    #[schema(schema_with = crate::routes::common::scope_list_or_null)]
     scopes: Option<Vec<String>>,
 }
 
