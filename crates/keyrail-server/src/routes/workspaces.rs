@@ -604,7 +604,9 @@ pub struct ScopeIn {
         pattern = r"^(?!(workspace|members|keys|apps|webhooks|audit|export|admin):)[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30}$"
     )]
     name: String,
+    /// One line, at most 256 characters (may be empty).
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     description: String,
     #[serde(default)]
     dangerous: bool,
