@@ -123,12 +123,22 @@ fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
             }
             _ => false,
         },
-        Value::Array(items) => items
-            .iter_mut()
-            .fold(false, |any, i| integral_floats_to_integers(i) || any),
-        Value::Object(map) => map
-            .values_mut()
-            .fold(false, |any, i| integral_floats_to_integers(i) || any),
+        // Every element is rewritten, so no short-circuiting `any`.
+        Value::Array(items) => {
+            items
+                .iter_mut()
+                .map(integral_floats_to_integers)
+                .filter(|&changed| changed)
+                .count()
+                > 0
+        }
+        Value::Object(map) => {
+            map.values_mut()
+                .map(integral_floats_to_integers)
+                .filter(|&changed| changed)
+                .count()
+                > 0
+        }
         _ => false,
     }
 }

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Guard, in_ci, request, serve_with};
+use common::{Guard, free_port, in_ci, request, serve_with, wait_until};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
