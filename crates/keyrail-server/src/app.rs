@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::error::ApiError;
 use crate::json::BODY_LIMIT;
 use crate::observe::{observe, panic_response};
-use crate::openapi::{ApiDoc, SharedResponses};
+use crate::openapi::{ApiDoc, BodyRules, SharedResponses};
 use crate::routes;
 use crate::state::AppState;
 
@@ -36,6 +36,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .split_for_parts();
     // After the merge, so that it sees every operation.
     SharedResponses.modify(&mut openapi);
+    BodyRules.modify(&mut openapi);
     (router, openapi)
 }
 

@@ -308,3 +308,32 @@ impl Modify for SharedResponses {
         }
     }
 }
+
+/// Rules between fields that the derived schemas cannot say, added to the finished document.
+pub struct BodyRules;
+
+impl Modify for BodyRules {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{AllOfBuilder, OneOfBuilder};
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        // An imported key gives exactly one of `key` and `sha256`.
+        if let Some(RefOr::T(derived)) = components.schemas.remove("ImportKeyIn") {
+            let present = |field: &str| ObjectBuilder::new().required(field).build();
+            let exactly_one = OneOfBuilder::new()
+                .item(present("key"))
+                .item(present("sha256"))
+                .build();
+            components.schemas.insert(
+                "ImportKeyIn".into(),
+                RefOr::T(Schema::AllOf(
+                    AllOfBuilder::new()
+                        .item(derived)
+                        .item(Schema::OneOf(exactly_one))
+                        .build(),
+                )),
+            );
+        }
+    }
+}

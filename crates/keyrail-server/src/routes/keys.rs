@@ -434,10 +434,10 @@ pub async fn reveal_key(
 pub struct ImportKeyIn {
     /// The plaintext key (printable ASCII, no spaces, at least 16 characters; hashed on
     /// arrival, never stored), or
-    #[schema(value_type = Option<String>, pattern = r"^[\x21-\x7e]{16,}$")]
+    #[schema(value_type = String, required = false, pattern = r"^[\x21-\x7e]{16,}$")]
     key: Option<Secret>,
     /// its SHA-256 in hex. Exactly one of the two.
-    #[schema(pattern = r"^[0-9a-fA-F]{64}$")]
+    #[schema(value_type = String, required = false, pattern = r"^[0-9a-fA-F]{64}$")]
     sha256: Option<String>,
     /// 1 to 255 characters (not only spaces, no control characters).
     #[schema(
