@@ -10,20 +10,20 @@ use axum::middleware;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tower_http::timeout::TimeoutLayer;
-use utoipa::OpenApi;
+use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::ApiError;
 use crate::json::BODY_LIMIT;
 use crate::observe::{observe, panic_response};
-use crate::openapi::ApiDoc;
+use crate::openapi::{ApiDoc, BodyRules, SharedResponses};
 use crate::routes;
 use crate::state::AppState;
 
 /// Every route of the server and the OpenAPI document generated from them.
 pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) {
     let needs_store = |router| crate::outage::needs_store(router, state);
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let (router, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(routes::system::router())
         .merge(needs_store(routes::auth::router(state)))
         .merge(needs_store(routes::profile::router()))
@@ -35,7 +35,11 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(needs_store(routes::apps::router(state)))
         .merge(needs_store(routes::logs::router()))
         .merge(needs_store(routes::webhooks::router()))
-        .split_for_parts()
+        .split_for_parts();
+    // After the merge, so that it sees every operation.
+    SharedResponses.modify(&mut openapi);
+    BodyRules.modify(&mut openapi);
+    (router, openapi)
 }
 
 /// Adds the fallbacks and the middleware. `extra` routes (tests, embedders) get the same

@@ -75,8 +75,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for OptionalJson<T> {
 
 /// Parses a JSON body into `T`, turning serde's complaint into a message that names the field.
 pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    // Every body is an object; serde would also fill a struct from an array of its fields.
+    if bytes
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|&b| b != b'{')
+    {
+        return Err(ApiError::invalid(
+            "body",
+            "Invalid request body: expected a JSON object",
+        ));
+    }
     // The common case parses once, fast; only a failure pays for tracking the field's path.
     if let Ok(value) = serde_json::from_slice(bytes) {
+        return Ok(value);
+    }
+    // JSON has one kind of number: `5.0` and `5e0` are the integer 5 (as JSON Schema says too),
+    // which serde refuses for an integer field. Retry with such numbers written as integers.
+    if let Ok(mut doc) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && integral_floats_to_integers(&mut doc)
+        && let Ok(value) = serde_json::from_value(doc)
+    {
         return Ok(value);
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -88,6 +107,40 @@ pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         )
     })?;
     Ok(value)
+}
+
+/// Rewrites every float with no fractional part (and exactly representable) as an integer;
+/// whether any was.
+fn integral_floats_to_integers(v: &mut serde_json::Value) -> bool {
+    use serde_json::Value;
+    /// 2^53: above it, not every integer is a float, so the float may not be what was written.
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    match v {
+        Value::Number(n) if !n.is_i64() && !n.is_u64() => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() <= EXACT => {
+                *v = Value::from(f as i64);
+                true
+            }
+            _ => false,
+        },
+        // Every element is rewritten, so no short-circuiting `any`.
+        Value::Array(items) => {
+            items
+                .iter_mut()
+                .map(integral_floats_to_integers)
+                .filter(|&changed| changed)
+                .count()
+                > 0
+        }
+        Value::Object(map) => {
+            map.values_mut()
+                .map(integral_floats_to_integers)
+                .filter(|&changed| changed)
+                .count()
+                > 0
+        }
+        _ => false,
+    }
 }
 
 fn strip_location(msg: &str) -> &str {
@@ -194,6 +247,34 @@ mod tests {
         let (f, m) = err(r#"{"name":"a","rate_limit":{"limit":-1}}"#);
         assert_eq!(f, "rate_limit.limit");
         assert!(m.contains("rate_limit.limit"), "{m}");
+    }
+
+    #[test]
+    fn only_an_object_is_a_body() {
+        for body in [r#"["a", null]"#, " 5", r#""a""#, "null"] {
+            assert_eq!(
+                err(body),
+                (
+                    "body".into(),
+                    "Invalid request body: expected a JSON object".into()
+                ),
+                "{body}"
+            );
+        }
+    }
+
+    #[test]
+    fn integral_floats_are_integers() {
+        let b = parse::<Body>(br#"{"name":"a","rate_limit":{"limit":5.0}}"#).unwrap();
+        assert_eq!(b.rate_limit.unwrap().limit, 5);
+        let b = parse::<Body>(br#"{"name":"a","rate_limit":{"limit":2e2}}"#).unwrap();
+        assert_eq!(b.rate_limit.unwrap().limit, 200);
+        let (f, m) = err(r#"{"name":"a","rate_limit":{"limit":5.5}}"#);
+        assert_eq!(f, "rate_limit.limit");
+        assert!(m.contains("floating point `5.5`"), "{m}");
+        // Out of the field's range is still out of range.
+        let (f, _) = err(r#"{"name":"a","rate_limit":{"limit":4294967296.0}}"#);
+        assert_eq!(f, "rate_limit.limit");
     }
 
     #[test]

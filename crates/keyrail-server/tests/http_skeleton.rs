@@ -374,6 +374,13 @@ async fn openapi_document_is_valid_3_1() {
             assert!(!responses.is_empty(), "{method} {path} lists no responses");
             for (code, r) in responses {
                 assert!(code == "default" || code.parse::<u16>().is_ok(), "{code}");
+                // A shared response is a `$ref` into components/responses.
+                let r = match r["$ref"].as_str() {
+                    Some(ptr) => doc
+                        .pointer(ptr.trim_start_matches('#'))
+                        .unwrap_or_else(|| panic!("{method} {path} {code}: {ptr} missing")),
+                    None => r,
+                };
                 assert!(r["description"].is_string(), "{method} {path} {code}");
             }
             let params: BTreeSet<&str> = op["parameters"]

@@ -12,7 +12,7 @@
 
 mod common;
 
-use common::{Guard, free_port, in_ci, keyrail, request, wait_until};
+use common::{Guard, free_port, in_ci, request, serve_with, wait_until};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -137,30 +137,6 @@ fn client_line(name: &str, out: &Output) -> Value {
 /// keyrail serving in `dir` (dev mode), once it answers `/healthz`; and its port.
 fn serve(dir: &Path) -> (Guard, u16) {
     serve_with(dir, &[])
-}
-
-/// [`serve`] with more `KEYRAIL_*` settings.
-fn serve_with(dir: &Path, settings: &[(&str, &str)]) -> (Guard, u16) {
-    let port = free_port();
-    let log = std::fs::File::create(dir.join("keyrail.log")).unwrap();
-    let child = keyrail(dir)
-        .arg("serve")
-        .env("KEYRAIL_LISTEN", format!("127.0.0.1:{port}"))
-        .env("KEYRAIL_DEV", "true")
-        .envs(settings.iter().copied())
-        .stdout(Stdio::from(log.try_clone().unwrap()))
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let mut server = Guard::new("keyrail", child);
-    let server_log = || std::fs::read_to_string(dir.join("keyrail.log")).unwrap_or_default();
-    wait_until("keyrail answers /healthz", Duration::from_secs(30), || {
-        if let Some(status) = server.exited() {
-            panic!("keyrail exited ({status}):\n{}", server_log());
-        }
-        request(port, "GET", "/healthz", &[], None).is_ok_and(|r| r.status == 200)
-    });
-    (server, port)
 }
 
 /// One call: the status it must answer, else the response; the JSON body (or null).

@@ -64,10 +64,19 @@ impl From<BuilderProfile> for ProfileOut {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfileIn {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
-    /// An http(s) URL, or null.
+    /// An http(s) URL (printable ASCII, at most 2048 characters), or null.
     #[serde(default)]
+    #[schema(
+        max_length = 2048,
+        pattern = r"^(https?://[\x21\x22\x24-\x2e\x30-\x3e\x40-\x7e][\x21-\x7e]*)?$"
+    )]
     website: Option<String>,
 }
 
@@ -164,7 +173,12 @@ pub struct CreatedApp {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppIn {
-    /// 1 to 100 characters.
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     /// Up to 1000 characters.
     #[serde(default)]
@@ -254,6 +268,12 @@ pub async fn get_app(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AppPatchIn {
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
     description: Option<String>,
     /// null removes the restriction.
@@ -459,7 +479,8 @@ impl From<GrantView> for GrantOut {
 #[serde(deny_unknown_fields)]
 pub struct GrantIn {
     client_id: String,
-    /// At most the caller's own scopes.
+    /// At least one scope, and at most the caller's own scopes.
+    #[schema(schema_with = crate::routes::common::scope_list_nonempty)]
     scopes: Vec<String>,
     /// A shared grant (one per app per workspace) needs `apps:write` and `workspace:write`.
     #[serde(default)]
@@ -498,7 +519,11 @@ pub async fn create_grant(
 pub struct GrantParams {
     /// Only this app's grants.
     client_id: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
+    #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
     cursor: Option<String>,
 }
 

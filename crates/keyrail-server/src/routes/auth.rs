@@ -53,7 +53,7 @@ pub struct SignupIn {
     #[schema(example = "ada@example.com")]
     email: String,
     /// 12 to 128 characters, not a commonly breached password.
-    #[schema(value_type = String, format = Password)]
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     password: Secret,
     #[schema(example = "Ada Lovelace")]
     name: String,
@@ -257,7 +257,8 @@ pub async fn password_reset_request(
 pub struct ResetIn {
     #[schema(value_type = String)]
     token: Secret,
-    #[schema(value_type = String, format = Password)]
+    /// 12 to 128 characters, not a commonly breached password.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     password: Secret,
 }
 

@@ -15,6 +15,44 @@ use crate::auth::{Authenticated, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
 
+/// A scope name as the API takes it: `resource:action`, each part a lowercase letter then
+/// lowercase letters, digits, `_` or `-` (at most 64 characters in all).
+pub const SCOPE_PATTERN: &str = r"^[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30}$";
+
+fn scope_array(nullable: bool, min_items: usize) -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    let ty = if nullable {
+        SchemaType::from_iter([Type::Array, Type::Null])
+    } else {
+        SchemaType::Type(Type::Array)
+    };
+    ArrayBuilder::new()
+        .schema_type(ty)
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(SCOPE_PATTERN))
+                .description(Some("A scope name, `resource:action`.")),
+        )
+        .min_items((min_items > 0).then_some(min_items))
+        .build()
+}
+
+/// The schema of a list of scope names (`schema_with`).
+pub fn scope_list() -> utoipa::openapi::schema::Array {
+    scope_array(false, 0)
+}
+
+/// [`scope_list`] with at least one name.
+pub fn scope_list_nonempty() -> utoipa::openapi::schema::Array {
+    scope_array(false, 1)
+}
+
+/// [`scope_list`] or `null`.
+pub fn scope_list_or_null() -> utoipa::openapi::schema::Array {
+    scope_array(true, 0)
+}
+
 /// The caller as the domain sees it (for workspace-scoped and platform endpoints).
 pub struct Caller(pub Actor);
 
@@ -66,8 +104,10 @@ pub fn some_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
-    /// Where the previous page stopped (its `next_cursor`).
+    /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
+    #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
     pub cursor: Option<String>,
 }
 
@@ -194,10 +234,16 @@ pub struct AuditParams {
     /// Only this actor's entries.
     pub actor_id: Option<String>,
     /// RFC 3339; entries at or after.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339; entries before.
+    #[param(format = DateTime)]
     pub until: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
+    /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
+    #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
     pub cursor: Option<String>,
 }
 

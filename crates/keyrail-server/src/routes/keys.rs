@@ -124,14 +124,22 @@ pub struct NewKeyOut {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyIn {
+    /// 1 to 255 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     #[serde(default)]
+    #[schema(schema_with = crate::routes::common::scope_list)]
     scopes: Vec<String>,
     /// 1 to 365; null or absent = never expires.
     expires_in_days: Option<u32>,
     #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<KeyRateLimit>,
     /// Usage credits; null = unlimited.
+    #[schema(minimum = 0)]
     remaining: Option<i64>,
     /// A JSON object, at most 16 KiB.
     #[schema(value_type = Option<Object>)]
@@ -191,10 +199,27 @@ pub async fn create_key(
 #[into_params(parameter_in = Query)]
 pub struct KeyListParams {
     /// `active`, `expired`, `revoked` or `disabled`.
+    #[param(value_type = KeyStatusName, inline, required = false)]
     status: Option<String>,
+    /// Only keys with this external id.
     external_id: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     limit: Option<String>,
+    /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
+    #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
     cursor: Option<String>,
+}
+
+/// A key's status, as `?status=` filters by it.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum KeyStatusName {
+    Active,
+    Expired,
+    Revoked,
+    Disabled,
 }
 
 /// The workspace's keys (metadata only), oldest first. [keys:read]
@@ -259,7 +284,14 @@ pub async fn get_key(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct KeyPatchIn {
+    /// 1 to 255 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
+    #[schema(schema_with = crate::routes::common::scope_list_or_null)]
     scopes: Option<Vec<String>>,
     #[serde(default, deserialize_with = "some_or_null")]
     #[schema(value_type = Option<Object>)]
@@ -268,7 +300,7 @@ pub struct KeyPatchIn {
     #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<Option<KeyRateLimit>>,
     #[serde(default, deserialize_with = "some_or_null")]
-    #[schema(value_type = Option<i64>)]
+    #[schema(value_type = Option<i64>, minimum = 0)]
     remaining: Option<Option<i64>>,
     /// false disables the key (verify answers DISABLED), true enables it again.
     enabled: Option<bool>,
@@ -336,6 +368,7 @@ pub async fn revoke_key(
 pub struct RotateIn {
     /// 0 to 86400 (default 0): how long the old key keeps working.
     #[serde(default)]
+    #[schema(maximum = 86400)]
     grace_seconds: u32,
 }
 
@@ -400,13 +433,22 @@ pub async fn reveal_key(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ImportKeyIn {
-    /// The plaintext key (hashed on arrival, never stored), or
-    #[schema(value_type = Option<String>)]
+    /// The plaintext key (printable ASCII, no spaces, at least 16 characters; hashed on
+    /// arrival, never stored), or
+    #[schema(value_type = String, required = false, pattern = r"^[\x21-\x7e]{16,}$")]
     key: Option<Secret>,
-    /// its SHA-256 in hex.
+    /// its SHA-256 in hex. Exactly one of the two.
+    #[schema(value_type = String, required = false, pattern = r"^[0-9a-fA-F]{64}$")]
     sha256: Option<String>,
+    /// 1 to 255 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
     #[serde(default)]
+    #[schema(schema_with = crate::routes::common::scope_list)]
     scopes: Vec<String>,
     #[schema(value_type = Option<String>, format = DateTime)]
     expires_at: Option<Timestamp>,
@@ -415,6 +457,7 @@ pub struct ImportKeyIn {
     external_id: Option<String>,
     #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<KeyRateLimit>,
+    #[schema(minimum = 0)]
     remaining: Option<i64>,
 }
 
@@ -422,6 +465,7 @@ pub struct ImportKeyIn {
 #[serde(deny_unknown_fields)]
 pub struct ImportIn {
     /// 1 to 1000 keys; all or nothing.
+    #[schema(min_items = 1, max_items = 1000)]
     keys: Vec<ImportKeyIn>,
 }
 
@@ -484,6 +528,7 @@ pub struct VerifyIn {
     scopes: Vec<String>,
     /// Credits (and rate-limit tokens) this request spends; 0 only looks.
     #[serde(default = "one")]
+    #[schema(format = Int64, maximum = 4294967295_u64)]
     cost: u32,
     /// The workspace whose API is being protected: a key of any other workspace is
     /// `NOT_FOUND`. Custom scope names are per workspace, so pass it whenever you check a
@@ -585,9 +630,13 @@ pub async fn verify(
 pub struct ForwardParams {
     /// Required scopes, comma-separated. With the header `X-Keyrail-Scopes` too, both are
     /// required. An empty or repeated value is 400.
+    #[param(
+        pattern = r"^[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30}(,[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30})*$"
+    )]
     scopes: Option<String>,
     /// The one workspace whose credentials pass (or the header `X-Keyrail-Workspace`): any
     /// credential of another workspace is 401 `invalid_credentials`.
+    #[param(pattern = r"^ws_[0-9a-z]{26}$")]
     workspace_id: Option<String>,
 }
 
@@ -691,8 +740,10 @@ fn other_workspace() -> ApiError {
 /// `X-Keyrail-*` headers, or the API's 401/403/429.
 #[utoipa::path(get, path = "/api/v1/forward-auth", tag = "keys",
     params(ForwardParams,
-        ("X-Keyrail-Scopes" = Option<String>, Header, description = "Required scopes, comma-separated (with `?scopes=`, both are required)"),
-        ("X-Keyrail-Workspace" = Option<String>, Header, description = "The workspace to bind to (or `?workspace_id=`)")),
+        ("X-Keyrail-Scopes" = Option<String>, Header, description = "Required scopes, comma-separated (with `?scopes=`, both are required)",
+            pattern = r"^[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30}(,[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30})*$"),
+        ("X-Keyrail-Workspace" = Option<String>, Header, description = "The workspace to bind to (or `?workspace_id=`)",
+            pattern = r"^ws_[0-9a-z]{26}$")),
     security(("bearer" = []), ("basic" = [])),
     responses(
         (status = 200, description = "Allowed; see the X-Keyrail-Principal, X-Keyrail-Workspace, X-Keyrail-Scopes and X-Keyrail-External-Id headers"),

@@ -81,14 +81,22 @@ impl From<RequestLogRow> for LogOut {
 #[into_params(parameter_in = Query)]
 pub struct LogParams {
     /// One status code (`404`) or a class (`4xx`, `5xx`, ...).
+    #[param(pattern = r"^[1-5]([0-9]{2}|[xX]{2})$")]
     pub status: Option<String>,
     /// Only this principal's requests: a key id, user id or grant id.
+    #[param(min_length = 1, max_length = 64)]
     pub principal: Option<String>,
     /// RFC 3339; requests at or after.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339; requests before.
+    #[param(format = DateTime)]
     pub until: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
+    /// Where the previous page stopped (its `next_cursor`, `log_<n>`).
+    #[param(pattern = r"^(log_[1-9][0-9]{0,17})?$")]
     pub cursor: Option<String>,
 }
 
@@ -97,16 +105,25 @@ pub struct LogParams {
 #[into_params(parameter_in = Query)]
 pub struct AdminLogParams {
     /// Only this workspace's requests.
+    #[param(min_length = 1, max_length = 64)]
     pub workspace_id: Option<String>,
     /// One status code (`404`) or a class (`4xx`, `5xx`, ...).
+    #[param(pattern = r"^[1-5]([0-9]{2}|[xX]{2})$")]
     pub status: Option<String>,
     /// Only this principal's requests: a key id, user id or grant id.
+    #[param(min_length = 1, max_length = 64)]
     pub principal: Option<String>,
     /// RFC 3339; requests at or after.
+    #[param(format = DateTime)]
     pub since: Option<String>,
     /// RFC 3339; requests before.
+    #[param(format = DateTime)]
     pub until: Option<String>,
+    /// Page size, 1 to 200 (default 50).
+    #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
+    /// Where the previous page stopped (its `next_cursor`, `log_<n>`).
+    #[param(pattern = r"^(log_[1-9][0-9]{0,17})?$")]
     pub cursor: Option<String>,
 }
 

@@ -71,6 +71,12 @@ pub async fn get_profile(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ProfilePatch {
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
 }
 
@@ -95,7 +101,8 @@ pub async fn patch_profile(
 pub struct PasswordChange {
     #[schema(value_type = String, format = Password)]
     current_password: Secret,
-    #[schema(value_type = String, format = Password)]
+    /// 12 to 128 characters, not a commonly breached password.
+    #[schema(value_type = String, format = Password, min_length = 12, max_length = 128)]
     new_password: Secret,
 }
 

@@ -26,8 +26,23 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_deliveries))
 }
 
+/// 1 to 64 of the event types (`schema_with` of `events`).
+fn event_list() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
+    ArrayBuilder::new()
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .enum_values(Some(keyrail_core::events::EVENT_TYPES)),
+        )
+        .min_items(Some(1))
+        .max_items(Some(64))
+        .build()
+}
+
 /// The workspace's signing secret.
 #[derive(Serialize, ToSchema)]
+#[schema(as = WebhookSecretOut)]
 pub struct SecretOut {
     /// `whsec_` + base64 of 32 random bytes. The HMAC key is the base64-decoded part.
     secret: String,
@@ -70,10 +85,16 @@ pub struct WebhookIn {
     /// http or https, at most 2048 characters, no user info. Unless the server runs with
     /// `webhooks_allow_private = true`, the host must not be or resolve to a private, loopback,
     /// link-local or otherwise reserved address.
+    #[schema(
+        min_length = 1,
+        max_length = 2048,
+        pattern = r"^https?://[\x21-\x7e]+$"
+    )]
     url: String,
     /// One or more of `key.created`, `key.revoked`, `key.rotated`, `key.expiring`,
     /// `grant.created`, `grant.revoked`, `member.added`, `member.removed`,
     /// `app.secret_rotated`.
+    #[schema(schema_with = event_list)]
     events: Vec<String>,
 }
 

@@ -34,17 +34,30 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(scope_catalog))
 }
 
+/// The alphabet of a workspace's API keys: `base62`, `hex` or `base36`.
+#[allow(dead_code)]
+#[derive(ToSchema)]
+#[schema(rename_all = "lowercase")]
+pub enum KeyAlphabetName {
+    Base62,
+    Hex,
+    Base36,
+}
+
 /// The shape of a workspace's API keys.
 #[derive(Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 #[allow(dead_code)]
 pub struct KeyFormatDoc {
-    #[schema(example = "kr")]
+    /// 1 to 16 lowercase letters or digits, starting with a letter.
+    #[schema(example = "kr", pattern = r"^[a-z][a-z0-9]{0,15}$")]
     prefix: String,
-    /// `base62`, `hex` or `base36`.
-    #[schema(example = "base62")]
+    // No doc comment here: with one, utoipa wraps the inline enum in an `allOf` with an object.
+    #[schema(inline, value_type = KeyAlphabetName)]
     alphabet: String,
-    /// Random characters (at least 96 bits of randomness in all).
-    #[schema(example = 30)]
+    /// Random characters, at most 128, giving at least 96 bits of randomness: 17 in base62,
+    /// 19 in base36, 24 in hex (the schema says 24, which is enough for every alphabet).
+    #[schema(example = 30, minimum = 24, maximum = 128)]
     length: u32,
     /// Append 6 base62 characters of CRC32.
     checksum: bool,
@@ -81,6 +94,12 @@ impl WorkspaceOut {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspaceIn {
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: String,
 }
 
@@ -149,6 +168,12 @@ pub async fn get_workspace(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WorkspacePatch {
+    /// 1 to 100 characters (not only spaces, no control characters).
+    #[schema(
+        min_length = 1,
+        max_length = 100,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+    )]
     name: Option<String>,
     #[schema(value_type = Option<KeyFormatDoc>)]
     key_format: Option<KeyFormat>,
@@ -263,6 +288,7 @@ pub struct MemberIn {
     email: String,
     /// A built-in role (`owner`, `admin`, `developer`, `member`, `viewer`) or a custom role's
     /// id or name.
+    #[schema(pattern = r"^[a-z0-9_-]{1,64}$")]
     role: String,
 }
 
@@ -299,6 +325,8 @@ pub async fn add_member(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MemberPatch {
+    /// A built-in role's name, or a custom role's id or name.
+    #[schema(pattern = r"^[a-z0-9_-]{1,64}$")]
     role: String,
 }
 
@@ -409,7 +437,9 @@ pub async fn list_roles(
 #[serde(deny_unknown_fields)]
 pub struct RoleIn {
     /// 1 to 64 of `a-z 0-9 _ -`, not a built-in role's name.
+    #[schema(pattern = r"^(?!(owner|admin|developer|member|viewer)$)[a-z0-9_-]{1,64}$")]
     name: String,
+    #[schema(schema_with = crate::routes::common::scope_list)]
     scopes: Vec<String>,
 }
 
@@ -449,7 +479,10 @@ pub async fn create_role(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RolePatch {
+    /// 1 to 64 of `a-z 0-9 _ -`, not a built-in role's name.
+    #[schema(pattern = r"^(?!(owner|admin|developer|member|viewer)$)[a-z0-9_-]{1,64}$")]
     name: Option<String>,
+    #[schema(schema_with = crate::routes::common::scope_list_or_null)]
     scopes: Option<Vec<String>>,
 }
 
@@ -564,10 +597,16 @@ pub async fn list_scopes(
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeIn {
-    /// `resource:action`, not one of keyrail's own resources.
-    #[schema(example = "chats:read")]
+    /// `resource:action`, not one of keyrail's own resources (`workspace`, `members`, `keys`,
+    /// `apps`, `webhooks`, `audit`, `export`, `admin`).
+    #[schema(
+        example = "chats:read",
+        pattern = r"^(?!(workspace|members|keys|apps|webhooks|audit|export|admin):)[a-z][a-z0-9_-]{0,30}:[a-z][a-z0-9_-]{0,30}$"
+    )]
     name: String,
+    /// One line, at most 256 characters (may be empty).
     #[serde(default)]
+    #[schema(max_length = 256, pattern = r"^[^\x00-\x1f\x7f-\x9f]*$")]
     description: String,
     #[serde(default)]
     dangerous: bool,

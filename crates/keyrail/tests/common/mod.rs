@@ -208,3 +208,28 @@ pub fn psql(sql: &str) -> Result<String, String> {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// `keyrail serve` in `dir` (dev mode) with more `KEYRAIL_*` settings, once it answers
+/// `/healthz`; and its port. Its output goes to `dir/keyrail.log`.
+pub fn serve_with(dir: &Path, settings: &[(&str, &str)]) -> (Guard, u16) {
+    let port = free_port();
+    let log = std::fs::File::create(dir.join("keyrail.log")).unwrap();
+    let child = keyrail(dir)
+        .arg("serve")
+        .env("KEYRAIL_LISTEN", format!("127.0.0.1:{port}"))
+        .env("KEYRAIL_DEV", "true")
+        .envs(settings.iter().copied())
+        .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+        .stderr(std::process::Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let mut server = Guard::new("keyrail", child);
+    let server_log = || std::fs::read_to_string(dir.join("keyrail.log")).unwrap_or_default();
+    wait_until("keyrail answers /healthz", Duration::from_secs(30), || {
+        if let Some(status) = server.exited() {
+            panic!("keyrail exited ({status}):\n{}", server_log());
+        }
+        request(port, "GET", "/healthz", &[], None).is_ok_and(|r| r.status == 200)
+    });
+    (server, port)
+}
