@@ -136,7 +136,7 @@ fn check_remaining(remaining: &Option<i64>, field: &str) -> Result<(), Error> {
 
 fn check_external_id(id: &Option<String>, field: &str) -> Result<(), Error> {
     if let Some(e) = id
-        && (e.is_empty() || e.len() > 255 || e.chars().any(char::is_control))
+        && (e.is_empty() || e.chars().count() > 255 || e.chars().any(char::is_control))
     {
         return Err(Error::invalid(
             field,

@@ -53,7 +53,10 @@ const IMPORT_BODY_LIMIT: usize = 2 * 1024 * 1024;
 #[derive(Serialize, Deserialize, ToSchema, Clone, Copy)]
 #[serde(deny_unknown_fields)]
 pub struct RateLimitDoc {
+    #[schema(minimum = 1)]
     limit: u32,
+    /// At most 30 days.
+    #[schema(minimum = 1, maximum = 2592000)]
     window_seconds: u32,
 }
 
@@ -114,6 +117,25 @@ impl KeyOut {
 
 /// A new key: its metadata and, this once, the key.
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "key": "kr_3ZVhqD0RkT1pWw8n4yFbLc2sXe7Gm9Ja5Qo6U1",
+    "id": "key_01m91c7n3ve4j8kq2w5x6y7z8a",
+    "name": "billing service",
+    "prefix": "kr_3ZVh",
+    "scopes": ["keys:read"],
+    "status": "active",
+    "created_at": "2026-12-04T20:15:00Z",
+    "created_by": "usr_01m917jtf8ezpvyp629akjcdys",
+    "expires_at": null,
+    "last_used_at": null,
+    "revoked_at": null,
+    "rate_limit": {"limit": 100, "window_seconds": 60},
+    "remaining": null,
+    "meta": {"plan": "pro"},
+    "external_id": "cus_4711",
+    "recoverable": false,
+    "replaced_by": null
+}))]
 pub struct NewKeyOut {
     /// The full key. Shown this once; keyrail keeps only its SHA-256.
     key: String,
@@ -123,6 +145,13 @@ pub struct NewKeyOut {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "billing service",
+    "scopes": ["keys:read"],
+    "rate_limit": {"limit": 100, "window_seconds": 60},
+    "external_id": "cus_4711",
+    "meta": {"plan": "pro"}
+}))]
 pub struct KeyIn {
     /// 1 to 255 characters (not only spaces, no control characters).
     #[schema(
@@ -144,6 +173,12 @@ pub struct KeyIn {
     /// A JSON object, at most 16 KiB.
     #[schema(value_type = Option<Object>)]
     meta: Option<serde_json::Value>,
+    /// 1 to 255 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     external_id: Option<String>,
     /// Keep the key (encrypted under the master key) so `reveal` can show it again.
     #[serde(default)]
@@ -454,6 +489,12 @@ pub struct ImportKeyIn {
     expires_at: Option<Timestamp>,
     #[schema(value_type = Option<Object>)]
     meta: Option<serde_json::Value>,
+    /// 1 to 255 characters, no control characters.
+    #[schema(
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]+$"
+    )]
     external_id: Option<String>,
     #[schema(value_type = Option<RateLimitDoc>)]
     rate_limit: Option<KeyRateLimit>,
@@ -520,6 +561,11 @@ pub async fn import_keys(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "key": "kr_3ZVhqD0RkT1pWw8n4yFbLc2sXe7Gm9Ja5Qo6U1",
+    "scopes": ["keys:read"],
+    "workspace_id": "ws_01m917jtf9e3kang85667zc76e"
+}))]
 pub struct VerifyIn {
     #[schema(value_type = String)]
     key: Secret,
@@ -549,6 +595,19 @@ pub struct VerifyRate {
 }
 
 #[derive(Serialize, ToSchema)]
+#[schema(example = json!({
+    "valid": true,
+    "code": "VALID",
+    "key_id": "key_01m91c7n3ve4j8kq2w5x6y7z8a",
+    "workspace_id": "ws_01m917jtf9e3kang85667zc76e",
+    "name": "billing service",
+    "scopes": ["keys:read"],
+    "meta": {"plan": "pro"},
+    "external_id": "cus_4711",
+    "expires_at": null,
+    "remaining": null,
+    "rate_limit": {"limit": 100, "remaining": 99, "reset": 1}
+}))]
 pub struct VerifyOut<'a> {
     valid: bool,
     /// VALID, NOT_FOUND, EXPIRED, REVOKED, DISABLED, INSUFFICIENT_SCOPE, RATE_LIMITED,
