@@ -233,3 +233,44 @@ pub fn serve_with(dir: &Path, settings: &[(&str, &str)]) -> (Guard, u16) {
     });
     (server, port)
 }
+
+/// Whether `tool` (a Python command installed with pip) at exactly `version` can run here.
+/// When it cannot: outside CI, prints `SKIPPED: ...` and returns false; under CI, fails.
+pub fn python_tool(tool: &str, version: &str, test: &str) -> bool {
+    let why = match Command::new(tool)
+        .arg("--version")
+        .stdin(std::process::Stdio::null())
+        .output()
+    {
+        Ok(o) if String::from_utf8_lossy(&o.stdout).contains(version) => return true,
+        Ok(o) => format!(
+            "{tool} is not {version}: {}",
+            String::from_utf8_lossy(&o.stdout).trim()
+        ),
+        Err(e) => format!("{tool} cannot run: {e}"),
+    };
+    let fix = format!("python3 -m pip install {tool}=={version}");
+    if in_ci() {
+        panic!("{why}; CI is set, so the {test} test must run: {fix}");
+    }
+    eprintln!("SKIPPED: {why} (to run it: {fix})");
+    false
+}
+
+/// `keyrail init --email admin@example.com` in `dir`: the JSON it prints (`user_id`,
+/// `workspace_id`, `api_key`) and what it wrote to stderr (the generated password).
+pub fn init_superuser(dir: &Path) -> (serde_json::Value, String) {
+    let init = keyrail(dir)
+        .args(["init", "--email", "admin@example.com"])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "keyrail init: {init:?}");
+    let stdout = String::from_utf8_lossy(&init.stdout);
+    let created = stdout
+        .lines()
+        .rev()
+        .find_map(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("keyrail init printed no JSON: {stdout}"));
+    (created, String::from_utf8_lossy(&init.stderr).into_owned())
+}
