@@ -160,6 +160,22 @@ pub enum Step {
     Blocked(i64),
 }
 
+/// One Redis call, bounded by [`CALL_TIMEOUT`]; its failure as the limiter's.
+async fn bounded<T>(
+    call: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Result<T, LimiterError> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(LimiterError::Unavailable(e.category().to_string())),
+        Err(_) => Err(LimiterError::Unavailable("timed out".into())),
+    }
+}
+
+/// What a limit answers under `deny` while Redis is known down and was not asked.
+fn not_asked() -> LimiterError {
+    LimiterError::Unavailable("redis is down (not asked)".into())
+}
+
 /// GCRA state in one Redis, through a connection that reconnects by itself.
 #[derive(Clone)]
 pub struct RedisLimiter {
@@ -226,12 +242,7 @@ impl RedisLimiter {
             .arg(rate.count)
             .arg(interval)
             .arg(cost);
-        let reply: (i64, String, String, String) =
-            match tokio::time::timeout(CALL_TIMEOUT, call.invoke_async(&mut conn)).await {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => return Err(LimiterError::Unavailable(e.category().to_string())),
-                Err(_) => return Err(LimiterError::Unavailable("timed out".into())),
-            };
+        let reply: (i64, String, String, String) = bounded(call.invoke_async(&mut conn)).await?;
         let (allowed, ms, behind, per) = reply;
         if allowed < 0 {
             return Ok(Step::Blocked(ms.parse().unwrap_or(i64::MAX)));
@@ -400,37 +411,35 @@ impl RateLimiter for SharedLimiter {
         cost: u32,
         now: Timestamp,
     ) -> Result<Decision, LimiterError> {
-        let result = if self.health.should_try() {
-            self.redis.check(key, rate, cost, now).await
-        } else {
-            Err(LimiterError::Unavailable("down".into()))
-        };
-        match result {
+        if !self.health.should_try() {
+            return self.without_redis(None, key, rate, cost, now);
+        }
+        match self.redis.check(key, rate, cost, now).await {
             Ok(d) => {
                 self.health.answered();
                 Ok(d)
             }
-            Err(e) => self.without_redis(e, key, rate, cost, now),
+            Err(e) => self.without_redis(Some(e), key, rate, cost, now),
         }
     }
 }
 
 impl SharedLimiter {
-    /// The decision while Redis did not answer (`e`; "down": not asked, the breaker is open):
-    /// counted and logged, then what `on_redis_error` says.
+    /// The decision while Redis did not answer (`e`), or was not asked (`None`: known down,
+    /// between probes): a failure is counted and logged, then `on_redis_error` decides.
     fn without_redis(
         &self,
-        e: LimiterError,
+        e: Option<LimiterError>,
         key: &str,
         rate: Rate,
         cost: u32,
         now: Timestamp,
     ) -> Result<Decision, LimiterError> {
-        if !matches!(&e, LimiterError::Unavailable(m) if m == "down") {
-            self.health.failed(&e, self.mode);
+        if let Some(e) = &e {
+            self.health.failed(e, self.mode);
         }
         match self.mode {
-            OnRedisError::Deny => Err(e),
+            OnRedisError::Deny => Err(e.unwrap_or_else(not_asked)),
             OnRedisError::Allow => Ok(Decision {
                 allowed: true,
                 limit: rate.count,
@@ -500,12 +509,13 @@ impl SharedFailures {
         redis_key(&format!("fb:{key}"))
     }
 
-    fn down(&self, e: LimiterError) -> Result<(), LimiterError> {
-        if !matches!(&e, LimiterError::Unavailable(m) if m == "down") {
-            self.limits.health.failed(&e, self.limits.mode);
+    /// Redis did not answer (`e`) or was not asked (`None`): counted, then `Err` under `deny`.
+    fn down(&self, e: Option<LimiterError>) -> Result<(), LimiterError> {
+        if let Some(e) = &e {
+            self.limits.health.failed(e, self.limits.mode);
         }
         match self.limits.mode {
-            OnRedisError::Deny => Err(e),
+            OnRedisError::Deny => Err(e.unwrap_or_else(not_asked)),
             _ => Ok(()),
         }
     }
@@ -523,34 +533,17 @@ impl SharedFailures {
             return Ok(Some(secs));
         }
         if !self.limits.health.should_try() {
-            return self.fallback_blocked(key, now, LimiterError::Unavailable("down".into()));
+            return self.fallback_blocked(key, now, None);
         }
         let mut conn = self.redis.conn.clone();
         let cmd = redis::cmd("GET").arg(Self::block_key(key)).clone();
-        let until =
-            match tokio::time::timeout(CALL_TIMEOUT, cmd.query_async::<Option<i64>>(&mut conn))
-                .await
-            {
-                Ok(Ok(v)) => {
-                    self.limits.health.answered();
-                    v
-                }
-                Ok(Err(e)) => {
-                    return self.fallback_blocked(
-                        key,
-                        now,
-                        LimiterError::Unavailable(e.category().to_string()),
-                    );
-                }
-                Err(_) => {
-                    return self.fallback_blocked(
-                        key,
-                        now,
-                        LimiterError::Unavailable("timed out".into()),
-                    );
-                }
-            };
-        Ok(until.and_then(|u| self.heard(key, u, now)))
+        match bounded(cmd.query_async::<Option<i64>>(&mut conn)).await {
+            Ok(until) => {
+                self.limits.health.answered();
+                Ok(until.and_then(|u| self.heard(key, u, now)))
+            }
+            Err(e) => self.fallback_blocked(key, now, Some(e)),
+        }
     }
 
     /// Keeps a block Redis reported (`until` ms); its seconds left, if not over.
@@ -566,7 +559,7 @@ impl SharedFailures {
         &self,
         key: &str,
         now: Timestamp,
-        e: LimiterError,
+        e: Option<LimiterError>,
     ) -> Result<Option<u64>, LimiterError> {
         self.down(e)?;
         Ok(match self.limits.mode {
@@ -601,17 +594,17 @@ impl SharedFailures {
                     let secs = self.heard(source, until, now).unwrap_or(1);
                     return Ok(Gated::Blocked(secs));
                 }
-                Err(e) => e,
+                Err(e) => Some(e),
             }
         } else {
-            LimiterError::Unavailable("down".into())
+            None
         };
         if limits.mode == OnRedisError::Local
             && let Some(secs) = self.local.is_blocked(source, now)
         {
             // Counted as the outage it is, as the limit below would be.
-            if !matches!(&e, LimiterError::Unavailable(m) if m == "down") {
-                limits.health.failed(&e, limits.mode);
+            if let Some(e) = &e {
+                limits.health.failed(e, limits.mode);
             }
             return Ok(Gated::Blocked(secs));
         }
@@ -641,7 +634,7 @@ impl SharedFailures {
             })
         };
         if !self.limits.health.should_try() {
-            self.down(LimiterError::Unavailable("down".into()))?;
+            self.down(None)?;
             return fallback(self);
         }
         let policy = self.local.policy();
@@ -652,9 +645,8 @@ impl SharedFailures {
             .arg(policy.failures.count.max(1))
             .arg(policy.failures.window.secs().saturating_mul(1000))
             .arg(policy.block.secs().saturating_mul(1000));
-        let e = match tokio::time::timeout(CALL_TIMEOUT, call.invoke_async::<i64>(&mut conn)).await
-        {
-            Ok(Ok(until)) => {
+        let e = match bounded(call.invoke_async::<i64>(&mut conn)).await {
+            Ok(until) => {
                 self.limits.health.answered();
                 return Ok(self
                     .heard(key, until.saturating_abs(), now)
@@ -663,10 +655,9 @@ impl SharedFailures {
                         already: until < 0,
                     }));
             }
-            Ok(Err(e)) => LimiterError::Unavailable(e.category().to_string()),
-            Err(_) => LimiterError::Unavailable("timed out".into()),
+            Err(e) => e,
         };
-        self.down(e)?;
+        self.down(Some(e))?;
         fallback(self)
     }
 }
