@@ -249,17 +249,6 @@ async fn new_key(node: &TestServer, token: &str, ws: &str) -> (String, String) {
     )
 }
 
-async fn revoke(node: &TestServer, token: &str, ws: &str, id: &str) {
-    let resp = node
-        .post_with(
-            &format!("/api/v1/w/{ws}/keys/{id}/revoke"),
-            token,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-}
-
 async fn node(url: String, grace: &str) -> TestServer {
     let grace = grace.parse().unwrap();
     TestServer::start_with(
@@ -373,7 +362,7 @@ async fn a_node_rides_out_a_postgres_outage_and_recovers_by_itself() {
     // once back it has applied the revocation before answering from its cache again.
     relay.cut(true);
     wait_store(&a, false).await;
-    revoke(&b, &token, &ws, &revoked_id).await;
+    b.revoke_key(&token, &ws, &revoked_id).await;
     assert_eq!(code(&a, &revoked).await, "VALID");
     relay.cut(false);
     wait_store(&a, true).await;
@@ -383,7 +372,7 @@ async fn a_node_rides_out_a_postgres_outage_and_recovers_by_itself() {
     // purged down to its newest entry meanwhile: A cannot catch up, so it drops its cache.
     relay.cut(true);
     wait_store(&a, false).await;
-    revoke(&b, &token, &ws, &purged_id).await;
+    b.revoke_key(&token, &ws, &purged_id).await;
     new_key(&b, &token, &ws).await;
     sql(
         &pg.url(pg.port),
@@ -605,7 +594,7 @@ async fn a_revocation_made_during_an_outage_applies_when_the_store_is_back_under
 
     relay.cut(true);
     wait_store(&a, false).await;
-    revoke(&b, &token, &ws, &revoked_id).await;
+    b.revoke_key(&token, &ws, &revoked_id).await;
     let revoked = load.now();
     tokio::time::sleep(EDGE * 2).await;
     let uncut = load.now();

@@ -3,23 +3,12 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Backend, TestServer, json, open_jwe};
+use common::{Backend, TestServer, json, open_jwe, wait_until};
 use serde_json::json;
 
 const MASTER: &str = "5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed5eed";
-
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what} did not reach the other node within 3 s");
-}
 
 /// Node A on a fresh PostgreSQL database, node B on the same database; `None` without
 /// PostgreSQL outside CI.
@@ -60,19 +49,6 @@ async fn new_key(a: &TestServer, token: &str, ws: &str, name: &str) -> serde_jso
     key
 }
 
-/// Revokes a key on node `a`.
-async fn revoke(a: &TestServer, token: &str, ws: &str, key: &serde_json::Value) {
-    let id = key["id"].as_str().unwrap();
-    let resp = a
-        .post_with(
-            &format!("/api/v1/w/{ws}/keys/{id}/revoke"),
-            token,
-            &json!({}),
-        )
-        .await;
-    assert_eq!(resp.status(), 200);
-}
-
 /// Logs out on node `a`; how long until node `b` refuses the access token.
 async fn logout_reaches(a: &TestServer, b: &TestServer, token: &str, what: &str) -> Duration {
     let resp = a
@@ -103,7 +79,7 @@ async fn revocations_reach_the_other_node_within_a_second() {
     assert_eq!(b.verify_code(&secret).await, "VALID");
     assert_eq!(b.get_with("/api/v1/profile", &token).await.status(), 200);
 
-    revoke(&a, &token, &ws, &key).await;
+    a.revoke_key(&token, &ws, key["id"].as_str().unwrap()).await;
     let took = wait_until("key revocation", async || {
         b.verify_code(&secret).await == "REVOKED"
     })
@@ -247,7 +223,7 @@ async fn announced_revocations_need_no_poll() {
         let secret = key["key"].as_str().unwrap().to_owned();
         // Cached as valid on B: from here on only an eviction can change B's answer.
         assert_eq!(b.verify_code(&secret).await, "VALID");
-        revoke(&a, &token, &ws, &key).await;
+        a.revoke_key(&token, &ws, key["id"].as_str().unwrap()).await;
         took.push(
             wait_until("an announced revocation", async || {
                 b.verify_code(&secret).await == "REVOKED"

@@ -5,9 +5,9 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Backend, PASSWORD, TestServer, b64, json};
+use common::{Backend, PASSWORD, TestServer, b64, json, wait_until};
 use keyrail_core::identity::keyring::ROTATE_AFTER_SECS;
 use serde_json::{Value, json};
 
@@ -35,17 +35,6 @@ async fn two_nodes(a_keys: Duration, b_keys: Duration) -> Option<(TestServer, Te
     .await
     .unwrap();
     Some((a, b))
-}
-
-async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(3) {
-        if check().await {
-            return start.elapsed();
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("{what} did not happen within 3 s");
 }
 
 async fn jwks(node: &TestServer) -> Value {

@@ -1175,3 +1175,30 @@ async fn settle(nodes: &[(String, AppState)]) -> Result<(), String> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
 }
+
+/// Polls `check` every 20 ms until it holds (3 s at most, else fails naming `what`); how long
+/// that took.
+pub async fn wait_until(what: &str, mut check: impl AsyncFnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        if check().await {
+            return start.elapsed();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what} did not happen within 3 s");
+}
+
+impl TestServer {
+    /// Revokes key `id` of workspace `ws` (200 expected).
+    pub async fn revoke_key(&self, token: &str, ws: &str, id: &str) {
+        let resp = self
+            .post_with(
+                &format!("/api/v1/w/{ws}/keys/{id}/revoke"),
+                token,
+                &serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(resp.status(), 200);
+    }
+}
