@@ -39,7 +39,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
     // After the merge, so that it sees every operation.
     SharedResponses.modify(&mut openapi);
     BodyRules.modify(&mut openapi);
-    (router, openapi)
+    // The console's pages are HTML for people, not API: outside the OpenAPI document.
+    (router.merge(crate::console::router(state)), openapi)
 }
 
 /// Adds the fallbacks and the middleware. `extra` routes (tests, embedders) get the same

@@ -28,6 +28,7 @@ use crate::state::AppState;
 pub const TOKEN_COOKIE: &str = "keyrail_token";
 pub const CSRF_COOKIE: &str = "keyrail_csrf";
 pub const CSRF_HEADER: &str = "x-csrf-token";
+pub const REFRESH_COOKIE: &str = "keyrail_refresh";
 
 /// The session cookies' names. Served over HTTPS they carry the `__Host-` prefix, which browsers
 /// accept only from a secure origin, for the whole host, without `Domain`: a sibling subdomain
@@ -36,6 +37,8 @@ pub const CSRF_HEADER: &str = "x-csrf-token";
 pub struct CookieNames {
     pub token: &'static str,
     pub csrf: &'static str,
+    /// The console's refresh token (HttpOnly); the API hands refresh tokens out in bodies.
+    pub refresh: &'static str,
 }
 
 impl CookieNames {
@@ -44,11 +47,13 @@ impl CookieNames {
             Self {
                 token: "__Host-keyrail_token",
                 csrf: "__Host-keyrail_csrf",
+                refresh: "__Host-keyrail_refresh",
             }
         } else {
             Self {
                 token: TOKEN_COOKIE,
                 csrf: CSRF_COOKIE,
+                refresh: REFRESH_COOKIE,
             }
         }
     }
@@ -320,6 +325,25 @@ pub async fn authenticate(
     state: &AppState,
     key_check: KeyCheck<'_>,
 ) -> Result<Principal, ApiError> {
+    authenticate_with(parts, state, key_check, CsrfFrom::Header).await
+}
+
+/// Where a cookie-authenticated write carries its CSRF token.
+#[derive(Debug, Clone, Copy)]
+pub enum CsrfFrom<'a> {
+    /// The `X-CSRF-Token` header (the API).
+    Header,
+    /// A field of the posted form (the console's plain HTML forms).
+    Form(&'a [u8]),
+}
+
+/// [`authenticate`], with the CSRF token of a cookie write taken from `csrf`.
+pub async fn authenticate_with(
+    parts: &Parts,
+    state: &AppState,
+    key_check: KeyCheck<'_>,
+    csrf: CsrfFrom<'_>,
+) -> Result<Principal, ApiError> {
     {
         let guard = FailedAuth::check_deferred(state, parts)?;
         let names = CookieNames::for_state(state);
@@ -400,11 +424,14 @@ pub async fn authenticate(
             return Err(crate::limiter::too_many(&decision));
         }
         if via_cookie && !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-            let header_value = parts
-                .headers
-                .get(CSRF_HEADER)
-                .map(HeaderValue::as_bytes)
-                .unwrap_or(b"");
+            let header_value = match csrf {
+                CsrfFrom::Header => parts
+                    .headers
+                    .get(CSRF_HEADER)
+                    .map(HeaderValue::as_bytes)
+                    .unwrap_or(b""),
+                CsrfFrom::Form(value) => value,
+            };
             let bound = match &principal {
                 Principal::User(session) => token::ct_eq(
                     csrf_token(state, &session.session_id).as_bytes(),
@@ -452,41 +479,53 @@ pub fn login_cookies(
     max_age: i64,
 ) -> [HeaderValue; 2] {
     let names = CookieNames::for_state(state);
+    [
+        set_cookie(state, names.token, access_token, max_age, true),
+        set_cookie(
+            state,
+            names.csrf,
+            &csrf_token(state, session_id),
+            max_age,
+            false,
+        ),
+    ]
+}
+
+/// The console's refresh-token cookie (HttpOnly), which lets a page outlive its access token.
+pub fn refresh_cookie(state: &AppState, refresh_token: &str, max_age: i64) -> HeaderValue {
+    let names = CookieNames::for_state(state);
+    set_cookie(state, names.refresh, refresh_token, max_age, true)
+}
+
+/// `Set-Cookie` values that clear the session cookies.
+pub fn clear_cookies(state: &AppState) -> [HeaderValue; 3] {
+    let names = CookieNames::for_state(state);
+    [
+        set_cookie(state, names.token, "", 0, true),
+        set_cookie(state, names.csrf, "", 0, false),
+        set_cookie(state, names.refresh, "", 0, true),
+    ]
+}
+
+/// One session cookie: host-only, whole path, `SameSite=Strict`, `Secure` unless on plain-HTTP
+/// dev mode (the same attributes to set and to clear, or a browser keeps the old one).
+fn set_cookie(
+    state: &AppState,
+    name: &str,
+    value: &str,
+    max_age: i64,
+    http_only: bool,
+) -> HeaderValue {
     let secure = if state.config.public_url.is_https() || !state.config.dev {
         "; Secure"
     } else {
         ""
     };
-    let a = format!(
-        "{}={access_token}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{secure}",
-        names.token
-    );
-    let c = format!(
-        "{}={}; Path=/; Max-Age={max_age}; SameSite=Strict{secure}",
-        names.csrf,
-        csrf_token(state, session_id)
-    );
-    [
-        HeaderValue::from_str(&a).unwrap_or(HeaderValue::from_static("")),
-        HeaderValue::from_str(&c).unwrap_or(HeaderValue::from_static("")),
-    ]
-}
-
-/// `Set-Cookie` values that clear both cookies.
-pub fn clear_cookies(state: &AppState) -> [HeaderValue; 2] {
-    let names = CookieNames::for_state(state);
-    let secure = if state.config.public_url.is_https() {
-        "; Secure"
-    } else {
-        ""
-    };
-    let clear = |name: &str, http_only: &str| {
-        HeaderValue::from_str(&format!(
-            "{name}=; Path=/; Max-Age=0{http_only}; SameSite=Strict{secure}"
-        ))
-        .unwrap_or(HeaderValue::from_static(""))
-    };
-    [clear(names.token, "; HttpOnly"), clear(names.csrf, "")]
+    let http_only = if http_only { "; HttpOnly" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Max-Age={max_age}{http_only}; SameSite=Strict{secure}"
+    ))
+    .unwrap_or(HeaderValue::from_static(""))
 }
 
 #[cfg(test)]

@@ -34,14 +34,28 @@ pub fn ip_limited(
     routes.route_layer(middleware::from_fn_with_state(limit, enforce))
 }
 
+/// Counts one request from the client's address against the per-IP limit `name` (the API's
+/// public routes through [`ip_limited`], the console's forms directly: one bucket for both).
+pub async fn check(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    name: &str,
+    rate: Rate,
+) -> Result<keyrail_core::ratelimit::Decision, ApiError> {
+    let key = format!("{name}:{}", ip_key(client_ip(parts)));
+    state
+        .limiter
+        .check(&key, rate, 1, state.clock.now())
+        .await
+        // Only `on_redis_error = "deny"` gets here: refuse, as every other limit does.
+        .map_err(|_| ApiError::from(keyrail_core::Error::Unavailable))
+}
+
 async fn enforce(State(limit): State<IpLimit>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let key = format!("{}:{}", limit.name, ip_key(client_ip(&parts)));
-    let now = limit.state.clock.now();
-    let decision = match limit.state.limiter.check(&key, limit.rate, 1, now).await {
+    let decision = match check(&limit.state, &parts, limit.name, limit.rate).await {
         Ok(d) => d,
-        // Only `on_redis_error = "deny"` gets here: refuse, as every other limit does.
-        Err(_) => return ApiError::from(keyrail_core::Error::Unavailable).into_response(),
+        Err(e) => return e.into_response(),
     };
     let mut resp = if decision.allowed {
         next.run(Request::from_parts(parts, body)).await

@@ -6,6 +6,7 @@ pub mod background;
 pub mod bootstrap;
 pub mod config;
 pub mod conn;
+pub mod console;
 pub mod docs;
 pub mod error;
 pub mod iplimit;

@@ -115,7 +115,13 @@ pub async fn observe(State(log): State<Arc<RequestLog>>, mut req: Request, next:
     };
 
     let status = resp.status();
-    if (status.is_client_error() || status.is_server_error()) && !is_json(&resp) {
+    if (status.is_client_error() || status.is_server_error())
+        && !is_json(&resp)
+        && resp
+            .extensions()
+            .get::<crate::console::view::ErrorPage>()
+            .is_none()
+    {
         let mut replaced = ApiError::for_status(status).into_response();
         // Keep what the framework said about the failure (e.g. `Allow` on a 405).
         for (name, value) in resp.headers() {

@@ -277,15 +277,7 @@ pub async fn list_keys(
         cursor: params.cursor,
     }
     .page()?;
-    let status = match params.status.as_deref() {
-        None => None,
-        Some(s) => Some(KeyStatus::parse(s).ok_or_else(|| {
-            ApiError::invalid(
-                "status",
-                "status must be active, expired, revoked or disabled",
-            )
-        })?),
-    };
+    let status = status_filter(params.status.as_deref())?;
     let access = state.workspaces.access(&actor, &ws).await?;
     let filter = KeyFilter {
         status,
@@ -295,6 +287,19 @@ pub async fn list_keys(
     let keys = state.keys.list(&access, &filter, &page).await?;
     let data: Vec<KeyOut> = keys.into_iter().map(|k| KeyOut::new(k, now)).collect();
     Ok(Json(List::paged(data, &page, |k| k.id.clone())))
+}
+
+/// `?status=`: one of the four, or absent for every key (the API's and the console's filter).
+pub(crate) fn status_filter(s: Option<&str>) -> Result<Option<KeyStatus>, ApiError> {
+    s.map(|s| {
+        KeyStatus::parse(s).ok_or_else(|| {
+            ApiError::invalid(
+                "status",
+                "status must be active, expired, revoked or disabled",
+            )
+        })
+    })
+    .transpose()
 }
 
 /// One key's metadata. [keys:read]

@@ -10,6 +10,8 @@ use keyrail_core::{ManualClock, Timestamp};
 use keyrail_server::{AppState, Config, RunningServer, StartOptions};
 use keyrail_store::testing::TempPostgres;
 
+pub mod console;
+
 pub struct TestServer {
     pub server: Option<RunningServer>,
     pub base: String,
