@@ -118,11 +118,13 @@ fn same_origin(req: &Request) -> bool {
 
 const CSS: &str = include_str!("../../assets/console/console.css");
 const JS: &str = include_str!("../../assets/console/console.js");
+const ICON: &str = include_str!("../../assets/console/icon.svg");
 
 async fn asset(Path(name): Path<String>) -> Response {
     let (body, ty) = match name.as_str() {
         "console.css" => (CSS, "text/css; charset=utf-8"),
         "console.js" => (JS, "text/javascript; charset=utf-8"),
+        "icon.svg" => (ICON, "image/svg+xml"),
         _ => return Failure::from(ApiError::not_found()).into_response(),
     };
     (
