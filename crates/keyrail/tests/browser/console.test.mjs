@@ -71,6 +71,9 @@ test("sign up, create a key and read it from the page, verify it, revoke it with
   await page.getByRole("link", { name: "API keys" }).click();
   const row = page.getByRole("row", { name: /billing service/ });
   await shoot(page, "keys");
+  await page.emulateMedia({ colorScheme: "dark" });
+  await shoot(page, "keys-dark");
+  await page.emulateMedia({ colorScheme: "light" });
   await row.getByRole("button", { name: "Revoke" }).click();
   await shoot(page, "key-revoke-confirm");
   assert.equal((await api("POST", "/api/v1/keys/verify", { body: { key } })).body.code, "VALID",

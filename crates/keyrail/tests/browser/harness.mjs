@@ -44,7 +44,10 @@ export async function newPage(browser, t) {
       problems.push(`console error: ${m.text()}`);
     }
   });
-  page.on("requestfailed", (r) => problems.push(`request failed: ${r.url()}`));
+  page.on("requestfailed", (r) => {
+    // A navigation cancels what the previous page was still loading: not a fault.
+    if (r.failure()?.errorText !== "net::ERR_ABORTED") problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
+  });
   // Every asset must come from the server itself.
   page.on("request", (r) => {
     if (!r.url().startsWith(BASE) && !r.url().startsWith("data:")) problems.push(`off-site request: ${r.url()}`);
@@ -62,8 +65,44 @@ export function uniqueEmail(who) {
   return `${who}-${Date.now().toString(36)}-${counter}@example.com`;
 }
 
-/// Screenshots of the page as it is, at 1280 px and 360 px wide.
+/// Checks a page the way an accessibility audit would, for what the console promises: a
+/// language, a title, one h1, a label for every field, a name for every button and link, and
+/// no horizontal scroll at 360 px (checked in `shoot`).
+export async function checkAccessible(page, name) {
+  const problems = await page.evaluate(() => {
+    const out = [];
+    if (!document.documentElement.lang) out.push("no lang on <html>");
+    if (!document.title.trim()) out.push("no <title>");
+    const h1 = document.querySelectorAll("h1").length;
+    if (h1 !== 1) out.push(`${h1} h1 elements`);
+    for (const el of document.querySelectorAll("input, select, textarea")) {
+      if (el.type === "hidden") continue;
+      const named = el.labels?.length || el.getAttribute("aria-label") || el.getAttribute("aria-labelledby");
+      if (!named) out.push(`field without a label: ${el.outerHTML.slice(0, 80)}`);
+    }
+    for (const el of document.querySelectorAll("button, a[href]")) {
+      if (!(el.textContent.trim() || el.getAttribute("aria-label"))) out.push(`nameless: ${el.outerHTML.slice(0, 80)}`);
+    }
+    const ids = [...document.querySelectorAll("[id]")].map((e) => e.id);
+    const dup = ids.filter((id, i) => ids.indexOf(id) !== i);
+    if (dup.length) out.push(`duplicate ids: ${dup.join(", ")}`);
+    return out;
+  });
+  if (problems.length) throw new Error(`${name}: ${problems.join("; ")}`);
+}
+
+/// Screenshots of the page as it is, at 1280 px and 360 px wide (and checks it: see
+/// `checkAccessible`; at 360 px nothing may scroll sideways but a wide table in its own box).
 export async function shoot(page, name) {
+  await checkAccessible(page, name);
+  await page.setViewportSize({ width: 360, height: 740 });
+  const overflow = await page.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+  if (overflow > 0) {
+    const wide = await page.evaluate(() => [...document.querySelectorAll("body *")]
+      .filter((e) => e.getBoundingClientRect().right > window.innerWidth + 1 && !e.closest(".table-wrap table"))
+      .slice(0, 5).map((e) => e.outerHTML.slice(0, 100)));
+    throw new Error(`${name}: ${overflow}px wider than a 360px screen: ${wide.join(" | ")}`);
+  }
   for (const width of [1280, 360]) {
     await page.setViewportSize({ width, height: width === 360 ? 740 : 900 });
     await page.screenshot({ path: join(SHOTS, `${name}-${width}.png`), fullPage: true });
