@@ -309,3 +309,22 @@ pub async fn revoke_session(
     }
     Ok(see_other("/profile?done=session_revoked"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_qr_code_is_svg_without_style_or_prolog() {
+        let svg = qr_svg(
+            "otpauth://totp/keyrail:ada%40example.com?secret=JBSWY3DPEHPK3PXP&issuer=keyrail",
+        )
+        .unwrap();
+        assert!(svg.starts_with("<svg role=\"img\" aria-label="), "{svg}");
+        assert!(svg.ends_with("</svg>"));
+        assert!(svg.contains("<path"));
+        for banned in ["style", "<?xml", "<script", " on"] {
+            assert!(!svg.contains(banned), "{banned} in {svg}");
+        }
+    }
+}
