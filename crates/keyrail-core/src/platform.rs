@@ -164,6 +164,46 @@ impl Admin {
         Ok(self.store.list_users(page).await?)
     }
 
+    /// Until when a user's sign-in is locked (too many wrong passwords), if it is now.
+    pub async fn locked_until(
+        &self,
+        actor: &crate::workspaces::Actor,
+        user: &User,
+    ) -> Result<Option<crate::Timestamp>, Error> {
+        require_superuser(actor)?;
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .login_throttle(&crate::identity::login_throttle_key(&user.email))
+            .await?
+            .map(|t| t.locked_until)
+            .filter(|until| until.millis() > now.millis()))
+    }
+
+    /// Every workspace of the platform, whatever its status.
+    pub async fn workspaces(
+        &self,
+        actor: &crate::workspaces::Actor,
+        page: &crate::model::Page,
+    ) -> Result<Vec<Workspace>, Error> {
+        require_superuser(actor)?;
+        Ok(self.store.list_workspaces(page).await?)
+    }
+
+    /// One workspace, whatever its status.
+    pub async fn workspace(
+        &self,
+        actor: &crate::workspaces::Actor,
+        ws_id: &str,
+    ) -> Result<Workspace, Error> {
+        require_superuser(actor)?;
+        let id = WorkspaceId::parse(ws_id).ok_or(Error::NotFound { what: "workspace" })?;
+        self.store
+            .workspace_by_id(&id)
+            .await?
+            .ok_or(Error::NotFound { what: "workspace" })
+    }
+
     /// Lifts the login lockout of a user's email.
     pub async fn unlock(
         &self,

@@ -7,8 +7,11 @@
 //! `Referrer-Policy: no-referrer` (a reset token in a link never leaks), `no-store` on every
 //! page, and writes refused when the browser says they come from another site.
 
+mod admin;
+mod audit;
 mod auth;
 mod keys;
+mod profile;
 pub mod session;
 pub mod view;
 mod workspaces;
@@ -48,6 +51,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(workspaces::list).post(workspaces::create),
         )
         .merge(keys::router())
+        .merge(audit::router())
+        .merge(profile::router())
+        .merge(admin::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             session::refresh,

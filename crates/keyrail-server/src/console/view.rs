@@ -324,6 +324,14 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         }
         "password_reset" => "Your password is changed. Sign in with the new one.",
         "signed_up" => "Your account is ready. Sign in.",
+        "password_changed" => {
+            "Your password is changed and every session ended. Sign in with the new one."
+        }
+        "mfa_disabled" => "Two-factor authentication is off.",
+        "session_revoked" => "The session was revoked: its tokens stopped working.",
+        "unlocked" => "The user can sign in again.",
+        "suspended" => "The workspace is suspended: its keys and apps are refused.",
+        "activated" => "The workspace is active again.",
         _ => return None,
     })
 }
