@@ -19,7 +19,9 @@ use crate::auth::{KeyCheck, Meta, Principal, authenticate};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, OptionalJson};
 use crate::keyauth::key_rate_headers;
-use crate::routes::common::{ApiQuery, Caller, List, ListParams, NoStore, some_or_null};
+use crate::routes::common::{
+    ApiQuery, Caller, List, ListParams, NoStore, absent_or_value, some_or_null,
+};
 use crate::state::AppState;
 
 pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
@@ -470,9 +472,11 @@ pub async fn reveal_key(
 pub struct ImportKeyIn {
     /// The plaintext key (printable ASCII, no spaces, at least 16 characters; hashed on
     /// arrival, never stored), or
+    #[serde(default, deserialize_with = "absent_or_value")]
     #[schema(value_type = String, required = false, pattern = r"^[\x21-\x7e]{16,}$")]
     key: Option<Secret>,
-    /// its SHA-256 in hex. Exactly one of the two.
+    /// its SHA-256 in hex. Exactly one of the two (absent, not null, for the other).
+    #[serde(default, deserialize_with = "absent_or_value")]
     #[schema(value_type = String, required = false, pattern = r"^[0-9a-fA-F]{64}$")]
     sha256: Option<String>,
     /// 1 to 255 characters (not only spaces, no control characters).
