@@ -10,6 +10,7 @@
 //!   workspace does not have, a builder profile that is not the caller's, a wrong MFA code,
 //!   a webhook URL whose host does not resolve or is private, a password-reset token the
 //!   server did not mail.
+//!
 //! The stateful phase's failures are matched by their last request's operation.
 //!
 //! Needs schemathesis 4.32.5 (`python3 -m pip install schemathesis==4.32.5`). Without it the
