@@ -1,225 +1,210 @@
-//! The `/docs` page: a self-contained HTML reference rendered from the OpenAPI document at
-//! start. No scripts or styles from elsewhere, so it works with no internet.
+//! The `/docs` page: an interactive API reference (Swagger UI) over `/api/v1/openapi.json`.
+//!
+//! Swagger UI's built bundle is vendored from the npm package `swagger-ui-dist` under
+//! `assets/swagger-ui/` (its README says which version and how to update it) and carried in
+//! the binary, as is the script that starts it (`assets/docs/init.js`): the page loads nothing
+//! from any other host and works offline.
 
-use std::fmt::Write;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use utoipa_axum::router::OpenApiRouter;
 
-use serde_json::Value;
+use crate::state::AppState;
 
-fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn anchor(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect()
-}
-
-/// A compact one-line rendering of a schema: `$ref`s become links.
-fn schema_summary(schema: &Value) -> String {
-    if let Some(r) = schema.get("$ref").and_then(Value::as_str) {
-        let name = r.rsplit('/').next().unwrap_or(r);
-        return format!("<a href=\"#schema-{}\">{}</a>", anchor(name), esc(name));
-    }
-    if let Some(items) = schema.get("items") {
-        return format!("array of {}", schema_summary(items));
-    }
-    for key in ["oneOf", "anyOf", "allOf"] {
-        if let Some(Value::Array(alts)) = schema.get(key) {
-            let parts: Vec<String> = alts.iter().map(schema_summary).collect();
-            return parts.join(if key == "allOf" { " &amp; " } else { " | " });
-        }
-    }
-    match schema.get("type") {
-        Some(Value::String(t)) => esc(t),
-        Some(Value::Array(ts)) => ts
-            .iter()
-            .filter_map(Value::as_str)
-            .map(esc)
-            .collect::<Vec<_>>()
-            .join(" | "),
-        _ => "any".to_owned(),
-    }
-}
-
-fn content_summary(content: Option<&Value>) -> String {
-    let Some(Value::Object(map)) = content else {
-        return String::new();
+/// The vendored `swagger-ui-dist` version. It is part of the assets' paths, so that they can
+/// be cached for good and a new version is fetched anew.
+macro_rules! swagger_ui_version {
+    () => {
+        "5.35.0"
     };
-    map.iter()
-        .map(|(ct, media)| {
-            let schema = media.get("schema").map(schema_summary).unwrap_or_default();
-            format!("<code>{}</code> {}", esc(ct), schema)
+}
+
+pub const SWAGGER_UI_VERSION: &str = swagger_ui_version!();
+pub const BUNDLE_PATH: &str = concat!(
+    "/docs/swagger-ui-",
+    swagger_ui_version!(),
+    "/swagger-ui-bundle.js"
+);
+pub const CSS_PATH: &str = concat!(
+    "/docs/swagger-ui-",
+    swagger_ui_version!(),
+    "/swagger-ui.css"
+);
+pub const INIT_PATH: &str = "/docs/init.js";
+
+const PAGE: &str = concat!(
+    "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n",
+    "<meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\n",
+    "<title>keyrail API reference</title>\n",
+    // No icon, so that the browser does not ask for /favicon.ico.
+    "<link rel=\"icon\" href=\"data:,\">\n",
+    "<link rel=\"stylesheet\" href=\"/docs/swagger-ui-",
+    swagger_ui_version!(),
+    "/swagger-ui.css\">\n",
+    "</head>\n<body>\n",
+    "<noscript><p>This reference needs JavaScript. The OpenAPI document it shows is at ",
+    "<a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a>.</p></noscript>\n",
+    "<div id=\"swagger-ui\"></div>\n",
+    "<script src=\"/docs/swagger-ui-",
+    swagger_ui_version!(),
+    "/swagger-ui-bundle.js\" defer></script>\n",
+    "<script src=\"/docs/init.js\" defer></script>\n",
+    "</body>\n</html>\n"
+);
+
+const INIT_JS: &[u8] = include_bytes!("../assets/docs/init.js");
+const BUNDLE_JS: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js");
+const BUNDLE_JS_GZ: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui-bundle.js.gz");
+const CSS: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui.css");
+const CSS_GZ: &[u8] = include_bytes!("../assets/swagger-ui/swagger-ui.css.gz");
+
+/// The page's policy: scripts, styles, images and requests ("try it out", the document) from
+/// this server only; no inline script, no eval, no inline style either (Swagger UI sets its
+/// element styles through the DOM, which the policy does not govern; `tests/docs.rs` loads the
+/// page in Chromium and finds nothing refused). `data:` images are the icons inside Swagger
+/// UI's CSS.
+pub const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
+     img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+     form-action 'self'; frame-ancestors 'none'";
+
+/// The asset routes (not API operations, so not in the OpenAPI document; `/docs` itself is,
+/// in [`crate::routes::system`]).
+pub fn asset_routes(router: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    router
+        .route(INIT_PATH, get(init_js))
+        .route(BUNDLE_PATH, get(bundle_js))
+        .route(CSS_PATH, get(css))
+}
+
+/// The `/docs` page.
+pub fn page() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/html; charset=utf-8"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(CSP),
+            ),
+            (header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY")),
+            (
+                header::REFERRER_POLICY,
+                HeaderValue::from_static("no-referrer"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        PAGE,
+    )
+        .into_response()
+}
+
+async fn init_js() -> Response {
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript; charset=utf-8"),
+            ),
+            // Not versioned: asked again (it is small) so that an upgrade takes effect.
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        ],
+        INIT_JS,
+    )
+        .into_response()
+}
+
+async fn bundle_js(headers: HeaderMap) -> Response {
+    asset(
+        &headers,
+        "text/javascript; charset=utf-8",
+        BUNDLE_JS,
+        BUNDLE_JS_GZ,
+    )
+}
+
+async fn css(headers: HeaderMap) -> Response {
+    asset(&headers, "text/css; charset=utf-8", CSS, CSS_GZ)
+}
+
+/// A versioned asset: cached for a year, gzipped for a client that takes gzip.
+fn asset(
+    headers: &HeaderMap,
+    content_type: &'static str,
+    plain: &'static [u8],
+    gzipped: &'static [u8],
+) -> Response {
+    let gzip = accepts_gzip(headers);
+    let mut resp = (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=31536000, immutable"),
+            ),
+            (header::VARY, HeaderValue::from_static("accept-encoding")),
+        ],
+        if gzip { gzipped } else { plain },
+    )
+        .into_response();
+    if gzip {
+        resp.headers_mut()
+            .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    resp
+}
+
+/// Whether `Accept-Encoding` takes gzip (by name or `*`) with a quality above zero.
+fn accepts_gzip(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT_ENCODING)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            let refused = parts.any(|p| {
+                p.trim()
+                    .strip_prefix("q=")
+                    .and_then(|q| q.trim().parse::<f32>().ok())
+                    .is_some_and(|q| q <= 0.0)
+            });
+            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
         })
-        .collect::<Vec<_>>()
-        .join("<br>")
-}
-
-const STYLE: &str = "body{font:15px/1.5 system-ui,sans-serif;margin:0;color:#1b1f24;background:#fff}\
-header{background:#14213d;color:#fff;padding:1rem 2rem}header h1{margin:0;font-size:1.4rem}\
-main{max-width:72rem;margin:0 auto;padding:1rem 2rem}nav ul{columns:2;padding-left:1rem}\
-section.op{border:1px solid #d0d7de;border-radius:6px;margin:1rem 0;padding:.5rem 1rem}\
-.m{display:inline-block;min-width:4.5rem;font-weight:700;font-family:monospace}\
-.get{color:#0969da}.post{color:#1a7f37}.patch,.put{color:#9a6700}.delete{color:#cf222e}\
-code,pre{font-family:ui-monospace,monospace;background:#f6f8fa;padding:0 .2rem}\
-pre{padding:.5rem;overflow:auto}table{border-collapse:collapse;width:100%}\
-td,th{border-top:1px solid #d0d7de;padding:.25rem .5rem;text-align:left;vertical-align:top}";
-
-/// Renders the whole page from the OpenAPI document.
-pub fn render(spec: &Value) -> String {
-    let title = spec["info"]["title"].as_str().unwrap_or("API");
-    let version = spec["info"]["version"].as_str().unwrap_or("");
-    let description = spec["info"]["description"].as_str().unwrap_or("");
-    let mut ops: Vec<(String, String, &Value)> = Vec::new();
-    if let Some(Value::Object(paths)) = spec.get("paths") {
-        for (path, item) in paths {
-            if let Value::Object(methods) = item {
-                for (method, op) in methods {
-                    if matches!(method.as_str(), "get" | "post" | "put" | "patch" | "delete") {
-                        ops.push((path.clone(), method.clone(), op));
-                    }
-                }
-            }
-        }
-    }
-    let tag_of = |op: &Value| {
-        op["tags"][0]
-            .as_str()
-            .map_or_else(|| "other".to_owned(), str::to_owned)
-    };
-    ops.sort_by(|a, b| (tag_of(a.2), &a.0, &a.1).cmp(&(tag_of(b.2), &b.0, &b.1)));
-
-    let mut h = String::with_capacity(64 * 1024);
-    let _ = write!(
-        h,
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-         <title>{t} API reference</title><style>{STYLE}</style></head><body>\
-         <header><h1>{t} API reference <small>{v}</small></h1></header><main>\
-         <p>{d}</p><p>The machine-readable document is at <a href=\"/api/v1/openapi.json\">/api/v1/openapi.json</a>.</p>\
-         <nav aria-label=\"Endpoints\"><h2>Endpoints</h2><ul>",
-        t = esc(title),
-        v = esc(version),
-        d = esc(description)
-    );
-    for (path, method, _) in &ops {
-        let _ = write!(
-            h,
-            "<li><a href=\"#{a}\"><span class=\"m {m}\">{M}</span> {p}</a></li>",
-            a = anchor(&format!("{method}{path}")),
-            m = esc(method),
-            M = esc(&method.to_uppercase()),
-            p = esc(path)
-        );
-    }
-    h.push_str("</ul></nav><h2>Operations</h2>");
-    for (path, method, op) in &ops {
-        let _ = write!(
-            h,
-            "<section class=\"op\" id=\"{a}\"><h3><span class=\"m {m}\">{M}</span> <code>{p}</code></h3>",
-            a = anchor(&format!("{method}{path}")),
-            m = esc(method),
-            M = esc(&method.to_uppercase()),
-            p = esc(path)
-        );
-        for key in ["summary", "description"] {
-            if let Some(s) = op.get(key).and_then(Value::as_str) {
-                let _ = write!(h, "<p>{}</p>", esc(s));
-            }
-        }
-        if let Some(Value::Array(sec)) = op.get("security") {
-            let names: Vec<String> = sec
-                .iter()
-                .filter_map(Value::as_object)
-                .flat_map(|o| o.keys().cloned())
-                .collect();
-            if !names.is_empty() {
-                let _ = write!(h, "<p>Credentials: {}</p>", esc(&names.join(", ")));
-            }
-        }
-        if let Some(Value::Array(params)) = op.get("parameters") {
-            h.push_str(
-                "<table><tr><th>Parameter</th><th>In</th><th>Type</th><th>Description</th></tr>",
-            );
-            for p in params {
-                let _ = write!(
-                    h,
-                    "<tr><td><code>{}</code>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(p["name"].as_str().unwrap_or("")),
-                    if p["required"].as_bool() == Some(true) {
-                        " (required)"
-                    } else {
-                        ""
-                    },
-                    esc(p["in"].as_str().unwrap_or("")),
-                    p.get("schema").map(schema_summary).unwrap_or_default(),
-                    esc(p["description"].as_str().unwrap_or(""))
-                );
-            }
-            h.push_str("</table>");
-        }
-        if let Some(body) = op.get("requestBody") {
-            let _ = write!(
-                h,
-                "<p>Request body: {}</p>",
-                content_summary(body.get("content"))
-            );
-        }
-        h.push_str("<table><tr><th>Status</th><th>Description</th><th>Body</th></tr>");
-        if let Some(Value::Object(responses)) = op.get("responses") {
-            for (status, r) in responses {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(status),
-                    esc(r["description"].as_str().unwrap_or("")),
-                    content_summary(r.get("content"))
-                );
-            }
-        }
-        h.push_str("</table></section>");
-    }
-    h.push_str("<h2>Schemas</h2>");
-    if let Some(Value::Object(schemas)) = spec.pointer("/components/schemas") {
-        for (name, schema) in schemas {
-            let pretty = serde_json::to_string_pretty(schema).unwrap_or_default();
-            let _ = write!(
-                h,
-                "<section class=\"op\" id=\"schema-{}\"><h3>{}</h3><pre>{}</pre></section>",
-                anchor(name),
-                esc(name),
-                esc(&pretty)
-            );
-        }
-    }
-    h.push_str("</main></body></html>");
-    h
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn with(value: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_str(value).unwrap(),
+        );
+        h
+    }
+
     #[test]
-    fn escapes_what_it_renders() {
-        let spec = serde_json::json!({
-            "info": {"title": "<x>", "version": "1"},
-            "paths": {"/a": {"get": {"summary": "<script>alert(1)</script>", "responses": {"200": {"description": "ok"}}}}}
-        });
-        let html = render(&spec);
-        assert!(!html.contains("<script>alert"));
-        assert!(html.contains("&lt;script&gt;"));
-        assert!(html.contains("<code>/a</code>"));
+    fn gzip_only_when_the_client_takes_it() {
+        assert!(accepts_gzip(&with("gzip, deflate, br")));
+        assert!(accepts_gzip(&with("br;q=1.0, GZIP;q=0.5")));
+        assert!(accepts_gzip(&with("*")));
+        assert!(!accepts_gzip(&HeaderMap::new()));
+        assert!(!accepts_gzip(&with("identity")));
+        assert!(!accepts_gzip(&with("br, gzip;q=0")));
+        assert!(!accepts_gzip(&with("gzipx")));
+    }
+
+    #[test]
+    fn the_page_names_the_assets_it_is_served_with() {
+        for path in [BUNDLE_PATH, CSS_PATH, INIT_PATH] {
+            assert!(PAGE.contains(&format!("\"{path}\"")), "{path}");
+        }
+        assert!(BUNDLE_PATH.contains(SWAGGER_UI_VERSION));
     }
 }

@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 
 /// The error body of every failing response.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({"error": "Human-readable message", "code": "snake_case_code"}))]
 pub struct ErrorBody {
     /// A human-readable message.
     #[schema(example = "Insufficient scope")]
@@ -17,6 +18,12 @@ pub struct ErrorBody {
     /// A stable machine code in snake_case.
     #[schema(example = "insufficient_scope")]
     pub code: String,
+    /// With `invalid_request`: the field (or parameter) that was wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+    /// With `insufficient_scope`: the scopes the operation needs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub required: Option<Vec<String>>,
 }
 
 /// An error on its way to the client. Internal details ride along for the log, never the body.

@@ -90,8 +90,9 @@ impl Modify for SecuritySchemes {
 pub struct SharedResponses;
 
 /// `(name, status, description, code, message)` of each shared response; the body is always
-/// an `ErrorBody`.
-const SHARED: [(&str, &str, &str, &str, &str); 8] = [
+/// an `ErrorBody`, and its example is `{"error": message, "code": code}` with the extra field
+/// the code carries (see [`example_body`]). Messages as API.md and `error.rs` give them.
+const SHARED: [(&str, &str, &str, &str, &str); 10] = [
     (
         "BadRequest",
         "400",
@@ -141,6 +142,14 @@ const SHARED: [(&str, &str, &str, &str, &str); 8] = [
         "Content-Type must be application/json",
     ),
     (
+        "RequestTimeout",
+        "408",
+        "`request_timeout`: the server did not finish the request within `request_timeout` \
+         (30 s by default).",
+        "request_timeout",
+        "Request timed out",
+    ),
+    (
         "TooManyRequests",
         "429",
         "`too_many_requests`: a rate limit (the global limit per principal, a key's own limit, \
@@ -157,7 +166,26 @@ const SHARED: [(&str, &str, &str, &str, &str); 8] = [
         "store_unavailable",
         "Store unavailable, try again shortly",
     ),
+    (
+        "InternalError",
+        "500",
+        "`internal_error`: an unexpected failure. The body never says more; the server's log \
+         has the details under the response's `X-Request-Id`.",
+        "internal_error",
+        "Internal server error",
+    ),
 ];
+
+/// The example body of a shared response.
+fn example_body(code: &str, message: &str) -> serde_json::Value {
+    let mut body = serde_json::json!({ "error": message, "code": code });
+    match code {
+        "invalid_request" => body["field"] = "limit".into(),
+        "insufficient_scope" => body["required"] = serde_json::json!(["keys:write"]),
+        _ => {}
+    }
+    body
+}
 
 fn header(description: &str, schema: Schema) -> utoipa::openapi::header::Header {
     HeaderBuilder::new()
@@ -167,7 +195,7 @@ fn header(description: &str, schema: Schema) -> utoipa::openapi::header::Header 
 }
 
 fn shared_response(name: &str, description: &str, code: &str, message: &str) -> Response {
-    let example = serde_json::json!({ "error": message, "code": code });
+    let example = example_body(code, message);
     let mut r = ResponseBuilder::new().description(description).content(
         "application/json",
         ContentBuilder::new()
@@ -187,6 +215,28 @@ fn shared_response(name: &str, description: &str, code: &str, message: &str) -> 
             );
     }
     r.build()
+}
+
+/// The shared example that fits an operation's own error answer, if one does: its description
+/// names the shared answer's code first, or describes the plain case the shared answer shows
+/// (no credential; a workspace that is not there; a rate limit).
+fn fitting_example(status: &str, description: &str, path: &str) -> Option<serde_json::Value> {
+    let (_, _, _, code, message) = SHARED.iter().find(|s| s.1 == status)?;
+    let fits = match description
+        .strip_prefix('`')
+        .and_then(|d| d.split('`').next())
+    {
+        Some(first) => first == *code,
+        None => match status {
+            "401" => description.starts_with("Missing or invalid"),
+            "404" => {
+                description.starts_with("Not found") && path.starts_with("/api/v1/w/{workspace_id}")
+            }
+            "429" => description == "Too many requests",
+            _ => false,
+        },
+    };
+    fits.then(|| example_body(code, message))
 }
 
 /// Whether the operation needs a credential: some security requirement names a scheme.
@@ -237,6 +287,8 @@ fn applicable(op: &Operation, path: &str) -> Vec<&'static str> {
     if protected || has_body {
         out.push("ServiceUnavailable");
     }
+    // Every request: the request timeout and an unexpected failure.
+    out.extend(["RequestTimeout", "InternalError"]);
     out
 }
 
@@ -291,6 +343,19 @@ impl Modify for SharedResponses {
             .into_iter()
             .flatten()
             {
+                // An error answer the operation declares itself shows the shared example
+                // where that is what the server can answer.
+                for (status, r) in op.responses.responses.iter_mut() {
+                    let RefOr::T(r) = r else { continue };
+                    let Some(RefOr::T(media)) = r.content.get_mut("application/json") else {
+                        continue;
+                    };
+                    let error_body = matches!(&media.schema,
+                        Some(RefOr::Ref(s)) if s.ref_location.ends_with("/ErrorBody"));
+                    if error_body && media.example.is_none() {
+                        media.example = fitting_example(status, &r.description, path);
+                    }
+                }
                 for name in applicable(op, path) {
                     let status = SHARED
                         .iter()

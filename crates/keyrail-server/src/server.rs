@@ -24,7 +24,7 @@ use crate::limiter::{FailureTracker, MemoryLimiter};
 use crate::mailer::QueuedMailer;
 use crate::redis_limits::{RedisLimiter, SharedFailures, SharedLimiter};
 use crate::state::{AppState, Docs, Inner};
-use crate::{app, background, bootstrap, docs};
+use crate::{app, background, bootstrap};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -281,7 +281,6 @@ pub async fn start(config: Config, options: StartOptions) -> Result<RunningServe
     let (mut routes, openapi) = app::routes(&state);
     let spec = serde_json::to_value(&openapi).map_err(|e| StartError::Config(e.to_string()))?;
     let _ = state.docs.set(Docs {
-        html: Bytes::from(docs::render(&spec)),
         openapi_json: Bytes::from(serde_json::to_vec(&spec).unwrap_or_default()),
     });
     if let Some(extra) = options.extra_routes {

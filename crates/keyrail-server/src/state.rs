@@ -53,7 +53,7 @@ pub struct Inner {
     pub shared_failures: Option<Arc<crate::redis_limits::SharedFailures>>,
     /// The API request log's queue (the writer task drains it).
     pub request_log: Arc<crate::request_log::RequestLog>,
-    /// The OpenAPI document and the `/docs` page, made once the routes are built.
+    /// The OpenAPI document, made once the routes are built.
     pub docs: OnceLock<Docs>,
     /// The change-log position this node has applied up to (its follower's; 0 before it
     /// starts). Tests of a cluster wait on it instead of sleeping.
@@ -62,7 +62,6 @@ pub struct Inner {
 
 pub struct Docs {
     pub openapi_json: Bytes,
-    pub html: Bytes,
 }
 
 impl AppState {

@@ -1,5 +1,5 @@
-//! Black-box tests of the HTTP skeleton: health, readiness, metrics, OpenAPI, docs, the error
-//! shapes, request ids, panics, timeouts, TLS and graceful shutdown.
+//! Black-box tests of the HTTP skeleton: health, readiness, metrics, OpenAPI, the error shapes,
+//! request ids, panics, timeouts, TLS and graceful shutdown (the docs page: `tests/docs.rs`).
 
 mod common;
 
@@ -405,41 +405,6 @@ async fn openapi_document_is_valid_3_1() {
         assert!(
             paths.contains_key(served),
             "{served} missing from the document"
-        );
-    }
-    s.stop().await;
-}
-
-#[tokio::test]
-async fn docs_page_is_self_contained_and_complete() {
-    let s = TestServer::start().await;
-    let (_, doc) = json(s.get("/api/v1/openapi.json").await).await;
-    let resp = s.get("/docs").await;
-    assert_eq!(resp.status(), 200);
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    let html = resp.text().await.unwrap();
-    for path in doc["paths"].as_object().unwrap().keys() {
-        assert!(
-            html.contains(&format!("<code>{path}</code>")),
-            "{path} not on the page"
-        );
-    }
-    // Nothing is fetched from elsewhere: no absolute URLs in src or href, no external CSS.
-    for attr in [
-        "src=\"http",
-        "href=\"http",
-        "src=\"//",
-        "href=\"//",
-        "@import",
-    ] {
-        assert!(
-            !html.contains(attr),
-            "the page loads something from outside: {attr}"
         );
     }
     s.stop().await;

@@ -705,6 +705,28 @@ async fn import_is_atomic_and_names_duplicates() {
         );
     }
     assert_eq!(k.code("fine_key_0123456789abc").await, "NOT_FOUND");
+    // The one not given is absent, not null (the document says a string, not a nullable one).
+    for (entry, field) in [
+        (
+            json!({"key": null, "sha256": sha256_hex("null_key_0123456789"), "name": "n"}),
+            "keys[0].key",
+        ),
+        (
+            json!({"key": "null_hash_0123456789", "sha256": null, "name": "n"}),
+            "keys[0].sha256",
+        ),
+    ] {
+        let (status, b) = k
+            .call(
+                "POST",
+                &format!("/api/v1/w/{}/keys/import", k.ws),
+                &k.owner,
+                Some(json!({ "keys": [entry] })),
+            )
+            .await;
+        assert_eq!((status, b["field"].as_str()), (400, Some(field)), "{b}");
+    }
+    assert_eq!(k.code("null_hash_0123456789").await, "NOT_FOUND");
 
     // 1000 keys in one call (over the usual 64 KiB body limit).
     let many: Vec<Value> = (0..1000)

@@ -63,6 +63,10 @@ impl From<BuilderProfile> for ProfileOut {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Acme Labs",
+    "website": "https://acme.example"
+}))]
 pub struct ProfileIn {
     /// 1 to 100 characters (not only spaces, no control characters).
     #[schema(
@@ -172,6 +176,12 @@ pub struct CreatedApp {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Chat bridge",
+    "description": "Posts build results to a workspace's chat",
+    "builder_profile_id": "bld_0690yjh8v1a8r3t2kz9m4q5w6e",
+    "workspace_restrictions": null
+}))]
 pub struct AppIn {
     /// 1 to 100 characters (not only spaces, no control characters).
     #[schema(
@@ -267,6 +277,10 @@ pub async fn get_app(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "description": "Posts build and deploy results",
+    "active": true
+}))]
 pub struct AppPatchIn {
     /// 1 to 100 characters (not only spaces, no control characters).
     #[schema(
@@ -368,6 +382,7 @@ pub async fn rotate_secret(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"grant_id": "grt_0690yjh8v1a8r3t2kz9m4q5w6e"}))]
 pub struct TokenIn {
     /// One of this app's grants.
     grant_id: String,
@@ -477,6 +492,11 @@ impl From<GrantView> for GrantOut {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "client_id": "kr_app_3kq9x2m4n7p1r5t8v0w6y2z4",
+    "scopes": ["keys:read"],
+    "shared": false
+}))]
 pub struct GrantIn {
     client_id: String,
     /// At least one scope, and at most the caller's own scopes.

@@ -49,6 +49,11 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "email": "ada@example.com",
+    "password": "analytical-engine-1843",
+    "name": "Ada Lovelace"
+}))]
 pub struct SignupIn {
     #[schema(example = "ada@example.com")]
     email: String,
@@ -89,6 +94,7 @@ pub async fn signup(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ada@example.com", "password": "analytical-engine-1843"}))]
 pub struct LoginIn {
     email: String,
     #[schema(value_type = String, format = Password)]
@@ -163,6 +169,10 @@ pub async fn login(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "mfa_token": "mfa_7Yq2Lr9XcW4pN1sB8kD3hF6jT0vZ5mGa",
+    "code": "123456"
+}))]
 pub struct LoginMfaIn {
     #[schema(value_type = String)]
     mfa_token: Secret,
@@ -193,6 +203,7 @@ pub async fn login_mfa(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"refresh_token": "rt_Qm4vX9pL2sK7nB1cW8yD3fH6jR0tZ5aE"}))]
 pub struct RefreshIn {
     #[schema(value_type = String)]
     refresh_token: Secret,
@@ -234,6 +245,7 @@ pub async fn logout(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "ada@example.com"}))]
 pub struct ResetRequestIn {
     email: String,
 }
@@ -254,6 +266,10 @@ pub async fn password_reset_request(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "token": "Hk3mP9qL2vX7sN4cB8wD1fJ6yT0rZ5aG",
+    "password": "difference-engine-1822"
+}))]
 pub struct ResetIn {
     #[schema(value_type = String)]
     token: Secret,

@@ -99,6 +99,13 @@ pub fn some_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A field that may be absent but not `null` (its schema is a plain type, not nullable).
+pub fn absent_or_value<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
+}
+
 /// `?limit=` (1..200, default 50) and `?cursor=` (the `next_cursor` of the previous page).
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]

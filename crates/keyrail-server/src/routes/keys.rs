@@ -19,7 +19,9 @@ use crate::auth::{KeyCheck, Meta, Principal, authenticate};
 use crate::error::{ApiError, ErrorBody};
 use crate::json::{ApiJson, OptionalJson};
 use crate::keyauth::key_rate_headers;
-use crate::routes::common::{ApiQuery, Caller, List, ListParams, NoStore, some_or_null};
+use crate::routes::common::{
+    ApiQuery, Caller, List, ListParams, NoStore, absent_or_value, some_or_null,
+};
 use crate::state::AppState;
 
 pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
@@ -323,6 +325,12 @@ pub async fn get_key(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "billing service (prod)",
+    "scopes": ["keys:read", "keys:write"],
+    "rate_limit": {"limit": 600, "window_seconds": 60},
+    "enabled": true
+}))]
 pub struct KeyPatchIn {
     /// 1 to 255 characters (not only spaces, no control characters).
     #[schema(
@@ -405,6 +413,7 @@ pub async fn revoke_key(
 
 #[derive(Deserialize, ToSchema, Default)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"grace_seconds": 3600}))]
 pub struct RotateIn {
     /// 0 to 86400 (default 0): how long the old key keeps working.
     #[serde(default)]
@@ -475,9 +484,11 @@ pub async fn reveal_key(
 pub struct ImportKeyIn {
     /// The plaintext key (printable ASCII, no spaces, at least 16 characters; hashed on
     /// arrival, never stored), or
+    #[serde(default, deserialize_with = "absent_or_value")]
     #[schema(value_type = String, required = false, pattern = r"^[\x21-\x7e]{16,}$")]
     key: Option<Secret>,
-    /// its SHA-256 in hex. Exactly one of the two.
+    /// its SHA-256 in hex. Exactly one of the two (absent, not null, for the other).
+    #[serde(default, deserialize_with = "absent_or_value")]
     #[schema(value_type = String, required = false, pattern = r"^[0-9a-fA-F]{64}$")]
     sha256: Option<String>,
     /// 1 to 255 characters (not only spaces, no control characters).
@@ -509,6 +520,21 @@ pub struct ImportKeyIn {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "keys": [
+        {
+            "key": "legacy_9fK2mQ7xL4pW1sN8vB3c",
+            "name": "imported: reporting",
+            "scopes": ["keys:read"],
+            "external_id": "legacy-17"
+        },
+        {
+            "sha256": "6b86b273ff34fce19d6b804eff5a3f5747ada4eaa22f1d49c01e52ddb7875b4b",
+            "name": "imported: nightly export",
+            "expires_at": "2027-06-30T00:00:00Z"
+        }
+    ]
+}))]
 pub struct ImportIn {
     /// 1 to 1000 keys; all or nothing.
     #[schema(min_items = 1, max_items = 1000)]

@@ -70,6 +70,7 @@ pub async fn get_profile(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Ada King"}))]
 pub struct ProfilePatch {
     /// 1 to 100 characters (not only spaces, no control characters).
     #[schema(
@@ -98,6 +99,10 @@ pub async fn patch_profile(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "current_password": "analytical-engine-1843",
+    "new_password": "difference-engine-1822"
+}))]
 pub struct PasswordChange {
     #[schema(value_type = String, format = Password)]
     current_password: Secret,
@@ -153,6 +158,7 @@ pub async fn mfa_setup(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"code": "123456"}))]
 pub struct CodeIn {
     #[schema(value_type = String, example = "123456")]
     code: Secret,

@@ -14,7 +14,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 pub fn router() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    crate::docs::asset_routes(OpenApiRouter::new())
         .routes(routes!(healthz))
         .routes(routes!(readyz))
         .routes(routes!(metrics))
@@ -157,24 +157,9 @@ pub async fn openapi_json(State(state): State<AppState>) -> Response {
         .into_response()
 }
 
-/// The API reference page (works offline: everything is inline).
+/// The interactive API reference (Swagger UI, served by this binary: it works offline).
 #[utoipa::path(get, path = "/docs", tag = "system",
-    responses((status = 200, description = "HTML reference of every endpoint", content_type = "text/html", body = String)))]
-pub async fn docs(State(state): State<AppState>) -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("text/html; charset=utf-8"),
-            ),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                HeaderValue::from_static(
-                    "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'",
-                ),
-            ),
-        ],
-        state.docs.get().map(|d| d.html.clone()).unwrap_or_default(),
-    )
-        .into_response()
+    responses((status = 200, description = "The API reference page: Swagger UI over this document, grouped by tag, with search and \"try it out\". Its scripts and styles are served by this server under `/docs/`.", content_type = "text/html", body = String)))]
+pub async fn docs() -> Response {
+    crate::docs::page()
 }

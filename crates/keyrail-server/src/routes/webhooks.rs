@@ -81,6 +81,10 @@ impl From<WebhookEndpoint> for WebhookOut {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "url": "https://hooks.acme.example/keyrail",
+    "events": ["key.created", "key.revoked"]
+}))]
 pub struct WebhookIn {
     /// http or https, at most 2048 characters, no user info. Unless the server runs with
     /// `webhooks_allow_private = true`, the host must not be or resolve to a private, loopback,

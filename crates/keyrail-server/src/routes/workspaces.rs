@@ -93,6 +93,7 @@ impl WorkspaceOut {
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "Acme production"}))]
 pub struct WorkspaceIn {
     /// 1 to 100 characters (not only spaces, no control characters).
     #[schema(
@@ -167,6 +168,10 @@ pub async fn get_workspace(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "Acme (prod)",
+    "key_format": {"prefix": "acme", "alphabet": "base62", "length": 32, "checksum": true}
+}))]
 pub struct WorkspacePatch {
     /// 1 to 100 characters (not only spaces, no control characters).
     #[schema(
@@ -284,6 +289,7 @@ pub async fn list_members(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"email": "grace@example.com", "role": "developer"}))]
 pub struct MemberIn {
     email: String,
     /// A built-in role (`owner`, `admin`, `developer`, `member`, `viewer`) or a custom role's
@@ -324,6 +330,7 @@ pub async fn add_member(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"role": "admin"}))]
 pub struct MemberPatch {
     /// A built-in role's name, or a custom role's id or name.
     #[schema(pattern = r"^[a-z0-9_-]{1,64}$")]
@@ -435,6 +442,7 @@ pub async fn list_roles(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "support", "scopes": ["keys:read", "audit:read"]}))]
 pub struct RoleIn {
     /// 1 to 64 of `a-z 0-9 _ -`, not a built-in role's name.
     #[schema(pattern = r"^(?!(owner|admin|developer|member|viewer)$)[a-z0-9_-]{1,64}$")]
@@ -478,6 +486,7 @@ pub async fn create_role(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"scopes": ["keys:read"]}))]
 pub struct RolePatch {
     /// 1 to 64 of `a-z 0-9 _ -`, not a built-in role's name.
     #[schema(pattern = r"^(?!(owner|admin|developer|member|viewer)$)[a-z0-9_-]{1,64}$")]
@@ -596,6 +605,11 @@ pub async fn list_scopes(
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "name": "chats:read",
+    "description": "Read the workspace's chat history",
+    "dangerous": false
+}))]
 pub struct ScopeIn {
     /// `resource:action`, not one of keyrail's own resources (`workspace`, `members`, `keys`,
     /// `apps`, `webhooks`, `audit`, `export`, `admin`).
