@@ -417,6 +417,56 @@ impl Workspaces {
         Ok(())
     }
 
+    /// The roles the caller may give a member (built-in first, strongest first, then the
+    /// workspace's custom roles): the rule of [`Self::add_member`] and [`Self::update_member`],
+    /// for a form that offers only what would be accepted.
+    pub async fn grantable_roles(&self, access: &Access) -> Result<Vec<RoleView>, Error> {
+        access.require(&["members:write"])?;
+        let mut out = Vec::new();
+        let builtin = BuiltinRole::ALL.iter().map(|r| Role::Builtin(*r));
+        let custom = self
+            .store
+            .roles_of(&access.workspace.id)
+            .await?
+            .into_iter()
+            .map(|r| Role::Custom {
+                id: r.id.to_string(),
+                scopes: ScopeSet::parse(&r.scopes, "scopes").unwrap_or_default(),
+                name: r.name,
+            });
+        for role in builtin.chain(custom) {
+            let grantable = authz::can_grant(
+                &access.effective,
+                &role.effective(&access.catalog),
+                &access.catalog,
+            )
+            .is_ok();
+            if grantable {
+                out.push(RoleView {
+                    id: RoleId::parse(role.reference()),
+                    name: role.name().to_owned(),
+                    scopes: role.scopes().names(),
+                    builtin: role.is_builtin(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the caller may change or remove this member at all (the rule of
+    /// [`Self::update_member`] and [`Self::remove_member`]: members:write and every scope of
+    /// the member's current role), for a page that hides what would be refused.
+    pub async fn may_manage(&self, access: &Access, target: &Member) -> Result<bool, Error> {
+        if access.require(&["members:write"]).is_err() {
+            return Ok(false);
+        }
+        match self.require_outranks(access, target).await {
+            Ok(()) => Ok(true),
+            Err(Error::Forbidden { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn member(&self, access: &Access, id: &str) -> Result<Member, Error> {
         let id = MemberId::parse(id).ok_or(Error::NotFound { what: "member" })?;
         self.store

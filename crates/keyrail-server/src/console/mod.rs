@@ -9,7 +9,9 @@
 
 mod auth;
 mod keys;
+mod members;
 pub mod session;
+mod settings;
 pub mod view;
 mod workspaces;
 
@@ -48,6 +50,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(workspaces::list).post(workspaces::create),
         )
         .merge(keys::router())
+        .merge(members::router())
+        .merge(settings::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             session::refresh,
