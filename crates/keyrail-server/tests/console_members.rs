@@ -681,3 +681,57 @@ async fn markup_in_a_member_name_a_role_name_or_a_scope_is_shown_as_text() {
     }
     s.stop().await;
 }
+
+/// Every input and select of these pages has a label, and no page carries inline style or
+/// script (the CSP would block them).
+#[tokio::test]
+async fn the_pages_label_every_field_and_carry_no_inline_style() {
+    let s = TestServer::start().await;
+    let (token, ws) = s.owner_with_workspace("ada@example.com").await;
+    s.signup("bob@example.com").await;
+    add(&s, &token, &ws, "bob@example.com", "developer").await;
+    let bob = member_id(&members(&s, &token, &ws).await, "bob@example.com");
+    let mut c = Console::sign_in(&s, "ada@example.com", PASSWORD).await;
+    for path in [
+        format!("/w/{ws}/members"),
+        format!("/w/{ws}/members/{bob}/remove"),
+        format!("/w/{ws}/roles"),
+        format!("/w/{ws}/roles/new"),
+        format!("/w/{ws}/settings"),
+        format!("/w/{ws}/scopes"),
+        format!("/w/{ws}/delete"),
+    ] {
+        let page = c.get(&path).await;
+        assert_eq!(page.status, 200, "{path}: {}", page.html);
+        assert!(!page.html.contains("style=\""), "{path}");
+        assert!(!page.html.contains("<script>"), "{path}");
+        let mut fields = 0;
+        for tag in ["<input ", "<select "] {
+            for (at, _) in page.html.match_indices(tag) {
+                let element = &page.html[at..at + page.html[at..].find('>').unwrap()];
+                if element.contains("type=\"hidden\"") || element.contains("type=\"checkbox\"") {
+                    continue;
+                }
+                let id = element
+                    .split("id=\"")
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or_else(|| panic!("{path}: a field without an id: {element}"));
+                assert!(
+                    page.html.contains(&format!("<label for=\"{id}\"")),
+                    "{path}: no label for {id}"
+                );
+                fields += 1;
+            }
+        }
+        assert!(
+            fields > 0 || path.ends_with("/roles") || path.ends_with("/remove"),
+            "{path}: no fields seen"
+        );
+        assert!(
+            page.html.contains("name=\"csrf_token\""),
+            "{path}: forms carry the token"
+        );
+    }
+    s.stop().await;
+}
