@@ -175,11 +175,7 @@ impl Workspaces {
         let Some(id) = RoleId::parse(reference) else {
             return Ok(None);
         };
-        Ok(self.store.role_by_id(ws, &id).await?.map(|r| Role::Custom {
-            id: r.id.to_string(),
-            name: r.name,
-            scopes: ScopeSet::parse(&r.scopes, "scopes").unwrap_or_default(),
-        }))
+        Ok(self.store.role_by_id(ws, &id).await?.map(role_of_custom))
     }
 
     /// Resolves a role named in a request: a built-in name, a custom role's id or its name.
@@ -191,11 +187,7 @@ impl Workspaces {
         custom
             .into_iter()
             .find(|r| r.name == given)
-            .map(|r| Role::Custom {
-                id: r.id.to_string(),
-                name: r.name,
-                scopes: ScopeSet::parse(&r.scopes, "scopes").unwrap_or_default(),
-            })
+            .map(role_of_custom)
             .ok_or_else(|| {
                 Error::invalid(
                     "role",
@@ -417,6 +409,46 @@ impl Workspaces {
         Ok(())
     }
 
+    /// The roles the caller may give a member (built-in first, strongest first, then the
+    /// workspace's custom roles): the rule of [`Self::add_member`] and [`Self::update_member`],
+    /// for a form that offers only what would be accepted.
+    pub async fn grantable_roles(&self, access: &Access) -> Result<Vec<RoleView>, Error> {
+        access.require(&["members:write"])?;
+        let mut out = Vec::new();
+        let builtin = BuiltinRole::ALL.iter().map(|r| Role::Builtin(*r));
+        let custom = self
+            .store
+            .roles_of(&access.workspace.id)
+            .await?
+            .into_iter()
+            .map(role_of_custom);
+        for role in builtin.chain(custom) {
+            if require_grantable(access, &role).is_ok() {
+                out.push(RoleView {
+                    id: RoleId::parse(role.reference()),
+                    name: role.name().to_owned(),
+                    scopes: role.scopes().names(),
+                    builtin: role.is_builtin(),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether the caller may change or remove this member at all (the rule of
+    /// [`Self::update_member`] and [`Self::remove_member`]: members:write and every scope of
+    /// the member's current role), for a page that hides what would be refused.
+    pub async fn may_manage(&self, access: &Access, target: &Member) -> Result<bool, Error> {
+        if access.require(&["members:write"]).is_err() {
+            return Ok(false);
+        }
+        match self.require_outranks(access, target).await {
+            Ok(()) => Ok(true),
+            Err(Error::Forbidden { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn member(&self, access: &Access, id: &str) -> Result<Member, Error> {
         let id = MemberId::parse(id).ok_or(Error::NotFound { what: "member" })?;
         self.store
@@ -434,12 +466,7 @@ impl Workspaces {
     ) -> Result<(Member, User, String), Error> {
         access.require(&["members:write"])?;
         let role = self.role_named(&access.workspace.id, role).await?;
-        // What the role gives here: built-in roles also cover the workspace's own scopes.
-        authz::can_grant(
-            &access.effective,
-            &role.effective(&access.catalog),
-            &access.catalog,
-        )?;
+        require_grantable(access, &role)?;
         let email = normalize_email(email).ok_or(Error::NotFound { what: "user" })?;
         let user = self
             .store
@@ -494,12 +521,7 @@ impl Workspaces {
         let mut member = self.member(access, id).await?;
         let role = self.role_named(&access.workspace.id, role).await?;
         self.require_outranks(access, &member).await?;
-        // What the role gives here: built-in roles also cover the workspace's own scopes.
-        authz::can_grant(
-            &access.effective,
-            &role.effective(&access.catalog),
-            &access.catalog,
-        )?;
+        require_grantable(access, &role)?;
         let now = self.clock.now();
         let entry = self.audit_entry(access, meta, "member.update", member.id.to_string(), now);
         match self
@@ -759,6 +781,25 @@ impl Workspaces {
         filter.workspace_id = Some(access.workspace.id.clone());
         Ok(self.store.list_audit(&filter, page).await?)
     }
+}
+
+/// A stored custom role as a role a member can hold.
+fn role_of_custom(r: CustomRole) -> Role {
+    Role::Custom {
+        id: r.id.to_string(),
+        scopes: ScopeSet::parse(&r.scopes, "scopes").unwrap_or_default(),
+        name: r.name,
+    }
+}
+
+/// Nobody gives a role with scopes they do not hold: what the role gives here (built-in roles
+/// also cover the workspace's own scopes) must be within the caller's own scopes.
+fn require_grantable(access: &Access, role: &Role) -> Result<(), Error> {
+    authz::can_grant(
+        &access.effective,
+        &role.effective(&access.catalog),
+        &access.catalog,
+    )
 }
 
 fn last_owner() -> Error {

@@ -49,7 +49,13 @@ fn the_console_works_in_a_real_browser() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let (created, _) = common::init_superuser(dir.path());
+    let (created, init_stderr) = common::init_superuser(dir.path());
+    let admin_password = init_stderr
+        .lines()
+        .find_map(|l| l.split("(shown once): ").nth(1))
+        .expect("keyrail init prints the password it made")
+        .trim()
+        .to_owned();
     // Every test signs up its own people from this one address.
     let (_server, port) = serve_with(
         dir.path(),

@@ -179,12 +179,12 @@ pub async fn list(
     })
 }
 
-/// A scope the person may put on a key (only the ones they hold: no escalation).
-struct ScopeChoice {
-    name: String,
-    description: String,
-    dangerous: bool,
-    checked: bool,
+/// A scope the person may put on a key or a role (only the ones they hold: no escalation).
+pub(crate) struct ScopeChoice {
+    pub(crate) name: String,
+    pub(crate) description: String,
+    pub(crate) dangerous: bool,
+    pub(crate) checked: bool,
 }
 
 /// The values of the create form, kept when it is shown again with an error.
@@ -209,7 +209,7 @@ struct NewKeyPage {
     error: FieldError,
 }
 
-fn scope_choices(access: &Access, checked: &[String]) -> Vec<ScopeChoice> {
+pub(crate) fn scope_choices(access: &Access, checked: &[String]) -> Vec<ScopeChoice> {
     access
         .catalog
         .entries()

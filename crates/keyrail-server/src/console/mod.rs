@@ -12,7 +12,9 @@ mod audit;
 mod auth;
 mod keys;
 mod profile;
+mod members;
 pub mod session;
+mod settings;
 pub mod view;
 mod workspaces;
 
@@ -54,6 +56,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(audit::router())
         .merge(profile::router())
         .merge(admin::router())
+        .merge(members::router())
+        .merge(settings::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             session::refresh,

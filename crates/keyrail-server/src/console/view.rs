@@ -318,6 +318,7 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "created" => "Created.",
         "deleted" => "Deleted.",
         "removed" => "Removed.",
+        "added" => "The member is added.",
         "signed_out" => "You are signed out.",
         "reset_sent" => {
             "If an account exists for that address, a mail with a reset link is on its way."

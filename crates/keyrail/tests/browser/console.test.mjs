@@ -82,31 +82,53 @@ test("sign up, create a key and read it from the page, verify it, revoke it with
   await page.getByText("The key was revoked.").waitFor();
   assert.equal((await api("POST", "/api/v1/keys/verify", { body: { key } })).body.code, "REVOKED");
   await assert.doesNotReject(page.getByRole("row", { name: /billing service/ }).getByText("revoked").waitFor());
+
+  // The audit log has the revocation, by this person.
+  await page.getByRole("link", { name: "Audit log" }).click();
+  await page.getByRole("heading", { name: "Audit log" }).waitFor();
+  const entry = page.getByRole("row", { name: /key\.revoke/ });
+  await entry.waitFor();
+  assert.match(await entry.textContent(), /user/);
+  await shoot(page, "audit");
+  await page.getByLabel("Action").fill("key.create");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await page.getByRole("row", { name: /key\.create/ }).waitFor();
+  assert.equal(await page.getByRole("row", { name: /key\.revoke/ }).count(), 0);
 });
 
-test("sign in with MFA asks for the code", async (t) => {
+test("turn MFA on in the profile (QR code, recovery codes once), then sign in with a code", async (t) => {
   const email = uniqueEmail("mfa");
-  const token = await signUpOverApi(email);
-  const setup = await api("POST", "/api/v1/profile/mfa/setup", { token, body: {} });
-  assert.equal(setup.status, 200, JSON.stringify(setup.body));
-  const on = await api("POST", "/api/v1/profile/mfa/verify", { token, body: { code: totp(setup.body.secret) } });
-  assert.equal(on.status, 200, JSON.stringify(on.body));
-
+  await signUpOverApi(email);
   const page = await newPage(browser, t);
+  await signIn(page, email);
+  await page.waitForURL(/\/workspaces/);
+  await page.getByRole("link", { name: "Test User" }).click();
+  await page.getByRole("heading", { name: "Profile" }).waitFor();
+  await shoot(page, "profile");
+  await page.getByRole("button", { name: "Set up MFA" }).click();
+  assert.equal(await page.locator(".qr svg").count(), 1, "a QR code drawn by the server");
+  const secret = (await page.getByTestId("totp-secret").textContent()).trim();
+  await shoot(page, "profile-mfa-setup");
+  await page.getByLabel("Code", { exact: true }).fill(totp(secret));
+  await page.getByRole("button", { name: "Turn on MFA" }).click();
+  const codes = (await page.getByTestId("recovery-codes").textContent()).trim().split(/\s+/);
+  assert.equal(codes.length, 10);
+  await shoot(page, "profile-recovery-codes");
+  const enabledAt = Date.now();
+  await page.getByRole("button", { name: "Sign out" }).click();
+  await page.waitForURL(/\/login/);
+
   await signIn(page, email);
   await page.getByLabel("Code").waitFor();
   await shoot(page, "sign-in-mfa");
   await page.getByLabel("Code").fill("000000");
   await page.getByRole("button", { name: "Verify" }).click();
   await page.getByText("Invalid").first().waitFor();
-  // The next time step: the code just used to enable MFA cannot be spent again.
-  let code = totp(setup.body.secret);
-  const enabledAt = Date.now();
-  while (code === totp(setup.body.secret, enabledAt - 1) && Date.now() - enabledAt < 31_000) {
+  // The code that turned MFA on cannot be spent again: wait for the next time step.
+  while (totp(secret) === totp(secret, enabledAt) && Date.now() - enabledAt < 31_000) {
     await new Promise((r) => setTimeout(r, 500));
-    code = totp(setup.body.secret);
   }
-  await page.getByLabel("Code").fill(code);
+  await page.getByLabel("Code").fill(totp(secret));
   await page.getByRole("button", { name: "Verify" }).click();
   await page.waitForURL(/\/workspaces|\/w\//);
   const cookies = await page.context().cookies();
