@@ -7,10 +7,13 @@
 //! `Referrer-Policy: no-referrer` (a reset token in a link never leaks), `no-store` on every
 //! page, and writes refused when the browser says they come from another site.
 
+mod apps;
 mod auth;
+mod builder;
 mod keys;
 pub mod session;
 pub mod view;
+mod webhooks;
 mod workspaces;
 
 use axum::Router;
@@ -48,6 +51,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
             get(workspaces::list).post(workspaces::create),
         )
         .merge(keys::router())
+        .merge(apps::router())
+        .merge(builder::router())
+        .merge(webhooks::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             session::refresh,
