@@ -473,6 +473,23 @@ async fn webhook_endpoints_added_on_the_page_are_the_apis_and_the_secret_is_the_
     assert_eq!(api["secret"].as_str(), Some(shown.as_str()));
     assert!(secret.html.contains("data-copy=\"webhook-secret\""));
 
+    // No inline style or script on these pages: the CSP would block them.
+    for path in [
+        format!("/w/{ws}/webhooks"),
+        format!("/w/{ws}/webhooks/{id}"),
+        format!("/w/{ws}/apps"),
+        format!("/w/{ws}/apps/grant"),
+        "/apps".to_owned(),
+        "/apps/profiles".to_owned(),
+    ] {
+        let page = c.get(&path).await;
+        assert_eq!(page.status, 200, "{path}");
+        assert!(
+            !page.html.contains("style=\"") && !page.html.contains("<script>"),
+            "{path}"
+        );
+    }
+
     // Delete asks first; Confirm deletes.
     let confirm = c.get(&format!("/w/{ws}/webhooks/{id}/delete")).await;
     assert!(confirm.html.contains(">Confirm</button>"));
