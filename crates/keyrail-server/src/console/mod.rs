@@ -9,13 +9,16 @@
 
 mod admin;
 mod audit;
+mod apps;
 mod auth;
+mod builder;
 mod keys;
 mod members;
 mod profile;
 pub mod session;
 mod settings;
 pub mod view;
+mod webhooks;
 mod workspaces;
 
 use axum::Router;
@@ -58,6 +61,9 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(admin::router())
         .merge(members::router())
         .merge(settings::router())
+        .merge(apps::router())
+        .merge(builder::router())
+        .merge(webhooks::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             session::refresh,

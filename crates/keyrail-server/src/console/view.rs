@@ -319,6 +319,10 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "deleted" => "Deleted.",
         "removed" => "Removed.",
         "added" => "The member is added.",
+        "granted" => "The app is granted.",
+        "grant_revoked" => "The grant was revoked: the app's tokens for it stopped working.",
+        "app_activated" => "The app is active again.",
+        "app_deactivated" => "The app is inactive: its tokens are refused until you activate it.",
         "signed_out" => "You are signed out.",
         "reset_sent" => {
             "If an account exists for that address, a mail with a reset link is on its way."
