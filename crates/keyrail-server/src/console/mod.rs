@@ -8,8 +8,8 @@
 //! page, and writes refused when the browser says they come from another site.
 
 mod admin;
-mod audit;
 mod apps;
+mod audit;
 mod auth;
 mod builder;
 mod keys;
