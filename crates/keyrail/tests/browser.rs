@@ -77,6 +77,8 @@ fn the_console_works_in_a_real_browser() {
             "KEYRAIL_SUPERUSER_KEY",
             created["api_key"].as_str().unwrap(),
         )
+        .env("KEYRAIL_SUPERUSER_EMAIL", "admin@example.com")
+        .env("KEYRAIL_SUPERUSER_PASSWORD", admin_password)
         .stdin(Stdio::null())
         .output()
         .unwrap();
