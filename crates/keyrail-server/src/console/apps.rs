@@ -16,9 +16,8 @@ use serde::Deserialize;
 
 use crate::auth::Meta;
 use crate::console::session::{Posted, Signed, see_other};
-use crate::console::view::{
-    Chrome, Failure, FieldError, When, can, encode, notice, render, render_status,
-};
+use crate::console::view::open_workspace;
+use crate::console::view::{Chrome, Failure, FieldError, When, can, encode, render, render_status};
 use crate::error::ApiError;
 use crate::routes::common::ListParams;
 use crate::state::AppState;
@@ -62,19 +61,6 @@ impl GrantRights {
             shared: can(access, &["apps:write", "workspace:write"]),
         }
     }
-}
-
-async fn open(
-    state: &AppState,
-    who: &Signed,
-    ws: &str,
-    done: Option<&str>,
-) -> Result<(Access, Chrome), Failure> {
-    let access = state.workspaces.access(&who.actor(), ws).await?;
-    let chrome = Chrome::new(state, who, Some(&access), "apps")
-        .await?
-        .with_notice(notice(done));
-    Ok((access, chrome))
 }
 
 /// Names of the workspace's members by member id, when the person may see members (one page of
@@ -151,7 +137,7 @@ pub async fn list(
     Path(ws): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, q.done.as_deref()).await?;
+    let (access, chrome) = open_workspace(&state, "apps", &who, &ws, q.done.as_deref()).await?;
     let page = ListParams {
         limit: None,
         cursor: q.cursor.clone(),
@@ -217,7 +203,7 @@ pub async fn grant_form(
     Path(ws): Path<String>,
     Query(q): Query<GrantQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "apps", &who, &ws, None).await?;
     render(&GrantFormPage {
         scopes: scope_choices(&access, &[]),
         client_id: q.client_id.unwrap_or_default(),
@@ -234,7 +220,7 @@ pub async fn grant(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "apps", &posted.who, &ws, None).await?;
     let form = &posted.form;
     let client_id = form.text("client_id").unwrap_or_default().to_owned();
     let scopes = form.all("scopes");
@@ -287,7 +273,7 @@ pub async fn revoke_confirm(
     Path((ws, id)): Path<(String, String)>,
     Query(q): Query<GrantQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "apps", &who, &ws, None).await?;
     let grant = match q.client_id.filter(|c| !c.is_empty()) {
         Some(client_id) => {
             let found = state

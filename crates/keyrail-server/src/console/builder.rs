@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use crate::auth::Meta;
 use crate::console::session::{Form, Posted, Signed, see_other};
+use crate::console::view::DoneQuery;
 use crate::console::view::{
     Chrome, Failure, FieldError, When, encode, notice, render, render_status,
 };
@@ -404,11 +405,6 @@ struct AppPage {
     app: AppView,
     v: AppValues,
     error: FieldError,
-}
-
-#[derive(Deserialize, Default)]
-pub struct DoneQuery {
-    done: Option<String>,
 }
 
 async fn app_view(state: &AppState, who: &Signed, client_id: &str) -> Result<AppView, Failure> {

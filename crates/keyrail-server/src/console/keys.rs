@@ -15,9 +15,8 @@ use serde::Deserialize;
 
 use crate::auth::Meta;
 use crate::console::session::{Form, Posted, Signed, see_other};
-use crate::console::view::{
-    Chrome, Failure, FieldError, When, can, encode, notice, render, render_status,
-};
+use crate::console::view::{Chrome, Failure, FieldError, When, can, encode, render, render_status};
+use crate::console::view::{DoneQuery, open_workspace};
 use crate::error::ApiError;
 use crate::routes::common::ListParams;
 use crate::routes::keys::status_filter;
@@ -95,19 +94,6 @@ impl KeyRights {
     }
 }
 
-async fn open(
-    state: &AppState,
-    who: &Signed,
-    ws: &str,
-    done: Option<&str>,
-) -> Result<(Access, Chrome), Failure> {
-    let access = state.workspaces.access(&who.actor(), ws).await?;
-    let chrome = Chrome::new(state, who, Some(&access), "keys")
-        .await?
-        .with_notice(notice(done));
-    Ok((access, chrome))
-}
-
 #[derive(Deserialize, Default)]
 pub struct ListQuery {
     status: Option<String>,
@@ -141,7 +127,7 @@ pub async fn list(
     Path(ws): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, q.done.as_deref()).await?;
+    let (access, chrome) = open_workspace(&state, "keys", &who, &ws, q.done.as_deref()).await?;
     let status_name = q.status.as_deref().filter(|s| !s.is_empty());
     let external_id = q.external_id.as_deref().filter(|s| !s.is_empty());
     let page = ListParams {
@@ -229,7 +215,7 @@ pub async fn new_form(
     who: Signed,
     Path(ws): Path<String>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "keys", &who, &ws, None).await?;
     // The form of a use case the person may not use is not shown.
     access.require(&["keys:write"])?;
     render(&NewKeyPage {
@@ -290,7 +276,7 @@ pub async fn create(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "keys", &posted.who, &ws, None).await?;
     let form = &posted.form;
     let created = match new_key(form) {
         Ok(new) => state
@@ -333,11 +319,6 @@ pub async fn create(
     }
 }
 
-#[derive(Deserialize, Default)]
-pub struct DoneQuery {
-    done: Option<String>,
-}
-
 #[derive(Template)]
 #[template(path = "console/key.html")]
 struct KeyPage {
@@ -352,7 +333,7 @@ pub async fn detail(
     Path((ws, id)): Path<(String, String)>,
     Query(q): Query<DoneQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, q.done.as_deref()).await?;
+    let (access, chrome) = open_workspace(&state, "keys", &who, &ws, q.done.as_deref()).await?;
     let key = state.keys.get(&access, &id).await?;
     render(&KeyPage {
         chrome,
@@ -374,7 +355,7 @@ pub async fn revoke_confirm(
     who: Signed,
     Path((ws, id)): Path<(String, String)>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "keys", &who, &ws, None).await?;
     access.require(&["keys:delete"])?;
     let key = state.keys.get(&access, &id).await?;
     render(&RevokePage {
@@ -400,7 +381,7 @@ pub async fn rotate(
     Path((ws, id)): Path<(String, String)>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "keys", &posted.who, &ws, None).await?;
     let grace: u32 = posted
         .form
         .number("grace_seconds", "grace_seconds")?
@@ -445,7 +426,7 @@ pub async fn reveal(
     Path((ws, id)): Path<(String, String)>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "keys", &posted.who, &ws, None).await?;
     let secret = state.keys.reveal(&access, &meta, &id).await?;
     let key = state.keys.get(&access, &id).await?;
     render(&SecretPage {

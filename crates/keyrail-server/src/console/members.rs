@@ -15,7 +15,8 @@ use serde::Deserialize;
 use crate::auth::Meta;
 use crate::console::keys::{ScopeChoice, scope_choices};
 use crate::console::session::{Posted, Signed, see_other};
-use crate::console::view::{Chrome, Failure, FieldError, When, can, notice, render, render_status};
+use crate::console::view::open_workspace;
+use crate::console::view::{Chrome, Failure, FieldError, When, can, render, render_status};
 use crate::error::ApiError;
 use crate::routes::common::ListParams;
 use crate::state::AppState;
@@ -38,19 +39,6 @@ pub fn router() -> Router<AppState> {
             "/w/{ws}/roles/{id}/delete",
             get(delete_role_confirm).post(delete_role),
         )
-}
-
-async fn open(
-    state: &AppState,
-    who: &Signed,
-    ws: &str,
-    done: Option<&str>,
-) -> Result<(Access, Chrome), Failure> {
-    let access = state.workspaces.access(&who.actor(), ws).await?;
-    let chrome = Chrome::new(state, who, Some(&access), "members")
-        .await?
-        .with_notice(notice(done));
-    Ok((access, chrome))
 }
 
 /// A role a select offers: what the form sends (a built-in name or a custom role's id) and
@@ -183,7 +171,7 @@ pub async fn list(
     Path(ws): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, q.done.as_deref()).await?;
+    let (access, chrome) = open_workspace(&state, "members", &who, &ws, q.done.as_deref()).await?;
     let page = members_page(
         &state,
         &access,
@@ -203,7 +191,7 @@ pub async fn invite(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &posted.who, &ws, None).await?;
     let email = posted.form.text("email").unwrap_or_default();
     let role = posted.form.text("role").unwrap_or_default();
     let added = state
@@ -247,7 +235,7 @@ pub async fn change_role(
     Path((ws, id)): Path<(String, String)>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &posted.who, &ws, None).await?;
     let role = posted.form.text("role").unwrap_or_default();
     match state
         .workspaces
@@ -313,7 +301,7 @@ pub async fn remove_confirm(
     who: Signed,
     Path((ws, id)): Path<(String, String)>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &who, &ws, None).await?;
     let (name, email) = member_named(&state, &access, &id).await?;
     render(&RemovePage {
         chrome,
@@ -330,7 +318,7 @@ pub async fn remove(
     Path((ws, id)): Path<(String, String)>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &posted.who, &ws, None).await?;
     match state.workspaces.remove_member(&access, &meta, &id).await {
         Ok(()) => {
             // Leaving a workspace oneself: its pages are no longer theirs.
@@ -380,7 +368,7 @@ pub async fn roles(
     Path(ws): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, q.done.as_deref()).await?;
+    let (access, chrome) = open_workspace(&state, "members", &who, &ws, q.done.as_deref()).await?;
     let (builtin, custom): (Vec<_>, Vec<_>) = state
         .workspaces
         .roles(&access)
@@ -415,7 +403,7 @@ pub async fn new_role(
     who: Signed,
     Path(ws): Path<String>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &who, &ws, None).await?;
     access.require(&["members:admin"])?;
     render(&RoleFormPage {
         scopes: scope_choices(&access, &[]),
@@ -432,7 +420,7 @@ pub async fn create_role(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &posted.who, &ws, None).await?;
     let name = posted.form.text("name").unwrap_or_default();
     let scopes = posted.form.all("scopes");
     match state
@@ -473,7 +461,7 @@ pub async fn edit_role(
     who: Signed,
     Path((ws, id)): Path<(String, String)>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &who, &ws, None).await?;
     let role = custom_role(&state, &access, &id).await?;
     render(&RoleFormPage {
         scopes: scope_choices(&access, &role.scopes),
@@ -490,7 +478,7 @@ pub async fn update_role(
     Path((ws, id)): Path<(String, String)>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &posted.who, &ws, None).await?;
     let name = posted.form.text("name").unwrap_or_default();
     let scopes = posted.form.all("scopes");
     match state
@@ -529,7 +517,7 @@ pub async fn delete_role_confirm(
     who: Signed,
     Path((ws, id)): Path<(String, String)>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &who, &ws, None).await?;
     let role = custom_role(&state, &access, &id).await?;
     render(&RoleDeletePage {
         chrome,
@@ -545,7 +533,7 @@ pub async fn delete_role(
     Path((ws, id)): Path<(String, String)>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "members", &posted.who, &ws, None).await?;
     match state.workspaces.delete_role(&access, &meta, &id).await {
         Ok(()) => Ok(see_other(&format!("/w/{ws}/roles?done=deleted"))),
         Err(e) => {

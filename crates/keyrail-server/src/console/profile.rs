@@ -9,10 +9,10 @@ use axum::http::{StatusCode, header};
 use axum::response::Response;
 use axum::routing::{get, post};
 use keyrail_core::model::Session;
-use serde::Deserialize;
 
 use crate::auth::{Meta, clear_cookies};
 use crate::console::session::{Posted, Signed, see_other};
+use crate::console::view::DoneQuery;
 use crate::console::view::{Chrome, Failure, FieldError, When, notice, render, render_status};
 use crate::error::ApiError;
 use crate::state::AppState;
@@ -131,11 +131,6 @@ async fn refused(
     page.form = form;
     edit(&mut page);
     render_status(status, &page)
-}
-
-#[derive(Deserialize, Default)]
-pub struct DoneQuery {
-    done: Option<String>,
 }
 
 pub async fn page(

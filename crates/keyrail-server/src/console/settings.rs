@@ -10,11 +10,11 @@ use axum::response::Response;
 use axum::routing::{get, post};
 use keyrail_core::model::{Alphabet, KeyFormat};
 use keyrail_core::workspaces::Access;
-use serde::Deserialize;
 
 use crate::auth::Meta;
 use crate::console::session::{Form, Posted, Signed, see_other};
-use crate::console::view::{Chrome, Failure, FieldError, can, notice, render, render_status};
+use crate::console::view::{Chrome, Failure, FieldError, can, render, render_status};
+use crate::console::view::{DoneQuery, open_workspace};
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -29,24 +29,6 @@ pub fn router() -> Router<AppState> {
             get(delete_scope_confirm).post(delete_scope),
         )
         .route("/w/{ws}/delete", get(delete_confirm).post(delete))
-}
-
-async fn open(
-    state: &AppState,
-    who: &Signed,
-    ws: &str,
-    done: Option<&str>,
-) -> Result<(Access, Chrome), Failure> {
-    let access = state.workspaces.access(&who.actor(), ws).await?;
-    let chrome = Chrome::new(state, who, Some(&access), "settings")
-        .await?
-        .with_notice(notice(done));
-    Ok((access, chrome))
-}
-
-#[derive(Deserialize, Default)]
-pub struct DoneQuery {
-    done: Option<String>,
 }
 
 /// The key-format form's values.
@@ -167,7 +149,7 @@ pub async fn settings(
     Path(ws): Path<String>,
     Query(q): Query<DoneQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, q.done.as_deref()).await?;
+    let (access, chrome) = open_workspace(&state, "settings", &who, &ws, q.done.as_deref()).await?;
     state.workspaces.get(&access)?;
     render(&settings_page(&access, chrome))
 }
@@ -178,7 +160,7 @@ pub async fn rename(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "settings", &posted.who, &ws, None).await?;
     let name = posted.form.raw("name").unwrap_or_default();
     match state
         .workspaces
@@ -202,7 +184,7 @@ pub async fn key_format(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "settings", &posted.who, &ws, None).await?;
     let updated = match key_format_of(&posted.form) {
         Ok(format) => state
             .workspaces
@@ -270,7 +252,7 @@ pub async fn scopes(
     Path(ws): Path<String>,
     Query(q): Query<DoneQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, q.done.as_deref()).await?;
+    let (access, chrome) = open_workspace(&state, "settings", &who, &ws, q.done.as_deref()).await?;
     render(&scopes_page(&state, &access, chrome)?)
 }
 
@@ -280,7 +262,7 @@ pub async fn create_scope(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "settings", &posted.who, &ws, None).await?;
     let form = &posted.form;
     let name = form.text("name").unwrap_or_default();
     let description = form.text("description").unwrap_or_default();
@@ -315,7 +297,7 @@ pub async fn delete_scope_confirm(
     who: Signed,
     Path((ws, name)): Path<(String, String)>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "settings", &who, &ws, None).await?;
     access.require(&["workspace:write"])?;
     // Built-in scopes and unknown names: the use case's own answer.
     access.catalog.check_deletable(&name)?;
@@ -349,7 +331,7 @@ pub async fn delete_confirm(
     who: Signed,
     Path(ws): Path<String>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "settings", &who, &ws, None).await?;
     access.require(&["workspace:delete"])?;
     render(&DeletePage {
         chrome,
@@ -365,7 +347,7 @@ pub async fn delete(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "settings", &posted.who, &ws, None).await?;
     // The typed name is the page's own safeguard against a slip; the use case decides the rest.
     let typed = posted.form.text("confirm_name").unwrap_or_default();
     if typed != access.workspace.name {

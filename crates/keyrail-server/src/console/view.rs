@@ -259,6 +259,28 @@ impl Chrome {
     }
 }
 
+/// `?done=`: which notice a page shows after a redirect (see [`notice`]).
+#[derive(serde::Deserialize, Default)]
+pub struct DoneQuery {
+    pub done: Option<String>,
+}
+
+/// What every workspace page starts with: the person's access to the workspace (404 for one
+/// that is not theirs, as the API) and the frame, with `section` current in the navigation.
+pub async fn open_workspace(
+    state: &AppState,
+    section: &'static str,
+    who: &Signed,
+    ws: &str,
+    done: Option<&str>,
+) -> Result<(Access, Chrome), Failure> {
+    let access = state.workspaces.access(&who.actor(), ws).await?;
+    let chrome = Chrome::new(state, who, Some(&access), section)
+        .await?
+        .with_notice(notice(done));
+    Ok((access, chrome))
+}
+
 /// Whether the access holds every scope in `scopes` (to show or hide a control).
 pub fn can(access: &Access, scopes: &[&str]) -> bool {
     access.require(scopes).is_ok()

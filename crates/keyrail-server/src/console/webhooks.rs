@@ -16,9 +16,8 @@ use serde::Deserialize;
 
 use crate::auth::Meta;
 use crate::console::session::{Posted, Signed, see_other};
-use crate::console::view::{
-    Chrome, Failure, FieldError, When, can, encode, notice, render, render_status,
-};
+use crate::console::view::open_workspace;
+use crate::console::view::{Chrome, Failure, FieldError, When, can, encode, render, render_status};
 use crate::error::ApiError;
 use crate::routes::common::ListParams;
 use crate::state::AppState;
@@ -32,19 +31,6 @@ pub fn router() -> Router<AppState> {
             "/w/{ws}/webhooks/{id}/delete",
             get(delete_confirm).post(delete),
         )
-}
-
-async fn open(
-    state: &AppState,
-    who: &Signed,
-    ws: &str,
-    done: Option<&str>,
-) -> Result<(Access, Chrome), Failure> {
-    let access = state.workspaces.access(&who.actor(), ws).await?;
-    let chrome = Chrome::new(state, who, Some(&access), "webhooks")
-        .await?
-        .with_notice(notice(done));
-    Ok((access, chrome))
 }
 
 struct EndpointView {
@@ -144,7 +130,7 @@ pub async fn list(
     Path(ws): Path<String>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, q.done.as_deref()).await?;
+    let (access, chrome) = open_workspace(&state, "webhooks", &who, &ws, q.done.as_deref()).await?;
     let p = page(
         &state,
         &access,
@@ -164,7 +150,7 @@ pub async fn create(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "webhooks", &posted.who, &ws, None).await?;
     let url = posted.form.text("url").unwrap_or_default().to_owned();
     let events = posted.form.all("events");
     match state.webhooks.create(&access, &meta, &url, &events).await {
@@ -196,7 +182,7 @@ pub async fn show_secret(
     Path(ws): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &posted.who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "webhooks", &posted.who, &ws, None).await?;
     let secret = state.webhooks.secret(&access).await?;
     render(&SecretPage { chrome, secret })
 }
@@ -254,7 +240,7 @@ pub async fn detail(
     Path((ws, id)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, q.done.as_deref()).await?;
+    let (access, chrome) = open_workspace(&state, "webhooks", &who, &ws, q.done.as_deref()).await?;
     let page = ListParams {
         limit: None,
         cursor: q.cursor.clone(),
@@ -297,7 +283,7 @@ pub async fn delete_confirm(
     who: Signed,
     Path((ws, id)): Path<(String, String)>,
 ) -> Result<Response, Failure> {
-    let (access, chrome) = open(&state, &who, &ws, None).await?;
+    let (access, chrome) = open_workspace(&state, "webhooks", &who, &ws, None).await?;
     access.require(&["webhooks:write"])?;
     let endpoint = endpoint(&state, &access, &id).await?;
     render(&DeletePage {
