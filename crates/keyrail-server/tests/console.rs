@@ -311,6 +311,11 @@ async fn a_member_without_keys_write_sees_no_create_button_and_is_refused_anyway
     let page = c.post(&format!("/w/{ws}/keys"), &[("name", "nope")]).await;
     assert_eq!(page.status, 403);
     assert!(page.html.contains("Insufficient scope"));
+    assert!(
+        page.html.contains("<code>keys:write</code>"),
+        "the page names the missing scope: {}",
+        page.html
+    );
     // Nor a workspace that is not theirs: 404, as the API.
     let (_, other_ws) = owner(&s, "eve@example.com").await;
     assert_eq!(c.get(&format!("/w/{other_ws}/keys")).await.status, 404);

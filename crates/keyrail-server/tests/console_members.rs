@@ -614,7 +614,10 @@ async fn a_workspace_is_renamed_and_deleted_in_settings_only_by_whoever_may() {
         .post(&format!("/w/{ws}/delete"), &[("confirm_name", "Acme Corp")])
         .await;
     assert_eq!(page.status, 303, "{}", page.html);
-    assert_eq!(page.location(), "/workspaces");
+    assert_eq!(page.location(), "/workspaces?done=workspace_deleted");
+    let list = ada.get(page.location()).await;
+    assert!(list.html.contains("The workspace is deleted"), "{}", list.html);
+    assert!(!list.html.contains("Acme Corp"), "gone from the list");
     assert_eq!(
         s.get_with(&format!("/api/v1/w/{ws}"), &token)
             .await

@@ -362,5 +362,5 @@ pub async fn delete(
         );
     }
     state.workspaces.delete(&access, &meta).await?;
-    Ok(see_other("/workspaces"))
+    Ok(see_other("/workspaces?done=workspace_deleted"))
 }

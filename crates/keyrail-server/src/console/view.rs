@@ -72,6 +72,8 @@ struct ErrorHtml<'a> {
     reason: &'a str,
     message: &'a str,
     code: &'a str,
+    /// The scopes a 403 `insufficient_scope` names (as the API's `required`).
+    required: Vec<&'a str>,
 }
 
 impl IntoResponse for Failure {
@@ -89,6 +91,13 @@ impl IntoResponse for Failure {
             reason: status.canonical_reason().unwrap_or("Error"),
             message: &self.error.message,
             code: &self.error.code,
+            required: self
+                .error
+                .extra
+                .get("required")
+                .and_then(|v| v.as_array())
+                .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+                .unwrap_or_default(),
         }
         .render()
         .unwrap_or_default();
@@ -346,6 +355,7 @@ pub fn notice(done: Option<&str>) -> Option<&'static str> {
         "app_activated" => "The app is active again.",
         "app_deactivated" => "The app is inactive: its tokens are refused until you activate it.",
         "signed_out" => "You are signed out.",
+        "workspace_deleted" => "The workspace is deleted, with its keys, apps and webhooks.",
         "reset_sent" => {
             "If an account exists for that address, a mail with a reset link is on its way."
         }

@@ -5,7 +5,9 @@ use axum::extract::State;
 use axum::response::Response;
 
 use crate::console::session::{Posted, Signed, see_other};
-use crate::console::view::{Chrome, Failure, FieldError, render, render_status};
+use axum::extract::Query;
+
+use crate::console::view::{Chrome, DoneQuery, Failure, FieldError, notice, render, render_status};
 use crate::state::AppState;
 
 /// `/`: the keys of the person's first workspace, or the workspace list when they have none.
@@ -25,8 +27,14 @@ struct WorkspacesPage<'a> {
     error: FieldError,
 }
 
-pub async fn list(State(state): State<AppState>, who: Signed) -> Result<Response, Failure> {
-    let chrome = Chrome::new(&state, &who, None, "workspaces").await?;
+pub async fn list(
+    State(state): State<AppState>,
+    who: Signed,
+    Query(q): Query<DoneQuery>,
+) -> Result<Response, Failure> {
+    let chrome = Chrome::new(&state, &who, None, "workspaces")
+        .await?
+        .with_notice(notice(q.done.as_deref()));
     render(&WorkspacesPage {
         chrome,
         name: "",
