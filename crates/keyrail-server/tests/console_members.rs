@@ -616,7 +616,11 @@ async fn a_workspace_is_renamed_and_deleted_in_settings_only_by_whoever_may() {
     assert_eq!(page.status, 303, "{}", page.html);
     assert_eq!(page.location(), "/workspaces?done=workspace_deleted");
     let list = ada.get(page.location()).await;
-    assert!(list.html.contains("The workspace is deleted"), "{}", list.html);
+    assert!(
+        list.html.contains("The workspace is deleted"),
+        "{}",
+        list.html
+    );
     assert!(!list.html.contains("Acme Corp"), "gone from the list");
     assert_eq!(
         s.get_with(&format!("/api/v1/w/{ws}"), &token)
