@@ -511,18 +511,24 @@ struct ConfirmPage {
     what: &'static str,
 }
 
+/// The confirmation step before a new secret (`secret`) or a delete (`delete`).
+async fn confirm(
+    state: &AppState,
+    who: &Signed,
+    client_id: &str,
+    what: &'static str,
+) -> Result<Response, Failure> {
+    let chrome = chrome(state, who, None).await?;
+    let app = app_view(state, who, client_id).await?;
+    render(&ConfirmPage { chrome, app, what })
+}
+
 pub async fn secret_confirm(
     State(state): State<AppState>,
     who: Signed,
     Path(client_id): Path<String>,
 ) -> Result<Response, Failure> {
-    let chrome = chrome(&state, &who, None).await?;
-    let app = app_view(&state, &who, &client_id).await?;
-    render(&ConfirmPage {
-        chrome,
-        app,
-        what: "secret",
-    })
+    confirm(&state, &who, &client_id, "secret").await
 }
 
 pub async fn new_secret(
@@ -550,13 +556,7 @@ pub async fn delete_confirm(
     who: Signed,
     Path(client_id): Path<String>,
 ) -> Result<Response, Failure> {
-    let chrome = chrome(&state, &who, None).await?;
-    let app = app_view(&state, &who, &client_id).await?;
-    render(&ConfirmPage {
-        chrome,
-        app,
-        what: "delete",
-    })
+    confirm(&state, &who, &client_id, "delete").await
 }
 
 pub async fn delete(

@@ -96,9 +96,18 @@ impl axum::extract::OptionalFromRequestParts<AppState> for Signed {
 
 /// The fields of a posted `application/x-www-form-urlencoded` form, in order (a field may
 /// repeat: one per ticked checkbox).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Form {
     fields: Vec<(String, String)>,
+}
+
+/// Names only: a form carries passwords, codes and tokens, which must never reach a log line.
+impl std::fmt::Debug for Form {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.fields.iter().map(|(k, _)| k))
+            .finish()
+    }
 }
 
 impl Form {
@@ -275,4 +284,27 @@ pub fn see_other(to: &str) -> Response {
         )],
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_form_reads_repeated_fields_and_never_prints_values() {
+        let form = Form::parse(
+            b"name=%20billing%20&scopes=keys%3Aread&scopes=&scopes=a%3Ab&password=hunter2+secret",
+        );
+        assert_eq!(form.text("name"), Some("billing"));
+        assert_eq!(form.all("scopes"), ["keys:read", "a:b"]);
+        assert_eq!(form.raw("password"), Some("hunter2 secret"));
+        assert!(!form.checked("recoverable"));
+        let shown = format!("{form:?}");
+        assert!(
+            shown.contains("password") && !shown.contains("hunter2"),
+            "{shown}"
+        );
+        assert!(form.number::<u32>("name", "n").is_err());
+        assert_eq!(form.number::<u32>("missing", "n").unwrap(), None);
+    }
 }
