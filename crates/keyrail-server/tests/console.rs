@@ -534,3 +534,30 @@ async fn sign_up_and_reset_a_password_on_pages() {
     Console::sign_in(&s, "ada@example.com", new_password).await;
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_sign_in_form_spends_the_same_per_ip_budget_as_the_api() {
+    let s = TestServer::start_with(
+        common::Backend::Sqlite,
+        |c| c.limits.login_per_ip = "3/15m".parse().unwrap(),
+        None,
+    )
+    .await
+    .unwrap();
+    s.signup("ada@example.com").await;
+    // Two through the API, one through the form: the budget of 3 is spent.
+    for _ in 0..2 {
+        let (status, _) = s.login_as("ada@example.com", PASSWORD).await;
+        assert_eq!(status, 200);
+    }
+    let mut c = Console::new(&s);
+    let fields = [("email", "ada@example.com"), ("password", PASSWORD)];
+    assert_eq!(c.post_public("/login", &fields).await.status, 303);
+    // The fourth is refused on either side, whichever it goes through.
+    let page = c.post_public("/login", &fields).await;
+    assert_eq!(page.status, 429, "{}", page.html);
+    assert!(page.header("retry-after").parse::<u64>().is_ok());
+    let (status, _) = s.login_as("ada@example.com", PASSWORD).await;
+    assert_eq!(status, 429);
+    s.stop().await;
+}
