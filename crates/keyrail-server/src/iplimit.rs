@@ -51,6 +51,22 @@ pub async fn check(
         .map_err(|_| ApiError::from(keyrail_core::Error::Unavailable))
 }
 
+/// [`check`], refusing with 429 (and `Retry-After`) over the limit: for handlers that count a
+/// request themselves (the console's sign-in, sign-up and reset forms).
+pub async fn require(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    name: &str,
+    rate: Rate,
+) -> Result<(), ApiError> {
+    let decision = check(state, parts, name, rate).await?;
+    if decision.allowed {
+        Ok(())
+    } else {
+        Err(too_many(&decision))
+    }
+}
+
 async fn enforce(State(limit): State<IpLimit>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let decision = match check(&limit.state, &parts, limit.name, limit.rate).await {

@@ -69,10 +69,7 @@ pub async fn login(
 ) -> Result<Response, Failure> {
     let next = next_of(form.raw("next")).to_owned();
     let limits = &state.config.limits;
-    let decision = crate::iplimit::check(&state, &parts, "login", limits.login_per_ip).await?;
-    if !decision.allowed {
-        return Err(crate::limiter::too_many(&decision).into());
-    }
+    crate::iplimit::require(&state, &parts, "login", limits.login_per_ip).await?;
     let email = form.text("email").unwrap_or_default();
     match state
         .identity
@@ -186,10 +183,7 @@ pub async fn signup(
         return Err(ApiError::signup_disabled().into());
     }
     let limits = &state.config.limits;
-    let decision = crate::iplimit::check(&state, &parts, "signup", limits.signup_per_ip).await?;
-    if !decision.allowed {
-        return Err(crate::limiter::too_many(&decision).into());
-    }
+    crate::iplimit::require(&state, &parts, "signup", limits.signup_per_ip).await?;
     let name = form.raw("name").unwrap_or_default();
     let email = form.raw("email").unwrap_or_default();
     match state
@@ -224,16 +218,13 @@ pub async fn forgot(
     PublicForm(form): PublicForm,
 ) -> Result<Response, Failure> {
     let limits = &state.config.limits;
-    let decision = crate::iplimit::check(
+    crate::iplimit::require(
         &state,
         &parts,
         "password_reset",
         limits.password_reset_per_ip,
     )
     .await?;
-    if !decision.allowed {
-        return Err(crate::limiter::too_many(&decision).into());
-    }
     state
         .identity
         .request_password_reset(form.text("email").unwrap_or_default())
