@@ -344,6 +344,43 @@ pub async fn authenticate_with(
     key_check: KeyCheck<'_>,
     csrf: CsrfFrom<'_>,
 ) -> Result<Principal, ApiError> {
+    authenticate_for(parts, state, key_check, csrf, Audience::Api).await
+}
+
+/// The credentials of a resource served beside the API (`/mcp`): an API key, or an OAuth access
+/// token made for `resource` (RFC 8707). Session tokens, cookies and the API's app tokens are
+/// refused there, as the resource's tokens are refused by the API.
+pub async fn authenticate_resource(
+    parts: &Parts,
+    state: &AppState,
+    resource: &str,
+) -> Result<Principal, ApiError> {
+    authenticate_for(
+        parts,
+        state,
+        KeyCheck::default(),
+        CsrfFrom::Header,
+        Audience::Resource(resource),
+    )
+    .await
+}
+
+/// Whom a token must have been made for.
+#[derive(Clone, Copy)]
+enum Audience<'a> {
+    /// The API (and the console): sessions, app tokens without an audience, keys.
+    Api,
+    /// A resource of its own: keys, and app tokens whose audience is this.
+    Resource(&'a str),
+}
+
+async fn authenticate_for(
+    parts: &Parts,
+    state: &AppState,
+    key_check: KeyCheck<'_>,
+    csrf: CsrfFrom<'_>,
+    audience: Audience<'_>,
+) -> Result<Principal, ApiError> {
     {
         let guard = FailedAuth::check_deferred(state, parts)?;
         let names = CookieNames::for_state(state);
@@ -357,7 +394,18 @@ pub async fn authenticate_with(
             Presented::Basic(k) => (k, false),
             Presented::Cookie(t) => (t, true),
         };
+        let token_audience = match audience {
+            Audience::Api => None,
+            // Only a header's credential: a browser sends cookies on its own.
+            Audience::Resource(_) if via_cookie => return Err(missing()),
+            Audience::Resource(r) => Some(r),
+        };
         let principal = if looks_like_jwt(raw) {
+            if token_audience.is_some() {
+                return Err(guard
+                    .fail(keyrail_core::Error::invalid_token().into())
+                    .await);
+            }
             match state.identity.authenticate(raw).await {
                 Ok(session) => {
                     request_log::note(|| request_log::Who::User(session.user_id.clone()));
@@ -369,7 +417,7 @@ pub async fn authenticate_with(
                 Err(e) => return Err(guard.fail(e.into()).await),
             }
         } else if !via_cookie && jwe::looks_like_dir_jwe(raw) {
-            match state.apps.authenticate(raw).await {
+            match state.apps.authenticate(raw, token_audience).await {
                 Ok(app) => {
                     request_log::note(|| request_log::Who::App {
                         grant: app.grant_id.clone(),

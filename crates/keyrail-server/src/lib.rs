@@ -14,6 +14,7 @@ pub mod json;
 pub mod keyauth;
 pub mod limiter;
 pub mod mailer;
+pub mod mcp;
 pub mod metrics;
 pub mod observe;
 pub mod openapi;

@@ -645,6 +645,7 @@ impl Apps {
             sgen: app.secret_generation,
             iat: now,
             exp,
+            aud: None,
         })?;
         let secret_bytes = seal::open(&self.master, SECRET_PURPOSE, &app.sealed_secret)
             .map_err(|_| Error::Internal(format!("app {client_id}: secret cannot be opened")))?;
@@ -667,8 +668,13 @@ impl Apps {
 
     /// Opens an inner token and checks it against the store: the grant exists and matches, the
     /// app is active and allows the workspace, its secret generation is the token's, and the
-    /// token has not expired. Any failure is 401 `invalid_token`.
-    pub async fn authenticate(&self, api_token: &str) -> Result<AppSession, Error> {
+    /// token has not expired, and its audience is `audience` (`None`: the API). Any failure is
+    /// 401 `invalid_token`.
+    pub async fn authenticate(
+        &self,
+        api_token: &str,
+        audience: Option<&str>,
+    ) -> Result<AppSession, Error> {
         let claims = match self.token_keys.open_inner(api_token)? {
             Some(c) => c,
             None => {
@@ -681,7 +687,7 @@ impl Apps {
                     .ok_or_else(Error::invalid_token)?
             }
         };
-        if claims.exp <= self.clock.now().millis() / 1000 {
+        if claims.exp <= self.clock.now().millis() / 1000 || claims.aud.as_deref() != audience {
             return Err(Error::invalid_token());
         }
         let id = GrantId::parse(&claims.gid).ok_or_else(Error::invalid_token)?;

@@ -44,6 +44,12 @@ pub struct InnerClaims {
     pub iat: i64,
     /// Unix seconds.
     pub exp: i64,
+    /// The resource the token is for (RFC 8707): absent for tokens of the API (made by
+    /// `POST /apps/token`), `<public_url>/mcp` for tokens made by the OAuth server. A token is
+    /// accepted only where its audience is the one asked for, so neither kind works in the
+    /// other's place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
 }
 
 /// What the app decrypts from the outer layer.
@@ -173,6 +179,7 @@ mod tests {
             sgen: 3,
             iat: 100,
             exp: 400,
+            aud: None,
         }
     }
 

@@ -61,21 +61,26 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let Authenticated { principal } = Authenticated::from_request_parts(parts, state).await?;
-        match principal {
-            Principal::User(session) => {
-                let user = state.identity.user(&session).await?;
-                Ok(Caller(Actor::User {
-                    user_id: user.id,
-                    superuser: user.superuser,
-                }))
-            }
-            Principal::Key(key) => Ok(Caller(Actor::Key {
-                key_id: key.key.id.clone(),
-                workspace_id: key.key.workspace_id.clone(),
-                effective: key.effective.clone(),
-            })),
-            Principal::App(app) => Ok(Caller(Actor::App(app))),
+        actor_of(principal, state).await.map(Caller)
+    }
+}
+
+/// The domain's actor for an authenticated principal.
+pub async fn actor_of(principal: Principal, state: &AppState) -> Result<Actor, ApiError> {
+    match principal {
+        Principal::User(session) => {
+            let user = state.identity.user(&session).await?;
+            Ok(Actor::User {
+                user_id: user.id,
+                superuser: user.superuser,
+            })
         }
+        Principal::Key(key) => Ok(Actor::Key {
+            key_id: key.key.id.clone(),
+            workspace_id: key.key.workspace_id.clone(),
+            effective: key.effective.clone(),
+        }),
+        Principal::App(app) => Ok(Actor::App(app)),
     }
 }
 
