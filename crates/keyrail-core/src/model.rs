@@ -5,7 +5,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::id::{AuditId, KeyId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
+use crate::id::{AuditId, GrantId, KeyId, MemberId, RoleId, SessionId, UserId, WorkspaceId};
 use crate::secret::Secret;
 use crate::time::Timestamp;
 
@@ -569,8 +569,13 @@ pub struct BuilderProfile {
 #[derive(Clone)]
 pub struct App {
     pub client_id: String,
-    pub owner_id: UserId,
-    pub builder_profile_id: crate::id::BuilderProfileId,
+    /// The developer who made it; `None` for a public client (dynamically registered).
+    pub owner_id: Option<UserId>,
+    pub builder_profile_id: Option<crate::id::BuilderProfileId>,
+    pub kind: AppKind,
+    /// The redirect URIs of a public client (exact match; a loopback one on any port). Empty
+    /// for a confidential app, which gets tokens with its credentials, not by redirect.
+    pub redirect_uris: Vec<String>,
     pub name: String,
     pub description: String,
     /// `None`: any workspace; else only these.
@@ -580,6 +585,69 @@ pub struct App {
     pub secret_generation: i64,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+}
+
+/// How an app gets its tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppKind {
+    /// Made by a developer; tokens for its client id and secret (`POST /apps/token`).
+    Confidential,
+    /// Registered by RFC 7591 (an MCP client): no secret; tokens by the authorization code
+    /// flow with PKCE, for the resource `/mcp` only.
+    Public,
+}
+
+impl AppKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppKind::Confidential => "confidential",
+            AppKind::Public => "public",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "confidential" => Some(AppKind::Confidential),
+            "public" => Some(AppKind::Public),
+            _ => None,
+        }
+    }
+}
+
+/// A single-use authorization code (RFC 6749 4.1), stored by its hash.
+#[derive(Debug, Clone)]
+pub struct OAuthCode {
+    pub code_hash: String,
+    pub client_id: String,
+    pub grant_id: GrantId,
+    pub redirect_uri: String,
+    /// BASE64URL(SHA-256(code_verifier)) (PKCE S256).
+    pub code_challenge: String,
+    pub resource: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// An OAuth refresh token, stored by its hash; rotated on every use.
+#[derive(Debug, Clone)]
+pub struct OAuthRefresh {
+    pub token_hash: String,
+    pub client_id: String,
+    pub grant_id: GrantId,
+    pub resource: String,
+    pub created_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+/// What taking a code or a refresh token found.
+#[derive(Debug, Clone)]
+pub enum Spent<T> {
+    /// Unused until now: it is used from now on.
+    First(T),
+    /// Used before: a replay.
+    Again(T),
+    /// No such code or token.
+    Unknown,
 }
 
 impl App {
@@ -596,6 +664,7 @@ impl fmt::Debug for App {
         f.debug_struct("App")
             .field("client_id", &self.client_id)
             .field("owner_id", &self.owner_id)
+            .field("kind", &self.kind)
             .field("name", &self.name)
             .field("active", &self.active)
             .field("secret_generation", &self.secret_generation)

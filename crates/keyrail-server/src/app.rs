@@ -35,6 +35,7 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(needs_store(routes::apps::router(state)))
         .merge(needs_store(routes::logs::router()))
         .merge(needs_store(routes::webhooks::router()))
+        .merge(needs_store(crate::oauth::router(state)))
         .split_for_parts();
     // After the merge, so that it sees every operation.
     SharedResponses.modify(&mut openapi);

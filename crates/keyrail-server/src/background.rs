@@ -136,6 +136,8 @@ pub struct Cleaned {
     pub request_logs: u64,
     pub webhook_deliveries: u64,
     pub webhook_events: u64,
+    /// Expired OAuth codes and refresh tokens, and public clients nobody granted.
+    pub oauth: u64,
 }
 
 /// Runs one delete of at most [`CLEANUP_BATCH`] rows after another until one deletes fewer;
@@ -163,7 +165,8 @@ where
 /// [`SESSION_RETENTION_SECS`], login throttle rows whose window and lock are over, and
 /// change-log entries older than [`CHANGE_LOG_RETENTION_SECS`], webhook attempts and events
 /// older than [`WEBHOOK_RETENTION_SECS`], and API request log rows older than `api_logs_days`
-/// (even with `api_logs = false`: what was logged before still expires). Every node runs it every 10
+/// (even with `api_logs = false`: what was logged before still expires), expired OAuth codes and
+/// refresh tokens, and public OAuth clients nobody granted within a day. Every node runs it every 10
 /// minutes; two at once only find less to do. Stops at the first error.
 pub async fn cleanup(state: &AppState) -> Result<Cleaned, keyrail_core::StoreError> {
     let store = state.store.as_ref();
@@ -187,6 +190,8 @@ pub async fn cleanup(state: &AppState) -> Result<Cleaned, keyrail_core::StoreErr
     done.webhook_deliveries =
         drain(|| store.purge_webhook_deliveries(webhooks_before, batch)).await?;
     done.webhook_events = drain(|| store.purge_webhook_events(webhooks_before, batch)).await?;
+    let unused_before = now.plus_secs(-keyrail_core::apps::oauth::UNUSED_CLIENT_TTL_SECS);
+    done.oauth = store.delete_stale_oauth(now, unused_before).await?;
     Ok(done)
 }
 

@@ -43,6 +43,7 @@ login_per_ip = "30/15m"
 mfa_per_user = "5/5m"
 signup_per_ip = "10/1h"
 password_reset_per_ip = "5/1h"
+oauth_register_per_ip = "20/1h"
 failed_auth_per_ip = "10/5m"
 failed_auth_block = "15m"
 account_lock_after = 5
@@ -118,6 +119,8 @@ pub struct Limits {
     pub mfa_per_user: Rate,
     pub signup_per_ip: Rate,
     pub password_reset_per_ip: Rate,
+    /// RFC 7591 registrations (`POST /oauth/register`) per client IP.
+    pub oauth_register_per_ip: Rate,
     pub failed_auth_per_ip: Rate,
     pub failed_auth_block: Span,
     pub account_lock_after: u32,

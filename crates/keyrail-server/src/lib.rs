@@ -16,6 +16,7 @@ pub mod limiter;
 pub mod mailer;
 pub mod mcp;
 pub mod metrics;
+pub mod oauth;
 pub mod observe;
 pub mod openapi;
 pub mod outage;

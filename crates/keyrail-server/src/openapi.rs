@@ -32,6 +32,7 @@ use crate::error::ErrorBody;
         (name = "admin", description = "Platform administration (admin:superuser)"),
         (name = "keys", description = "API keys, verify and forward-auth"),
         (name = "apps", description = "Builder profiles, apps, member grants and app tokens"),
+        (name = "oauth", description = "The OAuth 2.1 authorization server of `/mcp` (MCP clients): metadata, dynamic registration, tokens, revocation. The authorization endpoint `GET /oauth/authorize` is a console page (consent)"),
         (name = "webhooks", description = "Webhook endpoints, their signing secret and delivery attempts (Standard Webhooks)"),
     )
 )]

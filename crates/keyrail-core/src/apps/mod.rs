@@ -8,6 +8,7 @@
 //! the grant, the app, its secret generation and its workspace restrictions in the store, so a
 //! revocation, a deactivation or a new secret stops tokens at once on every node.
 
+pub mod oauth;
 pub mod tokens;
 
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use crate::error::Error;
 use crate::events::{Audience, OutboxEvent};
 use crate::id::{BuilderProfileId, GrantId, MemberId, WorkspaceId};
 use crate::model::{
-    App, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, Page, WorkspaceStatus,
+    App, AppKind, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, Page, WorkspaceStatus,
 };
 use crate::reload_gate::ReloadGate;
 use crate::secret::{MasterKey, Secret};
@@ -262,7 +263,13 @@ impl Apps {
             return Err(app_not_found());
         }
         match self.store.app_by_client_id(client_id).await? {
-            Some(app) if app.owner_id == *user || actor.is_superuser() => Ok(app),
+            // A public client (dynamically registered) has no developer to manage it.
+            Some(app)
+                if app.kind == AppKind::Confidential
+                    && (app.owner_id.as_ref() == Some(user) || actor.is_superuser()) =>
+            {
+                Ok(app)
+            }
             _ => Err(app_not_found()),
         }
     }
@@ -299,8 +306,10 @@ impl Apps {
         let now = self.clock.now();
         let app = App {
             client_id: new_client_id(),
-            owner_id: user,
-            builder_profile_id: profile_id,
+            owner_id: Some(user),
+            builder_profile_id: Some(profile_id),
+            kind: AppKind::Confidential,
+            redirect_uris: Vec::new(),
             name,
             description,
             workspace_restrictions,
@@ -599,6 +608,10 @@ impl Apps {
             .app_by_client_id(client_id)
             .await?
             .ok_or_else(invalid_client)?;
+        if app.kind == AppKind::Public {
+            // It has no secret to present: its tokens come from the authorization code flow.
+            return Err(invalid_client());
+        }
         let stored = seal::open(&self.master, SECRET_PURPOSE, &app.sealed_secret)
             .map_err(|_| Error::Internal(format!("app {client_id}: secret cannot be opened")))?;
         let presented = b64url_decode(secret.trim_end_matches('=')).unwrap_or_default();

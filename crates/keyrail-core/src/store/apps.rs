@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use super::StoreResult;
 use crate::id::{BuilderProfileId, GrantId, UserId, WorkspaceId};
 use crate::model::{
-    App, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, Page, StoredTokenKey,
+    App, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, OAuthCode, OAuthRefresh, Page,
+    Spent, StoredTokenKey,
 };
 use crate::time::Timestamp;
 
@@ -76,4 +77,26 @@ pub trait AppStore: Send + Sync {
     async fn token_keys(&self) -> StoreResult<Vec<StoredTokenKey>>;
     /// A duplicate kid is a `Conflict`.
     async fn insert_token_key(&self, key: &StoredTokenKey) -> StoreResult<()>;
+
+    // the OAuth authorization server (public clients)
+    async fn insert_oauth_code(&self, code: &OAuthCode) -> StoreResult<()>;
+    /// Marks the code used and returns it: `First` the first time, `Again` after (a replay).
+    async fn take_oauth_code(&self, code_hash: &str) -> StoreResult<Spent<OAuthCode>>;
+    async fn insert_oauth_refresh(&self, token: &OAuthRefresh) -> StoreResult<()>;
+    /// Spends a refresh token: when it was unused, marks it used and stores `next` in the same
+    /// transaction (`First`); a used one is `Again` and nothing is stored. Of two concurrent
+    /// uses exactly one is `First`.
+    async fn rotate_oauth_refresh(
+        &self,
+        token_hash: &str,
+        next: &OAuthRefresh,
+    ) -> StoreResult<Spent<OAuthRefresh>>;
+    async fn oauth_refresh_by_hash(&self, token_hash: &str) -> StoreResult<Option<OAuthRefresh>>;
+    /// Deletes codes and refresh tokens that expired before `now`, and public clients made
+    /// before `unused_before` that hold no grant. The number of rows deleted.
+    async fn delete_stale_oauth(
+        &self,
+        now: Timestamp,
+        unused_before: Timestamp,
+    ) -> StoreResult<u64>;
 }

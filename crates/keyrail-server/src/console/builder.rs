@@ -67,8 +67,16 @@ impl AppView {
         let now = state.clock.now();
         let profile = profiles
             .iter()
-            .find(|p| p.id == a.builder_profile_id)
-            .map_or_else(|| a.builder_profile_id.to_string(), |p| p.name.clone());
+            .find(|p| Some(&p.id) == a.builder_profile_id.as_ref())
+            .map_or_else(
+                || {
+                    a.builder_profile_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default()
+                },
+                |p| p.name.clone(),
+            );
         Self {
             client_id: a.client_id,
             name: a.name,

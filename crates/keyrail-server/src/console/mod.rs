@@ -14,6 +14,7 @@ mod auth;
 mod builder;
 mod keys;
 mod members;
+mod oauth;
 mod profile;
 pub mod session;
 mod settings;
@@ -64,6 +65,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .merge(apps::router())
         .merge(builder::router())
         .merge(webhooks::router())
+        .merge(oauth::router())
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             session::refresh,
@@ -89,10 +91,13 @@ async fn guard(req: Request, next: Next) -> Response {
     }
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CSP),
-    );
+    // A page may widen it (the consent page lets its form lead to the client's redirect URI).
+    if !h.contains_key(header::CONTENT_SECURITY_POLICY) {
+        h.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CSP),
+        );
+    }
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::REFERRER_POLICY,

@@ -130,6 +130,11 @@ impl Form {
             .map(|(_, v)| v.as_str())
     }
 
+    /// How many times the field is given.
+    pub fn count(&self, name: &str) -> usize {
+        self.fields.iter().filter(|(k, _)| k == name).count()
+    }
+
     /// A secret field (a password, a code), as sent.
     pub fn secret(&self, name: &str) -> Secret {
         Secret::new(self.raw(name).unwrap_or_default().to_owned())

@@ -154,7 +154,12 @@ impl From<App> for AppOut {
             client_id: a.client_id,
             name: a.name,
             description: a.description,
-            builder_profile_id: a.builder_profile_id.to_string(),
+            // Only confidential apps are served here, and they all have a profile.
+            builder_profile_id: a
+                .builder_profile_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
             workspace_restrictions: a
                 .workspace_restrictions
                 .map(|ids| ids.iter().map(ToString::to_string).collect()),

@@ -61,6 +61,8 @@ pub const TABLES: &[&str] = &[
     "builder_profiles",
     "apps",
     "grants",
+    "oauth_codes",
+    "oauth_refresh_tokens",
     "webhook_secrets",
     "webhook_endpoints",
     "webhook_events",

@@ -5,7 +5,8 @@
 use async_trait::async_trait;
 use keyrail_core::id::{BuilderProfileId, GrantId, MemberId, UserId, WorkspaceId};
 use keyrail_core::model::{
-    App, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, Page, StoredTokenKey,
+    App, AppKind, AuditEntry, BuilderProfile, Grant, GrantFilter, GrantView, OAuthCode,
+    OAuthRefresh, Page, Spent, StoredTokenKey,
 };
 use keyrail_core::store::{AppStore, StoreError, StoreResult};
 use keyrail_core::time::Timestamp;
@@ -40,8 +41,10 @@ impl From<BuilderProfileRow> for BuilderProfile {
 #[derive(sqlx::FromRow)]
 struct AppRow {
     client_id: String,
-    owner_id: String,
-    builder_profile_id: String,
+    owner_id: Option<String>,
+    builder_profile_id: Option<String>,
+    kind: String,
+    redirect_uris: Option<String>,
     name: String,
     description: String,
     workspace_restrictions: Option<String>,
@@ -69,10 +72,27 @@ impl TryFrom<AppRow> for App {
                     })
             })
             .transpose()?;
+        let kind = AppKind::parse(&r.kind).ok_or_else(|| {
+            StoreError::Other(format!(
+                "app {} has an unknown kind {}",
+                r.client_id, r.kind
+            ))
+        })?;
+        let redirect_uris = match r.redirect_uris {
+            None => Vec::new(),
+            Some(json) => serde_json::from_str::<Vec<String>>(&json).map_err(|e| {
+                StoreError::Other(format!(
+                    "app {} has unreadable redirect_uris: {e}",
+                    r.client_id
+                ))
+            })?,
+        };
         Ok(App {
             client_id: r.client_id,
-            owner_id: UserId::from_trusted(r.owner_id),
-            builder_profile_id: BuilderProfileId::from_trusted(r.builder_profile_id),
+            owner_id: r.owner_id.map(UserId::from_trusted),
+            builder_profile_id: r.builder_profile_id.map(BuilderProfileId::from_trusted),
+            kind,
+            redirect_uris,
             name: r.name,
             description: r.description,
             workspace_restrictions,
@@ -95,8 +115,85 @@ fn restrictions_json(app: &App) -> StoreResult<Option<String>> {
         .transpose()
 }
 
+fn redirect_uris_json(app: &App) -> StoreResult<Option<String>> {
+    if app.kind == AppKind::Confidential {
+        return Ok(None);
+    }
+    serde_json::to_string(&app.redirect_uris)
+        .map(Some)
+        .map_err(|e| StoreError::Other(format!("encoding redirect_uris: {e}")))
+}
+
 const APP_COLUMNS: &str = "client_id, owner_id, builder_profile_id, name, description,
-     workspace_restrictions, active, sealed_secret, secret_generation, created_at, updated_at";
+     workspace_restrictions, active, sealed_secret, secret_generation, created_at, updated_at,
+     kind, redirect_uris";
+
+#[derive(sqlx::FromRow)]
+struct OAuthCodeRow {
+    code_hash: String,
+    client_id: String,
+    grant_id: String,
+    redirect_uri: String,
+    code_challenge: String,
+    resource: String,
+    used: bool,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl From<OAuthCodeRow> for Spent<OAuthCode> {
+    fn from(r: OAuthCodeRow) -> Self {
+        let code = OAuthCode {
+            code_hash: r.code_hash,
+            client_id: r.client_id,
+            grant_id: GrantId::from_trusted(r.grant_id),
+            redirect_uri: r.redirect_uri,
+            code_challenge: r.code_challenge,
+            resource: r.resource,
+            created_at: Timestamp::from_millis(r.created_at),
+            expires_at: Timestamp::from_millis(r.expires_at),
+        };
+        if r.used {
+            Spent::Again(code)
+        } else {
+            Spent::First(code)
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct OAuthRefreshRow {
+    token_hash: String,
+    client_id: String,
+    grant_id: String,
+    resource: String,
+    used: bool,
+    created_at: i64,
+    expires_at: i64,
+}
+
+impl From<OAuthRefreshRow> for Spent<OAuthRefresh> {
+    fn from(r: OAuthRefreshRow) -> Self {
+        let token = OAuthRefresh {
+            token_hash: r.token_hash,
+            client_id: r.client_id,
+            grant_id: GrantId::from_trusted(r.grant_id),
+            resource: r.resource,
+            created_at: Timestamp::from_millis(r.created_at),
+            expires_at: Timestamp::from_millis(r.expires_at),
+        };
+        if r.used {
+            Spent::Again(token)
+        } else {
+            Spent::First(token)
+        }
+    }
+}
+
+const OAUTH_CODE_COLUMNS: &str = "code_hash, client_id, grant_id, redirect_uri, code_challenge,
+     resource, used, created_at, expires_at";
+const OAUTH_REFRESH_COLUMNS: &str =
+    "token_hash, client_id, grant_id, resource, used, created_at, expires_at";
 
 #[derive(sqlx::FromRow)]
 struct GrantRow {
@@ -222,11 +319,11 @@ macro_rules! app_store {
                 let mut tx = self.pool.begin().await.map_err(map_err)?;
                 sqlx::query(AssertSqlSafe(format!(
                     "INSERT INTO apps ({APP_COLUMNS})
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)"
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
                 )))
                 .bind(app.client_id.as_str())
-                .bind(app.owner_id.as_str())
-                .bind(app.builder_profile_id.as_str())
+                .bind(app.owner_id.as_ref().map(UserId::as_str))
+                .bind(app.builder_profile_id.as_ref().map(BuilderProfileId::as_str))
                 .bind(app.name.as_str())
                 .bind(app.description.as_str())
                 .bind(restrictions_json(app)?)
@@ -235,6 +332,8 @@ macro_rules! app_store {
                 .bind(app.secret_generation)
                 .bind(app.created_at.millis())
                 .bind(app.updated_at.millis())
+                .bind(app.kind.as_str())
+                .bind(redirect_uris_json(app)?)
                 .execute(&mut *tx)
                 .await
                 .map_err(map_err)?;
@@ -441,6 +540,153 @@ macro_rules! app_store {
                 .await
                 .map_err(map_err)?;
                 Ok(())
+            }
+
+            // the OAuth authorization server
+            async fn insert_oauth_code(&self, c: &OAuthCode) -> StoreResult<()> {
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO oauth_codes ({OAUTH_CODE_COLUMNS})
+                     VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8)"
+                )))
+                .bind(c.code_hash.as_str())
+                .bind(c.client_id.as_str())
+                .bind(c.grant_id.as_str())
+                .bind(c.redirect_uri.as_str())
+                .bind(c.code_challenge.as_str())
+                .bind(c.resource.as_str())
+                .bind(c.created_at.millis())
+                .bind(c.expires_at.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn take_oauth_code(&self, code_hash: &str) -> StoreResult<Spent<OAuthCode>> {
+                // One statement: of two concurrent takes, one finds the code unused.
+                let taken: Option<OAuthCodeRow> = sqlx::query_as(AssertSqlSafe(format!(
+                    "UPDATE oauth_codes SET used = TRUE WHERE code_hash = $1 AND NOT used
+                     RETURNING {OAUTH_CODE_COLUMNS}"
+                )))
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                if let Some(mut row) = taken {
+                    row.used = false;
+                    return Ok(row.into());
+                }
+                let seen: Option<OAuthCodeRow> = sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT {OAUTH_CODE_COLUMNS} FROM oauth_codes WHERE code_hash = $1"
+                )))
+                .bind(code_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)?;
+                Ok(seen.map_or(Spent::Unknown, Spent::from))
+            }
+
+            async fn insert_oauth_refresh(&self, t: &OAuthRefresh) -> StoreResult<()> {
+                Self::insert_refresh(&self.pool, t).await
+            }
+
+            async fn rotate_oauth_refresh(
+                &self,
+                token_hash: &str,
+                next: &OAuthRefresh,
+            ) -> StoreResult<Spent<OAuthRefresh>> {
+                let mut tx = self.pool.begin().await.map_err(map_err)?;
+                let taken: Option<OAuthRefreshRow> = sqlx::query_as(AssertSqlSafe(format!(
+                    "UPDATE oauth_refresh_tokens SET used = TRUE
+                     WHERE token_hash = $1 AND NOT used
+                     RETURNING {OAUTH_REFRESH_COLUMNS}"
+                )))
+                .bind(token_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(map_err)?;
+                if let Some(mut row) = taken {
+                    Self::insert_refresh(&mut *tx, next).await?;
+                    tx.commit().await.map_err(map_err)?;
+                    row.used = false;
+                    return Ok(row.into());
+                }
+                tx.rollback().await.map_err(map_err)?;
+                Ok(self
+                    .oauth_refresh_row(token_hash)
+                    .await?
+                    .map_or(Spent::Unknown, Spent::from))
+            }
+
+            async fn oauth_refresh_by_hash(
+                &self,
+                token_hash: &str,
+            ) -> StoreResult<Option<OAuthRefresh>> {
+                Ok(match self.oauth_refresh_row(token_hash).await?.map(Spent::from) {
+                    Some(Spent::First(t) | Spent::Again(t)) => Some(t),
+                    _ => None,
+                })
+            }
+
+            async fn delete_stale_oauth(
+                &self,
+                now: Timestamp,
+                unused_before: Timestamp,
+            ) -> StoreResult<u64> {
+                let mut n = 0;
+                for sql in [
+                    "DELETE FROM oauth_codes WHERE expires_at < $1",
+                    "DELETE FROM oauth_refresh_tokens WHERE expires_at < $1",
+                ] {
+                    n += sqlx::query(sql)
+                        .bind(now.millis())
+                        .execute(&self.pool)
+                        .await
+                        .map_err(map_err)?
+                        .rows_affected();
+                }
+                n += sqlx::query(
+                    "DELETE FROM apps WHERE kind = 'public' AND created_at < $1
+                       AND NOT EXISTS (SELECT 1 FROM grants g WHERE g.client_id = apps.client_id)",
+                )
+                .bind(unused_before.millis())
+                .execute(&self.pool)
+                .await
+                .map_err(map_err)?
+                .rows_affected();
+                Ok(n)
+            }
+        }
+
+        impl $store {
+            async fn insert_refresh<'c, E>(conn: E, t: &OAuthRefresh) -> StoreResult<()>
+            where
+                E: sqlx::Executor<'c, Database = <$conn as sqlx::Connection>::Database>,
+            {
+                sqlx::query(AssertSqlSafe(format!(
+                    "INSERT INTO oauth_refresh_tokens ({OAUTH_REFRESH_COLUMNS})
+                     VALUES ($1, $2, $3, $4, FALSE, $5, $6)"
+                )))
+                .bind(t.token_hash.as_str())
+                .bind(t.client_id.as_str())
+                .bind(t.grant_id.as_str())
+                .bind(t.resource.as_str())
+                .bind(t.created_at.millis())
+                .bind(t.expires_at.millis())
+                .execute(conn)
+                .await
+                .map_err(map_err)?;
+                Ok(())
+            }
+
+            async fn oauth_refresh_row(&self, token_hash: &str) -> StoreResult<Option<OAuthRefreshRow>> {
+                sqlx::query_as(AssertSqlSafe(format!(
+                    "SELECT {OAUTH_REFRESH_COLUMNS} FROM oauth_refresh_tokens WHERE token_hash = $1"
+                )))
+                .bind(token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(map_err)
             }
         }
     };

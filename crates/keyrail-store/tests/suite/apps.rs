@@ -3,7 +3,8 @@
 use keyrail_core::Store;
 use keyrail_core::id::{BuilderProfileId, GrantId, WorkspaceId};
 use keyrail_core::model::{
-    App, BuilderProfile, Grant, GrantFilter, Member, OwnerGuarded, Page, StoredTokenKey, User,
+    App, AppKind, BuilderProfile, Grant, GrantFilter, Member, OAuthCode, OAuthRefresh,
+    OwnerGuarded, Page, Spent, StoredTokenKey, User,
 };
 
 use crate::fixtures::*;
@@ -11,8 +12,10 @@ use crate::fixtures::*;
 pub(crate) fn app(owner: &User, profile: &BuilderProfile, tag: &str, at: i64) -> App {
     App {
         client_id: format!("kr_app_{tag}"),
-        owner_id: owner.id.clone(),
-        builder_profile_id: profile.id.clone(),
+        owner_id: Some(owner.id.clone()),
+        builder_profile_id: Some(profile.id.clone()),
+        kind: AppKind::Confidential,
+        redirect_uris: Vec::new(),
         name: format!("app {tag}"),
         description: String::new(),
         workspace_restrictions: None,
@@ -315,4 +318,160 @@ pub(crate) async fn apps_and_grants(store: &dyn Store) {
         .map(|k| k.kid)
         .collect();
     assert_eq!(kids, ["kid-apps-1", "kid-apps-2"]);
+}
+
+/// OAuth codes and refresh tokens: a code is taken once (a second take is `Again`, an unknown
+/// hash `Unknown`); of concurrent rotations of one refresh token exactly one succeeds and
+/// stores its successor; deleting the grant takes its codes and tokens with it; and the cleanup
+/// deletes what expired and the public clients nobody granted.
+pub(crate) async fn oauth_codes_and_refresh_tokens(store: &dyn Store) {
+    let (_, owner) = new_workspace(store, "oauth-ws", 9_500).await;
+    let public = App {
+        client_id: "kr_app_oauthpublic".into(),
+        owner_id: None,
+        builder_profile_id: None,
+        kind: AppKind::Public,
+        redirect_uris: vec!["http://127.0.0.1/cb".into()],
+        ..new_app(store, "oauthtmpl", 9_500).await
+    };
+    store
+        .insert_app(&public, &entry("app.register"))
+        .await
+        .unwrap();
+    let got = store
+        .app_by_client_id(&public.client_id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (got.kind, got.owner_id, got.redirect_uris),
+        (AppKind::Public, None, public.redirect_uris.clone())
+    );
+    let g = grant(&public, &owner, &["keys:read"], false, 9_501);
+    store
+        .insert_grant(&g, &entry("grant.create"))
+        .await
+        .unwrap();
+
+    let code = OAuthCode {
+        code_hash: "code-hash-1".into(),
+        client_id: public.client_id.clone(),
+        grant_id: g.id.clone(),
+        redirect_uri: "http://127.0.0.1:5000/cb".into(),
+        code_challenge: "c".repeat(43),
+        resource: "http://x/mcp".into(),
+        created_at: ts(9_502),
+        expires_at: ts(69_502),
+    };
+    store.insert_oauth_code(&code).await.unwrap();
+    let takes = join_all((0..4).map(|_| store.take_oauth_code("code-hash-1"))).await;
+    let first = takes
+        .iter()
+        .filter(|t| matches!(t, Ok(Spent::First(_))))
+        .count();
+    let again = takes
+        .iter()
+        .filter(|t| matches!(t, Ok(Spent::Again(_))))
+        .count();
+    assert_eq!((first, again), (1, 3), "one take of a code wins");
+    match store.take_oauth_code("code-hash-1").await.unwrap() {
+        Spent::Again(c) => assert_eq!(
+            (c.grant_id, c.redirect_uri),
+            (g.id.clone(), code.redirect_uri.clone())
+        ),
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.take_oauth_code("nope").await.unwrap(),
+        Spent::Unknown
+    ));
+
+    let refresh = |hash: &str, at: i64| OAuthRefresh {
+        token_hash: hash.into(),
+        client_id: public.client_id.clone(),
+        grant_id: g.id.clone(),
+        resource: "http://x/mcp".into(),
+        created_at: ts(at),
+        expires_at: ts(at + 1_000_000),
+    };
+    store
+        .insert_oauth_refresh(&refresh("r0", 9_510))
+        .await
+        .unwrap();
+    let nexts: Vec<OAuthRefresh> = (1..=4)
+        .map(|i| refresh(&format!("r1-{i}"), 9_511))
+        .collect();
+    let spins = join_all(nexts.iter().map(|n| store.rotate_oauth_refresh("r0", n))).await;
+    let won: Vec<usize> = spins
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| matches!(s, Ok(Spent::First(_))))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(won.len(), 1, "one rotation wins: {spins:?}");
+    for (i, n) in nexts.iter().enumerate() {
+        let stored = store.oauth_refresh_by_hash(&n.token_hash).await.unwrap();
+        assert_eq!(
+            stored.is_some(),
+            won.contains(&i),
+            "only the winner's successor is stored"
+        );
+    }
+    assert!(matches!(
+        store
+            .rotate_oauth_refresh("r0", &refresh("r2", 9_512))
+            .await
+            .unwrap(),
+        Spent::Again(_)
+    ));
+    assert!(store.oauth_refresh_by_hash("r2").await.unwrap().is_none());
+
+    // The grant goes: its codes and refresh tokens go with it.
+    store
+        .delete_grant(&g.workspace_id, &g.id, &entry("grant.revoke"))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.take_oauth_code("code-hash-1").await.unwrap(),
+        Spent::Unknown
+    ));
+    assert!(store.oauth_refresh_by_hash("r0").await.unwrap().is_none());
+
+    // Cleanup: an ungranted public client older than the cut is deleted; expired rows too.
+    let g2 = grant(&public, &owner, &["keys:read"], false, 9_520);
+    store
+        .insert_grant(&g2, &entry("grant.create"))
+        .await
+        .unwrap();
+    let mut expired = refresh("r-old", 9_521);
+    expired.grant_id = g2.id.clone();
+    expired.expires_at = ts(9_522);
+    store.insert_oauth_refresh(&expired).await.unwrap();
+    let lonely = App {
+        client_id: "kr_app_oauthlonely".into(),
+        ..public.clone()
+    };
+    store
+        .insert_app(&lonely, &entry("app.register"))
+        .await
+        .unwrap();
+    let n = store
+        .delete_stale_oauth(ts(10_000), ts(10_000))
+        .await
+        .unwrap();
+    assert_eq!(n, 2, "the expired token and the ungranted client");
+    assert!(
+        store
+            .app_by_client_id(&lonely.client_id)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .app_by_client_id(&public.client_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }

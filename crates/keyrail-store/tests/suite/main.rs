@@ -82,6 +82,7 @@ async fn run_suite(store: &dyn Store) {
     key_updates::keys_credits(store).await;
     key_updates::keys_touch(store).await;
     apps::apps_and_grants(store).await;
+    apps::oauth_codes_and_refresh_tokens(store).await;
     // A change and its audit entry, together or not at all.
     audited::workspace_changes_and_their_audit_entries(store).await;
     audited::app_changes_and_their_audit_entries(store).await;
@@ -136,7 +137,7 @@ async fn sqlite_url_with_path_and_missing_data_dir() {
 #[tokio::test]
 async fn sqlite_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 9);
+    assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 10);
     assert_eq!(keyrail_store::migrate("", dir.path()).await.unwrap(), 0);
 
     // Open the same file twice (as a server and `keyrail migrate` beside it would).
@@ -299,7 +300,7 @@ async fn postgres_migrations_are_applied_once() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
-        9
+        10
     );
     assert_eq!(
         keyrail_store::migrate(&pg.url, dir.path()).await.unwrap(),
