@@ -38,7 +38,7 @@ pub const MCP_SCOPES: &[&str] = &[
 ];
 
 pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
-    OpenApiRouter::new()
+    let router = OpenApiRouter::new()
         .routes(routes!(protected_resource))
         .routes(routes!(protected_resource_mcp))
         .routes(routes!(authorization_server))
@@ -49,7 +49,47 @@ pub fn router(state: &AppState) -> OpenApiRouter<AppState> {
             state.config.limits.oauth_register_per_ip,
         ))
         .routes(routes!(token))
-        .routes(routes!(revoke))
+        .routes(routes!(revoke));
+    router.layer(axum::middleware::from_fn(cors))
+}
+
+/// CORS for what a browser-based MCP client (the MCP Inspector, a web IDE) calls from its own
+/// origin: the metadata, registration, tokens, revocation and `/mcp`. Any origin may, since
+/// nothing here reads a cookie: the credential is a bearer token the page itself holds, or none.
+/// A preflight is answered here.
+pub async fn cors(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let preflight = req.method() == axum::http::Method::OPTIONS;
+    let mut resp = if preflight {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        next.run(req).await
+    };
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("WWW-Authenticate, Mcp-Session-Id, Mcp-Protocol-Version"),
+    );
+    if preflight {
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(
+                "Authorization, Content-Type, Accept, Mcp-Protocol-Version, Mcp-Session-Id, Last-Event-ID",
+            ),
+        );
+        h.insert(
+            header::ACCESS_CONTROL_MAX_AGE,
+            HeaderValue::from_static("600"),
+        );
+    }
+    resp
 }
 
 /// The authorization server's issuer: the public URL.
@@ -155,18 +195,45 @@ pub async fn authorization_server(State(state): State<AppState>) -> Response {
 }))]
 #[allow(dead_code)]
 pub struct RegisterIn {
-    /// Shown on the consent page; at most 100 characters (default `MCP client`).
+    /// Shown on the consent page; at most 100 characters, no control characters (default
+    /// `MCP client`).
+    #[schema(max_length = 100, pattern = r"^[^\u0000-\u001f\u007f-\u009f]*$")]
     client_name: Option<String>,
     /// 1 to 10: `https://`, `http://` on a loopback host (any port matches), or a private-use
-    /// scheme. No fragment.
+    /// scheme. No fragment, no userinfo.
     #[schema(min_items = 1, max_items = 10)]
     redirect_uris: Vec<String>,
-    /// `authorization_code` and/or `refresh_token`.
-    grant_types: Option<Vec<String>>,
-    /// `code`.
-    response_types: Option<Vec<String>>,
-    /// `none` (public clients only).
-    token_endpoint_auth_method: Option<String>,
+    #[schema(max_items = 4)]
+    grant_types: Option<Vec<GrantTypeName>>,
+    #[schema(max_items = 4)]
+    response_types: Option<Vec<ResponseTypeName>>,
+    /// Public clients only.
+    token_endpoint_auth_method: Option<AuthMethodName>,
+}
+
+/// A grant type a client may use.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum GrantTypeName {
+    AuthorizationCode,
+    RefreshToken,
+}
+
+/// The response type of the authorization endpoint.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum ResponseTypeName {
+    Code,
+}
+
+/// How a client authenticates at the token endpoint: not at all (a public client).
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum AuthMethodName {
+    None,
 }
 
 /// The registered client.
@@ -202,7 +269,7 @@ fn string_list(v: Option<&Value>, field: &str) -> Result<Option<Vec<String>>, OA
     };
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Array(items)) if items.len() <= 20 => items
+        Some(Value::Array(items)) if items.len() <= 10 => items
             .iter()
             .map(|i| i.as_str().map(str::to_owned).ok_or_else(bad))
             .collect::<Result<Vec<_>, _>>()
@@ -304,9 +371,7 @@ fn form_fields(body: &[u8], names: &[&str]) -> Result<Vec<Option<String>>, OAuth
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct TokenIn {
-    /// `authorization_code` or `refresh_token`.
-    #[schema(example = "authorization_code")]
-    grant_type: String,
+    grant_type: GrantTypeName,
     client_id: String,
     /// authorization_code: the code from the redirect.
     code: Option<String>,
@@ -424,6 +489,7 @@ fn token_answer(t: OAuthTokens) -> Response {
 #[allow(dead_code)]
 pub struct RevokeIn {
     /// A refresh token or an access token.
+    #[schema(min_length = 1, max_length = 4096)]
     token: String,
     /// `refresh_token` or `access_token` (a hint; both are tried).
     token_type_hint: Option<String>,

@@ -218,6 +218,19 @@ async fn metadata_points_clients_at_this_server() {
     ] {
         assert_eq!(asm[field], format!("{issuer}{path}"), "{field}");
     }
+    // A browser-based client may call them from its own origin (no cookie is read here).
+    let pre = s
+        .http
+        .request(reqwest::Method::OPTIONS, s.url("/oauth/token"))
+        .header("origin", "http://localhost:6274")
+        .header("access-control-request-method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pre.status(), 204);
+    assert_eq!(pre.headers()["access-control-allow-origin"], "*");
+    let meta = s.get("/.well-known/oauth-authorization-server").await;
+    assert_eq!(meta.headers()["access-control-allow-origin"], "*");
     // The spec documents them.
     let (_, spec) = json(s.get("/api/v1/openapi.json").await).await;
     for path in [

@@ -65,6 +65,9 @@ const UNEXPRESSIBLE: &[(&str, &str)] = &[
     ),
     ("POST /api/v1/profile/mfa/verify", "Invalid MFA code"),
     ("POST /api/v1/w/{workspace_id}/webhooks", r#""field":"url""#),
+    // Which URIs may be redirect URIs (https, http on loopback, private-use schemes; no
+    // fragment, no userinfo): every such message names "redirect URI".
+    ("POST /oauth/register", "redirect URI"),
 ];
 
 /// What ends the access token's session: left out of the pass that uses it.
@@ -154,6 +157,7 @@ fn the_openapi_document_declares_every_answer_and_accepts_every_valid_request() 
             ("KEYRAIL_LIMITS__SIGNUP_PER_IP", high),
             ("KEYRAIL_LIMITS__PASSWORD_RESET_PER_IP", high),
             ("KEYRAIL_LIMITS__FAILED_AUTH_PER_IP", high),
+            ("KEYRAIL_LIMITS__OAUTH_REGISTER_PER_IP", high),
         ],
     );
     let password = init_stderr

@@ -352,7 +352,10 @@ impl Apps {
             None | Some("") => "MCP client".to_owned(),
             Some(n) => {
                 if n.chars().count() > 100 || n.chars().any(char::is_control) {
-                    return Err(bad("client_name must be at most 100 characters".into()));
+                    return Err(bad(
+                        "client_name must be at most 100 characters, without control characters"
+                            .into(),
+                    ));
                 }
                 n.to_owned()
             }

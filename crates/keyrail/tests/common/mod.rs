@@ -212,7 +212,11 @@ pub fn psql(sql: &str) -> Result<String, String> {
 /// `keyrail serve` in `dir` (dev mode) with more `KEYRAIL_*` settings, once it answers
 /// `/healthz`; and its port. Its output goes to `dir/keyrail.log`.
 pub fn serve_with(dir: &Path, settings: &[(&str, &str)]) -> (Guard, u16) {
-    let port = free_port();
+    serve_at(dir, free_port(), settings)
+}
+
+/// [`serve_with`] on `port` (for a test that must know it first, to set `public_url`).
+pub fn serve_at(dir: &Path, port: u16, settings: &[(&str, &str)]) -> (Guard, u16) {
     let log = std::fs::File::create(dir.join("keyrail.log")).unwrap();
     let child = keyrail(dir)
         .arg("serve")
