@@ -3,11 +3,21 @@
 //! resource (see `crate::oauth`); without one the answer is 401 with the `WWW-Authenticate`
 //! challenge that points an MCP client at the protected-resource metadata (RFC 9728).
 
+mod tools;
+
+use std::sync::Arc;
+
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyrail_core::workspaces::Actor;
+
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+pub use tools::{KeyrailTools, TOOL_NAMES};
 
 use crate::auth;
 use crate::routes::common::actor_of;
@@ -27,6 +37,50 @@ pub fn resource_metadata_url(state: &AppState) -> String {
         "{}/.well-known/oauth-protected-resource",
         state.config.public_url.as_str()
     )
+}
+
+/// The largest request body `/mcp` reads (a JSON-RPC message); larger ones get 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// `/mcp`: rmcp's Streamable HTTP transport, stateless (every POST is served on its own; no
+/// session is kept in memory, so any node of a cluster answers any request), JSON answers,
+/// behind [`require_caller`].
+pub fn router(state: &AppState) -> Router<AppState> {
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_allowed_hosts(allowed_hosts(state.config.public_url.as_str()))
+        // rmcp reads the body itself (axum's limit does not apply) and answers 413 over this,
+        // whether or not the request declared its length.
+        .with_max_request_body_bytes(BODY_LIMIT);
+    let tools_state = state.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(KeyrailTools::new(tools_state.clone())),
+        Arc::new(NeverSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .route_service(PATH, service)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_caller,
+        ))
+}
+
+/// The `Host` values `/mcp` answers (rmcp's guard against DNS rebinding): the public URL's
+/// host (any port) and loopback.
+fn allowed_hosts(public_url: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
+    if let Some(host) = public_url
+        .parse::<axum::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        && !hosts.contains(&host)
+    {
+        hosts.push(host);
+    }
+    hosts
 }
 
 /// Who is calling a tool, as the domain sees them: a key (`Actor::Key`) or an MCP client acting
