@@ -20,6 +20,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 pub use tools::{KeyrailTools, TOOL_NAMES};
 
 use crate::auth;
+use crate::error::ApiError;
 use crate::routes::common::actor_of;
 use crate::state::AppState;
 
@@ -51,8 +52,7 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .with_json_response(true)
         .with_sse_keep_alive(None)
         .with_allowed_hosts(allowed_hosts(state.config.public_url.as_str()))
-        // rmcp reads the body itself (axum's limit does not apply) and answers 413 over this,
-        // whether or not the request declared its length.
+        // `read_message` has read the body within BODY_LIMIT already.
         .with_max_request_body_bytes(BODY_LIMIT);
     let tools_state = state.clone();
     let service = StreamableHttpService::new(
@@ -62,10 +62,63 @@ pub fn router(state: &AppState) -> Router<AppState> {
     );
     Router::new()
         .route_service(PATH, service)
+        .layer(axum::middleware::from_fn(read_message))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             require_caller,
         ))
+}
+
+/// Reads a POST's body (at most [`BODY_LIMIT`], else 413) before rmcp does, so that a body
+/// that is no JSON-RPC message gets the JSON-RPC error the protocol defines (400 with
+/// `-32700` parse error, or `-32600` invalid request) rather than rmcp's plain-text 415.
+async fn read_message(req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST || !is_json(req.headers()) {
+        // rmcp answers these (405, 415), as the transport defines.
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Request body too large (limit 1 MiB)",
+            )
+            .into_response();
+        }
+    };
+    let is_json_value = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+    if !is_json_value {
+        return jsonrpc_error(-32700, "Parse error: the body is not JSON");
+    }
+    let resp = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    if resp.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        // The body was JSON with the right Content-Type: rmcp could not read it as a message.
+        return jsonrpc_error(-32600, "Invalid request: the body is no JSON-RPC message");
+    }
+    resp
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A JSON-RPC error answer that belongs to no request (`id: null`), with HTTP 400.
+fn jsonrpc_error(code: i64, message: &str) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message},
+    });
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 /// The `Host` values `/mcp` answers (rmcp's guard against DNS rebinding): the public URL's
