@@ -187,25 +187,29 @@ async fn chunked_post_status(s: &TestServer, key: &str, pad: usize) -> u16 {
 async fn without_a_usable_credential_the_answer_is_the_rfc_9728_challenge() {
     let m = M::new().await;
     let init = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
-    let challenge = format!(
-        "Bearer resource_metadata=\"{PUBLIC_URL}/.well-known/oauth-protected-resource\""
-    );
+    let challenge =
+        format!("Bearer resource_metadata=\"{PUBLIC_URL}/.well-known/oauth-protected-resource\"");
 
-    let resp = m.s.http.post(m.s.url("/mcp")).json(&init).send().await.unwrap();
+    let resp =
+        m.s.http
+            .post(m.s.url("/mcp"))
+            .json(&init)
+            .send()
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 401);
     assert_eq!(resp.headers()["www-authenticate"], challenge.as_str());
 
     // A person's session token is for the API, not for `/mcp`.
     for bad in [m.owner.as_str(), "kr_not_a_key_at_all_0000000000"] {
-        let resp = m
-            .s
-            .http
-            .post(m.s.url("/mcp"))
-            .bearer_auth(bad)
-            .json(&init)
-            .send()
-            .await
-            .unwrap();
+        let resp =
+            m.s.http
+                .post(m.s.url("/mcp"))
+                .bearer_auth(bad)
+                .json(&init)
+                .send()
+                .await
+                .unwrap();
         assert_eq!(resp.status(), 401);
         assert_eq!(
             resp.headers()["www-authenticate"],
@@ -241,16 +245,15 @@ async fn initialize_and_the_tool_catalog() {
             .contains("workspace_id")
     );
     // Stateless: no session to carry between requests.
-    let resp = m
-        .s
-        .http
-        .post(m.s.url("/mcp"))
-        .bearer_auth(&key)
-        .header("accept", "application/json, text/event-stream")
-        .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        m.s.http
+            .post(m.s.url("/mcp"))
+            .bearer_auth(&key)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}))
+            .send()
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().get("mcp-session-id").is_none());
 
@@ -288,21 +291,26 @@ async fn initialize_and_the_tool_catalog() {
     }
     let create = tools.iter().find(|t| t["name"] == "keys_create").unwrap();
     let props = &create["inputSchema"]["properties"];
-    for field in ["name", "scopes", "expires_in_days", "external_id", "recoverable"] {
+    for field in [
+        "name",
+        "scopes",
+        "expires_in_days",
+        "external_id",
+        "recoverable",
+    ] {
         assert!(props.get(field).is_some(), "keys_create lacks {field}");
     }
     assert_eq!(props["name"]["maxLength"], 255);
 
     // GET (a server-to-client stream) is not offered by a stateless server.
-    let resp = m
-        .s
-        .http
-        .get(m.s.url("/mcp"))
-        .bearer_auth(&key)
-        .header("accept", "text/event-stream")
-        .send()
-        .await
-        .unwrap();
+    let resp =
+        m.s.http
+            .get(m.s.url("/mcp"))
+            .bearer_auth(&key)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap();
     assert_eq!(resp.status(), 405);
     m.s.stop().await;
 }
@@ -339,7 +347,10 @@ async fn a_key_manages_keys_through_tools_and_the_core_audits_it() {
             json!({"workspace_id": ws, "key": secret, "scopes": ["keys:read"]}),
         )
         .await;
-    assert_eq!((v["valid"].clone(), v["code"].clone()), (json!(true), json!("VALID")));
+    assert_eq!(
+        (v["valid"].clone(), v["code"].clone()),
+        (json!(true), json!("VALID"))
+    );
     assert_eq!(v["key_id"], id.as_str());
     let v = m
         .ok(
@@ -351,7 +362,11 @@ async fn a_key_manages_keys_through_tools_and_the_core_audits_it() {
     assert_eq!(v["code"], "INSUFFICIENT_SCOPE");
 
     let listed = m
-        .ok(&agent, "keys_list", json!({"workspace_id": ws, "external_id": "cus_1"}))
+        .ok(
+            &agent,
+            "keys_list",
+            json!({"workspace_id": ws, "external_id": "cus_1"}),
+        )
         .await;
     let ids: Vec<&str> = listed["data"]
         .as_array()
@@ -360,11 +375,18 @@ async fn a_key_manages_keys_through_tools_and_the_core_audits_it() {
         .map(|k| k["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, [id.as_str()]);
-    assert!(listed["data"][0].get("key").is_none(), "a listing never shows a key");
+    assert!(
+        listed["data"][0].get("key").is_none(),
+        "a listing never shows a key"
+    );
     assert!(listed.get("next_cursor").is_some());
 
     let rotated = m
-        .ok(&agent, "keys_rotate", json!({"workspace_id": ws, "key_id": id}))
+        .ok(
+            &agent,
+            "keys_rotate",
+            json!({"workspace_id": ws, "key_id": id}),
+        )
         .await;
     let new_secret = rotated["key"].as_str().unwrap().to_owned();
     let new_id = rotated["id"].as_str().unwrap().to_owned();
@@ -373,25 +395,30 @@ async fn a_key_manages_keys_through_tools_and_the_core_audits_it() {
     assert_eq!(m.s.verify_code(&new_secret).await, "VALID");
 
     let revoked = m
-        .ok(&agent, "keys_revoke", json!({"workspace_id": ws, "key_id": new_id}))
+        .ok(
+            &agent,
+            "keys_revoke",
+            json!({"workspace_id": ws, "key_id": new_id}),
+        )
         .await;
     assert_eq!(revoked["status"], "revoked");
     assert!(revoked.get("key").is_none());
     let v = m
-        .ok(&agent, "keys_verify", json!({"workspace_id": ws, "key": new_secret}))
-        .await;
-    assert_eq!((v["valid"].clone(), v["code"].clone()), (json!(false), json!("REVOKED")));
-
-    // The API's audit log: the actor is the key that called the tools.
-    let (status, audit) = m
-        .s
-        .call(
-            "GET",
-            &format!("/api/v1/w/{ws}/audit"),
-            &m.owner,
-            None,
+        .ok(
+            &agent,
+            "keys_verify",
+            json!({"workspace_id": ws, "key": new_secret}),
         )
         .await;
+    assert_eq!(
+        (v["valid"].clone(), v["code"].clone()),
+        (json!(false), json!("REVOKED"))
+    );
+
+    // The API's audit log: the actor is the key that called the tools.
+    let (status, audit) =
+        m.s.call("GET", &format!("/api/v1/w/{ws}/audit"), &m.owner, None)
+            .await;
     assert_eq!(status, 200, "{audit}");
     for action in ["key.create", "key.rotate", "key.revoke"] {
         let entry = audit["data"]
@@ -415,7 +442,11 @@ async fn refusals_are_error_results_and_change_nothing() {
 
     // No keys:write.
     let (code, text, s) = m
-        .refused(&reader, "keys_create", json!({"workspace_id": ws, "name": "x"}))
+        .refused(
+            &reader,
+            "keys_create",
+            json!({"workspace_id": ws, "name": "x"}),
+        )
         .await;
     assert_eq!(code, "insufficient_scope");
     assert_eq!(s["required"], json!(["keys:write"]), "{s}");
@@ -423,9 +454,13 @@ async fn refusals_are_error_results_and_change_nothing() {
 
     // Escalation: a scope the caller does not hold. The API answers the same.
     let escalate = json!({"name": "x", "scopes": ["members:write"]});
-    let (status, api) = m
-        .s
-        .call("POST", &format!("/api/v1/w/{ws}/keys"), &writer, Some(&escalate))
+    let (status, api) =
+        m.s.call(
+            "POST",
+            &format!("/api/v1/w/{ws}/keys"),
+            &writer,
+            Some(&escalate),
+        )
         .await;
     assert_eq!(status, 403, "{api}");
     let mut args = escalate.clone();
@@ -436,10 +471,9 @@ async fn refusals_are_error_results_and_change_nothing() {
 
     // Another workspace: the API's answer for a key of another workspace, nothing more.
     let (other_owner, other_ws) = m.s.owner_with_workspace("other@example.com").await;
-    let (status, api) = m
-        .s
-        .call("GET", &format!("/api/v1/w/{other_ws}/keys"), &writer, None)
-        .await;
+    let (status, api) =
+        m.s.call("GET", &format!("/api/v1/w/{other_ws}/keys"), &writer, None)
+            .await;
     assert!(status == 403 || status == 404, "{status} {api}");
     let (code, _, s) = m
         .refused(&writer, "keys_list", json!({"workspace_id": other_ws}))
@@ -447,33 +481,65 @@ async fn refusals_are_error_results_and_change_nothing() {
     assert_eq!(code, api["code"].as_str().unwrap());
     assert_eq!(s["error"], api["error"]);
     let (code, _, _) = m
-        .refused(&writer, "keys_create", json!({"workspace_id": other_ws, "name": "x"}))
+        .refused(
+            &writer,
+            "keys_create",
+            json!({"workspace_id": other_ws, "name": "x"}),
+        )
         .await;
     assert_eq!(code, api["code"].as_str().unwrap());
-    let (status, theirs) = m
-        .s
-        .call("GET", &format!("/api/v1/w/{other_ws}/keys"), &other_owner, None)
+    let (status, theirs) =
+        m.s.call(
+            "GET",
+            &format!("/api/v1/w/{other_ws}/keys"),
+            &other_owner,
+            None,
+        )
         .await;
     assert_eq!(status, 200);
     assert_eq!(theirs["data"], json!([]), "nothing was created there");
 
     // Bad arguments: invalid_request naming the field, as the API does.
-    let (code, _, s) = m.refused(&writer, "keys_create", json!({"workspace_id": ws})).await;
-    assert_eq!((code.as_str(), s["field"].as_str()), ("invalid_request", Some("name")));
     let (code, _, s) = m
-        .refused(&writer, "keys_create", json!({"workspace_id": ws, "name": "x", "nope": 1}))
+        .refused(&writer, "keys_create", json!({"workspace_id": ws}))
         .await;
-    assert_eq!((code.as_str(), s["field"].as_str()), ("invalid_request", Some("nope")));
+    assert_eq!(
+        (code.as_str(), s["field"].as_str()),
+        ("invalid_request", Some("name"))
+    );
+    let (code, _, s) = m
+        .refused(
+            &writer,
+            "keys_create",
+            json!({"workspace_id": ws, "name": "x", "nope": 1}),
+        )
+        .await;
+    assert_eq!(
+        (code.as_str(), s["field"].as_str()),
+        ("invalid_request", Some("nope"))
+    );
     let (code, _, _) = m
-        .refused(&writer, "keys_list", json!({"workspace_id": ws, "status": "sleeping"}))
+        .refused(
+            &writer,
+            "keys_list",
+            json!({"workspace_id": ws, "status": "sleeping"}),
+        )
         .await;
     assert_eq!(code, "invalid_request");
     let (code, _, _) = m
-        .refused(&writer, "keys_list", json!({"workspace_id": ws, "limit": 0}))
+        .refused(
+            &writer,
+            "keys_list",
+            json!({"workspace_id": ws, "limit": 0}),
+        )
         .await;
     assert_eq!(code, "invalid_request");
     let (code, _, _) = m
-        .refused(&writer, "keys_revoke", json!({"workspace_id": ws, "key_id": "key_nope"}))
+        .refused(
+            &writer,
+            "keys_revoke",
+            json!({"workspace_id": ws, "key_id": "key_nope"}),
+        )
         .await;
     assert_eq!(code, "insufficient_scope", "revoking needs keys:delete");
 
@@ -497,9 +563,8 @@ async fn members_grants_audit_and_logs_have_the_apis_shapes() {
     let m = M::new().await;
     let ws = m.ws.clone();
     m.s.user("dev@example.com").await;
-    let (status, added) = m
-        .s
-        .call(
+    let (status, added) =
+        m.s.call(
             "POST",
             &format!("/api/v1/w/{ws}/members"),
             &m.owner,
@@ -512,10 +577,9 @@ async fn members_grants_audit_and_logs_have_the_apis_shapes() {
     // A key that may change roles, but holds none of the roles' other scopes.
     let (_, hr) = m.key(&["members:read", "members:write"]).await;
     let members = m.ok(&hr, "members_list", json!({"workspace_id": ws})).await;
-    let (status, api) = m
-        .s
-        .call("GET", &format!("/api/v1/w/{ws}/members"), &m.owner, None)
-        .await;
+    let (status, api) =
+        m.s.call("GET", &format!("/api/v1/w/{ws}/members"), &m.owner, None)
+            .await;
     assert_eq!(status, 200);
     assert_eq!(members, api, "the tool answers what the API answers");
     let roles: Vec<&str> = members["data"]
@@ -524,7 +588,10 @@ async fn members_grants_audit_and_logs_have_the_apis_shapes() {
         .iter()
         .map(|x| x["role"].as_str().unwrap())
         .collect();
-    assert!(roles.contains(&"owner") && roles.contains(&"viewer"), "{members}");
+    assert!(
+        roles.contains(&"owner") && roles.contains(&"viewer"),
+        "{members}"
+    );
 
     // No escalation: the new role's scopes are not the key's.
     let (code, _, _) = m
@@ -536,10 +603,9 @@ async fn members_grants_audit_and_logs_have_the_apis_shapes() {
         .await;
     assert_eq!(code, "insufficient_scope");
     // With every scope of both roles (those of the owner's role, here), it is done.
-    let (status, roles) = m
-        .s
-        .call("GET", &format!("/api/v1/w/{ws}/roles"), &m.owner, None)
-        .await;
+    let (status, roles) =
+        m.s.call("GET", &format!("/api/v1/w/{ws}/roles"), &m.owner, None)
+            .await;
     assert_eq!(status, 200, "{roles}");
     let mut scopes: Vec<String> = Vec::new();
     for role in roles["data"].as_array().unwrap() {
@@ -566,15 +632,26 @@ async fn members_grants_audit_and_logs_have_the_apis_shapes() {
     assert_eq!(changed["email"], "dev@example.com");
 
     // Grants: none yet; revoking an unknown one is the API's 404.
-    let grants = m.ok(&admin_key, "grants_list", json!({"workspace_id": ws})).await;
+    let grants = m
+        .ok(&admin_key, "grants_list", json!({"workspace_id": ws}))
+        .await;
     assert_eq!(grants, json!({"data": [], "next_cursor": null}));
     let (code, _, _) = m
-        .refused(&admin_key, "grants_revoke", json!({"workspace_id": ws, "grant_id": "grt_nope"}))
+        .refused(
+            &admin_key,
+            "grants_revoke",
+            json!({"workspace_id": ws, "grant_id": "grt_nope"}),
+        )
         .await;
-    assert!(code == "not_found" || code == "insufficient_scope", "{code}");
+    assert!(
+        code == "not_found" || code == "insufficient_scope",
+        "{code}"
+    );
 
     // Audit and request log need audit:read.
-    let (code, _, _) = m.refused(&hr, "audit_search", json!({"workspace_id": ws})).await;
+    let (code, _, _) = m
+        .refused(&hr, "audit_search", json!({"workspace_id": ws}))
+        .await;
     assert_eq!(code, "insufficient_scope");
     let (_, auditor) = m.key(&["audit:read"]).await;
     let audit = m
@@ -584,9 +661,8 @@ async fn members_grants_audit_and_logs_have_the_apis_shapes() {
             json!({"workspace_id": ws, "action": "member.update"}),
         )
         .await;
-    let (status, api) = m
-        .s
-        .call(
+    let (status, api) =
+        m.s.call(
             "GET",
             &format!("/api/v1/w/{ws}/audit?action=member.update"),
             &m.owner,
@@ -598,21 +674,39 @@ async fn members_grants_audit_and_logs_have_the_apis_shapes() {
     assert!(!audit["data"].as_array().unwrap().is_empty(), "{audit}");
     assert_eq!(audit["data"][0]["actor"]["type"], "key");
     let (code, _, s) = m
-        .refused(&auditor, "audit_search", json!({"workspace_id": ws, "since": "yesterday"}))
+        .refused(
+            &auditor,
+            "audit_search",
+            json!({"workspace_id": ws, "since": "yesterday"}),
+        )
         .await;
-    assert_eq!((code.as_str(), s["field"].as_str()), ("invalid_request", Some("since")));
+    assert_eq!(
+        (code.as_str(), s["field"].as_str()),
+        ("invalid_request", Some("since"))
+    );
 
     let logs = m
-        .ok(&auditor, "logs_search", json!({"workspace_id": ws, "limit": 5}))
+        .ok(
+            &auditor,
+            "logs_search",
+            json!({"workspace_id": ws, "limit": 5}),
+        )
         .await;
-    assert!(logs["data"].is_array() && logs.get("next_cursor").is_some(), "{logs}");
+    assert!(
+        logs["data"].is_array() && logs.get("next_cursor").is_some(),
+        "{logs}"
+    );
     if let Some(first) = logs["data"].as_array().unwrap().first() {
         for field in ["id", "at", "method", "route", "status", "request_id"] {
             assert!(first.get(field).is_some(), "{first}");
         }
     }
     let (code, _, _) = m
-        .refused(&auditor, "logs_search", json!({"workspace_id": ws, "status": "6xx"}))
+        .refused(
+            &auditor,
+            "logs_search",
+            json!({"workspace_id": ws, "status": "6xx"}),
+        )
         .await;
     assert_eq!(code, "invalid_request");
     m.s.stop().await;
@@ -624,12 +718,11 @@ async fn bodies_hosts_and_malformed_messages() {
     let (_, key) = m.key(&["keys:read"]).await;
     let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"});
     let post = |host: Option<&str>| {
-        let mut r = m
-            .s
-            .http
-            .post(m.s.url("/mcp"))
-            .bearer_auth(&key)
-            .header("accept", "application/json, text/event-stream");
+        let mut r =
+            m.s.http
+                .post(m.s.url("/mcp"))
+                .bearer_auth(&key)
+                .header("accept", "application/json, text/event-stream");
         if let Some(h) = host {
             r = r.header("host", h);
         }
@@ -684,7 +777,10 @@ async fn bodies_hosts_and_malformed_messages() {
         .await
         .unwrap();
     let (status, v) = json(resp).await;
-    assert_eq!((status, v["code"].as_str()), (415, Some("unsupported_media_type")));
+    assert_eq!(
+        (status, v["code"].as_str()),
+        (415, Some("unsupported_media_type"))
+    );
     // An unknown method is a JSON-RPC error.
     let (status, msg) = m
         .rpc_raw(
@@ -697,9 +793,17 @@ async fn bodies_hosts_and_malformed_messages() {
 
     // The public URL's host and loopback are served; any other Host is refused (DNS
     // rebinding guard).
-    let resp = post(Some("keys.example.com")).json(&list).send().await.unwrap();
+    let resp = post(Some("keys.example.com"))
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 200);
-    let resp = post(Some("evil.example.net")).json(&list).send().await.unwrap();
+    let resp = post(Some("evil.example.net"))
+        .json(&list)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status(), 403);
     let (status, body) = json(post(None).json(&list).send().await.unwrap()).await;
     assert_eq!(status, 200, "{body}");
