@@ -40,6 +40,11 @@ pub fn resource_metadata_url(state: &AppState) -> String {
     )
 }
 
+/// A directive every log filter of the server adds (see `keyrail`'s logging): rmcp logs whole
+/// JSON-RPC messages at debug and trace level, and the tools' arguments and results hold
+/// secrets (a key to verify, a new key), which must never reach a log.
+pub const LOG_DIRECTIVE: &str = "rmcp=warn";
+
 /// The largest request body `/mcp` reads (a JSON-RPC message); larger ones get 413.
 pub const BODY_LIMIT: usize = 1024 * 1024;
 
