@@ -244,6 +244,26 @@ async fn initialize_and_the_tool_catalog() {
             .unwrap()
             .contains("workspace_id")
     );
+    // A client asking for a revision the server lacks gets the newest one with `initialize`;
+    // an older known one is kept.
+    for (asked, agreed) in [("2099-01-01", "2025-11-25"), ("2025-06-18", "2025-06-18")] {
+        let resp =
+            m.s.http
+                .post(m.s.url("/mcp"))
+                .bearer_auth(&key)
+                .header("accept", "application/json, text/event-stream")
+                .json(
+                    &json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+                "protocolVersion": asked, "capabilities": {},
+                "clientInfo": {"name": "test", "version": "1"}}}),
+                )
+                .send()
+                .await
+                .unwrap();
+        let (status, msg) = json(resp).await;
+        assert_eq!(status, 200, "{msg}");
+        assert_eq!(msg["result"]["protocolVersion"], agreed, "{msg}");
+    }
     // Stateless: no session to carry between requests.
     let resp =
         m.s.http
@@ -485,6 +505,14 @@ async fn refusals_are_error_results_and_change_nothing() {
             &writer,
             "keys_create",
             json!({"workspace_id": other_ws, "name": "x"}),
+        )
+        .await;
+    assert_eq!(code, api["code"].as_str().unwrap());
+    let (code, _, _) = m
+        .refused(
+            &writer,
+            "keys_verify",
+            json!({"workspace_id": other_ws, "key": writer.clone()}),
         )
         .await;
     assert_eq!(code, api["code"].as_str().unwrap());

@@ -3,7 +3,7 @@
 //! the no-escalation rule and audit entries are the API's. Results carry the API's JSON answer
 //! as structured content; a refusal is an error result holding the API's `{"error", "code"}`.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use axum::http::request::Parts;
 use keyrail_core::audit::RequestMeta;
@@ -320,7 +320,13 @@ fn writes(destructive: bool, idempotent: bool) -> ToolAnnotations {
         .open_world(false)
 }
 
-fn catalog() -> Vec<Tool> {
+/// The tools, made once.
+fn catalog() -> &'static [Tool] {
+    static CATALOG: LazyLock<Vec<Tool>> = LazyLock::new(make_catalog);
+    &CATALOG
+}
+
+fn make_catalog() -> Vec<Tool> {
     vec![
         tool(
             "keys_list",
@@ -475,6 +481,9 @@ impl KeyrailTools {
             }
             "keys_verify" => {
                 let a: KeysVerifyArgs = args(arguments)?;
+                // The API's verify takes no credential (the key is one); a tool still acts only
+                // in a workspace the caller belongs to.
+                state.workspaces.access(actor, &a.workspace_id).await?;
                 let required: Vec<&str> = a.scopes.iter().map(String::as_str).collect();
                 let v = state
                     .verifier
@@ -622,11 +631,11 @@ impl ServerHandler for KeyrailTools {
         _request: Option<PaginatedRequestParams>,
         _context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        Ok(ListToolsResult::with_all_items(catalog()))
+        Ok(ListToolsResult::with_all_items(catalog().to_vec()))
     }
 
     fn get_tool(&self, name: &str) -> Option<Tool> {
-        catalog().into_iter().find(|t| t.name == name)
+        catalog().iter().find(|t| t.name == name).cloned()
     }
 
     async fn call_tool(
