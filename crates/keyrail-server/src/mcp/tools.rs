@@ -668,7 +668,7 @@ mod tests {
         let tools = catalog();
         let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
         assert_eq!(names, TOOL_NAMES);
-        for t in &tools {
+        for t in tools {
             let s = &t.input_schema;
             assert_eq!(s.get("type"), Some(&Value::from("object")), "{}", t.name);
             let required = s.get("required").and_then(Value::as_array).unwrap();
