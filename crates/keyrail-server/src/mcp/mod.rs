@@ -85,13 +85,17 @@ async fn read_message(req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
     let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
         Ok(b) => b,
-        Err(_) => {
-            return ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "Request body too large (limit 1 MiB)",
-            )
-            .into_response();
+        Err(e) => {
+            let error = if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "Request body too large (limit 1 MiB)",
+                )
+            } else {
+                ApiError::invalid("body", "The request body could not be read")
+            };
+            return error.into_response();
         }
     };
     let is_json_value = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
