@@ -597,8 +597,9 @@ fn success(value: Value) -> CallToolResult {
     r
 }
 
-/// A refusal: `{"error", "code", ...}` as the API answers it, and `code: message` as text.
-fn refusal(e: ApiError) -> Result<CallToolResult, ErrorData> {
+/// A refusal: `{"error", "code", ...}` as the API answers it (with `retry_after`, in seconds,
+/// where the API sends `Retry-After`), and `code: message` as text.
+fn refusal(e: ApiError) -> CallToolResult {
     if e.status.is_server_error() && e.code == "internal_error" {
         // Details stay in the log, as for the API.
         tracing::error!(code = %e.code, status = %e.status, "MCP tool failed: {e:?}");
@@ -609,6 +610,9 @@ fn refusal(e: ApiError) -> Result<CallToolResult, ErrorData> {
     for (k, v) in e.extra {
         body.entry(k).or_insert(v);
     }
+    if let Some(secs) = e.retry_after {
+        body.insert("retry_after".into(), Value::from(secs));
+    }
     let mut text = format!("{}: {}", e.code, e.message);
     if let Some(required) = body.get("required").and_then(Value::as_array) {
         let names: Vec<&str> = required.iter().filter_map(Value::as_str).collect();
@@ -616,7 +620,7 @@ fn refusal(e: ApiError) -> Result<CallToolResult, ErrorData> {
     }
     let mut r = CallToolResult::structured_error(Value::Object(body));
     r.content = vec![ContentBlock::text(text)];
-    Ok(r)
+    r
 }
 
 impl ServerHandler for KeyrailTools {
@@ -653,7 +657,7 @@ impl ServerHandler for KeyrailTools {
         let who = who(&context)?;
         let result = match self.run(&request.name, request.arguments, &who).await {
             Ok(value) => success(value),
-            Err(e) => refusal(e)?,
+            Err(e) => refusal(e),
         };
         Ok(result.into())
     }
