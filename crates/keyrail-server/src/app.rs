@@ -40,8 +40,12 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
     // After the merge, so that it sees every operation.
     SharedResponses.modify(&mut openapi);
     BodyRules.modify(&mut openapi);
-    // The console's pages are HTML for people, not API: outside the OpenAPI document.
-    (router.merge(crate::console::router(state)), openapi)
+    // The console's pages are HTML for people, not API: outside the OpenAPI document. So is
+    // `/mcp`, which speaks JSON-RPC (the Model Context Protocol), not REST.
+    let router = router
+        .merge(crate::console::router(state))
+        .merge(crate::mcp::router(state));
+    (router, openapi)
 }
 
 /// Adds the fallbacks and the middleware. `extra` routes (tests, embedders) get the same

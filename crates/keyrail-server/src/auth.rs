@@ -117,14 +117,19 @@ impl<S: Send + Sync> FromRequestParts<S> for Meta {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
-        Ok(Meta(RequestMeta {
-            ip: Some(client_ip(parts).to_string()),
-            user_agent: parts
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_owned),
-        }))
+        Ok(Meta(request_meta(parts)))
+    }
+}
+
+/// Where a request came from (client IP, user agent), as audit entries record it.
+pub fn request_meta(parts: &Parts) -> RequestMeta {
+    RequestMeta {
+        ip: Some(client_ip(parts).to_string()),
+        user_agent: parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
     }
 }
 

@@ -30,7 +30,11 @@ async fn no_secret_reaches_the_log() {
     let sink = captured.clone();
     tracing_subscriber::fmt()
         .json()
-        .with_max_level(tracing::Level::TRACE)
+        // Everything, with the one cap the server's own logging adds (rmcp's message dumps).
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::new("trace")
+                .add_directive(keyrail_server::mcp::LOG_DIRECTIVE.parse().unwrap()),
+        )
         .with_writer(move || sink.clone())
         .init();
 
@@ -90,6 +94,59 @@ async fn no_secret_reaches_the_log() {
     )
     .await;
     secrets.push(refreshed["refresh_token"].as_str().unwrap().to_owned());
+
+    // Keys made and checked through `/mcp`: the JSON-RPC messages hold them.
+    let (status, ws) = json(
+        s.post_with("/api/v1/workspaces", &t, &json!({"name": "Acme"}))
+            .await,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let ws = ws["id"].as_str().unwrap().to_owned();
+    let (status, agent) = json(
+        s.post_with(
+            &format!("/api/v1/w/{ws}/keys"),
+            &t,
+            &json!({"name": "agent", "scopes": ["keys:read", "keys:write"]}),
+        )
+        .await,
+    )
+    .await;
+    assert_eq!(status, 201);
+    let agent = agent["key"].as_str().unwrap().to_owned();
+    secrets.push(agent.clone());
+    let mcp = |name: &str, arguments: serde_json::Value| {
+        s.http
+            .post(s.url("/mcp"))
+            .bearer_auth(&agent)
+            .header("accept", "application/json, text/event-stream")
+            .json(&json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+                          "params": {"name": name, "arguments": arguments}}))
+            .send()
+    };
+    let (status, made) = json(
+        mcp(
+            "keys_create",
+            json!({"workspace_id": ws, "name": "by a tool"}),
+        )
+        .await
+        .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{made}");
+    let made = made["result"]["structuredContent"]["key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    secrets.push(made.clone());
+    let (status, checked) = json(
+        mcp("keys_verify", json!({"workspace_id": ws, "key": made}))
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{checked}");
+    assert_eq!(checked["result"]["structuredContent"]["code"], "VALID");
     s.login_as("ada@example.com", "a wrong password 123").await;
     secrets.push("a wrong password 123".to_owned());
 
@@ -109,6 +166,7 @@ async fn no_secret_reaches_the_log() {
         .await;
     assert_eq!(r.status(), 204);
     secrets.push(new_password.to_owned());
+
     s.stop().await;
 
     let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();

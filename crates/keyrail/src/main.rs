@@ -106,6 +106,11 @@ enum KeysCommand {
 fn init_logging(config: &Config, to_stderr: bool) {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log_level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Whatever the level asked for: rmcp's debug events print whole MCP messages (secrets).
+    let filter = match keyrail_server::mcp::LOG_DIRECTIVE.parse() {
+        Ok(directive) => filter.add_directive(directive),
+        Err(_) => filter,
+    };
     let writer = tracing_subscriber::fmt::writer::BoxMakeWriter::new(if to_stderr {
         tracing_subscriber::fmt::writer::BoxMakeWriter::new(std::io::stderr)
     } else {

@@ -3,13 +3,24 @@
 //! resource (see `crate::oauth`); without one the answer is 401 with the `WWW-Authenticate`
 //! challenge that points an MCP client at the protected-resource metadata (RFC 9728).
 
+mod tools;
+
+use std::sync::Arc;
+
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use keyrail_core::workspaces::Actor;
 
+use rmcp::transport::streamable_http_server::session::never::NeverSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+
+pub use tools::{KeyrailTools, TOOL_NAMES};
+
 use crate::auth;
+use crate::error::ApiError;
 use crate::routes::common::actor_of;
 use crate::state::AppState;
 
@@ -27,6 +38,111 @@ pub fn resource_metadata_url(state: &AppState) -> String {
         "{}/.well-known/oauth-protected-resource",
         state.config.public_url.as_str()
     )
+}
+
+/// A directive every log filter of the server adds (see `keyrail`'s logging): rmcp logs whole
+/// JSON-RPC messages at debug and trace level, and the tools' arguments and results hold
+/// secrets (a key to verify, a new key), which must never reach a log.
+pub const LOG_DIRECTIVE: &str = "rmcp=warn";
+
+/// The largest request body `/mcp` reads (a JSON-RPC message); larger ones get 413.
+pub const BODY_LIMIT: usize = 1024 * 1024;
+
+/// `/mcp`: rmcp's Streamable HTTP transport, stateless (every POST is served on its own; no
+/// session is kept in memory, so any node of a cluster answers any request), JSON answers,
+/// behind [`require_caller`].
+pub fn router(state: &AppState) -> Router<AppState> {
+    let config = StreamableHttpServerConfig::default()
+        .with_legacy_session_mode(false)
+        .with_json_response(true)
+        .with_sse_keep_alive(None)
+        .with_allowed_hosts(allowed_hosts(state.config.public_url.as_str()))
+        // `read_message` has read the body within BODY_LIMIT already.
+        .with_max_request_body_bytes(BODY_LIMIT);
+    let tools_state = state.clone();
+    let service = StreamableHttpService::new(
+        move || Ok(KeyrailTools::new(tools_state.clone())),
+        Arc::new(NeverSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .route_service(PATH, service)
+        .layer(axum::middleware::from_fn(read_message))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            require_caller,
+        ))
+}
+
+/// Reads a POST's body (at most [`BODY_LIMIT`], else 413) before rmcp does, so that a body
+/// that is no JSON-RPC message gets the JSON-RPC error the protocol defines (400 with
+/// `-32700` parse error, or `-32600` invalid request) rather than rmcp's plain-text 415.
+async fn read_message(req: Request, next: Next) -> Response {
+    if req.method() != axum::http::Method::POST || !is_json(req.headers()) {
+        // rmcp answers these (405, 415), as the transport defines.
+        return next.run(req).await;
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = match axum::body::to_bytes(body, BODY_LIMIT).await {
+        Ok(b) => b,
+        Err(e) => {
+            let error = if e.into_inner().is::<http_body_util::LengthLimitError>() {
+                ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "Request body too large (limit 1 MiB)",
+                )
+            } else {
+                ApiError::invalid("body", "The request body could not be read")
+            };
+            return error.into_response();
+        }
+    };
+    let is_json_value = serde_json::from_slice::<serde::de::IgnoredAny>(&bytes).is_ok();
+    if !is_json_value {
+        return jsonrpc_error(-32700, "Parse error: the body is not JSON");
+    }
+    let resp = next
+        .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
+        .await;
+    if resp.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        // The body was JSON with the right Content-Type: rmcp could not read it as a message.
+        return jsonrpc_error(-32600, "Invalid request: the body is no JSON-RPC message");
+    }
+    resp
+}
+
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| essence.trim().eq_ignore_ascii_case("application/json"))
+}
+
+/// A JSON-RPC error answer that belongs to no request (`id: null`), with HTTP 400.
+fn jsonrpc_error(code: i64, message: &str) -> Response {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message},
+    });
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
+}
+
+/// The `Host` values `/mcp` answers (rmcp's guard against DNS rebinding): the public URL's
+/// host (any port) and loopback.
+fn allowed_hosts(public_url: &str) -> Vec<String> {
+    let mut hosts: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "[::1]".into()];
+    if let Some(host) = public_url
+        .parse::<axum::http::Uri>()
+        .ok()
+        .and_then(|u| u.host().map(str::to_owned))
+        && !hosts.contains(&host)
+    {
+        hosts.push(host);
+    }
+    hosts
 }
 
 /// Who is calling a tool, as the domain sees them: a key (`Actor::Key`) or an MCP client acting

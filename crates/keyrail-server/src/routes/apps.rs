@@ -543,13 +543,13 @@ pub async fn create_grant(
 #[into_params(parameter_in = Query)]
 pub struct GrantParams {
     /// Only this app's grants.
-    client_id: Option<String>,
+    pub client_id: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
-    limit: Option<String>,
+    pub limit: Option<String>,
     /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
     #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
-    cursor: Option<String>,
+    pub cursor: Option<String>,
 }
 
 /// The workspace's grants with `apps:read`; otherwise the caller's own.
@@ -566,12 +566,22 @@ pub async fn list_grants(
     Path(ws): Path<String>,
     ApiQuery(params): ApiQuery<GrantParams>,
 ) -> Result<Json<List<GrantOut>>, ApiError> {
+    grants_page(&state, &actor, &ws, params).await.map(Json)
+}
+
+/// One page of the grants the caller may see (the API's listing and the MCP tool's).
+pub(crate) async fn grants_page(
+    state: &AppState,
+    actor: &keyrail_core::workspaces::Actor,
+    ws: &str,
+    params: GrantParams,
+) -> Result<List<GrantOut>, ApiError> {
     let page = ListParams {
         limit: params.limit,
         cursor: params.cursor,
     }
     .page()?;
-    let access = state.workspaces.access(&actor, &ws).await?;
+    let access = state.workspaces.access(actor, ws).await?;
     let data: Vec<GrantOut> = state
         .apps
         .list_grants(&access, params.client_id, &page)
@@ -579,7 +589,7 @@ pub async fn list_grants(
         .into_iter()
         .map(GrantOut::from)
         .collect();
-    Ok(Json(List::paged(data, &page, |g| g.id.clone())))
+    Ok(List::paged(data, &page, |g| g.id.clone()))
 }
 
 /// Revoke a grant: its tokens stop at once. The granting member may always; others need

@@ -145,6 +145,16 @@ pub struct NewKeyOut {
     meta: KeyOut,
 }
 
+impl NewKeyOut {
+    /// A key made just now (created or rotated) with its secret, shown this once.
+    pub(crate) fn new(key: ApiKey, secret: &Secret, now: Timestamp) -> Self {
+        Self {
+            key: secret.expose().to_owned(),
+            meta: KeyOut::new(key, now),
+        }
+    }
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({
@@ -222,13 +232,9 @@ pub async fn create_key(
             },
         )
         .await?;
-    let now = state.clock.now();
     Ok(NoStore((
         StatusCode::CREATED,
-        Json(NewKeyOut {
-            key: secret.expose().to_owned(),
-            meta: KeyOut::new(key, now),
-        }),
+        Json(NewKeyOut::new(key, &secret, state.clock.now())),
     )))
 }
 
@@ -237,15 +243,15 @@ pub async fn create_key(
 pub struct KeyListParams {
     /// `active`, `expired`, `revoked` or `disabled`.
     #[param(value_type = KeyStatusName, inline, required = false)]
-    status: Option<String>,
+    pub status: Option<String>,
     /// Only keys with this external id.
-    external_id: Option<String>,
+    pub external_id: Option<String>,
     /// Page size, 1 to 200 (default 50).
     #[param(value_type = u32, required = false, minimum = 1, maximum = 200)]
-    limit: Option<String>,
+    pub limit: Option<String>,
     /// Where the previous page stopped (its `next_cursor`); empty or absent for the first page.
     #[param(pattern = r"^[A-Za-z0-9_]{0,64}$")]
-    cursor: Option<String>,
+    pub cursor: Option<String>,
 }
 
 /// A key's status, as `?status=` filters by it.
@@ -274,13 +280,23 @@ pub async fn list_keys(
     Path(ws): Path<String>,
     ApiQuery(params): ApiQuery<KeyListParams>,
 ) -> Result<Json<List<KeyOut>>, ApiError> {
+    keys_page(&state, &actor, &ws, params).await.map(Json)
+}
+
+/// One page of the workspace's keys (the API's listing and the MCP tool's).
+pub(crate) async fn keys_page(
+    state: &AppState,
+    actor: &keyrail_core::workspaces::Actor,
+    ws: &str,
+    params: KeyListParams,
+) -> Result<List<KeyOut>, ApiError> {
     let page = ListParams {
         limit: params.limit,
         cursor: params.cursor,
     }
     .page()?;
     let status = status_filter(params.status.as_deref())?;
-    let access = state.workspaces.access(&actor, &ws).await?;
+    let access = state.workspaces.access(actor, ws).await?;
     let filter = KeyFilter {
         status,
         external_id: params.external_id,
@@ -288,7 +304,7 @@ pub async fn list_keys(
     let now = state.clock.now();
     let keys = state.keys.list(&access, &filter, &page).await?;
     let data: Vec<KeyOut> = keys.into_iter().map(|k| KeyOut::new(k, now)).collect();
-    Ok(Json(List::paged(data, &page, |k| k.id.clone())))
+    Ok(List::paged(data, &page, |k| k.id.clone()))
 }
 
 /// `?status=`: one of the four, or absent for every key (the API's and the console's filter).
@@ -445,10 +461,11 @@ pub async fn rotate_key(
     let grace = body.map_or(0, |b| b.grace_seconds);
     let access = state.workspaces.access(&actor, &ws).await?;
     let (key, secret) = state.keys.rotate(&access, &meta, &id, grace).await?;
-    Ok(NoStore(Json(NewKeyOut {
-        key: secret.expose().to_owned(),
-        meta: KeyOut::new(key, state.clock.now()),
-    })))
+    Ok(NoStore(Json(NewKeyOut::new(
+        key,
+        &secret,
+        state.clock.now(),
+    ))))
 }
 
 #[derive(Serialize, ToSchema)]

@@ -226,12 +226,22 @@ pub async fn workspace_logs(
     Path(ws): Path<String>,
     ApiQuery(params): ApiQuery<LogParams>,
 ) -> Result<Json<List<LogOut>>, ApiError> {
+    logs_page(&state, &actor, &ws, params).await.map(Json)
+}
+
+/// One page of the workspace's request log (the API's listing and the MCP tool's).
+pub(crate) async fn logs_page(
+    state: &AppState,
+    actor: &keyrail_core::workspaces::Actor,
+    ws: &str,
+    params: LogParams,
+) -> Result<List<LogOut>, ApiError> {
     let (filter, page) = params.split()?;
-    let access = state.workspaces.access(&actor, &ws).await?;
+    let access = state.workspaces.access(actor, ws).await?;
     let rows = state
         .workspaces
         .request_logs(&access, filter, &page)
         .await?;
     let data: Vec<LogOut> = rows.into_iter().map(LogOut::from).collect();
-    Ok(Json(List::paged(data, &page, |e| e.id.clone())))
+    Ok(List::paged(data, &page, |e| e.id.clone()))
 }

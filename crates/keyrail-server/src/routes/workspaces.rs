@@ -6,9 +6,10 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use keyrail_core::Timestamp;
+use keyrail_core::audit::RequestMeta;
 use keyrail_core::authz::CatalogEntry;
 use keyrail_core::model::{KeyFormat, Workspace};
-use keyrail_core::workspaces::RoleView;
+use keyrail_core::workspaces::{Actor, RoleView};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
@@ -274,8 +275,18 @@ pub async fn list_members(
     Path(ws): Path<String>,
     ApiQuery(params): ApiQuery<ListParams>,
 ) -> Result<Json<List<MemberOut>>, ApiError> {
+    members_page(&state, &actor, &ws, params).await.map(Json)
+}
+
+/// One page of the workspace's members (the API's listing and the MCP tool's).
+pub(crate) async fn members_page(
+    state: &AppState,
+    actor: &Actor,
+    ws: &str,
+    params: ListParams,
+) -> Result<List<MemberOut>, ApiError> {
     let page = params.page()?;
-    let access = state.workspaces.access(&actor, &ws).await?;
+    let access = state.workspaces.access(actor, ws).await?;
     let mut data = Vec::new();
     for m in state.workspaces.members(&access, &page).await? {
         let role = state
@@ -284,7 +295,7 @@ pub async fn list_members(
             .await?;
         data.push(MemberOut::new(&m.member, m.email, m.name, role));
     }
-    Ok(Json(List::paged(data, &page, |m| m.id.clone())))
+    Ok(List::paged(data, &page, |m| m.id.clone()))
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -355,10 +366,24 @@ pub async fn patch_member(
     Path((ws, id)): Path<(String, String)>,
     ApiJson(body): ApiJson<MemberPatch>,
 ) -> Result<Json<MemberOut>, ApiError> {
-    let access = state.workspaces.access(&actor, &ws).await?;
+    set_member_role(&state, &actor, &meta, &ws, &id, &body.role)
+        .await
+        .map(Json)
+}
+
+/// Changes a member's role (the API's `PATCH` and the MCP tool's).
+pub(crate) async fn set_member_role(
+    state: &AppState,
+    actor: &Actor,
+    meta: &RequestMeta,
+    ws: &str,
+    id: &str,
+    role: &str,
+) -> Result<MemberOut, ApiError> {
+    let access = state.workspaces.access(actor, ws).await?;
     let member = state
         .workspaces
-        .update_member(&access, &meta, &id, &body.role)
+        .update_member(&access, meta, id, role)
         .await?;
     let user = state
         .store
@@ -369,7 +394,7 @@ pub async fn patch_member(
         .workspaces
         .role_name(&access.workspace.id, &member.role)
         .await?;
-    Ok(Json(MemberOut::new(&member, user.email, user.name, role)))
+    Ok(MemberOut::new(&member, user.email, user.name, role))
 }
 
 /// Remove a member. [members:write]; the last owner cannot be removed (409).
@@ -694,11 +719,21 @@ pub async fn workspace_audit(
     Path(ws): Path<String>,
     ApiQuery(params): ApiQuery<AuditParams>,
 ) -> Result<Json<List<AuditOut>>, ApiError> {
+    audit_page(&state, &actor, &ws, params).await.map(Json)
+}
+
+/// One page of the workspace's audit log (the API's listing and the MCP tool's).
+pub(crate) async fn audit_page(
+    state: &AppState,
+    actor: &Actor,
+    ws: &str,
+    params: AuditParams,
+) -> Result<List<AuditOut>, ApiError> {
     let (filter, page) = params.split()?;
-    let access = state.workspaces.access(&actor, &ws).await?;
+    let access = state.workspaces.access(actor, ws).await?;
     let entries = state.workspaces.audit_log(&access, filter, &page).await?;
     let data: Vec<AuditOut> = entries.into_iter().map(AuditOut::from).collect();
-    Ok(Json(List::paged(data, &page, |e| e.id.clone())))
+    Ok(List::paged(data, &page, |e| e.id.clone()))
 }
 
 /// The built-in scope catalog (a workspace's own scopes are under `W/scopes`).
