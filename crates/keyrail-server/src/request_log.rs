@@ -131,9 +131,13 @@ pub fn user_agent(value: &HeaderValue) -> Box<str> {
         .collect()
 }
 
-/// Whether requests to `route` (a template) go to the log: the API, not its document.
+/// Whether requests to `route` (a template) go to the log: the API (with `/mcp` and the OAuth
+/// server's endpoints), not its document nor the console's pages.
 pub fn logged_route(route: &str) -> bool {
-    route.starts_with("/api/v1/") && route != "/api/v1/openapi.json"
+    (route.starts_with("/api/v1/") && route != "/api/v1/openapi.json")
+        // What AI clients do through MCP, and the OAuth server's API (not its consent page).
+        || route == crate::mcp::PATH
+        || matches!(route, "/oauth/register" | "/oauth/token" | "/oauth/revoke")
 }
 
 /// The request log's sending side, shared by the middleware of one server.
@@ -466,6 +470,9 @@ mod tests {
         assert!(logged_route("/api/v1/keys/verify"));
         assert!(!logged_route("/api/v1/openapi.json"));
         assert!(!logged_route("/healthz"));
+        assert!(logged_route("/mcp"));
+        assert!(logged_route("/oauth/token"));
+        assert!(!logged_route("/oauth/authorize"), "a console page");
         assert!(!logged_route("/metrics"));
     }
 }

@@ -7,7 +7,7 @@
 mod common;
 
 use common::console::{Console, Page};
-use common::{PASSWORD, TestServer, json, open_jwe};
+use common::{PASSWORD, TestServer, api_token, mint};
 use serde_json::{Value, json};
 
 async fn start() -> TestServer {
@@ -33,34 +33,6 @@ fn first_option(page: &Page) -> String {
 /// Whether the page shows the app name `<script>alert(1)</script>` as text (escaped).
 fn escaped(html: &str) -> bool {
     html.contains("&lt;script&gt;alert(1)") || html.contains("&#60;script&#62;alert(1)")
-}
-
-/// `POST /apps/{client_id}/tokens` with the client credentials: status and body.
-async fn mint(s: &TestServer, client_id: &str, secret: &str, grant_id: &str) -> (u16, Value) {
-    json(
-        s.http
-            .post(s.url(&format!("/api/v1/apps/{client_id}/tokens")))
-            .basic_auth(client_id, Some(secret))
-            .json(&json!({"grant_id": grant_id}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await
-}
-
-/// The app's api token for a grant, opened with the secret as an app does.
-async fn api_token(s: &TestServer, client_id: &str, secret: &str, grant_id: &str) -> String {
-    use base64::Engine as _;
-    let (status, b) = mint(s, client_id, secret, grant_id).await;
-    assert_eq!(status, 200, "{b}");
-    let token = b["token"].as_str().unwrap();
-    let jwe = token.split_once(':').unwrap().1;
-    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(secret)
-        .unwrap();
-    let (_, payload) = open_jwe(jwe, &key).expect("opens with the secret from the page");
-    payload["api_token"].as_str().unwrap().to_owned()
 }
 
 /// A profile and an app made through the forms: (client id, client secret).

@@ -837,3 +837,179 @@ async fn bodies_hosts_and_malformed_messages() {
     assert_eq!(status, 200, "{body}");
     m.s.stop().await;
 }
+
+/// An MCP client with an OAuth token acts as the member who consented, within the grant: a tool
+/// needing a scope the grant lacks is an error result and changes nothing; asking for scopes
+/// the member does not hold is refused (no escalation through a tool); its audit entries name
+/// the app. Audiences do not mix: the API refuses the token, `/mcp` refuses the API's app
+/// tokens; revoking the grant stops the token at once.
+#[tokio::test]
+async fn an_oauth_client_acts_for_the_member_within_the_grant() {
+    use common::PASSWORD;
+    use common::console::Console;
+    use common::oauth::connect;
+
+    // Plain-HTTP public URL: the console's cookies keep their plain names here.
+    let s = TestServer::start().await;
+    let (owner, ws) = s.owner_with_workspace("owner@example.com").await;
+    let m = M { s, owner, ws };
+    m.s.user("dev@example.com").await;
+    let (status, body) =
+        m.s.call(
+            "POST",
+            &format!("/api/v1/w/{}/members", m.ws),
+            &m.owner,
+            Some(&json!({"email": "dev@example.com", "role": "developer"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let mut c = Console::sign_in(&m.s, "dev@example.com", PASSWORD).await;
+    let (client, tokens) = connect(&m.s, &mut c, &m.ws, "keys:read keys:write").await;
+    assert_eq!(tokens["scope"], "keys:read keys:write");
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let (victim, victim_secret) = m.key(&["keys:read"]).await;
+
+    let listed = m
+        .ok(&access, "keys_list", json!({"workspace_id": m.ws}))
+        .await;
+    assert!(
+        listed["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|k| k["id"] == victim.as_str())
+    );
+
+    // Revoking needs keys:delete, which the developer holds but the grant does not.
+    let (code, _, s) = m
+        .refused(
+            &access,
+            "keys_revoke",
+            json!({"workspace_id": m.ws, "key_id": victim}),
+        )
+        .await;
+    assert_eq!(code, "insufficient_scope", "{s}");
+    assert_eq!(m.s.verify_code(&victim_secret).await, "VALID");
+
+    // A key with a scope the member does not hold: refused, nothing made.
+    let before = m.key_ids().await;
+    let (code, _, s) = m
+        .refused(
+            &access,
+            "keys_create",
+            json!({"workspace_id": m.ws, "name": "escalate", "scopes": ["members:admin"]}),
+        )
+        .await;
+    assert!(
+        matches!(code.as_str(), "insufficient_scope" | "forbidden"),
+        "{s}"
+    );
+    assert_eq!(m.key_ids().await, before);
+
+    // Within the grant it works, and the audit log names the app.
+    let made = m
+        .ok(
+            &access,
+            "keys_create",
+            json!({"workspace_id": m.ws, "name": "by agent", "scopes": ["keys:read"]}),
+        )
+        .await;
+    assert_eq!(
+        m.s.verify_code(made["key"].as_str().unwrap()).await,
+        "VALID"
+    );
+    let (_, audit) =
+        m.s.call(
+            "GET",
+            &format!("/api/v1/w/{}/audit?action=key.create", m.ws),
+            &m.owner,
+            None,
+        )
+        .await;
+    assert_eq!(
+        audit["data"][0]["actor"],
+        json!({"type": "app", "id": client})
+    );
+
+    // Another workspace's id: the grant's workspace only.
+    let (_, other) = m.s.owner_with_workspace("other@example.com").await;
+    let (code, _, _) = m
+        .refused(&access, "keys_list", json!({"workspace_id": other}))
+        .await;
+    assert!(matches!(code.as_str(), "not_found" | "forbidden"), "{code}");
+
+    // The API refuses a token made for /mcp.
+    let (status, _) =
+        m.s.call("GET", &format!("/api/v1/w/{}/keys", m.ws), &access, None)
+            .await;
+    assert_eq!(status, 401);
+
+    // /mcp refuses the API's app tokens (client credentials, no audience).
+    let (_, profile) =
+        m.s.call(
+            "POST",
+            "/api/v1/builder-profiles",
+            &m.owner,
+            Some(&json!({"name": "Acme"})),
+        )
+        .await;
+    let (status, app) =
+        m.s.call(
+            "POST",
+            "/api/v1/apps",
+            &m.owner,
+            Some(&json!({"name": "Sync", "builder_profile_id": profile["id"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{app}");
+    let app_id = app["client_id"].as_str().unwrap();
+    let secret = app["client_secret"].as_str().unwrap();
+    let (status, grant) =
+        m.s.call(
+            "POST",
+            &format!("/api/v1/w/{}/grants", m.ws),
+            &m.owner,
+            Some(&json!({"client_id": app_id, "scopes": ["keys:read"]})),
+        )
+        .await;
+    assert_eq!(status, 201, "{grant}");
+    let api_token = common::api_token(&m.s, app_id, secret, grant["id"].as_str().unwrap()).await;
+    let (status, _) =
+        m.s.call("GET", &format!("/api/v1/w/{}/keys", m.ws), &api_token, None)
+            .await;
+    assert_eq!(status, 200, "the app token works on the API");
+    let (status, _) = m
+        .rpc_raw(
+            Some(&api_token),
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(status, 401, "but not on /mcp");
+
+    // The member revokes the grant: the token stops at once.
+    let (_, grants) =
+        m.s.call(
+            "GET",
+            &format!("/api/v1/w/{}/grants?client_id={client}", m.ws),
+            &m.owner,
+            None,
+        )
+        .await;
+    let gid = grants["data"][0]["id"].as_str().unwrap();
+    let (status, _) =
+        m.s.call(
+            "DELETE",
+            &format!("/api/v1/w/{}/grants/{gid}", m.ws),
+            &m.owner,
+            None,
+        )
+        .await;
+    assert_eq!(status, 204);
+    let (status, _) = m
+        .rpc_raw(
+            Some(&access),
+            &json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}),
+        )
+        .await;
+    assert_eq!(status, 401);
+}

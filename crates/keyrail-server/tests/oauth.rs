@@ -8,127 +8,21 @@
 
 mod common;
 
-use common::console::{Console, Page};
+use common::console::Console;
+use common::oauth::{
+    REDIRECT, VERIFIER, authorize_path, consent, exchange, form, hidden_fields, new_client, params,
+    query_param, resource,
+};
 use common::{PASSWORD, TestServer, json};
 use keyrail_core::apps::oauth::s256;
 use serde_json::{Value, json};
-
-const REDIRECT: &str = "http://127.0.0.1/callback";
-const VERIFIER: &str = "a-verifier-of-forty-three-characters-at-least-0123";
 
 async fn start() -> TestServer {
     TestServer::start().await
 }
 
-async fn form(
-    s: &TestServer,
-    path: &str,
-    fields: &[(&str, &str)],
-) -> (u16, reqwest::header::HeaderMap, Value) {
-    let resp = s
-        .http
-        .post(s.url(path))
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(common::console::form_body(fields))
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    let text = resp.text().await.unwrap();
-    (
-        status,
-        headers,
-        serde_json::from_str(&text).unwrap_or(Value::Null),
-    )
-}
-
 async fn register(s: &TestServer, body: Value) -> (u16, Value) {
     json(s.post_json("/oauth/register", &body).await).await
-}
-
-async fn new_client(s: &TestServer, name: &str) -> String {
-    let (status, body) = register(
-        s,
-        json!({"client_name": name, "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
-    )
-    .await;
-    assert_eq!(status, 201, "{body}");
-    body["client_id"].as_str().unwrap().to_owned()
-}
-
-/// `<public_url>/mcp`, as the metadata names it.
-async fn resource(s: &TestServer) -> String {
-    let (_, prm) = json(s.get("/.well-known/oauth-protected-resource").await).await;
-    prm["resource"].as_str().unwrap().to_owned()
-}
-
-fn authorize_path(params: &[(&str, &str)]) -> String {
-    format!("/oauth/authorize?{}", common::console::form_body(params))
-}
-
-/// The standard parameters of an authorization request, `overrides` replacing or removing
-/// (empty value) some.
-fn params<'a>(
-    client_id: &'a str,
-    resource: &'a str,
-    challenge: &'a str,
-    overrides: &[(&'a str, &'a str)],
-) -> Vec<(&'a str, &'a str)> {
-    let mut p = vec![
-        ("response_type", "code"),
-        ("client_id", client_id),
-        ("redirect_uri", "http://127.0.0.1:49152/callback"),
-        ("code_challenge", challenge),
-        ("code_challenge_method", "S256"),
-        ("state", "xyz-state"),
-        ("resource", resource),
-        ("scope", "keys:read keys:write members:admin"),
-    ];
-    for (k, v) in overrides {
-        p.retain(|(name, _)| name != k);
-        if !v.is_empty() {
-            p.push((k, v));
-        }
-    }
-    p
-}
-
-/// The hidden fields of the consent form.
-fn hidden_fields(page: &Page) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    let mut rest = page.html.as_str();
-    while let Some(at) = rest.find("<input type=\"hidden\" name=\"") {
-        let after = &rest[at + 27..];
-        let name_end = after.find('"').unwrap();
-        let name = after[..name_end].to_owned();
-        let v_at = after.find("value=\"").unwrap() + 7;
-        let v_end = after[v_at..].find('"').unwrap();
-        let value = after[v_at..v_at + v_end]
-            .replace("&#x2f;", "/")
-            .replace("&#47;", "/")
-            .replace("&#x3a;", ":")
-            .replace("&#58;", ":")
-            .replace("&#x3d;", "=")
-            .replace("&#61;", "=")
-            .replace("&amp;", "&")
-            .replace("&#38;", "&")
-            .replace("&quot;", "\"")
-            .replace("&#34;", "\"")
-            .replace("&#x27;", "'")
-            .replace("&#39;", "'");
-        out.push((name, value));
-        rest = &after[v_at + v_end..];
-    }
-    out
-}
-
-/// The query parameter `name` of a URL.
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let q = url.split_once('?')?.1;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
 }
 
 /// A person who owns a workspace, signed in on the console.
@@ -136,47 +30,6 @@ async fn person<'a>(s: &'a TestServer, email: &str) -> (Console<'a>, String, Str
     let (token, ws) = s.owner_with_workspace(email).await;
     let console = Console::sign_in(s, email, PASSWORD).await;
     (console, token, ws)
-}
-
-/// Opens the consent page for `p` and presses Allow in `ws`: the redirect's Location.
-async fn consent(c: &mut Console<'_>, p: &[(&str, &str)], ws: &str) -> Page {
-    let page = c.get(&authorize_path(p)).await;
-    assert_eq!(page.status, 200, "{}", page.html);
-    let mut fields: Vec<(String, String)> = hidden_fields(&page)
-        .into_iter()
-        .filter(|(k, _)| k != "csrf_token")
-        .collect();
-    fields.push(("workspace_id".into(), ws.into()));
-    fields.push(("decision".into(), "allow".into()));
-    let refs: Vec<(&str, &str)> = fields
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    c.post("/oauth/authorize", &refs).await
-}
-
-async fn exchange(
-    s: &TestServer,
-    client: &str,
-    code: &str,
-    verifier: &str,
-    redirect: &str,
-    resource: &str,
-) -> (u16, Value) {
-    let (status, _, body) = form(
-        s,
-        "/oauth/token",
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", client),
-            ("code", code),
-            ("code_verifier", verifier),
-            ("redirect_uri", redirect),
-            ("resource", resource),
-        ],
-    )
-    .await;
-    (status, body)
 }
 
 async fn grants_of(s: &TestServer, token: &str, ws: &str, client: &str) -> Vec<Value> {

@@ -72,6 +72,8 @@ pub fn router(state: &AppState) -> Router<AppState> {
             state.clone(),
             require_caller,
         ))
+        // Outermost: a browser's preflight carries no credential.
+        .layer(axum::middleware::from_fn(crate::oauth::cors))
 }
 
 /// Reads a POST's body (at most [`BODY_LIMIT`], else 413) before rmcp does, so that a body

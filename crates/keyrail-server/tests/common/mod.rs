@@ -11,6 +11,7 @@ use keyrail_server::{AppState, Config, RunningServer, StartOptions};
 use keyrail_store::testing::TempPostgres;
 
 pub mod console;
+pub mod oauth;
 
 pub struct TestServer {
     pub server: Option<RunningServer>,
@@ -1203,4 +1204,32 @@ impl TestServer {
             .await;
         assert_eq!(resp.status(), 200);
     }
+}
+
+/// `POST /apps/{client_id}/tokens` with the client credentials: status and body.
+pub async fn mint(s: &TestServer, client_id: &str, secret: &str, grant_id: &str) -> (u16, Value) {
+    json(
+        s.http
+            .post(s.url(&format!("/api/v1/apps/{client_id}/tokens")))
+            .basic_auth(client_id, Some(secret))
+            .json(&serde_json::json!({"grant_id": grant_id}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await
+}
+
+/// The app's api token for a grant, opened with the secret as an app does.
+pub async fn api_token(s: &TestServer, client_id: &str, secret: &str, grant_id: &str) -> String {
+    use base64::Engine as _;
+    let (status, b) = mint(s, client_id, secret, grant_id).await;
+    assert_eq!(status, 200, "{b}");
+    let token = b["token"].as_str().unwrap();
+    let jwe = token.split_once(':').unwrap().1;
+    let key = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(secret)
+        .unwrap();
+    let (_, payload) = open_jwe(jwe, &key).expect("opens with the secret from the page");
+    payload["api_token"].as_str().unwrap().to_owned()
 }
