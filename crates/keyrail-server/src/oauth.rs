@@ -369,6 +369,14 @@ fn form_fields(body: &[u8], names: &[&str]) -> Result<Vec<Option<String>>, OAuth
 
 /// The token form (RFC 6749 4.1.3 and 6).
 #[derive(ToSchema)]
+#[schema(example = json!({
+    "grant_type": "authorization_code",
+    "client_id": "kr_app_4k2m9q8w7e6r5t4y3u2i1o0p",
+    "code": "krc_Zm9vYmFyYmF6cXV4cXV1eGNvcmdlZ3JhdWx0Z2FycGx5",
+    "redirect_uri": "http://127.0.0.1:33418/callback",
+    "code_verifier": "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+    "resource": "https://keyrail.example.com/mcp"
+}))]
 #[allow(dead_code)]
 pub struct TokenIn {
     grant_type: GrantTypeName,
@@ -486,6 +494,11 @@ fn token_answer(t: OAuthTokens) -> Response {
 
 /// The revocation form (RFC 7009 2.1).
 #[derive(ToSchema)]
+#[schema(example = json!({
+    "token": "krr_cmVmcmVzaHRva2VuZXhhbXBsZW9ubHlub3RyZWFs",
+    "token_type_hint": "refresh_token",
+    "client_id": "kr_app_4k2m9q8w7e6r5t4y3u2i1o0p"
+}))]
 #[allow(dead_code)]
 pub struct RevokeIn {
     /// A refresh token or an access token.

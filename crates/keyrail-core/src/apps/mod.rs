@@ -648,18 +648,7 @@ impl Apps {
         if workspace.status == WorkspaceStatus::Suspended {
             return Err(tenant_suspended());
         }
-        let now = self.clock.now().millis() / 1000;
-        let exp = now + TOKEN_TTL_SECS;
-        let api_token = self.token_keys.seal_inner(&InnerClaims {
-            gid: grant.id.to_string(),
-            cid: app.client_id.clone(),
-            ws: grant.workspace_id.to_string(),
-            mid: grant.member_id.to_string(),
-            sgen: app.secret_generation,
-            iat: now,
-            exp,
-            aud: None,
-        })?;
+        let (api_token, exp) = self.inner_token(&app, &grant, None)?;
         let secret_bytes = seal::open(&self.master, SECRET_PURPOSE, &app.sealed_secret)
             .map_err(|_| Error::Internal(format!("app {client_id}: secret cannot be opened")))?;
         let outer = tokens::seal_outer(
@@ -677,6 +666,29 @@ impl Apps {
             token: Secret::new(format!("{}:{outer}", app.client_id)),
             expires_in: TOKEN_TTL_SECS,
         })
+    }
+
+    /// An inner token for `grant` of `app`, [`TOKEN_TTL_SECS`] long, for `audience` (`None`:
+    /// the API); and its expiry (Unix seconds).
+    fn inner_token(
+        &self,
+        app: &App,
+        grant: &Grant,
+        audience: Option<&str>,
+    ) -> Result<(String, i64), Error> {
+        let now = self.clock.now().millis() / 1000;
+        let exp = now + TOKEN_TTL_SECS;
+        let token = self.token_keys.seal_inner(&InnerClaims {
+            gid: grant.id.to_string(),
+            cid: app.client_id.clone(),
+            ws: grant.workspace_id.to_string(),
+            mid: grant.member_id.to_string(),
+            sgen: app.secret_generation,
+            iat: now,
+            exp,
+            aud: audience.map(str::to_owned),
+        })?;
+        Ok((token, exp))
     }
 
     /// Opens an inner token and checks it against the store: the grant exists and matches, the

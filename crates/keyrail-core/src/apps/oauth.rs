@@ -9,9 +9,6 @@
 //! audience: 5 minutes long, and checked against the grant and the app on every use, so
 //! revoking the grant stops them at once. A replayed code or refresh token revokes the grant.
 
-use serde_json::json;
-
-use super::tokens::InnerClaims;
 use super::{Apps, SECRET_PURPOSE, TOKEN_TTL_SECS, new_client_id, new_secret};
 use crate::audit::{self, RequestMeta};
 use crate::crypto::token::{ct_eq, sha256, sha256_hex};
@@ -727,19 +724,8 @@ impl Apps {
         grant: &crate::model::Grant,
         resource: &str,
     ) -> Result<Secret, Error> {
-        let now = self.clock.now().millis() / 1000;
-        self.token_keys
-            .seal_inner(&InnerClaims {
-                gid: grant.id.to_string(),
-                cid: app.client_id.clone(),
-                ws: grant.workspace_id.to_string(),
-                mid: grant.member_id.to_string(),
-                sgen: app.secret_generation,
-                iat: now,
-                exp: now + TOKEN_TTL_SECS,
-                aud: Some(resource.to_owned()),
-            })
-            .map(Secret::new)
+        self.inner_token(app, grant, Some(resource))
+            .map(|(token, _)| Secret::new(token))
     }
 
     /// An access token and a first refresh token for a grant.
@@ -805,13 +791,7 @@ impl Apps {
         )
         .with_event(OutboxEvent::new(
             "grant.revoked",
-            json!({
-                "id": g.id.to_string(),
-                "client_id": g.client_id,
-                "member_id": g.member_id.to_string(),
-                "scopes": g.scopes,
-                "shared": g.shared,
-            }),
+            super::grant_event(g),
             g.workspace_id.clone(),
         ));
         self.store
