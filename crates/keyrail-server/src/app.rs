@@ -37,6 +37,8 @@ pub fn routes(state: &AppState) -> (Router<AppState>, utoipa::openapi::OpenApi) 
         .merge(needs_store(routes::webhooks::router()))
         .merge(needs_store(crate::oauth::router(state)))
         .split_for_parts();
+    // The authorization endpoint is a console page, documented with the OAuth endpoints.
+    crate::console::oauth::document(&mut openapi);
     // After the merge, so that it sees every operation.
     SharedResponses.modify(&mut openapi);
     BodyRules.modify(&mut openapi);

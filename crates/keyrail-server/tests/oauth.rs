@@ -87,6 +87,7 @@ async fn metadata_points_clients_at_this_server() {
     // The spec documents them.
     let (_, spec) = json(s.get("/api/v1/openapi.json").await).await;
     for path in [
+        "/oauth/authorize",
         "/oauth/register",
         "/oauth/token",
         "/oauth/revoke",

@@ -14,7 +14,7 @@ mod auth;
 mod builder;
 mod keys;
 mod members;
-mod oauth;
+pub mod oauth;
 mod profile;
 pub mod session;
 mod settings;

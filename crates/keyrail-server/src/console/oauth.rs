@@ -274,6 +274,57 @@ async fn decide(State(state): State<AppState>, Meta(meta): Meta, posted: Posted)
     }
 }
 
+/// The authorization request's query, for the OpenAPI document.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+struct AuthorizeQuery {
+    /// `code`.
+    response_type: String,
+    /// The client's id from `POST /oauth/register`.
+    client_id: String,
+    /// One of the client's registered redirect URIs (a loopback one on any port).
+    redirect_uri: String,
+    /// BASE64URL(SHA-256(code_verifier)).
+    code_challenge: String,
+    /// `S256` (`plain` is refused).
+    code_challenge_method: String,
+    /// Returned with the code or the error.
+    state: Option<String>,
+    /// Scopes, space-separated; absent: the protected resource's `scopes_supported`.
+    scope: Option<String>,
+    /// `<public_url>/mcp` (RFC 8707).
+    resource: String,
+}
+
+/// The authorization endpoint (RFC 6749 4.1.1, PKCE S256, RFC 8707): a console page for a
+/// person, not an API. Signed out, it sends the browser to sign in first. Signed in, it shows
+/// the consent page (the client's name, the scopes it asks for with dangerous ones marked, a
+/// `Workspace` select, `Allow` and `Deny`), whose form posts back here; Allow makes a personal
+/// grant of the requested scopes the person holds and sends the browser to the redirect URI
+/// with `code`, `state` and `iss` (RFC 9207).
+#[utoipa::path(get, path = "/oauth/authorize", params(AuthorizeQuery),
+    responses(
+        (status = 200, description = "The consent page", content_type = "text/html", body = String),
+        (status = 303, description = "Signed out: to `/login?next=...`. Or back to the client's redirect URI with `error` (`invalid_request`, `invalid_target`, `invalid_scope`, `unsupported_response_type`) and `state`"),
+        (status = 400, description = "An unknown client, or a redirect URI it did not register: an error page, never a redirect", content_type = "text/html", body = String),
+    ))]
+#[allow(dead_code)]
+async fn authorize_document() {}
+
+/// Adds `GET /oauth/authorize` to the OpenAPI document (the console's routes are outside it).
+pub fn document(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::Path as _;
+    let mut operation = __path_authorize_document::operation();
+    // `tag` is applied by the router macros, which this path does not go through.
+    operation.tags = Some(vec!["oauth".to_owned()]);
+    openapi.paths.add_path_operation(
+        __path_authorize_document::path(),
+        __path_authorize_document::methods(),
+        operation,
+    );
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
