@@ -10,8 +10,8 @@ mod common;
 
 use common::console::Console;
 use common::oauth::{
-    REDIRECT, VERIFIER, authorize_path, consent, exchange, form, hidden_fields, new_client, params,
-    query_param, resource,
+    REDIRECT, REDIRECT_AT, VERIFIER, authorize_path, code_for, consent, exchange, form,
+    hidden_fields, new_client, params, query_param, resource,
 };
 use common::{PASSWORD, TestServer, json};
 use keyrail_core::apps::oauth::s256;
@@ -229,29 +229,13 @@ async fn code_flow_with_pkce_consent_refresh_and_replays() {
     assert_eq!(grants[0]["shared"], false);
 
     // A wrong verifier spends the code; presenting it again is a replay: the grant goes.
-    let (status, body) = exchange(
-        &s,
-        &client,
-        &code,
-        &"b".repeat(43),
-        "http://127.0.0.1:49152/callback",
-        &res,
-    )
-    .await;
+    let (status, body) = exchange(&s, &client, &code, &"b".repeat(43), REDIRECT_AT, &res).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
         "{body}"
     );
-    let (status, body) = exchange(
-        &s,
-        &client,
-        &code,
-        VERIFIER,
-        "http://127.0.0.1:49152/callback",
-        &res,
-    )
-    .await;
+    let (status, body) = exchange(&s, &client, &code, VERIFIER, REDIRECT_AT, &res).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
@@ -263,8 +247,7 @@ async fn code_flow_with_pkce_consent_refresh_and_replays() {
     );
 
     // Again, properly: consent, then the exchange.
-    let back = consent(&mut c, &p, &ws).await;
-    let code = query_param(back.location(), "code").unwrap();
+    let code = code_for(&mut c, &p, &ws).await;
     // The redirect URI must be the request's; the resource must be the one asked for.
     let (status, body) = exchange(&s, &client, &code, VERIFIER, REDIRECT, &res).await;
     assert_eq!(
@@ -272,26 +255,16 @@ async fn code_flow_with_pkce_consent_refresh_and_replays() {
         (400, Some("invalid_grant")),
         "{body}"
     );
-    let back = consent(&mut c, &p, &ws).await;
-    let code = query_param(back.location(), "code").unwrap();
+    let code = code_for(&mut c, &p, &ws).await;
     let other = res.replace("/mcp", "/api");
-    let (status, body) = exchange(
-        &s,
-        &client,
-        &code,
-        VERIFIER,
-        "http://127.0.0.1:49152/callback",
-        &other,
-    )
-    .await;
+    let (status, body) = exchange(&s, &client, &code, VERIFIER, REDIRECT_AT, &other).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_target")),
         "{body}"
     );
 
-    let back = consent(&mut c, &p, &ws).await;
-    let code = query_param(back.location(), "code").unwrap();
+    let code = code_for(&mut c, &p, &ws).await;
     let resp = s
         .http
         .post(s.url("/oauth/token"))
@@ -301,7 +274,7 @@ async fn code_flow_with_pkce_consent_refresh_and_replays() {
             ("client_id", &client),
             ("code", &code),
             ("code_verifier", VERIFIER),
-            ("redirect_uri", "http://127.0.0.1:49152/callback"),
+            ("redirect_uri", REDIRECT_AT),
             ("resource", &res),
         ]))
         .send()
@@ -319,15 +292,7 @@ async fn code_flow_with_pkce_consent_refresh_and_replays() {
     let refresh = tokens["refresh_token"].as_str().unwrap().to_owned();
 
     // The code is single use even when it worked.
-    let (status, _) = exchange(
-        &s,
-        &client,
-        &code,
-        VERIFIER,
-        "http://127.0.0.1:49152/callback",
-        &res,
-    )
-    .await;
+    let (status, _) = exchange(&s, &client, &code, VERIFIER, REDIRECT_AT, &res).await;
     assert_eq!(status, 400);
     // ... and that replay revoked the grant: the refresh token died with it.
     let (status, body) = refresh_with(&s, &client, &refresh).await;
@@ -345,17 +310,8 @@ async fn code_flow_with_pkce_consent_refresh_and_replays() {
     drop(access);
 
     // Refresh rotation: each refresh token works once; the spent one again revokes the grant.
-    let back = consent(&mut c, &p, &ws).await;
-    let code = query_param(back.location(), "code").unwrap();
-    let (_, tokens) = exchange(
-        &s,
-        &client,
-        &code,
-        VERIFIER,
-        "http://127.0.0.1:49152/callback",
-        &res,
-    )
-    .await;
+    let code = code_for(&mut c, &p, &ws).await;
+    let (_, tokens) = exchange(&s, &client, &code, VERIFIER, REDIRECT_AT, &res).await;
     let r1 = tokens["refresh_token"].as_str().unwrap().to_owned();
     let (status, next) = refresh_with(&s, &client, &r1).await;
     assert_eq!(status, 200, "{next}");
@@ -382,17 +338,8 @@ async fn code_flow_with_pkce_consent_refresh_and_replays() {
     assert_eq!(status, 400, "the newer token died with the grant");
 
     // RFC 7009: revoking a refresh token revokes the grant.
-    let back = consent(&mut c, &p, &ws).await;
-    let code = query_param(back.location(), "code").unwrap();
-    let (_, tokens) = exchange(
-        &s,
-        &client,
-        &code,
-        VERIFIER,
-        "http://127.0.0.1:49152/callback",
-        &res,
-    )
-    .await;
+    let code = code_for(&mut c, &p, &ws).await;
+    let (_, tokens) = exchange(&s, &client, &code, VERIFIER, REDIRECT_AT, &res).await;
     let r = tokens["refresh_token"].as_str().unwrap();
     let (status, _, _) = form(&s, "/oauth/revoke", &[("token", r), ("client_id", &client)]).await;
     assert_eq!(status, 200);
@@ -401,18 +348,9 @@ async fn code_flow_with_pkce_consent_refresh_and_replays() {
     assert_eq!(status, 200, "an unknown token is not told apart");
 
     // A code lives a minute.
-    let back = consent(&mut c, &p, &ws).await;
-    let code = query_param(back.location(), "code").unwrap();
+    let code = code_for(&mut c, &p, &ws).await;
     s.clock.advance_secs(61);
-    let (status, body) = exchange(
-        &s,
-        &client,
-        &code,
-        VERIFIER,
-        "http://127.0.0.1:49152/callback",
-        &res,
-    )
-    .await;
+    let (status, body) = exchange(&s, &client, &code, VERIFIER, REDIRECT_AT, &res).await;
     assert_eq!(
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),

@@ -123,6 +123,13 @@ pub async fn consent(c: &mut Console<'_>, p: &[(&str, &str)], ws: &str) -> Page 
     allow(c, &page, ws).await
 }
 
+/// [`consent`], then the code from the redirect.
+pub async fn code_for(c: &mut Console<'_>, p: &[(&str, &str)], ws: &str) -> String {
+    let back = consent(c, p, ws).await;
+    assert_eq!(back.status, 303, "{}", back.html);
+    query_param(back.location(), "code").expect("a code")
+}
+
 /// Presses Allow on a consent page (`page`) in `ws`.
 pub async fn allow(c: &mut Console<'_>, page: &Page, ws: &str) -> Page {
     let mut fields: Vec<(String, String)> = hidden_fields(page)
@@ -199,9 +206,7 @@ pub async fn connect(
     let res = resource(s).await;
     let challenge = s256(VERIFIER);
     let p = params(&client, &res, &challenge, &[("scope", scope)]);
-    let back = consent(c, &p, ws).await;
-    assert_eq!(back.status, 303, "{}", back.html);
-    let code = query_param(back.location(), "code").expect("a code");
+    let code = code_for(c, &p, ws).await;
     let (status, tokens) = exchange(s, &client, &code, VERIFIER, REDIRECT_AT, &res).await;
     assert_eq!(status, 200, "{tokens}");
     (client, tokens)
