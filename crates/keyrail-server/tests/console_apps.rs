@@ -119,7 +119,11 @@ async fn an_app_made_on_pages_gets_tokens_a_grant_revoked_there_stops_them_at_on
     let list = c.get(&format!("/w/{ws}/apps")).await;
     assert_eq!(list.status, 200);
     assert!(list.html.contains("No app is granted here yet"));
-    assert!(list.html.contains("href=\"/apps\""), "a link to Your apps");
+    assert!(
+        list.html
+            .contains("See the <a href=\"/apps\">Developer</a> pages"),
+        "a link to the developer pages in the page itself"
+    );
     let form = c.get(&format!("/w/{ws}/apps/grant")).await;
     assert!(form.html.contains("value=\"workspace:read\""), "scopes");
     assert!(
@@ -306,7 +310,7 @@ async fn editing_an_app_keeps_the_api_rules_and_markup_in_its_name_is_escaped() 
             &[("client_id", "kr_app_nope"), ("scopes", "workspace:read")],
         )
         .await;
-    assert_eq!(unknown.status, 400, "{}", unknown.html);
+    assert_eq!(unknown.status, 404, "the API's status: {}", unknown.html);
     assert!(unknown.html.contains("App not found"));
     assert!(unknown.html.contains("value=\"kr_app_nope\""));
     s.stop().await;
@@ -366,7 +370,9 @@ async fn a_member_without_apps_write_sees_no_shared_box_and_a_shared_grant_is_re
     );
     // The owner sees it granted by bob, by name.
     let list = c.get(&format!("/w/{ws}/apps")).await;
-    assert!(list.html.contains(">Test User<"), "{}", list.html);
+    // (Every test user is "Test User", the owner included: the cell is bob's, not "you".)
+    assert!(list.html.contains("<td>Test User</td>"), "{}", list.html);
+    assert!(!list.html.contains("<td>you</td>"), "{}", list.html);
     // A member has no webhooks:read: the webhooks page and the secret are refused.
     assert_eq!(bob.get(&format!("/w/{ws}/webhooks")).await.status, 403);
     let secret = bob.post(&format!("/w/{ws}/webhooks/secret"), &[]).await;

@@ -450,7 +450,7 @@ impl Apps {
     ) -> Result<GrantView, Error> {
         let member = Self::granting_member(access)?;
         if shared {
-            access.require(&["apps:write", "workspace:write"])?;
+            access.require(SHARE_SCOPES)?;
         }
         if scopes.is_empty() {
             return Err(Error::invalid(
@@ -557,21 +557,12 @@ impl Apps {
             Some(v) if v.grant.workspace_id == access.workspace.id => v,
             _ => return Err(grant_not_found()),
         };
-        let own = matches!(access.actor, Actor::User { .. })
-            && access
-                .member
-                .as_ref()
-                .is_some_and(|m| m.id == view.grant.member_id);
-        if !own {
+        if !is_own(access, &view.grant) {
             // Someone who cannot list the grant does not learn that it exists.
             if !access.effective.covers(&["apps:read"]) {
                 return Err(grant_not_found());
             }
-            if view.grant.shared {
-                access.require(&["apps:write", "workspace:write"])?;
-            } else {
-                access.require(&["apps:write"])?;
-            }
+            access.require(revoke_scopes(&view.grant))?;
         }
         let entry = Self::audit_entry(
             &access.actor,
@@ -745,6 +736,40 @@ impl Apps {
             scopes,
         })
     }
+}
+
+/// What making a shared grant (and revoking one made by someone else) needs.
+pub const SHARE_SCOPES: &[&str] = &["apps:write", "workspace:write"];
+
+/// Whether the grant is the caller's own (a person, the grant's member).
+fn is_own(access: &Access, grant: &Grant) -> bool {
+    matches!(access.actor, Actor::User { .. })
+        && access
+            .member
+            .as_ref()
+            .is_some_and(|m| m.id == grant.member_id)
+}
+
+/// What revoking someone else's grant needs (besides seeing it, `apps:read`).
+fn revoke_scopes(grant: &Grant) -> &'static [&'static str] {
+    if grant.shared {
+        SHARE_SCOPES
+    } else {
+        &["apps:write"]
+    }
+}
+
+/// Whether [`Apps::revoke_grant`] would let the caller revoke `grant` (for a page that shows a
+/// button only where it works; the use case decides anyway).
+pub fn may_revoke(access: &Access, grant: &Grant) -> bool {
+    is_own(access, grant)
+        || (access.effective.covers(&["apps:read"])
+            && access.effective.covers(revoke_scopes(grant)))
+}
+
+/// Whether the caller may make shared grants ([`SHARE_SCOPES`]).
+pub fn may_share(access: &Access) -> bool {
+    access.effective.covers(SHARE_SCOPES)
 }
 
 fn grant_event(g: &Grant) -> serde_json::Value {

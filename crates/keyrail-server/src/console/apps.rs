@@ -10,11 +10,13 @@ use axum::Router;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::get;
+use keyrail_core::apps;
 use keyrail_core::model::{GrantView, Page};
 use keyrail_core::workspaces::Access;
 use serde::Deserialize;
 
 use crate::auth::Meta;
+use crate::console::keys::{ScopeChoice, scope_choices};
 use crate::console::session::{Posted, Signed, see_other};
 use crate::console::view::open_workspace;
 use crate::console::view::{Chrome, Failure, FieldError, When, can, encode, render, render_status};
@@ -46,23 +48,6 @@ struct GrantRow {
     revocable: bool,
 }
 
-/// What the signed-in person may do with grants here.
-struct GrantRights {
-    /// `apps:write`: revoke others' personal grants.
-    write: bool,
-    /// A shared grant needs `apps:write` and `workspace:write` (the use case's rule).
-    shared: bool,
-}
-
-impl GrantRights {
-    fn of(access: &Access) -> Self {
-        Self {
-            write: can(access, &["apps:write"]),
-            shared: can(access, &["apps:write", "workspace:write"]),
-        }
-    }
-}
-
 /// Names of the workspace's members by member id, when the person may see members (one page of
 /// the largest size; anyone beyond it is shown by id).
 async fn member_names(state: &AppState, access: &Access) -> HashMap<String, String> {
@@ -89,18 +74,18 @@ fn rows(
 ) -> Vec<GrantRow> {
     let now = state.clock.now();
     let me = access.member.as_ref().map(|m| m.id.to_string());
-    let rights = GrantRights::of(access);
     grants
         .into_iter()
         .map(|v| {
             let g = v.grant;
             let member = g.member_id.to_string();
             let own = me.as_deref() == Some(member.as_str());
+            let revocable = apps::may_revoke(access, &g);
             GrantRow {
                 id: g.id.to_string(),
                 app_name: v.app_name,
                 client_id: g.client_id,
-                revocable: own || (rights.write && (!g.shared || rights.shared)),
+                revocable,
                 granted_by: if own {
                     "you".to_owned()
                 } else {
@@ -158,29 +143,6 @@ pub async fn list(
     })
 }
 
-/// A scope the person may grant (only the ones they hold: no escalation).
-struct ScopeChoice {
-    name: String,
-    description: String,
-    dangerous: bool,
-    checked: bool,
-}
-
-fn scope_choices(access: &Access, checked: &[String]) -> Vec<ScopeChoice> {
-    access
-        .catalog
-        .entries()
-        .iter()
-        .filter(|e| can(access, &[e.name.as_str()]))
-        .map(|e| ScopeChoice {
-            checked: checked.contains(&e.name),
-            name: e.name.clone(),
-            description: e.description.clone(),
-            dangerous: e.dangerous,
-        })
-        .collect()
-}
-
 #[derive(Template)]
 #[template(path = "console/apps_grant.html")]
 struct GrantFormPage {
@@ -188,7 +150,8 @@ struct GrantFormPage {
     scopes: Vec<ScopeChoice>,
     client_id: String,
     shared: bool,
-    rights: GrantRights,
+    /// Whether the person may make shared grants.
+    may_share: bool,
     error: FieldError,
 }
 
@@ -208,7 +171,7 @@ pub async fn grant_form(
         scopes: scope_choices(&access, &[]),
         client_id: q.client_id.unwrap_or_default(),
         shared: false,
-        rights: GrantRights::of(&access),
+        may_share: apps::may_share(&access),
         chrome,
         error: FieldError::default(),
     })
@@ -232,22 +195,28 @@ pub async fn grant(
     {
         Ok(_) => Ok(see_other(&format!("/w/{ws}/apps?done=granted"))),
         Err(e) => {
-            // An unknown app is the person's to fix (a mistyped client id), not an error page.
+            // An unknown app is the person's to fix (a mistyped client id): the form again, with
+            // the API's 404 and message next to the field. The workspace was found above, so the
+            // only 404 left is the app's.
             let e = ApiError::from(e);
-            let e = if e.status == axum::http::StatusCode::NOT_FOUND && e.message == "App not found"
-            {
-                ApiError::invalid("client_id", e.message.into_owned())
+            let (status, error) = if e.status == axum::http::StatusCode::NOT_FOUND {
+                (
+                    e.status,
+                    FieldError {
+                        field: "client_id".to_owned(),
+                        message: e.message.into_owned(),
+                    },
+                )
             } else {
-                e
+                FieldError::of(e)?
             };
-            let (status, error) = FieldError::of(e)?;
             render_status(
                 status,
                 &GrantFormPage {
                     scopes: scope_choices(&access, &scopes),
                     client_id,
                     shared,
-                    rights: GrantRights::of(&access),
+                    may_share: apps::may_share(&access),
                     chrome,
                     error,
                 },
