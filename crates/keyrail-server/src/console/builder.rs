@@ -368,7 +368,9 @@ pub async fn create(
     Meta(meta): Meta,
     posted: Posted,
 ) -> Result<Response, Failure> {
+    // Read before the app is made, so that its secret is shown whatever happens after.
     let chrome = chrome(&state, &posted.who, None).await?;
+    let profiles = my_profiles(&state, &posted.who).await?;
     let v = AppValues::of(&posted.form);
     let created = state
         .apps
@@ -383,7 +385,6 @@ pub async fn create(
             },
         )
         .await;
-    let profiles = my_profiles(&state, &posted.who).await?;
     match created {
         Ok((app, secret)) => render(&SecretPage {
             chrome,
@@ -545,12 +546,14 @@ pub async fn new_secret(
     Path(client_id): Path<String>,
     posted: Posted,
 ) -> Result<Response, Failure> {
+    // What the page needs is read first: once the secret is rotated, a failure to show it
+    // would leave the app with a secret nobody has.
+    let chrome = chrome(&state, &posted.who, None).await?;
+    let app = app_view(&state, &posted.who, &client_id).await?;
     let secret = state
         .apps
         .rotate_secret(&posted.who.actor(), &meta, &client_id)
         .await?;
-    let chrome = chrome(&state, &posted.who, None).await?;
-    let app = app_view(&state, &posted.who, &client_id).await?;
     render(&SecretPage {
         chrome,
         app,
