@@ -46,7 +46,7 @@ pub fn resource_metadata_url(state: &AppState) -> String {
 pub const LOG_DIRECTIVE: &str = "rmcp=warn";
 
 /// The largest request body `/mcp` reads (a JSON-RPC message); larger ones get 413.
-pub const BODY_LIMIT: usize = 1024 * 1024;
+pub const BODY_LIMIT: usize = crate::json::BODY_LIMIT;
 
 /// `/mcp`: rmcp's Streamable HTTP transport, stateless (every POST is served on its own; no
 /// session is kept in memory, so any node of a cluster answers any request), JSON answers,
@@ -72,8 +72,19 @@ pub fn router(state: &AppState) -> Router<AppState> {
             state.clone(),
             require_caller,
         ))
+        // A tool's result may hold a secret (a new key): no answer of /mcp is cached.
+        .layer(axum::middleware::from_fn(no_store))
         // Outermost: a browser's preflight carries no credential.
         .layer(axum::middleware::from_fn(crate::oauth::cors))
+}
+
+/// `Cache-Control: no-store` on every answer (API.md "Conventions": an answer that may hold a
+/// secret is not cached).
+async fn no_store(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
 }
 
 /// Reads a POST's body (at most [`BODY_LIMIT`], else 413) before rmcp does, so that a body
@@ -89,11 +100,7 @@ async fn read_message(req: Request, next: Next) -> Response {
         Ok(b) => b,
         Err(e) => {
             let error = if e.into_inner().is::<http_body_util::LengthLimitError>() {
-                ApiError::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload_too_large",
-                    "Request body too large (limit 1 MiB)",
-                )
+                ApiError::for_status(StatusCode::PAYLOAD_TOO_LARGE)
             } else {
                 ApiError::invalid("body", "The request body could not be read")
             };

@@ -153,8 +153,9 @@ struct KeysVerifyArgs {
     #[serde(default)]
     #[schemars(length(max = 100), inner(length(min = 1, max = 64)))]
     scopes: Vec<String>,
-    /// Credits (and rate-limit tokens) this check spends (default 0: only look).
-    #[serde(default)]
+    /// Credits (and rate-limit tokens) this check spends, as the API's `cost` (default 1; 0
+    /// only looks).
+    #[serde(default = "crate::routes::keys::one")]
     cost: u32,
 }
 
@@ -356,7 +357,7 @@ fn make_catalog() -> Vec<Tool> {
             "keys_verify",
             "Check an API key as `POST /api/v1/keys/verify` does, bound to the workspace: `valid` and `code` (VALID, NOT_FOUND, EXPIRED, REVOKED, DISABLED, INSUFFICIENT_SCOPE, RATE_LIMITED, USAGE_EXCEEDED, TENANT_SUSPENDED).",
             schema::<KeysVerifyArgs>(),
-            // A cost above 0 spends credits.
+            // A cost above 0 (the default, as the API) spends credits.
             writes(false, false),
         ),
         tool(
@@ -379,7 +380,7 @@ fn make_catalog() -> Vec<Tool> {
         ),
         tool(
             "grants_revoke",
-            "Revoke an app's grant: its tokens stop at once. Needs apps:write (and workspace:write for a shared grant) unless it is the caller's own.",
+            "Revoke an app's grant: its tokens stop at once. Needs apps:read and apps:write (and workspace:write for a shared grant); only a person signed in may revoke a grant of their own without them, so through MCP the scopes are always needed.",
             schema::<GrantIdArgs>(),
             writes(true, true),
         ),

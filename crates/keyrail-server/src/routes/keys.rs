@@ -630,7 +630,8 @@ pub struct VerifyIn {
     workspace_id: Option<String>,
 }
 
-fn one() -> u32 {
+/// The default `cost` of a verify (the API's and the `keys_verify` tool's).
+pub(crate) fn one() -> u32 {
     1
 }
 
