@@ -14,6 +14,7 @@ use axum::response::{IntoResponse, Response};
 use keyrail_core::apps::oauth::{
     OAuthError, OAuthFailure, OAuthTokens, Registration, TokenRequest,
 };
+use keyrail_core::secret::Secret;
 use serde::Serialize;
 use serde_json::{Value, json};
 use utoipa::ToSchema;
@@ -446,16 +447,23 @@ pub async fn token(
         Ok(f) => f,
         Err(f) => return failure(f),
     };
-    let mut it = fields.into_iter();
-    let mut next = || it.next().flatten();
+    let [
+        grant_type,
+        code,
+        redirect_uri,
+        client_id,
+        code_verifier,
+        refresh_token,
+        resource,
+    ] = <[Option<String>; 7]>::try_from(fields).unwrap_or_default();
     let req = TokenRequest {
-        grant_type: next(),
-        code: next(),
-        redirect_uri: next(),
-        client_id: next(),
-        code_verifier: next(),
-        refresh_token: next(),
-        resource: next(),
+        grant_type,
+        code: code.map(Secret::new),
+        redirect_uri,
+        client_id,
+        code_verifier: code_verifier.map(Secret::new),
+        refresh_token: refresh_token.map(Secret::new),
+        resource,
     };
     match state
         .apps

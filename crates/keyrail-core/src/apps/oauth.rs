@@ -137,15 +137,16 @@ impl From<StoreError> for AuthorizeFailure {
     }
 }
 
-/// The body of `POST /oauth/token`, as received.
-#[derive(Debug, Clone, Default)]
+/// The body of `POST /oauth/token`, as received. The code, the verifier and the refresh
+/// token are secrets: their `Debug` never shows them.
+#[derive(Debug, Default)]
 pub struct TokenRequest {
     pub grant_type: Option<String>,
-    pub code: Option<String>,
+    pub code: Option<Secret>,
     pub redirect_uri: Option<String>,
     pub client_id: Option<String>,
-    pub code_verifier: Option<String>,
-    pub refresh_token: Option<String>,
+    pub code_verifier: Option<Secret>,
+    pub refresh_token: Option<Secret>,
     pub resource: Option<String>,
 }
 
@@ -585,7 +586,8 @@ impl Apps {
         };
         let presented = req
             .code
-            .as_deref()
+            .as_ref()
+            .map(Secret::expose)
             .filter(|c| c.starts_with(CODE_PREFIX) && c.len() <= 100)
             .ok_or_else(invalid)?;
         // Taken before anything is compared: a code is spent by any attempt, right or wrong,
@@ -615,9 +617,13 @@ impl Apps {
                 "redirect_uri must be the one of the authorization request",
             ));
         }
-        let verified = req.code_verifier.as_deref().is_some_and(|v| {
-            pkce_shaped(v) && ct_eq(s256(v).as_bytes(), code.code_challenge.as_bytes())
-        });
+        let verified = req
+            .code_verifier
+            .as_ref()
+            .map(Secret::expose)
+            .is_some_and(|v| {
+                pkce_shaped(v) && ct_eq(s256(v).as_bytes(), code.code_challenge.as_bytes())
+            });
         if !verified {
             return Err(fail(
                 "invalid_grant",
@@ -643,7 +649,8 @@ impl Apps {
         let invalid = || fail("invalid_grant", "The refresh token is invalid or expired");
         let presented = req
             .refresh_token
-            .as_deref()
+            .as_ref()
+            .map(Secret::expose)
             .filter(|t| t.starts_with(REFRESH_PREFIX) && t.len() <= 100)
             .ok_or_else(invalid)?;
         let hash = sha256_hex(presented.as_bytes());
@@ -840,6 +847,22 @@ impl Apps {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_token_requests_debug_hides_its_secrets() {
+        let req = TokenRequest {
+            grant_type: Some("authorization_code".into()),
+            code: Some(Secret::new("krc_code-value".into())),
+            code_verifier: Some(Secret::new("verifier-value".into())),
+            refresh_token: Some(Secret::new("krr_refresh-value".into())),
+            ..TokenRequest::default()
+        };
+        let shown = format!("{req:?}");
+        assert!(shown.contains("authorization_code"), "{shown}");
+        for secret in ["code-value", "verifier-value", "refresh-value"] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+    }
 
     #[test]
     fn pkce_s256_matches_rfc_7636_appendix_b() {
