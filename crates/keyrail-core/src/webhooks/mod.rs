@@ -362,6 +362,12 @@ impl Webhooks {
         Ok(self.store.list_webhooks(&access.workspace.id, page).await?)
     }
 
+    /// One endpoint of the workspace [webhooks:read] (the console's endpoint page).
+    pub async fn get(&self, access: &Access, id: &str) -> Result<WebhookEndpoint, Error> {
+        access.require(&["webhooks:read"])?;
+        self.find(access, id).await
+    }
+
     async fn find(&self, access: &Access, id: &str) -> Result<WebhookEndpoint, Error> {
         let id = WebhookId::parse(id).ok_or_else(not_found)?;
         self.store

@@ -8,7 +8,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
 use keyrail_core::events::EVENT_TYPES;
-use keyrail_core::model::Page;
 use keyrail_core::secret::Secret;
 use keyrail_core::webhooks::{DeliveryAttempt, WebhookEndpoint};
 use keyrail_core::workspaces::Access;
@@ -105,9 +104,8 @@ async fn page(
     }
     .page()?;
     let list = state.webhooks.list(access, &page).await?;
-    let next = (list.len() as u32 >= page.limit)
-        .then(|| list.last().map(|e| e.id.to_string()))
-        .flatten()
+    let next = page
+        .next_cursor(&list, |e| e.id.to_string())
         .map(|last| format!("{}?cursor={}", chrome.ws_path("webhooks"), encode(&last)));
     Ok(WebhooksPage {
         endpoints: list
@@ -187,17 +185,6 @@ pub async fn show_secret(
     render(&SecretPage { chrome, secret })
 }
 
-/// One endpoint of the workspace (a workspace has at most 20: one page of the list holds them).
-async fn endpoint(state: &AppState, access: &Access, id: &str) -> Result<WebhookEndpoint, Failure> {
-    state
-        .webhooks
-        .list(access, &Page::first(Page::MAX_LIMIT))
-        .await?
-        .into_iter()
-        .find(|e| e.id.to_string() == id)
-        .ok_or_else(|| keyrail_core::Error::NotFound { what: "webhook" }.into())
-}
-
 struct DeliveryView {
     event_type: String,
     attempt: u32,
@@ -247,10 +234,9 @@ pub async fn detail(
     }
     .page()?;
     let deliveries = state.webhooks.deliveries(&access, &id, &page).await?;
-    let endpoint = endpoint(&state, &access, &id).await?;
-    let next = (deliveries.len() as u32 >= page.limit)
-        .then(|| deliveries.last().map(|d| d.id.to_string()))
-        .flatten()
+    let endpoint = state.webhooks.get(&access, &id).await?;
+    let next = page
+        .next_cursor(&deliveries, |d| d.id.to_string())
         .map(|last| {
             format!(
                 "{}?cursor={}",
@@ -285,7 +271,7 @@ pub async fn delete_confirm(
 ) -> Result<Response, Failure> {
     let (access, chrome) = open_workspace(&state, "webhooks", &who, &ws, None).await?;
     access.require(&["webhooks:write"])?;
-    let endpoint = endpoint(&state, &access, &id).await?;
+    let endpoint = state.webhooks.get(&access, &id).await?;
     render(&DeletePage {
         chrome,
         endpoint: EndpointView::new(endpoint, &state),
