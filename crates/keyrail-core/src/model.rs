@@ -195,11 +195,30 @@ impl Page {
     pub fn first(limit: u32) -> Self {
         Self { limit, after: None }
     }
+
+    /// Where the next page starts: the id of the last item when this page came back full,
+    /// `None` on the last page.
+    pub fn next_cursor<T>(&self, items: &[T], id_of: impl Fn(&T) -> String) -> Option<String> {
+        if items.len() as u32 >= self.limit {
+            items.last().map(id_of)
+        } else {
+            None
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_page_points_at_its_last_item_and_a_short_one_ends() {
+        let page = Page::first(2);
+        let id = |n: &u32| n.to_string();
+        assert_eq!(page.next_cursor(&[1, 2], id), Some("2".into()));
+        assert_eq!(page.next_cursor(&[1], id), None);
+        assert_eq!(page.next_cursor::<u32>(&[], id), None);
+    }
 
     #[test]
     fn contract_key_formats_are_expressible() {

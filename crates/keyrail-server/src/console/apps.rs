@@ -129,9 +129,8 @@ pub async fn list(
     }
     .page()?;
     let grants = state.apps.list_grants(&access, None, &page).await?;
-    let next = (grants.len() as u32 >= page.limit)
-        .then(|| grants.last().map(|g| g.grant.id.to_string()))
-        .flatten()
+    let next = page
+        .next_cursor(&grants, |g| g.grant.id.to_string())
         .map(|last| format!("{}?cursor={}", chrome.ws_path("apps"), encode(&last)));
     let names = member_names(&state, &access).await;
     render(&GrantsPage {

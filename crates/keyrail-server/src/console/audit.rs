@@ -142,10 +142,8 @@ pub async fn list(
         }
     };
     let entries = state.workspaces.audit_log(&access, filter, &page).await?;
-    let full = entries.len() as u32 >= page.limit;
-    page_out.next = full
-        .then(|| entries.last().map(|e| e.id.to_string()))
-        .flatten()
+    page_out.next = page
+        .next_cursor(&entries, |e| e.id.to_string())
         .map(|last| format!("/w/{ws}/audit?cursor={}{filters}", encode(&last)));
     let now = state.clock.now();
     page_out.entries = entries

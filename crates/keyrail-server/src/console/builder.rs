@@ -120,9 +120,8 @@ pub async fn list(
     }
     .page()?;
     let apps = state.apps.list_apps(&who.actor(), &page).await?;
-    let next = (apps.len() as u32 >= page.limit)
-        .then(|| apps.last().map(|a| a.client_id.clone()))
-        .flatten()
+    let next = page
+        .next_cursor(&apps, |a| a.client_id.clone())
         .map(|last| format!("/apps?cursor={}", encode(&last)));
     let profiles = my_profiles(&state, &who).await?;
     render(&AppsPage {
@@ -172,9 +171,8 @@ async fn profiles_page(
     }
     .page()?;
     let list = state.apps.list_profiles(&who.actor(), &page).await?;
-    let next = (list.len() as u32 >= page.limit)
-        .then(|| list.last().map(|p| p.id.to_string()))
-        .flatten()
+    let next = page
+        .next_cursor(&list, |p| p.id.to_string())
         .map(|last| format!("/apps/profiles?cursor={}", encode(&last)));
     let now = state.clock.now();
     Ok(ProfilesPage {

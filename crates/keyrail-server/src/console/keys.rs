@@ -140,20 +140,16 @@ pub async fn list(
         external_id: external_id.map(str::to_owned),
     };
     let keys = state.keys.list(&access, &filter, &page).await?;
-    let full = keys.len() as u32 >= page.limit;
-    let next = full
-        .then(|| keys.last().map(|k| k.id.to_string()))
-        .flatten()
-        .map(|last| {
-            let mut link = format!("{}?cursor={last}", chrome.ws_path("keys"));
-            if let Some(s) = status_name {
-                link.push_str(&format!("&status={}", encode(s)));
-            }
-            if let Some(e) = external_id {
-                link.push_str(&format!("&external_id={}", encode(e)));
-            }
-            link
-        });
+    let next = page.next_cursor(&keys, |k| k.id.to_string()).map(|last| {
+        let mut link = format!("{}?cursor={last}", chrome.ws_path("keys"));
+        if let Some(s) = status_name {
+            link.push_str(&format!("&status={}", encode(s)));
+        }
+        if let Some(e) = external_id {
+            link.push_str(&format!("&external_id={}", encode(e)));
+        }
+        link
+    });
     render(&KeysPage {
         rights: KeyRights::of(&access),
         keys: keys.into_iter().map(|k| KeyView::new(k, &state)).collect(),

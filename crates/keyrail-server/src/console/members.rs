@@ -129,10 +129,8 @@ async fn members_page(
     } else {
         Vec::new()
     };
-    let full = members.len() as u32 >= page.limit;
-    let next = full
-        .then(|| members.last().map(|m| m.member.id.to_string()))
-        .flatten()
+    let next = page
+        .next_cursor(&members, |m| m.member.id.to_string())
         .map(|last| format!("{}?cursor={last}", chrome.ws_path("members")));
     let now = state.clock.now();
     let mut rows = Vec::with_capacity(members.len());

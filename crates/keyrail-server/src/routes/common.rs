@@ -184,11 +184,7 @@ pub struct List<T> {
 impl<T> List<T> {
     /// `next_cursor` is the id of the last item when the page is full.
     pub fn paged(data: Vec<T>, page: &Page, id_of: impl Fn(&T) -> String) -> Self {
-        let next_cursor = if data.len() as u32 >= page.limit {
-            data.last().map(id_of)
-        } else {
-            None
-        };
+        let next_cursor = page.next_cursor(&data, id_of);
         Self { data, next_cursor }
     }
 }
